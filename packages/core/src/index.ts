@@ -1,0 +1,42 @@
+/**
+ * @fulgur/core: the contracts every Fulgur plugin implements and the string registries that find
+ * them by name. No runtime code beyond the registries and the shape checks.
+ */
+export { CONTRACT_VERSION, isCompatibleContract } from "./version";
+export type { ContractVersioned } from "./plugin";
+export type { Store } from "./store";
+export type { ProcessGroup, ReduceOp, Work } from "./processGroup";
+export type { ClusterEnvironment } from "./clusterEnvironment";
+export type { Accelerator, AcceleratorMemoryStats } from "./accelerator";
+export type { Precision } from "./precision";
+export type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
+export type {
+  BackwardSyncControl,
+  Launching,
+  OptimizerStepResult,
+  Strategy,
+  StrategyContext,
+} from "./strategy";
+export { hasBackwardSyncControl, isLaunching } from "./strategy";
+export {
+  assertAccelerator,
+  assertCheckpointIO,
+  assertPrecision,
+  assertStrategy,
+  contractProblems,
+  isAccelerator,
+  isCheckpointIO,
+  isPrecision,
+  isStrategy,
+} from "./conformance";
+export { KNOWN_ACCELERATOR_PACKAGES, KNOWN_STRATEGY_PACKAGES } from "./knownPackages";
+export {
+  AcceleratorRegistry,
+  Registry,
+  StrategyRegistry,
+  UnknownPluginError,
+  type PluginFactory,
+  type PluginOptions,
+  type RegisterOptions,
+  type RegistryEntry,
+} from "./registry";

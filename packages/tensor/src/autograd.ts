@@ -1,0 +1,158 @@
+/**
+ * Reverse-mode autograd. Each differentiable op that sees an input requiring grad records a Node
+ * holding its backward function and the tensors it saved. Nodes are reference-counted by the
+ * tensors they produced and by the nodes downstream of them, so a graph nobody can reach any more
+ * releases its saved tensors at once (decision 2); backward releases each node's saved tensors as
+ * soon as that node has run, which is what keeps peak memory at PyTorch's level.
+ */
+import type { Tensor } from "./tensor";
+import { noGrad } from "./gradMode";
+import { scope } from "./memory";
+
+export type Edge = { readonly node: Node } | { readonly leaf: Tensor } | null;
+/** Receives the output gradient and the node's saved tensors (in the order they were saved). */
+export type BackwardFn = (grad: Tensor, saved: readonly Tensor[]) => (Tensor | null)[];
+export type GradHook = (grad: Tensor) => Tensor | void;
+
+export class Node {
+  private refs = 0;
+  private released = false;
+  private consumed = false;
+  readonly gradHooks: GradHook[] = [];
+  /** The tensor whose `.grad` should be set (retainGrad on a non-leaf). */
+  retainTarget: Tensor | null = null;
+
+  constructor(
+    readonly name: string,
+    public edges: Edge[],
+    private backwardFn: BackwardFn | null,
+    private saved: Tensor[],
+  ) {
+    for (const e of edges) if (e && "node" in e) e.node.retain();
+  }
+
+  retain(): void {
+    this.refs++;
+  }
+
+  release(): void {
+    if (--this.refs > 0 || this.released) return;
+    this.released = true;
+    this.releaseSaved();
+    const edges = this.edges;
+    this.edges = [];
+    for (const e of edges) if (e && "node" in e) e.node.release();
+  }
+
+  releaseSaved(): void {
+    for (const t of this.saved) t.dispose();
+    this.saved = [];
+    this.backwardFn = null;
+  }
+
+  apply(grad: Tensor, retainGraph: boolean): (Tensor | null)[] {
+    if (this.consumed || !this.backwardFn) {
+      throw new Error(
+        `backward through ${this.name} a second time: its saved tensors were already freed; pass { retainGraph: true } to the first backward`,
+      );
+    }
+    const grads = this.backwardFn(grad, this.saved);
+    if (!retainGraph) {
+      this.consumed = true;
+      this.releaseSaved();
+    }
+    return grads;
+  }
+}
+
+export interface BackwardOptions {
+  retainGraph?: boolean;
+}
+
+/** Hooks the engine needs from Tensor without a circular import at load time. */
+export interface LeafAccumulator {
+  accumulate(leaf: Tensor, grad: Tensor): void;
+  alias(t: Tensor): Tensor;
+  add(a: Tensor, b: Tensor): Tensor;
+}
+
+let accumulator: LeafAccumulator | null = null;
+
+export function setLeafAccumulator(a: LeafAccumulator): void {
+  accumulator = a;
+}
+
+/**
+ * Runs backward from `root` with `grad` (which the engine takes ownership of). Nodes run in reverse
+ * topological order; each gradient is freed as soon as its consumer has used it.
+ */
+export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptions = {}): void {
+  const acc = accumulator!;
+  const retainGraph = options.retainGraph ?? false;
+  const deps = new Map<Node, number>();
+  const stack: Node[] = [rootNode];
+  const seen = new Set<Node>([rootNode]);
+  while (stack.length) {
+    const n = stack.pop()!;
+    for (const e of n.edges) {
+      if (!e || !("node" in e)) continue;
+      deps.set(e.node, (deps.get(e.node) ?? 0) + 1);
+      if (!seen.has(e.node)) {
+        seen.add(e.node);
+        stack.push(e.node);
+      }
+    }
+  }
+  const pending = new Map<Node, Tensor>([[rootNode, grad]]);
+  const ready: Node[] = [rootNode];
+  // The root is kept alive while it runs even if the user disposes the output during a hook.
+  noGrad(() => {
+    while (ready.length) {
+      const node = ready.pop()!;
+      let g = pending.get(node)!;
+      pending.delete(node);
+      for (const hook of node.gradHooks) {
+        const r = hook(g);
+        if (r && r !== g) {
+          g.dispose();
+          g = acc.alias(r);
+        }
+      }
+      if (node.retainTarget && !node.retainTarget.isDisposed) {
+        node.retainTarget.setGradInternal(acc.alias(g));
+      }
+      const edges = node.edges;
+      // Each node runs in its own scope so its temporaries are freed before the next node runs.
+      const returned = scope(() => node.apply(g, retainGraph));
+      // Take an alias of each returned gradient so that the same tensor returned for two inputs
+      // (add's backward) or the incoming gradient passed through are owned once per consumer.
+      const owned = returned.map((r) => (r ? acc.alias(r) : null));
+      for (const r of new Set(returned)) if (r && r !== g) r.dispose();
+      g.dispose();
+      edges.forEach((e, i) => {
+        const gi = owned[i];
+        if (!gi) return;
+        if (!e) {
+          gi.dispose();
+          return;
+        }
+        if ("leaf" in e) {
+          acc.accumulate(e.leaf, gi);
+          return;
+        }
+        const prev = pending.get(e.node);
+        if (prev) {
+          const sum = acc.add(prev, gi);
+          prev.dispose();
+          gi.dispose();
+          pending.set(e.node, acc.alias(sum));
+          sum.dispose();
+        } else pending.set(e.node, gi);
+        const left = deps.get(e.node)! - 1;
+        deps.set(e.node, left);
+        if (left === 0) ready.push(e.node);
+      });
+    }
+  });
+  for (const t of pending.values()) t.dispose();
+}

@@ -1,0 +1,208 @@
+/**
+ * The Backend contract: everything a device must do for the tensor engine. The CPU backend in
+ * `cpu/` is the reference; `@fulgur/accelerator-cuda` implements the same contract on GPUs and is
+ * held to it by the shared conformance suite (`test/conformance.ts`).
+ *
+ * Conventions every method follows:
+ * - Destination-passing: the caller allocates every output (`alloc`) and passes it as a `View`, so a
+ *   backend never allocates behind the engine's back and in-place updates are the same call.
+ * - Inputs are strided views and may be non-contiguous, broadcast (stride 0) or offset; outputs are
+ *   contiguous unless a method says otherwise. dtype is the storage's.
+ * - Methods may return before the work is done (a GPU queues it on a stream); `read` waits.
+ * - Shapes are checked by the frontend; a backend may assume they agree.
+ */
+import type { DType, HostArray } from "./dtype";
+
+/** Device memory owned by one backend. Opaque to everything but that backend. */
+export interface Storage {
+  readonly backend: Backend;
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly length: number;
+  readonly byteLength: number;
+}
+
+/** A strided window onto a storage: what every kernel reads and writes. */
+export interface View {
+  readonly storage: Storage;
+  readonly shape: readonly number[];
+  readonly strides: readonly number[];
+  readonly offset: number;
+}
+
+export type UnaryOp =
+  | "neg"
+  | "exp"
+  | "log"
+  | "sqrt"
+  | "rsqrt"
+  | "tanh"
+  | "gelu"
+  | "relu"
+  | "abs"
+  | "sigmoid"
+  | "reciprocal"
+  | "square"
+  /** x + scalar */
+  | "add_scalar"
+  /** x * scalar */
+  | "mul_scalar"
+  /** x ** scalar */
+  | "pow_scalar"
+  /** scalar - x: lets `1 - p` and friends stay one kernel */
+  | "rsub_scalar";
+
+export type BinaryOp =
+  | "add"
+  | "sub"
+  | "mul"
+  | "div"
+  | "maximum"
+  | "minimum"
+  | "pow"
+  /** (x, grad) -> grad * gelu'(x), tanh form */
+  | "gelu_backward"
+  /** (x, grad) -> x > 0 ? grad : 0 */
+  | "relu_backward"
+  | "eq"
+  | "ne"
+  | "lt"
+  | "le"
+  | "gt"
+  | "ge";
+
+export type ReduceOp = "sum" | "max" | "min" | "argmax";
+
+export interface MatmulOptions {
+  /** Added to every row of the product; shape [N]. */
+  readonly bias?: View;
+  /** Apply GELU (tanh form) after the bias: the epilogue a fused MLP needs. */
+  readonly gelu?: boolean;
+  /** out = alpha * a @ b + beta * out (beta = 1 accumulates, as weight gradients do). */
+  readonly alpha?: number;
+  readonly beta?: number;
+}
+
+export interface AdamWHyper {
+  readonly lr: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly eps: number;
+  readonly weightDecay: number;
+  /** 1-based step count after this update, for bias correction. */
+  readonly step: number;
+  readonly maximize?: boolean;
+}
+
+export interface BackendMemoryStats {
+  /** Bytes in live storages. */
+  readonly allocated: number;
+  /** Bytes held from the device, live or cached. */
+  readonly reserved: number;
+  /** Highest `allocated` since the last reset. */
+  readonly peak: number;
+}
+
+/**
+ * A counter-based random stream (Philox4x32-10): value i of a draw depends only on (seed, offset + i),
+ * so every backend produces the same numbers and a draw can be replayed for recomputation.
+ */
+export interface PhiloxState {
+  readonly seed: bigint;
+  readonly offset: number;
+}
+
+export interface Backend {
+  /** "cpu", "cuda", ... */
+  readonly name: string;
+  /** "cpu", "cuda:0", ... */
+  readonly device: string;
+
+  // Memory
+  alloc(dtype: DType, length: number): Storage;
+  free(storage: Storage): void;
+  fromHost(data: HostArray, dtype: DType): Storage;
+  /** Contiguous copy of a view in storage format (16-bit floats as raw bits); waits for pending work. */
+  read(view: View): HostArray;
+  memoryStats(): BackendMemoryStats;
+  resetPeak(): void;
+  /** Waits for all queued work. */
+  synchronize(): void;
+
+  // Data movement
+  /** dst[i] = cast(src[i]) elementwise over dst.shape; src is broadcast to it. dst may be strided. */
+  copy(src: View, dst: View): void;
+  fill(dst: View, value: number): void;
+
+  // Elementwise: `out` has the broadcast shape; inputs arrive already expanded to it (stride 0).
+  unary(op: UnaryOp, x: View, out: View, scalar?: number): void;
+  binary(op: BinaryOp, a: View, b: View, out: View): void;
+  /** out = cond != 0 ? a : b */
+  where(cond: View, a: View, b: View, out: View): void;
+
+  /** Reduces x into out, which has x's rank with size 1 on every reduced dimension. argmax: one dim, int32 out. */
+  reduce(op: ReduceOp, x: View, out: View): void;
+
+  /** out[b] = a[b] @ b[b] over the batch dim 0 (a: [B, M, K], b: [B, K, N] or broadcast, out: [B, M, N]). */
+  matmul(a: View, b: View, out: View, options?: MatmulOptions): void;
+
+  /** Softmax / log-softmax over the last dimension. */
+  softmax(x: View, out: View, log: boolean): void;
+  /** gx = softmax' given y and gy; for log-softmax, gx = gy - exp(y) * sum(gy). */
+  softmaxBackward(y: View, gy: View, gx: View, log: boolean): void;
+
+  /** Layer norm over the last dim; mean and rstd ([rows]) are saved for backward. weight/bias may be absent. */
+  layerNorm(x: View, weight: View | null, bias: View | null, eps: number, out: View, mean: View, rstd: View): void;
+  /** gw and gb are accumulated into (+=), gx is overwritten. */
+  layerNormBackward(
+    gy: View,
+    x: View,
+    weight: View | null,
+    mean: View,
+    rstd: View,
+    gx: View,
+    gw: View | null,
+    gb: View | null,
+  ): void;
+
+  /** out[i, :] = weight[ids[i], :]. ids int32 [N]; out [N, D]. */
+  embedding(weight: View, ids: View, out: View): void;
+  /** gw[ids[i], :] += gy[i, :]. */
+  embeddingBackward(gy: View, ids: View, gw: View): void;
+
+  /**
+   * Per-row cross entropy: loss[i] = logsumexp(logits[i]) - logits[i, target[i]], 0 where the target is
+   * ignoreIndex. lse [N] is saved for backward. logits [N, C], targets int32 [N].
+   */
+  crossEntropy(logits: View, targets: View, ignoreIndex: number, loss: View, lse: View): void;
+  /** glogits[i] = gloss[i] * (softmax(logits[i]) - onehot(target[i])), 0 on ignored rows. */
+  crossEntropyBackward(logits: View, targets: View, lse: View, gloss: View, ignoreIndex: number, glogits: View): void;
+
+  /**
+   * Scaled dot-product attention over [B, H, T, D] with an optional causal mask. lse [B, H, T] is saved
+   * for backward so no [T, T] matrix needs to be kept.
+   */
+  attention(q: View, k: View, v: View, out: View, lse: View, causal: boolean, scale: number): void;
+  attentionBackward(
+    q: View,
+    k: View,
+    v: View,
+    out: View,
+    lse: View,
+    gout: View,
+    gq: View,
+    gk: View,
+    gv: View,
+    causal: boolean,
+    scale: number,
+  ): void;
+
+  /** Uniform [0, 1) or standard normal draws into a contiguous out, from the Philox stream. */
+  random(kind: "uniform" | "normal", out: View, state: PhiloxState): void;
+
+  /**
+   * One fused AdamW update over many parameters (PyTorch's formula, decoupled weight decay).
+   * params, expAvg and expAvgSq are updated in place; all views contiguous and of equal length per index.
+   */
+  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void;
+}

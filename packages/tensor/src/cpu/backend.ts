@@ -1,0 +1,221 @@
+/**
+ * The CPU backend: host typed arrays, synchronous kernels, exact memory accounting.
+ *
+ * It is the reference every other backend is tested against, so it favours exact, documented
+ * semantics; it is also what the CPU training demo runs on, so the kernels behind it are tuned
+ * for single-core throughput. Freeing a storage twice throws: the frontend's refcounting must
+ * never do it, and a loud failure here is how such a bug gets found.
+ */
+import type {
+  AdamWHyper,
+  Backend,
+  BackendMemoryStats,
+  BinaryOp,
+  MatmulOptions,
+  PhiloxState,
+  ReduceOp,
+  Storage,
+  UnaryOp,
+  View,
+} from "../backend";
+import type { DType, HostArray } from "../dtype";
+import { allocHost, encodeElement } from "../dtype";
+import { adamw } from "./adamw";
+import { attention, attentionBackward } from "./attention";
+import { crossEntropy, crossEntropyBackward } from "./crossEntropy";
+import { binary, copy, fill, unary, where } from "./elementwise";
+import { embedding, embeddingBackward } from "./embedding";
+import { layerNorm, layerNormBackward } from "./layernorm";
+import { matmul } from "./matmul";
+import { random } from "./random";
+import { reduce } from "./reduce";
+import { softmax, softmaxBackward } from "./softmax";
+import { CpuStorage } from "./storage";
+import { gatherRaw, is16 } from "./strided";
+
+/** The host array type that stores `dtype` (16-bit floats as raw bits). */
+function storageArrayMatches(data: HostArray, dtype: DType): boolean {
+  switch (dtype) {
+    case "float32":
+      return data instanceof Float32Array;
+    case "float64":
+      return data instanceof Float64Array;
+    case "int32":
+      return data instanceof Int32Array;
+    default:
+      return data instanceof Uint16Array;
+  }
+}
+
+export class CpuBackend implements Backend {
+  readonly name = "cpu";
+  readonly device = "cpu";
+  private allocated = 0;
+  private peak = 0;
+
+  alloc(dtype: DType, length: number): CpuStorage {
+    if (!Number.isInteger(length) || length < 0) {
+      throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
+    }
+    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length)));
+  }
+
+  private track(s: CpuStorage): CpuStorage {
+    this.allocated += s.byteLength;
+    if (this.allocated > this.peak) this.peak = this.allocated;
+    return s;
+  }
+
+  free(storage: Storage): void {
+    if (!(storage instanceof CpuStorage) || storage.backend !== this) {
+      throw new TypeError("cpu backend: free() got a storage that this backend did not allocate");
+    }
+    if (storage.freed) throw new Error("cpu backend: storage was already freed (double free)");
+    storage.freed = true;
+    this.allocated -= storage.byteLength;
+  }
+
+  /**
+   * Copies `data` into a new storage. An array already in `dtype`'s storage format is copied as is
+   * (16-bit floats as raw bits); any other array is taken as values and converted.
+   */
+  fromHost(data: HostArray, dtype: DType): CpuStorage {
+    const s = this.alloc(dtype, data.length);
+    if (storageArrayMatches(data, dtype)) {
+      s.data.set(data as never);
+    } else if (is16(dtype) || dtype === "int32") {
+      for (let i = 0; i < data.length; i++) s.data[i] = encodeElement(dtype, data[i]);
+    } else {
+      for (let i = 0; i < data.length; i++) s.data[i] = data[i];
+    }
+    return s;
+  }
+
+  read(view: View): HostArray {
+    return gatherRaw(view);
+  }
+
+  memoryStats(): BackendMemoryStats {
+    return { allocated: this.allocated, reserved: this.allocated, peak: this.peak };
+  }
+
+  resetPeak(): void {
+    this.peak = this.allocated;
+  }
+
+  synchronize(): void {
+    // Every CPU kernel has finished by the time it returns.
+  }
+
+  copy(src: View, dst: View): void {
+    copy(src, dst);
+  }
+
+  fill(dst: View, value: number): void {
+    fill(dst, value);
+  }
+
+  unary(op: UnaryOp, x: View, out: View, scalar?: number): void {
+    unary(op, x, out, scalar);
+  }
+
+  binary(op: BinaryOp, a: View, b: View, out: View): void {
+    binary(op, a, b, out);
+  }
+
+  where(cond: View, a: View, b: View, out: View): void {
+    where(cond, a, b, out);
+  }
+
+  reduce(op: ReduceOp, x: View, out: View): void {
+    reduce(op, x, out);
+  }
+
+  matmul(a: View, b: View, out: View, options?: MatmulOptions): void {
+    matmul(a, b, out, options);
+  }
+
+  softmax(x: View, out: View, log: boolean): void {
+    softmax(x, out, log);
+  }
+
+  softmaxBackward(y: View, gy: View, gx: View, log: boolean): void {
+    softmaxBackward(y, gy, gx, log);
+  }
+
+  layerNorm(x: View, weight: View | null, bias: View | null, eps: number, out: View, mean: View, rstd: View): void {
+    layerNorm(x, weight, bias, eps, out, mean, rstd);
+  }
+
+  layerNormBackward(
+    gy: View,
+    x: View,
+    weight: View | null,
+    mean: View,
+    rstd: View,
+    gx: View,
+    gw: View | null,
+    gb: View | null,
+  ): void {
+    layerNormBackward(gy, x, weight, mean, rstd, gx, gw, gb);
+  }
+
+  embedding(weight: View, ids: View, out: View): void {
+    embedding(weight, ids, out);
+  }
+
+  embeddingBackward(gy: View, ids: View, gw: View): void {
+    embeddingBackward(gy, ids, gw);
+  }
+
+  crossEntropy(logits: View, targets: View, ignoreIndex: number, loss: View, lse: View): void {
+    crossEntropy(logits, targets, ignoreIndex, loss, lse);
+  }
+
+  crossEntropyBackward(
+    logits: View,
+    targets: View,
+    lse: View,
+    gloss: View,
+    ignoreIndex: number,
+    glogits: View,
+  ): void {
+    crossEntropyBackward(logits, targets, lse, gloss, ignoreIndex, glogits);
+  }
+
+  attention(q: View, k: View, v: View, out: View, lse: View, causal: boolean, scale: number): void {
+    attention(q, k, v, out, lse, causal, scale);
+  }
+
+  attentionBackward(
+    q: View,
+    k: View,
+    v: View,
+    out: View,
+    lse: View,
+    gout: View,
+    gq: View,
+    gk: View,
+    gv: View,
+    causal: boolean,
+    scale: number,
+  ): void {
+    attentionBackward(q, k, v, out, lse, gout, gq, gk, gv, causal, scale);
+  }
+
+  random(kind: "uniform" | "normal", out: View, state: PhiloxState): void {
+    random(kind, out, state);
+  }
+
+  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void {
+    adamw(params, grads, expAvg, expAvgSq, hyper);
+  }
+}
+
+let instance: CpuBackend | null = null;
+
+/** The process-wide CPU backend (one set of memory counters for all CPU tensors). */
+export function cpuBackend(): CpuBackend {
+  if (instance === null) instance = new CpuBackend();
+  return instance;
+}

@@ -1,0 +1,57 @@
+/**
+ * @fulgur/tensor: tensors, dtypes, autograd, deterministic memory, the Backend contract and the
+ * CPU backend.
+ */
+export { Tensor, type HookHandle, type PostAccumulateGradHook } from "./tensor";
+export * from "./ops";
+export type { BackwardOptions, GradHook } from "./autograd";
+export { checkpoint } from "./checkpoint";
+export { autocast, autocastDType, enableGrad, isGradEnabled, noGrad, setGradEnabled } from "./gradMode";
+export {
+  memoryStats,
+  resetPeakMemory,
+  scope,
+  scopeAsync,
+  scopeDepth,
+  type DeviceMemoryStats,
+} from "./memory";
+export { Generator, defaultGenerator, manualSeed, setDefaultGenerator, type GeneratorState } from "./random";
+export { getBackend, normalizeDevice, registerBackend, registeredBackends, type BackendFactory } from "./device";
+export type {
+  AdamWHyper,
+  Backend,
+  BackendMemoryStats,
+  BinaryOp,
+  MatmulOptions,
+  PhiloxState,
+  ReduceOp,
+  Storage,
+  UnaryOp,
+  View,
+} from "./backend";
+export {
+  DTYPES,
+  allocHost,
+  assertDType,
+  bf16BitsToF32,
+  decodeAll,
+  encodeElement,
+  f16BitsToF32,
+  f32ToBf16Bits,
+  f32ToF16Bits,
+  isFloating,
+  itemsize,
+  promote,
+  readElement,
+  type DType,
+  type HostArray,
+} from "./dtype";
+export {
+  broadcastShapes,
+  contiguousStrides,
+  formatShape,
+  isContiguous,
+  numel,
+  type Shape,
+} from "./shape";
+export { cpuBackend, philox4x32 } from "./cpu";

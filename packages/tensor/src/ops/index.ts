@@ -1,0 +1,7 @@
+/** Every op, re-exported for Tensor's methods and the package entry point. */
+export * from "./elementwise";
+export * from "./reduce";
+export * from "./views";
+export * from "./linalg";
+export * from "./nn";
+export * from "./creation";

@@ -1,0 +1,196 @@
+/**
+ * The fused neural-network ops: softmax, layer norm, embedding, cross entropy, attention, dropout.
+ * Each is one Backend call forward and one backward, so a GPU backend can fuse the work.
+ */
+import { autocastDType } from "../gradMode";
+import { defaultGenerator, type Generator } from "../random";
+import { formatShape, normDim } from "../shape";
+import type { Tensor } from "../tensor";
+import { assertDtype, assertFloating, emptyLike, emptyTensor, record, sameDevice } from "./util";
+import { cast, compare, div, mul } from "./elementwise";
+import { sum } from "./reduce";
+import { contiguous, reshape, transpose } from "./views";
+import { autocastOperand } from "./linalg";
+
+/** Inside autocast, precision-sensitive ops run in float32 (PyTorch's autocast "fp32 list"). */
+function fp32UnderAutocast(t: Tensor): Tensor {
+  if (!autocastDType() || (t.dtype !== "bfloat16" && t.dtype !== "float16")) return t;
+  return cast(t, "float32");
+}
+
+/** Saved statistics (mean, rstd, log-sum-exp) are float32, or float64 for float64 inputs. */
+function statsDtype(t: Tensor): "float32" | "float64" {
+  return t.dtype === "float64" ? "float64" : "float32";
+}
+
+function softmaxImpl(x0: Tensor, dim: number, log: boolean): Tensor {
+  assertFloating(log ? "logSoftmax" : "softmax", x0);
+  const x = fp32UnderAutocast(x0);
+  const d = normDim(dim, x.ndim, "softmax");
+  if (d !== x.ndim - 1) {
+    const xt = transpose(x, d, -1);
+    const y = softmaxImpl(xt, -1, log);
+    return transpose(y, d, -1);
+  }
+  const y = emptyLike(x);
+  x.backend.softmax(x, y, log);
+  return record(y, log ? "LogSoftmax" : "Softmax", [x], [y], (g, [sy]) => {
+    const gx = emptyLike(sy);
+    sy.backend.softmaxBackward(sy, contiguous(g), gx, log);
+    return [gx];
+  });
+}
+
+export const softmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, false);
+export const logSoftmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, true);
+
+/** Layer norm over the last dimension (normalizedShape must be [x.shape.at(-1)]). */
+export function layerNorm(
+  x0: Tensor,
+  normalizedShape: number | readonly number[],
+  weight?: Tensor | null,
+  bias?: Tensor | null,
+  eps = 1e-5,
+): Tensor {
+  const ns = typeof normalizedShape === "number" ? [normalizedShape] : [...normalizedShape];
+  const x = fp32UnderAutocast(x0);
+  const dim = x.shape[x.ndim - 1];
+  if (ns.length !== 1 || ns[0] !== dim) {
+    throw new RangeError(`layerNorm: normalizedShape ${formatShape(ns)} must be the last dimension of ${formatShape(x.shape)}; only one normalized dimension is supported`);
+  }
+  for (const [field, p] of [["weight", weight], ["bias", bias]] as const) {
+    if (p && (p.ndim !== 1 || p.shape[0] !== dim)) throw new RangeError(`layerNorm: ${field} must have shape [${dim}], got ${formatShape(p.shape)}`);
+  }
+  sameDevice("layerNorm", x, weight, bias);
+  const w = weight && weight.dtype !== x.dtype ? cast(weight, x.dtype) : weight ?? null;
+  const b = bias && bias.dtype !== x.dtype ? cast(bias, x.dtype) : bias ?? null;
+  const x2 = contiguous(reshape(x, [-1, dim]));
+  const rows = x2.shape[0];
+  const out = emptyTensor([rows, dim], x.dtype, x.device);
+  const mean = emptyTensor([rows], statsDtype(x), x.device);
+  const rstd = emptyTensor([rows], statsDtype(x), x.device);
+  x.backend.layerNorm(x2, w, b, eps, out, mean, rstd);
+  const y = record(out, "LayerNorm", [x2, w, b], [x2, mean, rstd, ...(w ? [w] : [])], (g, saved) => {
+    const [sx, sm, sr, sw] = saved;
+    const gx = emptyLike(sx);
+    const gw = w && w.requiresGrad ? zerosOf([dim], sx) : null;
+    const gb = b && b.requiresGrad ? zerosOf([dim], sx) : null;
+    sx.backend.layerNormBackward(contiguous(g), sx, sw ?? null, sm, sr, gx, gw, gb);
+    return [gx, gw, gb];
+  });
+  mean.dispose();
+  rstd.dispose();
+  return reshape(y, x.shape);
+}
+
+function zerosOf(shape: readonly number[], like: Tensor): Tensor {
+  const t = emptyTensor(shape, like.dtype, like.device);
+  t.backend.fill(t, 0);
+  return t;
+}
+
+/** Rows of `weight` picked by int32 `ids` of any shape: output [...ids.shape, D]. */
+export function embedding(ids: Tensor, weight: Tensor): Tensor {
+  assertDtype("embedding", "ids", ids, "int32");
+  if (weight.ndim !== 2) throw new RangeError(`embedding: weight must be 2-D [num, dim], got ${formatShape(weight.shape)}`);
+  sameDevice("embedding", ids, weight);
+  const [num, dim] = weight.shape;
+  const flat = contiguous(reshape(ids, [-1]));
+  const out = emptyTensor([flat.shape[0], dim], weight.dtype, weight.device);
+  weight.backend.embedding(weight, flat, out);
+  const y = record(out, "Embedding", [null, weight], [flat], (g, [sids]) => {
+    const gw = zerosOf([num, dim], g);
+    g.backend.embeddingBackward(contiguous(reshape(g, [-1, dim])), sids, gw);
+    return [null, gw];
+  });
+  return reshape(y, [...ids.shape, dim]);
+}
+
+export interface CrossEntropyOptions {
+  ignoreIndex?: number;
+  reduction?: "mean" | "sum" | "none";
+}
+
+/**
+ * Cross entropy between logits [N, C] (or [..., C]) and int32 class targets [N] (or [...]).
+ * "mean" divides by the number of targets that are not ignoreIndex.
+ */
+export function crossEntropy(logits0: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+  const ignoreIndex = options.ignoreIndex ?? -100;
+  const reduction = options.reduction ?? "mean";
+  if (!["mean", "sum", "none"].includes(reduction)) {
+    throw new TypeError(`crossEntropy: reduction ${JSON.stringify(reduction)} is not one of "mean", "sum", "none"`);
+  }
+  assertDtype("crossEntropy", "targets", targets, "int32");
+  sameDevice("crossEntropy", logits0, targets);
+  const logits = fp32UnderAutocast(logits0);
+  const c = logits.shape[logits.ndim - 1];
+  const n = logits.numel / c;
+  if (targets.numel !== n || targets.ndim !== logits.ndim - 1) {
+    throw new RangeError(`crossEntropy: targets ${formatShape(targets.shape)} do not match logits ${formatShape(logits.shape)} (expected [${logits.shape.slice(0, -1).join(", ")}])`);
+  }
+  const l2 = contiguous(reshape(logits, [n, c]));
+  const t1 = contiguous(reshape(targets, [n]));
+  const loss = emptyTensor([n], logits.dtype, logits.device);
+  const lse = emptyTensor([n], statsDtype(logits), logits.device);
+  logits.backend.crossEntropy(l2, t1, ignoreIndex, loss, lse);
+  const perRow = record(loss, "CrossEntropy", [l2, null], [l2, t1, lse], (g, [sl, st, slse]) => {
+    const gl = emptyLike(sl);
+    sl.backend.crossEntropyBackward(sl, st, slse, contiguous(g), ignoreIndex, gl);
+    return [gl, null];
+  });
+  lse.dispose();
+  if (reduction === "none") return reshape(perRow, targets.shape);
+  const total = sum(perRow);
+  if (reduction === "sum") return total;
+  // The count stays on the device: no host round-trip in the training step.
+  const valid = compare("ne", cast(t1, "float32"), ignoreIndex);
+  const count = sum(valid);
+  return div(total, count);
+}
+
+export interface AttentionOptions {
+  causal?: boolean;
+  /** Multiplies q·k; defaults to 1/sqrt(head dim). */
+  scale?: number;
+}
+
+/** Scaled dot-product attention over [B, H, T, D] (flash-style: only the row log-sum-exp is saved). */
+export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, options: AttentionOptions = {}): Tensor {
+  sameDevice("scaledDotProductAttention", q0, k0, v0);
+  for (const [name, t] of [["q", q0], ["k", k0], ["v", v0]] as const) {
+    if (t.ndim !== 4) throw new RangeError(`scaledDotProductAttention: ${name} must be [B, H, T, D], got ${formatShape(t.shape)}`);
+  }
+  if (q0.shape.some((s, i) => s !== k0.shape[i] || s !== v0.shape[i])) {
+    throw new RangeError(`scaledDotProductAttention: q ${formatShape(q0.shape)}, k ${formatShape(k0.shape)} and v ${formatShape(v0.shape)} must have the same shape`);
+  }
+  const q = contiguous(autocastOperand(q0));
+  const k = contiguous(autocastOperand(k0));
+  const v = contiguous(autocastOperand(v0));
+  const [bsz, h, t, d] = q.shape;
+  const causal = options.causal ?? false;
+  const scale = options.scale ?? 1 / Math.sqrt(d);
+  const out = emptyLike(q);
+  const lse = emptyTensor([bsz, h, t], statsDtype(q), q.device);
+  q.backend.attention(q, k, v, out, lse, causal, scale);
+  const y = record(out, "Attention", [q, k, v], [q, k, v, out, lse], (g, [sq, sk, sv, so, slse]) => {
+    const gq = emptyLike(sq);
+    const gk = emptyLike(sk);
+    const gv = emptyLike(sv);
+    sq.backend.attentionBackward(sq, sk, sv, so, slse, contiguous(g), gq, gk, gv, causal, scale);
+    return [gq, gk, gv];
+  });
+  lse.dispose();
+  return y;
+}
+
+/** Inverted dropout: zeroes each element with probability p and scales the rest by 1/(1-p). */
+export function dropout(x: Tensor, p: number, training = true, generator?: Generator): Tensor {
+  if (!(p >= 0 && p < 1)) throw new RangeError(`dropout: p must be in [0, 1), got ${p}`);
+  if (!training || p === 0) return x;
+  const u = emptyTensor(x.shape, "float32", x.device);
+  x.backend.random("uniform", u, (generator ?? defaultGenerator()).take(x.numel));
+  const keep = cast(compare("ge", u, p), x.dtype);
+  u.dispose();
+  return mul(mul(x, keep), 1 / (1 - p));
+}
