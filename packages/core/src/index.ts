@@ -13,6 +13,7 @@ export type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
 export type {
   BackwardSyncControl,
   Launching,
+  OptimizerStepOptions,
   OptimizerStepResult,
   Strategy,
   StrategyContext,

@@ -22,6 +22,12 @@ export interface StrategyContext {
   readonly numNodes: number;
 }
 
+export interface OptimizerStepOptions {
+  /** Clip gradients to this global norm (algorithm "norm") or this absolute value ("value"). */
+  readonly gradientClipVal?: number;
+  readonly gradientClipAlgorithm?: "norm" | "value";
+}
+
 export interface OptimizerStepResult {
   /** False when the step was skipped (fp16 overflow). */
   readonly stepped: boolean;
@@ -46,7 +52,7 @@ export interface Strategy extends ContractVersioned {
   /** Backward through the precision plugin, plus whatever gradient synchronisation the strategy does. */
   backward(loss: Tensor): void;
   /** Finishes gradient synchronisation, unscales, clips, steps the optimizer and zeroes gradients. */
-  optimizerStep(optimizer: Optimizer, options: { gradientClipVal?: number }): Promise<OptimizerStepResult>;
+  optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult>;
 
   reduce(value: number, op?: ReduceOp): Promise<number>;
   barrier(name?: string): Promise<void>;

@@ -28,6 +28,10 @@ export class Tensor implements View {
   private postAccHooks: PostAccumulateGradHook[] = [];
   /** Optional label, shown in errors and by `toString()`. */
   name?: string;
+  // Kept outside the storage reference so that metadata stays readable after dispose (a backward
+  // closure may ask an input's dtype after the scope that made the input has freed it).
+  readonly dtype: DType;
+  readonly device: string;
 
   /** @internal Takes ownership of one reference to `ref`. Use the factory functions instead. */
   constructor(
@@ -38,6 +42,8 @@ export class Tensor implements View {
     track = true,
   ) {
     this.ref = ref;
+    this.dtype = ref.storage.dtype;
+    this.device = ref.backend.device;
     countTensor(ref.backend.device, 1);
     if (track) trackInScope(this);
   }
@@ -54,14 +60,6 @@ export class Tensor implements View {
 
   get storageRef(): StorageRef {
     return this.liveRef();
-  }
-
-  get dtype(): DType {
-    return this.liveRef().storage.dtype;
-  }
-
-  get device(): string {
-    return this.liveRef().backend.device;
   }
 
   get ndim(): number {

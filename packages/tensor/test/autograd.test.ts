@@ -145,3 +145,12 @@ describe("random streams", () => {
     expect(() => T.dropout(T.ones([1]), 1)).toThrow(/p must be in \[0, 1\)/);
   });
 });
+
+describe("backward after the forward's scope has closed", () => {
+  it("works when inputs of the graph were freed by the scope (only saved tensors are needed)", () => {
+    const w = T.tensor([1, 2], { requiresGrad: true });
+    const loss = T.scope(() => w.mul(2).sum().add(w.sum()).add(T.tensor([1, 1]).sum()));
+    loss.backward();
+    expect(w.grad!.toArray()).toEqual([3, 3]);
+  });
+});

@@ -121,6 +121,24 @@ describe("cpu unary", () => {
     expect(Array.from(values(oi))).toEqual([3, -5, 7, 0]);
   });
 
+  it("handles negative strides (flips) and 0-d views", () => {
+    const base = makeView([1, 2, 3, 4, 5, 6], [2, 3]);
+    const flipped: View = { ...base, shape: [2, 3], strides: [-3, -1], offset: 5 };
+    const out = empty([2, 3]);
+    be.unary("neg", flipped, out);
+    expect(Array.from(values(out))).toEqual([-6, -5, -4, -3, -2, -1]);
+    const sum = empty([1, 1]);
+    be.reduce("sum", flipped, sum);
+    expect(values(sum)[0]).toBe(21);
+    const scalar: View = { ...base, shape: [], strides: [], offset: 4 };
+    const o0 = empty([]);
+    be.unary("square", scalar, o0);
+    expect(Array.from(values(o0))).toEqual([25]);
+    const t = empty([3, 2]);
+    be.copy({ ...flipped, shape: [3, 2], strides: [-1, -3] }, t);
+    expect(Array.from(values(t))).toEqual([6, 3, 5, 2, 4, 1]);
+  });
+
   it("runs in place", () => {
     const x = makeView([1, 2, 3], [3]);
     be.unary("mul_scalar", x, x, 3);

@@ -139,6 +139,22 @@ describe("cpu matmul", () => {
     expect(Array.from(values(out))).toEqual([2, 4, 6, 8]);
   });
 
+  it("folds a batch of rows against a shared rank-2 b, with bias and beta", () => {
+    const r = rng(8);
+    const cs = { B: 3, M: 5, K: 6, N: 7 };
+    const av = randArray(r, 3 * 5 * 6);
+    const bv = randArray(r, 6 * 7);
+    const out0 = randArray(r, 3 * 5 * 7);
+    const biasv = randArray(r, 7);
+    const out = makeView(out0, [3, 5, 7], "float64");
+    be.matmul(makeView(av, [3, 5, 6], "float64"), transposedView(bv, [6, 7], "float64"), out, {
+      bias: makeView(biasv, [7], "float64"),
+      beta: 0.5,
+    });
+    const want = refMatmul(cs, av, bv, false, { bias: biasv, beta: 0.5, out0 });
+    expectClose(values(out), want, 1e-12, 1e-12);
+  });
+
   it("accepts rank-2 operands", () => {
     const out = empty([2, 2]);
     be.matmul(makeView([1, 2, 3, 4], [2, 2]), transposedView([5, 6, 7, 8], [2, 2]), out);

@@ -71,7 +71,7 @@ export class CpuBackend implements Backend {
       throw new TypeError("cpu backend: free() got a storage that this backend did not allocate");
     }
     if (storage.freed) throw new Error("cpu backend: storage was already freed (double free)");
-    storage.freed = true;
+    storage.release();
     this.allocated -= storage.byteLength;
   }
 
@@ -81,12 +81,11 @@ export class CpuBackend implements Backend {
    */
   fromHost(data: HostArray, dtype: DType): CpuStorage {
     const s = this.alloc(dtype, data.length);
-    if (storageArrayMatches(data, dtype)) {
+    if (storageArrayMatches(data, dtype) || !is16(dtype)) {
+      // Same format copies bits; otherwise typed-array set converts (float32 rounding, int32 truncation).
       s.data.set(data as never);
-    } else if (is16(dtype) || dtype === "int32") {
-      for (let i = 0; i < data.length; i++) s.data[i] = encodeElement(dtype, data[i]);
     } else {
-      for (let i = 0; i < data.length; i++) s.data[i] = data[i];
+      for (let i = 0; i < data.length; i++) s.data[i] = encodeElement(dtype, data[i]);
     }
     return s;
   }

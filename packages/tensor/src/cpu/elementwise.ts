@@ -32,7 +32,7 @@ export function geluGrad(x: number): number {
   return s + 2 * x * s * (1 - s) * GELU_C * (1 + 3 * GELU_A * x2);
 }
 
-/** A row source: the operand's own array when stored as numbers, else its decoded copy. */
+/** Float64 row scratch for decoded 16-bit inputs or outputs awaiting encoding. */
 function rowBuffer(n: number): Float64Array {
   return new Float64Array(Math.max(n, 1));
 }
@@ -55,7 +55,13 @@ const TILE = 16;
  * second-innermost dim together so both sides touch whole cache lines instead of one element per
  * line. Returns false when the layout is not such a transpose.
  */
-function copyTransposed(src: View, srcStrides: readonly number[], dst: View, sd: HostArray, dd: HostArray): boolean {
+function copyTransposed(
+  srcOffset: number,
+  srcStrides: readonly number[],
+  dst: View,
+  sd: HostArray,
+  dd: HostArray,
+): boolean {
   const c = coalesce(dst.shape, [dst.strides, srcStrides]);
   const nd = c.shape.length;
   if (nd < 2) return false;
@@ -68,7 +74,7 @@ function copyTransposed(src: View, srcStrides: readonly number[], dst: View, sd:
   const w = new RowWalker(
     outerShape,
     [c.strides.slice(0, nd - 2).map((s) => s[0]).concat([0]), c.strides.slice(0, nd - 2).map((s) => s[1]).concat([0])],
-    [dst.offset, src.offset],
+    [dst.offset, srcOffset],
     "last",
   );
   for (let r = 0; r < w.rows; r++, w.next()) {
@@ -95,7 +101,7 @@ export function copy(src: View, dst: View): void {
   const dd = dataOf(dst);
   const st = src.storage.dtype;
   const dt = dst.storage.dtype;
-  if ((st === dt || (!is16(st) && !is16(dt))) && w.n > 1 && copyTransposed(src, srcStrides, dst, sd, dd)) return;
+  if ((st === dt || (!is16(st) && !is16(dt))) && w.n > 1 && copyTransposed(src.offset, srcStrides, dst, sd, dd)) return;
   const n = w.n;
   const [di, si] = w.inner;
   // Same dtype moves storage words untouched (16-bit bits included); numeric dtypes convert on store.

@@ -5,20 +5,40 @@
  */
 import type { Backend, Storage, View } from "../backend";
 import type { DType, HostArray } from "../dtype";
-import { itemsize } from "../dtype";
+import { allocHost, itemsize } from "../dtype";
 
 export class CpuStorage implements Storage {
   readonly byteLength: number;
-  /** Set by `CpuBackend.free`; kernels refuse freed storages. */
-  freed = false;
+  private array: HostArray;
+  private released = false;
 
   constructor(
     readonly backend: Backend,
     readonly dtype: DType,
     readonly length: number,
-    readonly data: HostArray,
+    data: HostArray,
   ) {
     this.byteLength = length * itemsize(dtype);
+    this.array = data;
+  }
+
+  /** The elements in storage format (16-bit floats as raw bits). */
+  get data(): HostArray {
+    return this.array;
+  }
+
+  /** True once `CpuBackend.free` released it; kernels refuse freed storages. */
+  get freed(): boolean {
+    return this.released;
+  }
+
+  /**
+   * Marks the storage freed and drops its array at once, so memory returns to the heap even while
+   * a stale view still references the storage object.
+   */
+  release(): void {
+    this.released = true;
+    this.array = allocHost(this.dtype, 0);
   }
 }
 

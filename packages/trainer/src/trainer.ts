@@ -1,0 +1,592 @@
+/**
+ * The Trainer: runs the fit and validate loops of a TrainingModule through a strategy, a precision,
+ * an accelerator and a checkpoint format found by name. Every step runs inside a memory scope, so
+ * whatever a step did not keep is freed when it ends (DESIGN.md, decision 2); losses are read from
+ * the device in batches, every `logEveryNSteps` steps (decision 3).
+ */
+import { join } from "node:path";
+import {
+  type Accelerator,
+  type Checkpoint,
+  type CheckpointIO,
+  type ClusterEnvironment,
+  type Precision,
+  type Strategy,
+  hasBackwardSyncControl,
+  isLaunching,
+} from "@fulgur/core";
+import { FullCheckpointIO } from "@fulgur/checkpoint-io";
+import { detectClusterEnvironment } from "@fulgur/distributed";
+import { type LRScheduler, type Optimizer } from "@fulgur/nn";
+import { type Tensor, defaultGenerator, manualSeed, noGrad, scope, scopeAsync } from "@fulgur/tensor";
+import type { Callback } from "./callbacks/callback";
+import { ModelCheckpoint } from "./callbacks/modelCheckpoint";
+import { ProgressBar } from "./callbacks/progressBar";
+import { type LoopPosition, buildCheckpoint, loopPositionOf, moduleStateOf, restoreOptimizer } from "./checkpointing";
+import type { DataLoader } from "./data/dataLoader";
+import { CSVLogger } from "./loggers/fileLoggers";
+import type { Logger, Metrics } from "./loggers/logger";
+import { type TrainerOptions, type TrainerOptionsInput, parseTrainerOptions } from "./options";
+import { resolveAccelerator, resolveStrategy } from "./plugins";
+import { createPrecision } from "./precision/precisions";
+import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
+
+export interface FitOptions {
+  /** Resume from this checkpoint (model, optimizer, scheduler, loop position, random state). */
+  ckptPath?: string;
+}
+
+type Batch = unknown;
+
+function isTensor(x: unknown): x is Tensor {
+  return typeof x === "object" && x !== null && typeof (x as Tensor).backward === "function" && Array.isArray((x as Tensor).shape);
+}
+
+/** Moves every tensor in a batch (arrays and plain objects too) to the device. */
+function toDevice(batch: Batch, device: string): Batch {
+  if (isTensor(batch)) return batch.device === device ? batch : batch.to(device);
+  if (Array.isArray(batch)) return batch.map((b) => toDevice(b, device));
+  if (batch && typeof batch === "object" && Object.getPrototypeOf(batch) === Object.prototype) {
+    return Object.fromEntries(Object.entries(batch).map(([k, v]) => [k, toDevice(v, device)]));
+  }
+  return batch;
+}
+
+/** Tokens in a batch, for tokens/s: the elements of its first int32 tensor, else its first dimension. */
+function tokensIn(batch: Batch): number {
+  if (isTensor(batch)) return batch.dtype === "int32" ? batch.numel : batch.shape[0] ?? 1;
+  if (Array.isArray(batch) && batch.length > 0) return tokensIn(batch[0]);
+  if (batch && typeof batch === "object") {
+    const first = Object.values(batch)[0];
+    return first === undefined ? 1 : tokensIn(first);
+  }
+  return 1;
+}
+
+function lossOf(out: StepOutput, where: string): Tensor {
+  const loss = isTensor(out) ? out : (out as { loss?: Tensor })?.loss;
+  if (!isTensor(loss)) throw new TypeError(`${where} must return the loss tensor or { loss }, got ${typeof out}`);
+  if (loss.numel !== 1) throw new TypeError(`${where}: the loss must be a single-element tensor, got shape [${loss.shape.join(", ")}]`);
+  return loss;
+}
+
+interface MetricAccumulator {
+  sum: number;
+  count: number;
+}
+
+export class Trainer {
+  readonly options: TrainerOptions;
+  strategy: Strategy | null = null;
+  accelerator: Accelerator | null = null;
+  precision: Precision;
+  readonly checkpointIO: CheckpointIO;
+  readonly callbacks: Callback[];
+  readonly loggers: Logger[];
+  globalStep = 0;
+  /** The step the current fit started from (non-zero when resumed). */
+  startStep = 0;
+  currentEpoch = 0;
+  shouldStop = false;
+  optimizer: Optimizer | null = null;
+  scheduler: LRScheduler | null = null;
+  private schedulerInterval: "step" | "epoch" = "step";
+  /** Latest value of every metric (what ModelCheckpoint and EarlyStopping read). */
+  callbackMetrics: Record<string, number> = {};
+  progressBarMetrics: Record<string, number> = {};
+  lastLoss = NaN;
+  tokensPerSecond = 0;
+  private module: TrainingModule | null = null;
+  private trainLen = 0;
+  private position: LoopPosition = { epoch: 0, globalStep: 0, batchInEpoch: 0 };
+  private stepMetrics: Metrics = {};
+  private epochAccum = new Map<string, MetricAccumulator>();
+  private pendingLosses: { step: number; loss: Tensor }[] = [];
+  private tokenWindow: { time: number; tokens: number }[] = [];
+  private cluster: ClusterEnvironment | null = null;
+
+  constructor(options: TrainerOptionsInput = {}) {
+    this.options = parseTrainerOptions(options);
+    this.precision = createPrecision(this.options.precision);
+    this.checkpointIO = new FullCheckpointIO();
+    this.callbacks = [...(this.options.callbacks as Callback[])];
+    if (this.options.enableProgressBar && !this.callbacks.some((c) => c instanceof ProgressBar)) this.callbacks.push(new ProgressBar());
+    if (this.options.enableCheckpointing && !this.callbacks.some((c) => c instanceof ModelCheckpoint)) {
+      this.callbacks.push(new ModelCheckpoint({ saveLast: true }));
+    }
+    const lg = this.options.logger;
+    this.loggers =
+      lg === true
+        ? [new CSVLogger({ saveDir: this.options.defaultRootDir })]
+        : lg === false
+          ? []
+          : ((Array.isArray(lg) ? lg : [lg]) as Logger[]);
+  }
+
+  get isGlobalZero(): boolean {
+    return this.strategy?.isGlobalZero ?? true;
+  }
+
+  get globalRank(): number {
+    return this.strategy?.globalRank ?? 0;
+  }
+
+  get worldSize(): number {
+    return this.strategy?.worldSize ?? 1;
+  }
+
+  /** Where logs (and by default checkpoints) go: the first logger's directory, else defaultRootDir. */
+  get logDir(): string {
+    return this.loggers[0]?.logDir ?? this.options.defaultRootDir;
+  }
+
+  get modelCheckpoint(): ModelCheckpoint | undefined {
+    return this.callbacks.find((c): c is ModelCheckpoint => c instanceof ModelCheckpoint);
+  }
+
+  /** Optimizer steps this fit will take (for the progress bar). */
+  estimatedStepping(): number {
+    const perEpoch = Math.ceil(this.trainLen / this.options.accumulateGradBatches);
+    const byEpochs = this.options.maxEpochs !== undefined && this.options.maxEpochs >= 0 ? perEpoch * this.options.maxEpochs : Infinity;
+    const bySteps = this.options.maxSteps >= 0 ? this.options.maxSteps : Infinity;
+    const n = Math.min(byEpochs, bySteps);
+    return Number.isFinite(n) ? n : perEpoch;
+  }
+
+  // ---- setup -------------------------------------------------------------------------------------
+
+  private async connect(): Promise<"continue" | "done"> {
+    const opts = this.options;
+    this.accelerator = await resolveAccelerator(opts.accelerator);
+    const available = this.accelerator.deviceCount();
+    const devices = opts.devices === "auto" ? (this.accelerator.name === "cpu" ? 1 : Math.max(available, 1)) : opts.devices;
+    if (devices > available) {
+      throw new RangeError(
+        `devices: got ${devices}; only ${available} ${this.accelerator.name} device(s) are available on this machine`,
+      );
+    }
+    this.cluster = detectClusterEnvironment();
+    const worldSize = devices * opts.numNodes;
+    this.strategy = await resolveStrategy(opts.strategy, opts.strategyOptions, worldSize);
+    if (isLaunching(this.strategy) && !this.cluster.createsProcessesExternally && worldSize > 1) {
+      const outcome = await this.strategy.launch({
+        devices,
+        numNodes: opts.numNodes,
+        script: process.argv[1] ?? "",
+        argv: process.argv.slice(2),
+      });
+      if (outcome === "done") return "done";
+    }
+    await this.strategy.setup({
+      accelerator: this.accelerator,
+      precision: this.precision,
+      checkpointIO: this.checkpointIO,
+      cluster: this.cluster,
+      devices,
+      numNodes: opts.numNodes,
+    });
+    return "continue";
+  }
+
+  private async setupModule(module: TrainingModule): Promise<void> {
+    const strategy = this.strategy!;
+    module.trainer = this;
+    this.module = module;
+    if (this.options.seed !== undefined) manualSeed(this.options.seed);
+    noGrad(() => module.configureModel());
+    this.precision.convertModule(module);
+    await strategy.setupModule(module);
+  }
+
+  private configureOptimizers(module: TrainingModule): void {
+    const cfg: OptimizerConfig = module.configureOptimizers();
+    if (cfg && typeof (cfg as Optimizer).step === "function") {
+      this.optimizer = cfg as Optimizer;
+      return;
+    }
+    const c = cfg as { optimizer?: Optimizer; lrScheduler?: LRScheduler | SchedulerConfig };
+    if (!c || !c.optimizer || typeof c.optimizer.step !== "function") {
+      throw new TypeError("configureOptimizers must return an Optimizer or { optimizer, lrScheduler? }");
+    }
+    this.optimizer = c.optimizer;
+    if (c.lrScheduler) {
+      const s = c.lrScheduler as SchedulerConfig;
+      if (typeof (s as { scheduler?: unknown }).scheduler === "object") {
+        this.scheduler = s.scheduler;
+        this.schedulerInterval = s.interval ?? "step";
+      } else this.scheduler = c.lrScheduler as LRScheduler;
+    }
+  }
+
+  // ---- public loops ------------------------------------------------------------------------------
+
+  async fit<B>(module: TrainingModule, trainLoader: DataLoader<unknown, B>, valLoader?: DataLoader<unknown, B> | null, fitOptions: FitOptions = {}): Promise<void> {
+    if (!module || typeof module.trainingStep !== "function") throw new TypeError("fit: module must be a TrainingModule");
+    if (!trainLoader || typeof (trainLoader as DataLoader).batches !== "function") throw new TypeError("fit: trainLoader must be a DataLoader");
+    if ((await this.connect()) === "done") return;
+    const strategy = this.strategy!;
+    let status: "success" | "failed" | "interrupted" = "failed";
+    try {
+      await this.setupModule(module);
+      this.configureOptimizers(module);
+      this.optimizer = await strategy.setupOptimizer(this.optimizer!);
+      const loader = strategy.worldSize > 1 ? trainLoader.distributed(strategy.worldSize, strategy.globalRank) : trainLoader;
+      const vLoader = valLoader && strategy.worldSize > 1 ? valLoader.distributed(strategy.worldSize, strategy.globalRank) : valLoader ?? null;
+      this.trainLen = this.limit(loader.length, this.options.limitTrainBatches);
+      if (this.trainLen === 0) throw new Error("fit: the training DataLoader yields no batches (dataset smaller than one batch with dropLast?)");
+      if (fitOptions.ckptPath) await this.restore(fitOptions.ckptPath);
+      this.startStep = this.globalStep;
+      if (this.isGlobalZero) for (const l of this.loggers) l.logHyperparams(this.hparams(module));
+      await module.onFitStart();
+      await this.callHooks("onFitStart");
+      if (vLoader && this.options.numSanityValSteps > 0 && this.globalStep === 0) {
+        await this.runValidation(module, vLoader, this.options.numSanityValSteps, true);
+      }
+      await this.fitLoop(module, loader, vLoader);
+      status = "success";
+      await module.onFitEnd();
+      await this.callHooks("onFitEnd");
+    } catch (err) {
+      status = "failed";
+      throw err;
+    } finally {
+      await this.flushLosses(true).catch(() => undefined);
+      if (this.isGlobalZero) for (const l of this.loggers) l.finalize(status);
+      for (const c of this.callbacks) if (c instanceof ProgressBar) c.onFitEnd();
+      await strategy.teardown();
+    }
+  }
+
+  /** Runs the validation loop once and returns the epoch-averaged metrics. */
+  async validate<B>(module: TrainingModule, valLoader: DataLoader<unknown, B>): Promise<Record<string, number>> {
+    if (!this.strategy) {
+      if ((await this.connect()) === "done") return {};
+      await this.setupModule(module);
+    }
+    const loader = this.strategy!.worldSize > 1 ? valLoader.distributed(this.strategy!.worldSize, this.strategy!.globalRank) : valLoader;
+    return this.runValidation(module, loader, Infinity, false);
+  }
+
+  // ---- the fit loop ------------------------------------------------------------------------------
+
+  private limit(length: number, limit: number | undefined): number {
+    if (limit === undefined) return length;
+    return limit <= 1 && !Number.isInteger(limit) ? Math.floor(length * limit) : Math.min(length, Math.floor(limit));
+  }
+
+  private reachedMaxSteps(): boolean {
+    return this.options.maxSteps >= 0 && this.globalStep >= this.options.maxSteps;
+  }
+
+  private async fitLoop<B>(module: TrainingModule, loader: DataLoader<unknown, B>, valLoader: DataLoader<unknown, B> | null): Promise<void> {
+    const opts = this.options;
+    const maxEpochs = opts.maxEpochs ?? (opts.maxSteps >= 0 ? -1 : 1000);
+    const accumulate = opts.accumulateGradBatches;
+    const valEveryBatches = opts.valCheckInterval <= 1 ? Math.max(1, Math.floor(this.trainLen * opts.valCheckInterval)) : Infinity;
+    const valEverySteps = opts.valCheckInterval > 1 ? Math.floor(opts.valCheckInterval) : Infinity;
+    let epoch = this.position.epoch;
+    let skip = this.position.batchInEpoch;
+    if (skip >= this.trainLen) {
+      epoch++;
+      skip = 0;
+    }
+    for (; (maxEpochs < 0 || epoch < maxEpochs) && !this.shouldStop && !this.reachedMaxSteps(); epoch++, skip = 0) {
+      this.currentEpoch = epoch;
+      loader.setEpoch(epoch);
+      module.train();
+      module.stage = "train";
+      module.onTrainEpochStart();
+      await this.callHooks("onTrainEpochStart");
+      let batchIdx = skip;
+      let microInStep = 0;
+      let stepTokens = 0;
+      for (const rawBatch of loader.batches(skip)) {
+        if (batchIdx >= this.trainLen) {
+          this.disposeBatch(rawBatch);
+          break;
+        }
+        const isLastMicro = (batchIdx + 1) % accumulate === 0 || batchIdx + 1 === this.trainLen;
+        stepTokens += tokensIn(rawBatch);
+        module.onTrainBatchStart(rawBatch, batchIdx);
+        const lossValue = scope(() => {
+          const batch = toDevice(rawBatch, this.strategy!.rootDevice);
+          const loss = lossOf(this.precision.forwardContext(() => module.trainingStep(batch, batchIdx)), "trainingStep");
+          const scaled = accumulate > 1 ? loss.div(accumulate) : loss;
+          const strategy = this.strategy!;
+          if (!isLastMicro && hasBackwardSyncControl(strategy)) strategy.noBackwardSync(module, () => strategy.backward(scaled));
+          else strategy.backward(scaled);
+          return loss.detach().keep();
+        });
+        this.disposeBatch(rawBatch);
+        this.collectLogs(module);
+        microInStep++;
+        batchIdx++;
+        this.position = { epoch, globalStep: this.globalStep, batchInEpoch: batchIdx };
+        if (!isLastMicro) {
+          this.pendingLosses.push({ step: -1, loss: lossValue });
+          continue;
+        }
+        await this.optimizerStep(module);
+        this.pendingLosses.push({ step: this.globalStep, loss: lossValue });
+        this.position = { epoch, globalStep: this.globalStep, batchInEpoch: batchIdx };
+        this.recordTokens(stepTokens);
+        stepTokens = 0;
+        microInStep = 0;
+        const readNow = this.globalStep % opts.logEveryNSteps === 0 || this.reachedMaxSteps() || batchIdx === this.trainLen;
+        const stepLoss = readNow ? await this.flushLosses(false) : NaN;
+        module.onTrainBatchEnd(stepLoss, rawBatch, batchIdx - 1);
+        await this.callHooks("onTrainBatchEnd", stepLoss, batchIdx - 1);
+        if (valLoader && (batchIdx % valEveryBatches === 0 && batchIdx !== this.trainLen || this.globalStep % valEverySteps === 0)) {
+          await this.runValidation(module, valLoader, this.limitVal(valLoader), false);
+        }
+        if (this.shouldStop || this.reachedMaxSteps()) break;
+      }
+      void microInStep;
+      if (this.scheduler && this.schedulerInterval === "epoch") this.scheduler.step();
+      const epochDone = batchIdx >= this.trainLen;
+      if (epochDone) {
+        await this.flushLosses(true);
+        this.logEpochMetrics("train");
+        module.onTrainEpochEnd();
+        const checkVal = valLoader && valEveryBatches !== Infinity && (epoch + 1) % opts.checkValEveryNEpoch === 0;
+        if (checkVal) await this.runValidation(module, valLoader!, this.limitVal(valLoader!), false);
+        await this.callHooks("onTrainEpochEnd");
+      }
+      if (!epochDone) {
+        // Stopped mid-epoch (maxSteps, shouldStop): end-of-epoch callbacks still run, as in Lightning,
+        // so the final state is checkpointed; the loop position keeps the batch to resume from.
+        await this.flushLosses(true);
+        await this.callHooks("onTrainEpochEnd");
+        break;
+      }
+    }
+  }
+
+  private limitVal(loader: DataLoader): number {
+    return this.limit(loader.length, this.options.limitValBatches);
+  }
+
+  private disposeBatch(batch: Batch): void {
+    if (isTensor(batch)) batch.dispose();
+    else if (Array.isArray(batch)) batch.forEach((b) => this.disposeBatch(b));
+    else if (batch && typeof batch === "object" && Object.getPrototypeOf(batch) === Object.prototype) {
+      Object.values(batch).forEach((b) => this.disposeBatch(b));
+    }
+  }
+
+  private async optimizerStep(module: TrainingModule): Promise<void> {
+    const optimizer = this.optimizer!;
+    module.onBeforeOptimizerStep(optimizer);
+    const result = await scopeAsync(() =>
+      this.strategy!.optimizerStep(optimizer, {
+        gradientClipVal: this.options.gradientClipVal,
+        gradientClipAlgorithm: this.options.gradientClipAlgorithm,
+      }),
+    );
+    if (result.gradNorm !== undefined) this.stepMetrics["grad_norm"] = result.gradNorm;
+    if (result.stepped && this.scheduler && this.schedulerInterval === "step") this.scheduler.step();
+    this.globalStep++;
+  }
+
+  private recordTokens(tokens: number): void {
+    const now = performance.now();
+    this.tokenWindow.push({ time: now, tokens: tokens * this.worldSize });
+    while (this.tokenWindow.length > 20) this.tokenWindow.shift();
+    if (this.tokenWindow.length >= 2) {
+      const first = this.tokenWindow[0];
+      const sum = this.tokenWindow.slice(1).reduce((a, w) => a + w.tokens, 0);
+      this.tokensPerSecond = (sum / (now - first.time)) * 1000;
+    }
+  }
+
+  /** Reads the losses kept since the last read (one device synchronisation) and logs them. */
+  private async flushLosses(final: boolean): Promise<number> {
+    if (this.pendingLosses.length === 0) {
+      if (final) await this.flushStepMetrics();
+      return NaN;
+    }
+    const pending = this.pendingLosses;
+    this.pendingLosses = [];
+    let micro: number[] = [];
+    let last = NaN;
+    for (const { step, loss } of pending) {
+      micro.push(loss.item());
+      loss.dispose();
+      if (step >= 0) {
+        last = micro.reduce((a, b) => a + b, 0) / micro.length;
+        micro = [];
+      }
+    }
+    if (Number.isFinite(last) || Number.isNaN(last)) this.lastLoss = last;
+    this.stepMetrics["train_loss"] = this.lastLoss;
+    this.accumulateEpoch("train_loss_epoch", this.lastLoss);
+    this.callbackMetrics["train_loss"] = this.lastLoss;
+    await this.flushStepMetrics();
+    return last;
+  }
+
+  private async flushStepMetrics(): Promise<void> {
+    const metrics = this.stepMetrics;
+    this.stepMetrics = {};
+    if (Object.keys(metrics).length === 0) return;
+    Object.assign(this.callbackMetrics, metrics);
+    if (this.isGlobalZero) for (const l of this.loggers) l.logMetrics({ ...metrics, epoch: this.currentEpoch }, this.globalStep);
+  }
+
+  /** Lets callbacks log a number for this step. */
+  logMetric(name: string, value: number): void {
+    this.stepMetrics[name] = value;
+  }
+
+  private accumulateEpoch(name: string, value: number): void {
+    if (!Number.isFinite(value)) return;
+    const a = this.epochAccum.get(name) ?? { sum: 0, count: 0 };
+    a.sum += value;
+    a.count++;
+    this.epochAccum.set(name, a);
+  }
+
+  /** Moves the module's pending logs into step metrics and epoch accumulators (reads tensors). */
+  private collectLogs(module: TrainingModule): void {
+    const logs: PendingLog[] = module.pendingLogs;
+    module.pendingLogs = [];
+    for (const log of logs) {
+      const v = typeof log.value === "number" ? log.value : log.value.item();
+      if (typeof log.value !== "number") log.value.dispose();
+      const both = log.options.onStep && log.options.onEpoch;
+      if (log.options.onStep) this.stepMetrics[both ? `${log.name}_step` : log.name] = v;
+      if (log.options.onEpoch) this.accumulateEpoch(both ? `${log.name}_epoch` : log.name, v);
+      if (log.options.progBar) this.progressBarMetrics[log.name] = v;
+      this.syncFlags.set(log.name, log.options.syncDist);
+    }
+  }
+
+  private readonly syncFlags = new Map<string, boolean>();
+
+  private async logEpochMetrics(_stage: "train" | "validate"): Promise<Metrics> {
+    const out: Metrics = {};
+    for (const [name, a] of this.epochAccum) {
+      let v = a.sum / a.count;
+      const base = name.replace(/_epoch$/, "");
+      if (this.syncFlags.get(base) && this.worldSize > 1) v = await this.strategy!.reduce(v, "avg");
+      out[name] = v;
+    }
+    this.epochAccum.clear();
+    Object.assign(this.callbackMetrics, out);
+    if (this.isGlobalZero && Object.keys(out).length) {
+      for (const l of this.loggers) l.logMetrics({ ...out, epoch: this.currentEpoch }, this.globalStep);
+    }
+    return out;
+  }
+
+  private async runValidation(module: TrainingModule, loader: DataLoader, maxBatches: number, sanity: boolean): Promise<Record<string, number>> {
+    const saved = this.epochAccum;
+    this.epochAccum = new Map();
+    module.eval();
+    module.stage = "validate";
+    module.onValidationEpochStart();
+    let i = 0;
+    for (const raw of loader.batches(0)) {
+      if (i >= maxBatches) {
+        this.disposeBatch(raw);
+        break;
+      }
+      const idx = i;
+      noGrad(() =>
+        scope(() => {
+          const batch = toDevice(raw, this.strategy!.rootDevice);
+          const out = this.precision.forwardContext(() => module.validationStep(batch, idx));
+          if (out !== undefined && !module.pendingLogs.some((l) => l.name === "val_loss")) {
+            module.log("val_loss", lossOf(out as StepOutput, "validationStep"), { syncDist: true });
+          }
+        }),
+      );
+      this.disposeBatch(raw);
+      this.collectLogs(module);
+      i++;
+    }
+    module.onValidationEpochEnd();
+    const metrics = sanity ? {} : await this.logEpochMetrics("validate");
+    if (sanity) this.epochAccum.clear();
+    this.epochAccum = saved;
+    module.stage = "train";
+    module.train();
+    if (!sanity) await this.callHooks("onValidationEnd");
+    return metrics;
+  }
+
+  private async callHooks(hook: keyof Callback, ...args: unknown[]): Promise<void> {
+    for (const cb of this.callbacks) {
+      const fn = cb[hook] as ((...a: unknown[]) => unknown) | undefined;
+      if (typeof fn === "function") await fn.call(cb, this, this.module, ...args);
+    }
+  }
+
+  // ---- checkpoints -------------------------------------------------------------------------------
+
+  private hparams(module: TrainingModule): Record<string, unknown> {
+    const { callbacks: _c, logger: _l, accelerator, strategy, ...rest } = this.options;
+    return {
+      trainer: { ...rest, accelerator: typeof accelerator === "string" ? accelerator : this.accelerator?.name, strategy: this.strategy?.name ?? strategy },
+      module: module.constructor.name,
+      parameters: module.numParameters(),
+    };
+  }
+
+  /** Saves the full training state to `path` (rank 0 writes for replicated strategies). */
+  async saveCheckpoint(path: string): Promise<void> {
+    const module = this.module;
+    if (!module || !this.strategy) throw new Error("saveCheckpoint: nothing to save before fit() has set the module up");
+    const strategy = this.strategy;
+    const callbacks: Record<string, unknown> = {};
+    for (const cb of this.callbacks) if (cb.stateDict && cb.stateKey) callbacks[cb.stateKey] = cb.stateDict();
+    const extra: Record<string, unknown> = {};
+    module.onSaveCheckpoint(extra);
+    const checkpoint: Checkpoint = buildCheckpoint({
+      moduleState: await strategy.moduleStateDict(module),
+      optimizer: this.optimizer,
+      scheduler: this.scheduler,
+      position: this.position,
+      extra: {
+        fulgur: { package: "@fulgur/trainer", strategy: strategy.name, worldSize: strategy.worldSize },
+        precision: this.precision.stateDict(),
+        rng: defaultGenerator().getState() as unknown as Record<string, unknown>,
+        callbacks,
+        module: extra,
+        hparams: this.hparams(module),
+      },
+    });
+    await strategy.saveCheckpoint(checkpoint, path);
+  }
+
+  async removeCheckpoint(path: string): Promise<void> {
+    if (this.isGlobalZero) await this.checkpointIO.remove(path);
+  }
+
+  private async restore(path: string): Promise<void> {
+    const module = this.module!;
+    const checkpoint = await this.strategy!.loadCheckpoint(path);
+    try {
+      const position = loopPositionOf(checkpoint, path);
+      await this.strategy!.loadModuleStateDict(module, moduleStateOf(checkpoint));
+      restoreOptimizer(checkpoint, this.optimizer!, path);
+      const meta = checkpoint.meta;
+      if (this.scheduler && meta.scheduler) this.scheduler.loadStateDict(meta.scheduler as never);
+      if (meta.precision) this.precision.loadStateDict(meta.precision as Record<string, number>);
+      if (meta.rng) defaultGenerator().setState(meta.rng as never);
+      const cbState = (meta.callbacks ?? {}) as Record<string, Record<string, unknown>>;
+      for (const cb of this.callbacks) if (cb.loadStateDict && cb.stateKey && cbState[cb.stateKey]) cb.loadStateDict(cbState[cb.stateKey]);
+      module.onLoadCheckpoint((meta.module ?? {}) as Record<string, unknown>);
+      this.position = position;
+      this.globalStep = position.globalStep;
+      this.currentEpoch = position.epoch;
+    } finally {
+      for (const t of Object.values(checkpoint.tensors)) t.dispose();
+    }
+  }
+
+  /** Path of the checkpoint directory the default ModelCheckpoint writes to. */
+  get checkpointDir(): string {
+    return this.modelCheckpoint?.dir(this) ?? join(this.logDir, "checkpoints");
+  }
+}
