@@ -220,7 +220,7 @@ export class Trainer {
 
   // ---- public loops ------------------------------------------------------------------------------
 
-  async fit<B>(module: TrainingModule, trainLoader: DataLoader<unknown, B>, valLoader?: DataLoader<unknown, B> | null, fitOptions: FitOptions = {}): Promise<void> {
+  async fit<B>(module: TrainingModule, trainLoader: DataLoader<any, B>, valLoader?: DataLoader<any, B> | null, fitOptions: FitOptions = {}): Promise<void> {
     if (!module || typeof module.trainingStep !== "function") throw new TypeError("fit: module must be a TrainingModule");
     if (!trainLoader || typeof (trainLoader as DataLoader).batches !== "function") throw new TypeError("fit: trainLoader must be a DataLoader");
     if ((await this.connect()) === "done") return;
@@ -258,7 +258,7 @@ export class Trainer {
   }
 
   /** Runs the validation loop once and returns the epoch-averaged metrics. */
-  async validate<B>(module: TrainingModule, valLoader: DataLoader<unknown, B>): Promise<Record<string, number>> {
+  async validate<B>(module: TrainingModule, valLoader: DataLoader<any, B>): Promise<Record<string, number>> {
     if (!this.strategy) {
       if ((await this.connect()) === "done") return {};
       await this.setupModule(module);
@@ -278,7 +278,7 @@ export class Trainer {
     return this.options.maxSteps >= 0 && this.globalStep >= this.options.maxSteps;
   }
 
-  private async fitLoop<B>(module: TrainingModule, loader: DataLoader<unknown, B>, valLoader: DataLoader<unknown, B> | null): Promise<void> {
+  private async fitLoop<B>(module: TrainingModule, loader: DataLoader<any, B>, valLoader: DataLoader<any, B> | null): Promise<void> {
     const opts = this.options;
     const maxEpochs = opts.maxEpochs ?? (opts.maxSteps >= 0 ? -1 : 1000);
     const accumulate = opts.accumulateGradBatches;
@@ -362,7 +362,7 @@ export class Trainer {
     }
   }
 
-  private limitVal(loader: DataLoader): number {
+  private limitVal(loader: DataLoader<any, any>): number {
     return this.limit(loader.length, this.options.limitValBatches);
   }
 
@@ -479,7 +479,7 @@ export class Trainer {
     return out;
   }
 
-  private async runValidation(module: TrainingModule, loader: DataLoader, maxBatches: number, sanity: boolean): Promise<Record<string, number>> {
+  private async runValidation(module: TrainingModule, loader: DataLoader<any, any>, maxBatches: number, sanity: boolean): Promise<Record<string, number>> {
     const saved = this.epochAccum;
     this.epochAccum = new Map();
     module.eval();

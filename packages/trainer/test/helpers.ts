@@ -11,7 +11,7 @@ export function tmp(prefix = "fulgur-trainer-"): string {
 
 export const TINY = { dModel: 32, nLayers: 1, nHeads: 2, seqLen: 16, vocabSize: 256 } as const;
 
-export function loader(options: { batchSize?: number; shuffle?: boolean; seqLen?: number } = {}): DataLoader {
+export function loader(options: { batchSize?: number; shuffle?: boolean; seqLen?: number } = {}): DataLoader<Int32Array> {
   const ds = TextDataset.fromText(TEXT, { seqLen: options.seqLen ?? TINY.seqLen });
   return new DataLoader(ds, { batchSize: options.batchSize ?? 4, shuffle: options.shuffle ?? true, seed: 3, dropLast: true });
 }

@@ -1,8 +1,7 @@
 import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { AdamW, type Optimizer } from "@fulgur/nn";
-import { memoryStats, scope } from "@fulgur/tensor";
+import { memoryStats } from "@fulgur/tensor";
 import {
   type Callback,
   CSVLogger,

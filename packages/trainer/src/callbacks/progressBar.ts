@@ -58,7 +58,7 @@ export class ProgressBar implements Callback {
       tps: formatRate(trainer.tokensPerSecond),
       eta_h: formatDuration(eta),
     };
-    for (const [k, v] of Object.entries(trainer.progressBarMetrics)) shown[k] = v.toFixed(4);
+    for (const [k, v] of Object.entries(trainer.progressBarMetrics)) if (k !== "loss") shown[k] = v.toFixed(4);
     return shown;
   }
 
@@ -72,7 +72,10 @@ export class ProgressBar implements Callback {
     if (Number.isFinite(loss) && trainer.globalStep !== this.lastLine) {
       this.lastLine = trainer.globalStep;
       const f = this.fields(trainer, loss);
-      const extra = Object.entries(trainer.progressBarMetrics).map(([k, v]) => ` ${k} ${v.toFixed(4)}`).join("");
+      const extra = Object.entries(trainer.progressBarMetrics)
+        .filter(([k]) => k !== "loss")
+        .map(([k, v]) => ` ${k} ${v.toFixed(4)}`)
+        .join("");
       this.stream.write(
         `epoch ${f.epoch} step ${trainer.globalStep}/${trainer.estimatedStepping()} loss ${f.loss}${extra} ${f.tps} tok/s ETA ${f.eta_h}\n`,
       );
