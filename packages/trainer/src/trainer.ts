@@ -332,10 +332,17 @@ export class Trainer {
         this.recordTokens(stepTokens);
         stepTokens = 0;
         microInStep = 0;
-        const readNow = this.globalStep % opts.logEveryNSteps === 0 || this.reachedMaxSteps() || batchIdx === this.trainLen;
+        // Read on the log interval, and on the first step so the starting loss is seen.
+        const readNow =
+          this.globalStep % opts.logEveryNSteps === 0 ||
+          this.globalStep === this.startStep + 1 ||
+          this.reachedMaxSteps() ||
+          batchIdx === this.trainLen;
         const stepLoss = readNow ? await this.flushLosses(false) : NaN;
         module.onTrainBatchEnd(stepLoss, rawBatch, batchIdx - 1);
         await this.callHooks("onTrainBatchEnd", stepLoss, batchIdx - 1);
+        // Written after the callbacks so what they log (learning rates) lands in this step's row.
+        if (readNow) await this.flushStepMetrics();
         if (valLoader && (batchIdx % valEveryBatches === 0 && batchIdx !== this.trainLen || this.globalStep % valEverySteps === 0)) {
           await this.runValidation(module, valLoader, this.limitVal(valLoader), false);
         }
@@ -417,11 +424,11 @@ export class Trainer {
         micro = [];
       }
     }
-    if (Number.isFinite(last) || Number.isNaN(last)) this.lastLoss = last;
-    this.stepMetrics["train_loss"] = this.lastLoss;
-    this.accumulateEpoch("train_loss_epoch", this.lastLoss);
-    this.callbackMetrics["train_loss"] = this.lastLoss;
-    await this.flushStepMetrics();
+    this.lastLoss = last;
+    this.stepMetrics["train_loss"] = last;
+    this.accumulateEpoch("train_loss_epoch", last);
+    this.callbackMetrics["train_loss"] = last;
+    if (final) await this.flushStepMetrics();
     return last;
   }
 

@@ -1,0 +1,89 @@
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { Writable } from "node:stream";
+import { describe, expect, it } from "vitest";
+import { SGD } from "@fulgur/nn";
+import { tensor } from "@fulgur/tensor";
+import { CSVLogger, GPTLanguageModel, GradScaler, LearningRateMonitor, ProgressBar, Trainer, createPrecision } from "../src";
+import { TINY, loader, tmp } from "./helpers";
+
+function sink(): { stream: NodeJS.WriteStream; text: () => string } {
+  let buf = "";
+  const w = new Writable({
+    write(chunk, _enc, cb) {
+      buf += String(chunk);
+      cb();
+    },
+  }) as unknown as NodeJS.WriteStream;
+  return { stream: w, text: () => buf };
+}
+
+describe("callbacks and loggers", () => {
+  it("the progress bar prints plain lines with step, loss, tokens/s and ETA when not on a terminal", async () => {
+    const out = sink();
+    await new Trainer({ maxSteps: 4, logEveryNSteps: 2, logger: false, enableCheckpointing: false, enableProgressBar: false, callbacks: [new ProgressBar(out.stream)] }).fit(
+      new GPTLanguageModel({ config: TINY }),
+      loader(),
+    );
+    const lines = out.text().trim().split("\n");
+    // The first step (to show the starting loss), then every logEveryNSteps.
+    expect(lines).toHaveLength(3);
+    expect(lines[0]).toMatch(/^epoch 0 step 1\/4 loss \d+\.\d{4} /);
+    expect(lines[1]).toMatch(/^epoch 0 step 2\/4 loss \d+\.\d{4} [\d.]+k? tok\/s ETA \S+$/);
+    expect(lines[2]).toMatch(/^epoch 0 step 4\/4 /);
+  });
+
+  it("LearningRateMonitor logs the scheduled learning rate; CSV rows follow the steps", async () => {
+    const dir = tmp();
+    const logger = new CSVLogger({ saveDir: dir, name: "lr" });
+    await new Trainer({
+      maxSteps: 4,
+      logEveryNSteps: 1,
+      enableProgressBar: false,
+      enableCheckpointing: false,
+      logger,
+      callbacks: [new LearningRateMonitor()],
+    }).fit(new GPTLanguageModel({ config: TINY, lr: 0.01, warmupSteps: 4, totalSteps: 8 }), loader());
+    const rows = readFileSync(join(logger.logDir, "metrics.csv"), "utf8").trim().split("\n");
+    const header = rows[0].split(",");
+    const lr = rows.slice(1).map((r) => Number(r.split(",")[header.indexOf("lr-AdamW")]));
+    // Warmup: after step k the rate is k/4 of the peak.
+    expect(lr).toEqual([0.0025, 0.005, 0.0075, 0.01].map((v) => expect.closeTo(v, 10)));
+  });
+
+  it("validate() returns the epoch-averaged validation loss", async () => {
+    const trainer = new Trainer({ logger: false, enableProgressBar: false, enableCheckpointing: false });
+    const metrics = await trainer.validate(new GPTLanguageModel({ config: TINY }), loader({ shuffle: false }));
+    expect(metrics.val_loss).toBeGreaterThan(5);
+    expect(metrics.val_loss).toBeLessThan(6.5);
+  });
+});
+
+describe("16-mixed loss scaling", () => {
+  it("skips the step and halves the scale on overflow, then steps", () => {
+    const p = tensor([1, 2], { requiresGrad: true });
+    const opt = new SGD([p], { lr: 0.5 });
+    const precision = createPrecision("16-mixed");
+    const scale0 = precision.stateDict().scale;
+    p.grad = tensor([Infinity, 1]);
+    expect(precision.unscaleGradients(opt)).toBe(false);
+    expect(precision.optimizerStep(opt, false)).toBe(false);
+    expect(p.toArray()).toEqual([1, 2]);
+    expect(precision.stateDict().scale).toBe(scale0 / 2);
+    const s = precision.stateDict().scale;
+    p.grad = tensor([s, 2 * s]);
+    expect(precision.unscaleGradients(opt)).toBe(true);
+    expect(precision.optimizerStep(opt, true)).toBe(true);
+    expect(p.toArray()).toEqual([0.5, 1]);
+  });
+
+  it("grows the scale after growthInterval clean steps", () => {
+    const s = new GradScaler({ initScale: 8, growthInterval: 2 });
+    s.update(true);
+    expect(s.scaleValue).toBe(8);
+    s.update(true);
+    expect(s.scaleValue).toBe(16);
+    s.update(false);
+    expect(s.scaleValue).toBe(8);
+  });
+});
