@@ -1,0 +1,149 @@
+/**
+ * The GPT training benchmark, measured as the PyTorch anchor (shared/bench/gpt_torch.py) measures:
+ * one fixed batch of random tokens [B, T + 1], AdamW, `warmup` untimed steps, then `steps` timed
+ * steps between two device synchronisations; peak memory over the timed steps; the loss of the
+ * last step. It runs the real Trainer with GPTLanguageModel, so the number includes what a user's
+ * training pays (scopes, precision, strategy), and several devices go through the strategy by name.
+ */
+import type { Accelerator } from "@fulgur/core";
+import { GPT_CONFIGS, type GPTConfigName, gptFlopsPerStep, gptParamCount } from "@fulgur/nn";
+import { getBackend, randint } from "@fulgur/tensor";
+import { type Callback, DataLoader, type Dataset, GPTLanguageModel, Trainer } from "@fulgur/trainer";
+
+export interface GptBenchOptions {
+  readonly config: GPTConfigName;
+  readonly strategy: string;
+  /** Devices of this node (= the world size: the benchmark runs on one node). */
+  readonly devices: number;
+  readonly steps: number;
+  readonly warmup: number;
+  readonly precision: string;
+  /** A registered accelerator name, already resolved from "auto". */
+  readonly accelerator: string;
+}
+
+/** The anchor's RESULT fields, in its order. */
+export interface GptBenchResult {
+  readonly framework: "fulgur";
+  readonly strategy: string;
+  readonly devices: number;
+  readonly params: number;
+  readonly d: number;
+  readonly L: number;
+  readonly T: number;
+  readonly B: number;
+  readonly step_ms: number;
+  readonly tok_s_gpu: number;
+  readonly tflops_gpu: number;
+  readonly peak_gib: number;
+  readonly loss: number;
+}
+
+/** The anchor rounds to fixed decimals; on a CPU the figures are tiny, so keep 3 significant digits there instead of printing 0. */
+function round(v: number, decimals: number): number {
+  const fixed = Number(v.toFixed(decimals));
+  if (fixed !== 0 || v === 0 || !Number.isFinite(v)) return fixed;
+  return Number(v.toPrecision(3));
+}
+
+/** The same B rows every step, as the anchor reuses one batch. */
+class RepeatedBatch implements Dataset<Int32Array> {
+  constructor(
+    private readonly rows: Int32Array[],
+    readonly length: number,
+  ) {}
+  get(index: number): Int32Array {
+    return this.rows[index % this.rows.length];
+  }
+}
+
+/** Times the steps after the warm-up; synchronises only at the two ends, so queued work is not serialised. */
+class StepTimer implements Callback {
+  readonly name = "StepTimer";
+  start = NaN;
+  end = NaN;
+  peakBytes = NaN;
+
+  constructor(
+    private readonly warmup: number,
+    private readonly total: number,
+  ) {}
+
+  private sync(trainer: Trainer): void {
+    getBackend(trainer.strategy!.rootDevice).synchronize();
+  }
+
+  private begin(trainer: Trainer): void {
+    this.sync(trainer);
+    getBackend(trainer.strategy!.rootDevice).resetPeak();
+    this.start = performance.now();
+  }
+
+  onFitStart(trainer: Trainer): void {
+    if (this.warmup === 0) this.begin(trainer);
+  }
+
+  onTrainBatchEnd(trainer: Trainer): void {
+    if (trainer.globalStep === this.warmup && this.warmup > 0) this.begin(trainer);
+    if (trainer.globalStep === this.total) {
+      this.sync(trainer);
+      this.end = performance.now();
+      const acc = trainer.accelerator as Accelerator;
+      this.peakBytes = acc.memoryStats(trainer.strategy!.rootDevice).peak;
+    }
+  }
+}
+
+/** Runs the benchmark in this process (one rank). Returns the result on global rank 0, null elsewhere. */
+export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResult | null> {
+  const cfg = GPT_CONFIGS[o.config];
+  const B = cfg.microBatch;
+  const T = cfg.seqLen;
+  const total = o.warmup + o.steps;
+  const tokens = randint(0, cfg.vocabSize, [B, T + 1], { seed: 1234 });
+  const flat = Int32Array.from(tokens.toArray());
+  tokens.dispose();
+  const rows = Array.from({ length: B }, (_, i) => flat.subarray(i * (T + 1), (i + 1) * (T + 1)));
+  // Every rank sees B rows per step: the sampler splits length / devices samples per rank.
+  const data = new RepeatedBatch(rows, B * total * o.devices);
+  const loader = new DataLoader(data, { batchSize: B, shuffle: false });
+  // The anchor's optimizer: torch.optim.AdamW(lr=1e-4) with PyTorch's defaults.
+  const module = new GPTLanguageModel({ config: o.config, lr: 1e-4, weightDecay: 0.01, betas: [0.9, 0.999], seed: 0 });
+  const timer = new StepTimer(o.warmup, total);
+  const trainer = new Trainer({
+    accelerator: o.accelerator as "cpu",
+    devices: o.devices,
+    strategy: o.strategy,
+    precision: o.precision,
+    maxSteps: total,
+    // Read the loss once, at the last step (reading it earlier would synchronise mid-measurement).
+    logEveryNSteps: total,
+    logger: false,
+    enableProgressBar: false,
+    enableCheckpointing: false,
+    callbacks: [timer],
+    seed: 0,
+  });
+  await trainer.fit(module, loader);
+  if (!trainer.isGlobalZero) return null;
+  if (!Number.isFinite(timer.end) || !Number.isFinite(timer.start)) {
+    throw new Error(`bench: the Trainer stopped at step ${trainer.globalStep} of ${total}; no timing was taken`);
+  }
+  const seconds = (timer.end - timer.start) / 1e3 / o.steps;
+  const tok = B * T;
+  return {
+    framework: "fulgur",
+    strategy: o.strategy,
+    devices: trainer.worldSize,
+    params: gptParamCount(o.config),
+    d: cfg.dModel,
+    L: cfg.nLayers,
+    T,
+    B,
+    step_ms: round(seconds * 1e3, 1),
+    tok_s_gpu: Math.round(tok / seconds),
+    tflops_gpu: round(gptFlopsPerStep(o.config, tok) / seconds / 1e12, 1),
+    peak_gib: round(timer.peakBytes / 2 ** 30, 2),
+    loss: round(trainer.lastLoss, 3),
+  };
+}

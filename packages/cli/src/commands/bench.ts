@@ -1,0 +1,163 @@
+/**
+ * `fulgur bench`: prints one JSON line. Without --config, the CPU matmul micro-benchmark; with
+ * --config, a GPT training step timed as the PyTorch anchor times it, in the anchor's format, so
+ * `npm run bench -- --config 1b --devices 1` sits beside `python3 gpt_torch.py single`.
+ *
+ * Several devices: this process starts one rank per device (through @fulgur/distributed's
+ * launcher) and each rank runs the Trainer with the strategy by name. Rank 0 hands its result
+ * back through a file, so stdout carries exactly one JSON line while the ranks' own output goes to
+ * stderr.
+ */
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { appendFile, mkdir } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { randomBytes } from "node:crypto";
+import { Command, Option } from "commander";
+import { writeFileAtomic } from "@fulgur/checkpoint-io";
+import { launch } from "@fulgur/distributed";
+import { GPT_CONFIGS, type GPTConfigName } from "@fulgur/nn";
+import { PRECISION_ALIASES, resolveAccelerator, resolveStrategy } from "@fulgur/trainer";
+import { type GptBenchOptions, gptTrainingBench } from "../bench/gpt";
+import { cpuMatmulBench } from "../bench/matmul";
+import type { CliContext } from "../context";
+import { invalidOption } from "../errors";
+import { writableOf } from "../io";
+import { nonEmpty, nonNegativeInt, oneOf, pluginName, positiveInt } from "../parsers";
+
+const CONFIGS = Object.keys(GPT_CONFIGS) as GPTConfigName[];
+const ACCELERATORS = ["auto", "cpu", "cuda"] as const;
+/** Where rank 0 of a launched benchmark leaves its result for the launching process. */
+const RESULT_ENV = "FULGUR_BENCH_RESULT";
+
+interface BenchFlags {
+  config?: GPTConfigName;
+  strategy?: string;
+  devices?: number;
+  steps?: number;
+  warmup?: number;
+  precision?: string;
+  accelerator?: (typeof ACCELERATORS)[number];
+  out?: string;
+}
+
+/** Flags that only mean something for the GPT benchmark, with their spelling for messages. */
+const GPT_ONLY: [keyof BenchFlags, string][] = [
+  ["strategy", "--strategy <name>"],
+  ["devices", "--devices <n>"],
+  ["steps", "--steps <n>"],
+  ["warmup", "--warmup <n>"],
+  ["precision", "--precision <p>"],
+  ["accelerator", "--accelerator <name>"],
+];
+
+/** The CLI entry this code runs from, for starting ranks: dist/bin.js when built, src/bin.ts under tests. */
+function binPath(): string {
+  const here = dirname(fileURLToPath(import.meta.url));
+  for (const rel of ["bin.js", "../bin.js", "bin.ts", "../bin.ts"]) {
+    const p = join(here, rel);
+    if (existsSync(p)) return p;
+  }
+  throw new Error(`bench: cannot find the fulgur entry (bin.js) near ${here} to start the ranks with`);
+}
+
+async function writeLine(ctx: CliContext, line: string, out: string | undefined): Promise<void> {
+  ctx.io.out(line + "\n");
+  if (out) {
+    await mkdir(dirname(out), { recursive: true });
+    await appendFile(out, line + "\n");
+  }
+}
+
+/** Checks the flags and settles the defaults that depend on the machine (accelerator, precision, strategy). */
+export async function resolveGptBench(flags: BenchFlags): Promise<GptBenchOptions> {
+  const devices = flags.devices ?? 1;
+  const strategy = flags.strategy ?? (devices > 1 ? "ddp" : "single_device");
+  if (strategy === "single_device" && devices > 1) {
+    throw invalidOption("--devices <n>", String(devices), "expected 1 with --strategy single_device (pick a distributed strategy such as ddp for several devices)");
+  }
+  const accelerator = await resolveAccelerator(flags.accelerator ?? "auto");
+  return {
+    config: flags.config!,
+    strategy,
+    devices,
+    steps: flags.steps ?? 10,
+    warmup: flags.warmup ?? 3,
+    // The anchor trains in bf16 autocast on GPUs; the CPU backend's reference path is float32.
+    precision: flags.precision ?? (accelerator.name === "cpu" ? "32-true" : "bf16-mixed"),
+    accelerator: accelerator.name,
+  };
+}
+
+/** Starts one rank per device and returns rank 0's JSON line. */
+async function launchRanks(o: GptBenchOptions, ctx: CliContext): Promise<string> {
+  // Fail here, clearly, if the strategy's package is missing, rather than once in every rank.
+  await resolveStrategy(o.strategy, {}, o.devices);
+  const resultFile = join(tmpdir(), `fulgur-bench-${process.pid}-${randomBytes(4).toString("hex")}.json`);
+  const args = ["bench", "--config", o.config, "--strategy", o.strategy, "--devices", String(o.devices), "--steps", String(o.steps),
+    "--warmup", String(o.warmup), "--precision", o.precision, "--accelerator", o.accelerator];
+  try {
+    const result = await launch({
+      nprocPerNode: o.devices,
+      script: binPath(),
+      args,
+      env: { ...process.env, [RESULT_ENV]: resultFile },
+      stdout: writableOf(ctx.io.err),
+      stderr: writableOf(ctx.io.err),
+    });
+    if (result.exitCode !== 0) throw new Error(`bench: ${result.message ?? `the ranks exited with code ${result.exitCode}`}`);
+    if (!existsSync(resultFile)) throw new Error("bench: the ranks finished but rank 0 reported no result");
+    return readFileSync(resultFile, "utf8").trim();
+  } finally {
+    rmSync(resultFile, { force: true });
+  }
+}
+
+export function benchCommand(ctx: CliContext): Command {
+  return new Command("bench")
+    .description("benchmark: the CPU matmul, or with --config a GPT training step in the PyTorch anchor's JSON format")
+    .addOption(new Option("--config <name>", "GPT configuration to train").argParser(oneOf(CONFIGS, "a named GPT configuration")))
+    .addOption(new Option("--strategy <name>", "strategy by name (default: single_device, or ddp with --devices > 1)").argParser(pluginName("strategy")))
+    .addOption(new Option("--devices <n>", "devices (ranks) on this node (default 1)").argParser(positiveInt("devices on this node")))
+    .addOption(new Option("--steps <n>", "timed steps (default 10)").argParser(positiveInt("timed steps")))
+    .addOption(new Option("--warmup <n>", "untimed steps first (default 3)").argParser(nonNegativeInt("untimed warm-up steps")))
+    .addOption(new Option("--precision <p>", "precision (default bf16-mixed on CUDA, 32-true on CPU)").argParser(oneOf(Object.keys(PRECISION_ALIASES))))
+    .addOption(new Option("--accelerator <name>", "where to run (default auto: CUDA when usable, else CPU)").argParser(oneOf(ACCELERATORS)))
+    .addOption(new Option("--out <file>", "also append the JSON line to this file (directories are created)").argParser(nonEmpty("a file path")))
+    .addHelpText(
+      "after",
+      `
+Output (one line): {"framework":"fulgur","strategy":..,"devices":..,"params":..,"d":..,"L":..,"T":..,"B":..,
+  "step_ms":..,"tok_s_gpu":..,"tflops_gpu":..,"peak_gib":..,"loss":..}; tflops counts 6*N*tokens + 12*L*d*T*tokens
+  per step and per device, as the anchor does.
+
+Examples:
+  $ fulgur bench                                      # CPU matmul 512x512x512
+  $ fulgur bench --config tiny --steps 5 --warmup 1   # on the CPU when no GPU is usable
+  $ npm run bench -- --config 1b --devices 1 --out results/bench.jsonl
+  $ fulgur bench --config 1b --devices 8 --strategy ddp`,
+    )
+    .action(async (flags: BenchFlags) => {
+      if (!flags.config) {
+        const stray = GPT_ONLY.find(([k]) => flags[k] !== undefined);
+        if (stray) {
+          throw invalidOption(stray[1], String(flags[stray[0]]), `applies to the GPT benchmark only; add --config ${CONFIGS.join("|")}`);
+        }
+        await writeLine(ctx, JSON.stringify(cpuMatmulBench()), flags.out);
+        return;
+      }
+      const o = await resolveGptBench(flags);
+      const inRank = process.env.RANK !== undefined;
+      if (o.devices > 1 && !inRank) {
+        await writeLine(ctx, await launchRanks(o, ctx), flags.out);
+        return;
+      }
+      const result = await gptTrainingBench(o);
+      if (!result) return;
+      const line = JSON.stringify(result);
+      const handBack = process.env[RESULT_ENV];
+      if (handBack) await writeFileAtomic(handBack, async (write) => write(Buffer.from(line + "\n")));
+      else await writeLine(ctx, line, flags.out);
+    });
+}
