@@ -12,13 +12,14 @@ export type { Precision } from "./precision";
 export type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
 export type {
   BackwardSyncControl,
+  ExceptionAware,
   Launching,
   OptimizerStepOptions,
   OptimizerStepResult,
   Strategy,
   StrategyContext,
 } from "./strategy";
-export { hasBackwardSyncControl, isLaunching } from "./strategy";
+export { hasBackwardSyncControl, isExceptionAware, isLaunching } from "./strategy";
 export {
   assertAccelerator,
   assertCheckpointIO,

@@ -67,6 +67,18 @@ export interface Strategy extends ContractVersioned {
   teardown(): Promise<void>;
 }
 
+/**
+ * Optional ability: told when training failed on this rank, before `teardown`, so the strategy can
+ * make the failure travel to every other rank (DESIGN.md, decision 12) instead of leaving them waiting.
+ */
+export interface ExceptionAware {
+  onException(error: unknown): void | Promise<void>;
+}
+
+export function isExceptionAware(s: object): s is ExceptionAware {
+  return typeof (s as Partial<ExceptionAware>).onException === "function";
+}
+
 /** Optional ability: skip gradient synchronisation on accumulation steps (DDP's no_sync). */
 export interface BackwardSyncControl {
   noBackwardSync<T>(module: Module, fn: () => T): T;

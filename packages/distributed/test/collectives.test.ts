@@ -109,3 +109,21 @@ function expectEqual(got: number[], want: number[], what: string): void {
     if (!Object.is(got[i], want[i])) throw new Error(`${what}: element ${i} is ${got[i]}, expected ${want[i]}`);
   }
 }
+
+describe("the first message on a connection", () => {
+  it("may be large: a 1 MiB broadcast as the very first collective arrives whole", async () => {
+    // The hello and a large first frame can arrive in one TCP read; the size limit of the hello
+    // must be lifted before the frame behind it is checked.
+    const world = await makeWorld(2, { smallTensorBytes: 1 << 30, timeoutMs: 20_000 });
+    try {
+      const n = 1 << 18;
+      const src = Float32Array.from({ length: n }, (_, i) => (i % 97) - 48);
+      const outs = await Promise.all(
+        world.groups.map((g, r) => g.broadcast(r === 0 ? src : new Float32Array(n), "float32", 0)),
+      );
+      expect(Array.from(outs[1] as Float32Array)).toEqual(Array.from(src));
+    } finally {
+      await world.close();
+    }
+  });
+});

@@ -13,6 +13,7 @@ import {
   type Precision,
   type Strategy,
   hasBackwardSyncControl,
+  isExceptionAware,
   isLaunching,
 } from "@fulgur/core";
 import { FullCheckpointIO } from "@fulgur/checkpoint-io";
@@ -95,6 +96,8 @@ export class Trainer {
   callbackMetrics: Record<string, number> = {};
   progressBarMetrics: Record<string, number> = {};
   lastLoss = NaN;
+  /** True in a process that only launched the ranks (strategy `ddp` re-launching the script) and trained nothing itself. */
+  isLauncherProcess = false;
   tokensPerSecond = 0;
   private module: TrainingModule | null = null;
   private trainLen = 0;
@@ -223,7 +226,10 @@ export class Trainer {
   async fit<B>(module: TrainingModule, trainLoader: DataLoader<any, B>, valLoader?: DataLoader<any, B> | null, fitOptions: FitOptions = {}): Promise<void> {
     if (!module || typeof module.trainingStep !== "function") throw new TypeError("fit: module must be a TrainingModule");
     if (!trainLoader || typeof (trainLoader as DataLoader).batches !== "function") throw new TypeError("fit: trainLoader must be a DataLoader");
-    if ((await this.connect()) === "done") return;
+    if ((await this.connect()) === "done") {
+      this.isLauncherProcess = true;
+      return;
+    }
     const strategy = this.strategy!;
     let status: "success" | "failed" | "interrupted" = "failed";
     try {
@@ -248,6 +254,7 @@ export class Trainer {
       await this.callHooks("onFitEnd");
     } catch (err) {
       status = "failed";
+      if (isExceptionAware(strategy)) await strategy.onException(err);
       throw err;
     } finally {
       await this.flushLosses(true).catch(() => undefined);

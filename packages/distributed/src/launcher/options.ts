@@ -90,7 +90,10 @@ const schema = z.strictObject({
   masterPort: integerLike(z.number().int().min(1).max(65535)).optional(),
   script: z.string().regex(/\.(ts|mts|cts|js|mjs|cjs)$/),
   args: z.array(z.string()).optional(),
-  env: z.record(z.string(), z.string().optional()).optional(),
+  // process.env is not a plain object; copy it so the record check sees its values.
+  env: z
+    .preprocess((v) => (v && typeof v === "object" ? { ...(v as object) } : v), z.record(z.string(), z.string().optional()))
+    .optional(),
   cwd: z.string().min(1).optional(),
   storeToken: z.string().min(1).optional(),
   killGraceMs: z.number().min(0).optional(),

@@ -246,14 +246,16 @@ export class TcpTransport {
     let peer = -1;
     let saidBye = false;
     socket.on("data", (chunk: Buffer) => {
-      let bodies: Buffer[];
-      try {
-        bodies = frames.push(chunk);
-      } catch {
-        socket.destroy();
-        return;
-      }
-      for (const body of bodies) {
+      frames.feed(chunk);
+      for (;;) {
+        let body: Buffer | null;
+        try {
+          body = frames.next();
+        } catch {
+          socket.destroy();
+          return;
+        }
+        if (!body) break;
         const parsed = parseFrame(body);
         if (!parsed) {
           socket.destroy();

@@ -284,20 +284,29 @@ export class FrameDecoder {
 
   /** Feeds bytes; returns the complete frame bodies they finish. Throws ProtocolError on an oversized frame. */
   push(chunk: Buffer): Buffer[] {
+    this.feed(chunk);
+    const frames: Buffer[] = [];
+    for (let body = this.next(); body; body = this.next()) frames.push(body);
+    return frames;
+  }
+
+  feed(chunk: Buffer): void {
     this.chunks.push(chunk);
     this.buffered += chunk.length;
-    const frames: Buffer[] = [];
-    while (this.buffered >= 4) {
-      const head = this.peek(4);
-      const len = head.readUInt32BE(0);
-      if (len > this.maxFrameBytes) {
-        throw new ProtocolError(`frame of ${len} bytes exceeds the limit of ${this.maxFrameBytes} (not a Fulgur peer?)`);
-      }
-      if (this.buffered < 4 + len) break;
-      const all = this.take(4 + len);
-      frames.push(all.subarray(4));
+  }
+
+  /**
+   * The next complete frame body, or null. One at a time, so a caller can raise `maxFrameBytes`
+   * after the hello before the limit is applied to the frames behind it in the same read.
+   */
+  next(): Buffer | null {
+    if (this.buffered < 4) return null;
+    const len = this.peek(4).readUInt32BE(0);
+    if (len > this.maxFrameBytes) {
+      throw new ProtocolError(`frame of ${len} bytes exceeds the limit of ${this.maxFrameBytes} (not a Fulgur peer?)`);
     }
-    return frames;
+    if (this.buffered < 4 + len) return null;
+    return this.take(4 + len).subarray(4);
   }
 
   private peek(n: number): Buffer {

@@ -89,7 +89,7 @@ export class DataLoader<T = unknown, B = unknown> implements Iterable<B> {
       shuffle: this.shuffle,
       seed: this.seed,
       collate: this.collate,
-      sampler: new DistributedSampler(this.dataset.length, { numReplicas, rank, shuffle: this.shuffle, seed: this.seed }),
+      sampler: new DistributedSampler(this.dataset.length, { numReplicas, rank, shuffle: this.shuffle, seed: this.seed, dropLast: this.dropLast }),
     });
     dl.epoch = this.epoch;
     return dl;

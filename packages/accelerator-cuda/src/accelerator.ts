@@ -1,0 +1,71 @@
+/**
+ * The "cuda" Accelerator of the core contract: how the Trainer asks whether GPUs are there, which
+ * device a local rank uses, and how much memory it holds. Registered as "cuda" and "gpu". Nothing
+ * here opens a GPU until setupDevice(); isAvailable() and deviceCount() never throw, they answer
+ * false / 0 when the libraries or the driver are missing.
+ */
+import type { Accelerator, AcceleratorMemoryStats, PluginFactory, RegisterOptions } from "@fulgur/core";
+import { CONTRACT_VERSION } from "@fulgur/core";
+import { cudaBackend, registerCudaBackend } from "./cudaBackend";
+import { liveContexts } from "./context";
+import { deviceCount, parseDevice } from "./device";
+import { probeLibrary } from "./ffi/libraries";
+
+export class CudaAccelerator implements Accelerator {
+  readonly contractVersion = CONTRACT_VERSION;
+  readonly name = "cuda";
+
+  isAvailable(): boolean {
+    return this.deviceCount() > 0;
+  }
+
+  deviceCount(): number {
+    if (!probeLibrary("cudart").ok) return 0;
+    try {
+      return deviceCount();
+    } catch {
+      return 0;
+    }
+  }
+
+  deviceFor(localRank: number): string {
+    if (!Number.isInteger(localRank) || localRank < 0) {
+      throw new RangeError(`localRank: got ${localRank}; expected a non-negative integer`);
+    }
+    return `cuda:${localRank}`;
+  }
+
+  async setupDevice(device: string): Promise<void> {
+    parseDevice(device);
+    registerCudaBackend();
+    // Opens the device: primary context, compute stream, memory pool.
+    void cudaBackend(device).ctx;
+  }
+
+  memoryStats(device: string): AcceleratorMemoryStats {
+    return cudaBackend(device).memoryStats();
+  }
+
+  async teardown(): Promise<void> {
+    for (const ctx of liveContexts()) ctx.synchronize();
+  }
+}
+
+/** The part of core's Registry this package uses (checked by shape, DESIGN.md decision 11). */
+export interface AcceleratorRegistryLike {
+  register(name: string, factory: PluginFactory<Accelerator>, options?: RegisterOptions): void;
+  has(name: string): boolean;
+}
+
+const ALIASES: readonly { name: string; description: string }[] = [
+  { name: "cuda", description: "NVIDIA GPUs through CUDA 13 (cuBLASLt, NVRTC kernels, NCCL)" },
+  { name: "gpu", description: "alias of cuda" },
+];
+
+/** Registers "cuda" and "gpu" unless already registered. */
+export function registerAccelerators(registry: AcceleratorRegistryLike): void {
+  for (const { name, description } of ALIASES) {
+    if (registry.has(name)) continue;
+    registry.register(name, () => new CudaAccelerator(), { description, package: "@fulgur/accelerator-cuda" });
+  }
+}

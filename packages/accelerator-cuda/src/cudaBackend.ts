@@ -1,0 +1,321 @@
+/**
+ * The CUDA implementation of the tensor engine's Backend contract (packages/tensor/src/backend.ts).
+ *
+ * Storage is a device pointer from the stream-ordered pool; every op is queued on the device's
+ * compute stream and returns at once (DESIGN.md, decision 3); `read` and `synchronize` are the only
+ * places the host waits, and they are where errors recorded by kernels (bad ids, bad targets)
+ * surface. Ops follow the contract's conventions: destination-passing, strided inputs, contiguous
+ * outputs (a strided output is computed into a temporary and copied). The op families live in
+ * ops/*.ts; this class holds the device state and does memory and transfers itself.
+ *
+ * Constructing a CudaBackend touches no GPU: the device is opened by the first op.
+ */
+import type {
+  AdamWHyper,
+  Backend,
+  BackendMemoryStats,
+  BinaryOp,
+  DType,
+  HostArray,
+  MatmulOptions,
+  PhiloxState,
+  ReduceOp,
+  Storage,
+  UnaryOp,
+  View,
+} from "@fulgur/tensor";
+import { registerBackend } from "@fulgur/tensor";
+import type { DeviceContext } from "./context";
+import { deviceContext } from "./context";
+import { parseDevice } from "./device";
+import { CudaStorage, cudaStorageOf, ptrOf } from "./storage";
+import { DTYPE_CODE, itemsizeOf } from "./ops/dtypes";
+import { contiguousViewOf } from "./ops/common";
+import { isContiguous, numelOf } from "./ops/layout";
+import * as ew from "./ops/elementwise";
+import { reduce } from "./ops/reduce";
+import * as nn from "./ops/nn";
+import { attention, attentionBackward } from "./ops/attention";
+import { random } from "./ops/random";
+import { adamw, globalNorm } from "./ops/optim";
+import { LtContext, matmul } from "./ops/matmul";
+
+/** The host array type that holds `dtype` in storage format (16-bit floats as raw bits). */
+function hostArrayMatches(data: HostArray, dtype: DType): boolean {
+  switch (dtype) {
+    case "float32":
+      return data instanceof Float32Array;
+    case "float64":
+      return data instanceof Float64Array;
+    case "int32":
+      return data instanceof Int32Array;
+    default:
+      return data instanceof Uint16Array;
+  }
+}
+
+/** The dtype a host array's values are when they are taken as values rather than storage bits. */
+function valueDtypeOf(data: HostArray): DType | null {
+  if (data instanceof Float32Array) return "float32";
+  if (data instanceof Float64Array) return "float64";
+  if (data instanceof Int32Array) return "int32";
+  return null;
+}
+
+function allocHost(dtype: DType, n: number): HostArray {
+  switch (dtype) {
+    case "float32":
+      return new Float32Array(n);
+    case "float64":
+      return new Float64Array(n);
+    case "int32":
+      return new Int32Array(n);
+    default:
+      return new Uint16Array(n);
+  }
+}
+
+function bytesOf(a: HostArray): Uint8Array {
+  return new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+}
+
+export class CudaBackend implements Backend {
+  readonly name = "cuda";
+  readonly device: string;
+  readonly index: number;
+  private ctxValue: DeviceContext | null = null;
+  private ltValue: LtContext | null = null;
+
+  constructor(device = "cuda:0") {
+    this.index = parseDevice(device);
+    this.device = `cuda:${this.index}`;
+  }
+
+  /** The device's context, made current (opened on first use). */
+  get ctx(): DeviceContext {
+    if (this.ctxValue === null) this.ctxValue = deviceContext(this.index);
+    this.ctxValue.makeCurrent();
+    return this.ctxValue;
+  }
+
+  /** @internal cuBLASLt state of this device. */
+  lt(): LtContext {
+    if (this.ltValue === null) this.ltValue = LtContext.create(this);
+    return this.ltValue;
+  }
+
+  // ---- memory ------------------------------------------------------------------------------
+
+  alloc(dtype: DType, length: number): CudaStorage {
+    if (!Number.isSafeInteger(length) || length < 0) {
+      throw new RangeError(`${this.device}: cannot allocate ${length} elements; expected a non-negative integer`);
+    }
+    if (DTYPE_CODE[dtype] === undefined) throw new TypeError(`${this.device}: unknown dtype ${JSON.stringify(dtype)}`);
+    const ptr = this.ctx.allocator.alloc(length * itemsizeOf(dtype));
+    return new CudaStorage(this, dtype, length, ptr);
+  }
+
+  free(storage: Storage): void {
+    if (!(storage instanceof CudaStorage) || storage.backend !== this) {
+      throw new TypeError(`${this.device}: free() got a storage that this backend did not allocate`);
+    }
+    if (storage.freed) throw new Error(`${this.device}: storage was already freed (double free)`);
+    storage.freed = true;
+    const ctx = this.ctx;
+    // Collectives on other streams may still use this memory: order the free after them.
+    for (const ev of storage.pendingUses) ctx.compute.waitEvent(ev);
+    storage.pendingUses = [];
+    ctx.allocator.free(storage.ptr, storage.byteLength);
+  }
+
+  /**
+   * Copies `data` into a new storage. An array already in `dtype`'s storage format is copied as is;
+   * any other array is taken as values, uploaded in its own dtype and cast on the device (the same
+   * rounding rules as the CPU backend's encoder).
+   */
+  fromHost(data: HostArray, dtype: DType): CudaStorage {
+    const s = this.alloc(dtype, data.length);
+    if (data.length === 0) return s;
+    const ctx = this.ctx;
+    if (hostArrayMatches(data, dtype)) {
+      ctx.staging.upload(bytesOf(data), s.ptr);
+      return s;
+    }
+    const src = valueDtypeOf(data) === null ? Float64Array.from(data) : data;
+    const srcDtype = valueDtypeOf(src)!;
+    const tmp = this.alloc(srcDtype, src.length);
+    ctx.staging.upload(bytesOf(src), tmp.ptr);
+    this.copy(contiguousViewOf(tmp, [src.length]), contiguousViewOf(s, [src.length]));
+    this.free(tmp);
+    return s;
+  }
+
+  read(view: View): HostArray {
+    cudaStorageOf(view, this);
+    const dtype = view.storage.dtype;
+    const n = numelOf(view.shape);
+    const out = allocHost(dtype, n);
+    const ctx = this.ctx;
+    if (isContiguous(view.shape, view.strides)) {
+      ctx.staging.download(ptrOf(view, this), bytesOf(out), () => ctx.status.queueRead());
+    } else {
+      const tmp = this.alloc(dtype, n);
+      this.copy(view, contiguousViewOf(tmp, view.shape));
+      try {
+        ctx.staging.download(tmp.ptr, bytesOf(out), () => ctx.status.queueRead());
+      } finally {
+        this.free(tmp);
+      }
+    }
+    ctx.status.raiseIfSet();
+    return out;
+  }
+
+  memoryStats(): BackendMemoryStats {
+    return this.ctx.allocator.memoryStats();
+  }
+
+  resetPeak(): void {
+    this.ctx.allocator.resetPeak();
+  }
+
+  synchronize(): void {
+    this.ctx.synchronize();
+  }
+
+  /** Readable report of this device's memory (allocated, peak, pool, device free/total). */
+  memorySummary(): string {
+    return this.ctx.allocator.memorySummary();
+  }
+
+  /** Returns cached pool memory to the driver (other processes can then use it). */
+  emptyCache(): void {
+    this.ctx.allocator.emptyCache();
+  }
+
+  // ---- ops ---------------------------------------------------------------------------------
+
+  copy(src: View, dst: View): void {
+    ew.copy(this, src, dst);
+  }
+
+  fill(dst: View, value: number): void {
+    ew.fill(this, dst, value);
+  }
+
+  unary(op: UnaryOp, x: View, out: View, scalar?: number): void {
+    ew.unary(this, op, x, out, scalar);
+  }
+
+  binary(op: BinaryOp, a: View, b: View, out: View): void {
+    ew.binary(this, op, a, b, out);
+  }
+
+  where(cond: View, a: View, b: View, out: View): void {
+    ew.where(this, cond, a, b, out);
+  }
+
+  reduce(op: ReduceOp, x: View, out: View): void {
+    reduce(this, op, x, out);
+  }
+
+  matmul(a: View, b: View, out: View, options?: MatmulOptions): void {
+    matmul(this, a, b, out, options);
+  }
+
+  softmax(x: View, out: View, log: boolean): void {
+    nn.softmax(this, x, out, log);
+  }
+
+  softmaxBackward(y: View, gy: View, gx: View, log: boolean): void {
+    nn.softmaxBackward(this, y, gy, gx, log);
+  }
+
+  layerNorm(x: View, weight: View | null, bias: View | null, eps: number, out: View, mean: View, rstd: View): void {
+    nn.layerNorm(this, x, weight, bias, eps, out, mean, rstd);
+  }
+
+  layerNormBackward(
+    gy: View,
+    x: View,
+    weight: View | null,
+    mean: View,
+    rstd: View,
+    gx: View,
+    gw: View | null,
+    gb: View | null,
+  ): void {
+    nn.layerNormBackward(this, gy, x, weight, mean, rstd, gx, gw, gb);
+  }
+
+  embedding(weight: View, ids: View, out: View): void {
+    nn.embedding(this, weight, ids, out);
+  }
+
+  embeddingBackward(gy: View, ids: View, gw: View): void {
+    nn.embeddingBackward(this, gy, ids, gw);
+  }
+
+  crossEntropy(logits: View, targets: View, ignoreIndex: number, loss: View, lse: View): void {
+    nn.crossEntropy(this, logits, targets, ignoreIndex, loss, lse);
+  }
+
+  crossEntropyBackward(logits: View, targets: View, lse: View, gloss: View, ignoreIndex: number, glogits: View): void {
+    nn.crossEntropyBackward(this, logits, targets, lse, gloss, ignoreIndex, glogits);
+  }
+
+  attention(q: View, k: View, v: View, out: View, lse: View, causal: boolean, scale: number): void {
+    attention(this, q, k, v, out, lse, causal, scale);
+  }
+
+  attentionBackward(
+    q: View,
+    k: View,
+    v: View,
+    out: View,
+    lse: View,
+    gout: View,
+    gq: View,
+    gk: View,
+    gv: View,
+    causal: boolean,
+    scale: number,
+  ): void {
+    attentionBackward(this, q, k, v, out, lse, gout, gq, gk, gv, causal, scale);
+  }
+
+  random(kind: "uniform" | "normal", out: View, state: PhiloxState): void {
+    random(this, kind, out, state);
+  }
+
+  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void {
+    adamw(this, params, grads, expAvg, expAvgSq, hyper);
+  }
+
+  /** out[0] = the L2 norm of all `views` together (gradient clipping), computed deterministically. */
+  globalNorm(views: readonly View[], out: View): void {
+    globalNorm(this, views, out);
+  }
+}
+
+const backends = new Map<number, CudaBackend>();
+
+/** The backend of one device (one instance per device index per process). */
+export function cudaBackend(device = "cuda:0"): CudaBackend {
+  const index = parseDevice(device);
+  let b = backends.get(index);
+  if (!b) {
+    b = new CudaBackend(`cuda:${index}`);
+    backends.set(index, b);
+  }
+  return b;
+}
+
+let registered = false;
+
+/** Registers the "cuda" backend prefix with the tensor engine (idempotent; no GPU is touched). */
+export function registerCudaBackend(): void {
+  if (registered) return;
+  registerBackend("cuda", (device: string) => cudaBackend(device));
+  registered = true;
+}

@@ -1,0 +1,98 @@
+/**
+ * Host side of kernels/reduce.cu. Splits x's dims into kept and reduced ones (a dim is reduced when
+ * out has size 1 there and x does not), coalesces each group, and chooses the kernel by memory
+ * order: when x's innermost dim is kept, neighbouring outputs are neighbouring in memory and one
+ * thread per output (reduce_cols) reads coalesced; otherwise one block per output (reduce_rows).
+ */
+import type { ReduceOp, View } from "@fulgur/tensor";
+import type { CudaBackend } from "../cudaBackend";
+import { ArgPack, MAX_DIMS } from "../launch";
+import { ptrOf } from "../storage";
+import { THREADS, contiguousViewOf, gridFor, rowGrid } from "./common";
+import { DTYPE_CODE } from "./dtypes";
+import { coalesce, isContiguous, numelOf } from "./layout";
+
+const REDUCE_CODE: Readonly<Record<Exclude<ReduceOp, "argmax">, number>> = { sum: 0, max: 1, min: 2 };
+
+export function reduce(b: CudaBackend, op: ReduceOp, x: View, out: View): void {
+  if (op !== "argmax" && REDUCE_CODE[op] === undefined) {
+    throw new TypeError(`reduce op: got ${JSON.stringify(op)}; expected one of sum, max, min, argmax`);
+  }
+  if (x.shape.length !== out.shape.length) {
+    throw new RangeError(`reduce: out [${out.shape.join(", ")}] must have x's rank ${x.shape.length} with size 1 on reduced dims`);
+  }
+  if (numelOf(out.shape) === 0) return;
+  // Outputs are written at their linear index; a strided output goes through a temporary.
+  if (!isContiguous(out.shape, out.strides)) {
+    const tmp = b.alloc(out.storage.dtype, numelOf(out.shape));
+    const tv = contiguousViewOf(tmp, out.shape);
+    reduce(b, op, x, tv);
+    b.copy(tv, out);
+    b.free(tmp);
+    return;
+  }
+  const reduced = x.shape.map((s, d) => out.shape[d] === 1 && s !== 1);
+  const keptDims = x.shape.map((_, d) => d).filter((d) => !reduced[d]);
+  const redDims = x.shape.map((_, d) => d).filter((d) => reduced[d]);
+  if (redDims.length === 0) {
+    // Nothing to reduce: sum/max/min of one element is the element; argmax of one element is 0.
+    if (op === "argmax") b.fill(out, 0);
+    else b.copy(x, out);
+    return;
+  }
+  const outer = coalesce(
+    keptDims.map((d) => x.shape[d]),
+    [keptDims.map((d) => x.strides[d])],
+  );
+  const nOut = numelOf(out.shape);
+  const ctx = b.ctx;
+  if (op === "argmax") {
+    if (redDims.length !== 1) {
+      throw new RangeError(`argmax reduces exactly one dimension; out [${out.shape.join(", ")}] reduces ${redDims.length} of x [${x.shape.join(", ")}]`);
+    }
+    const rd = redDims[0];
+    checkDims(outer.shape.length, x);
+    const args = ArgPack.begin()
+      .ptr(ptrOf(x, b))
+      .i32(DTYPE_CODE[x.storage.dtype])
+      .ptr(ptrOf(out, b))
+      .i32(DTYPE_CODE[out.storage.dtype])
+      .shape8(outer.shape)
+      .strides8(outer.strides[0])
+      .i64(x.strides[rd])
+      .u64(nOut)
+      .u64(x.shape[rd]);
+    ctx.module("reduce").launch("argmax_rows", rowGrid(nOut), THREADS, 0, ctx.compute, args);
+    return;
+  }
+  const inner = coalesce(
+    redDims.map((d) => x.shape[d]),
+    [redDims.map((d) => x.strides[d])],
+  );
+  checkDims(Math.max(outer.shape.length, inner.shape.length), x);
+  const nInner = numelOf(inner.shape);
+  // Column kernel when the kept dims hold the smallest stride (neighbouring outputs adjacent in memory).
+  const minKept = outer.shape.length ? Math.min(...outer.strides[0].map(Math.abs)) : Infinity;
+  const minRed = Math.min(...inner.strides[0].map(Math.abs));
+  const cols = minKept < minRed && nOut >= 256;
+  const args = ArgPack.begin()
+    .ptr(ptrOf(x, b))
+    .i32(DTYPE_CODE[x.storage.dtype])
+    .ptr(ptrOf(out, b))
+    .i32(DTYPE_CODE[out.storage.dtype])
+    .shape8(outer.shape)
+    .strides8(outer.strides[0])
+    .shape8(inner.shape)
+    .strides8(inner.strides[0])
+    .u64(nOut)
+    .u64(nInner)
+    .i32(REDUCE_CODE[op]);
+  if (cols) ctx.module("reduce").launch("reduce_cols", gridFor(b, nOut), THREADS, 0, ctx.compute, args);
+  else ctx.module("reduce").launch("reduce_rows", rowGrid(nOut), THREADS, 0, ctx.compute, args);
+}
+
+function checkDims(n: number, x: View): void {
+  if (n > MAX_DIMS) {
+    throw new RangeError(`reduce over [${x.shape.join(", ")}]: ${n} non-mergeable dims; at most ${MAX_DIMS} are supported`);
+  }
+}

@@ -1,0 +1,291 @@
+/**
+ * The package's FFI plumbing end to end against fake CUDA/NCCL libraries that run on the CPU
+ * (test/fixtures/fakecuda.c, built here with the C compiler nvcc also needs). Kernels cannot run,
+ * but everything around them can: library loading through FULGUR_CUDA_LIB_DIR, out-parameters and
+ * BigInt pointers, the pool allocator and its OOM retry, pinned staging for fromHost/read, the device
+ * error flag, the environment report, and the NCCL process group: unique id exchange through the
+ * store, the by-value ncclUniqueId, collective arguments, Work completion, and the watchdog abort.
+ */
+import { spawnSync } from "node:child_process";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import koffi from "koffi";
+import type { Store } from "@fulgur/core";
+import type { Tensor, View } from "@fulgur/tensor";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+
+const hasCc = spawnSync("cc", ["--version"]).status === 0;
+const fixture = resolve(__dirname, "fixtures", "fakecuda.c");
+
+/** An in-process Store with the core contract's waiting semantics. */
+class MemoryStore implements Store {
+  private readonly data = new Map<string, Uint8Array>();
+  private readonly waiters: (() => void)[] = [];
+  private notify(): void {
+    for (const w of this.waiters.splice(0)) w();
+  }
+  async set(key: string, value: Uint8Array | string): Promise<void> {
+    this.data.set(key, typeof value === "string" ? new TextEncoder().encode(value) : new Uint8Array(value));
+    this.notify();
+  }
+  async get(key: string, timeoutMs = 5000): Promise<Uint8Array> {
+    await this.wait([key], timeoutMs);
+    return this.data.get(key)!;
+  }
+  async wait(keys: readonly string[], timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!keys.every((k) => this.data.has(k))) {
+      if (Date.now() > deadline) throw new Error(`store: timed out waiting for ${keys.filter((k) => !this.data.has(k)).join(", ")}`);
+      await new Promise<void>((r) => {
+        this.waiters.push(r);
+        setTimeout(r, 20);
+      });
+    }
+  }
+  async add(key: string, amount: number): Promise<number> {
+    const v = Number(new TextDecoder().decode(this.data.get(key) ?? new Uint8Array())) + amount;
+    await this.set(key, String(v));
+    return v;
+  }
+  async compareSet(key: string, expected: Uint8Array | string, desired: Uint8Array | string): Promise<Uint8Array> {
+    const cur = new TextDecoder().decode(this.data.get(key) ?? new Uint8Array());
+    const exp = typeof expected === "string" ? expected : new TextDecoder().decode(expected);
+    if (cur === exp) await this.set(key, desired);
+    return this.data.get(key) ?? new Uint8Array();
+  }
+  async delete(key: string): Promise<boolean> {
+    return this.data.delete(key);
+  }
+  async close(): Promise<void> {}
+}
+
+describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
+  let dir: string;
+  let saved: string | undefined;
+  let savedCache: string | undefined;
+  let hooks: {
+    lastLaunch: () => number[];
+    trims: () => number;
+    aborts: () => number;
+    threshold: () => bigint | number;
+    lastNccl: () => number[];
+  };
+  let pkg: typeof import("../src/index");
+
+  beforeAll(async () => {
+    dir = mkdtempSync(join(tmpdir(), "fulgur-fakecuda-"));
+    const lib = join(dir, "libfake.so");
+    const r = spawnSync("cc", ["-shared", "-fPIC", "-O1", "-o", lib, fixture], { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`building the fake CUDA library failed:\n${r.stderr}`);
+    // One copy per soname: each library keeps its own state, as the real ones do.
+    for (const so of ["libcudart.so.13", "libcuda.so.1", "libnccl.so.2", "libnvrtc.so.13"]) copyFileSync(lib, join(dir, so));
+    saved = process.env.FULGUR_CUDA_LIB_DIR;
+    savedCache = process.env.FULGUR_KERNEL_CACHE;
+    process.env.FULGUR_CUDA_LIB_DIR = dir;
+    process.env.FULGUR_KERNEL_CACHE = join(dir, "kernel-cache");
+    pkg = await import("../src/index");
+    const rt = koffi.load(join(dir, "libcudart.so.13"));
+    const nc = koffi.load(join(dir, "libnccl.so.2"));
+    const trims = rt.func("int fake_trim_count()");
+    const threshold = rt.func("uint64_t fake_release_threshold()");
+    const aborts = nc.func("int fake_abort_count()");
+    const last = nc.func("void fake_last_nccl(_Out_ int64_t *out)");
+    const drv = koffi.load(join(dir, "libcuda.so.1"));
+    const lastLaunch = drv.func("void fake_last_launch(_Out_ int64_t *out)");
+    hooks = {
+      lastLaunch: () => {
+        const out = new BigInt64Array(6);
+        lastLaunch(out);
+        return [...out].map(Number);
+      },
+      trims: () => trims(),
+      aborts: () => aborts(),
+      threshold: () => threshold(),
+      lastNccl: () => {
+        const out = new BigInt64Array(4);
+        last(out);
+        return [...out].map(Number);
+      },
+    };
+  });
+
+  afterAll(() => {
+    if (saved === undefined) delete process.env.FULGUR_CUDA_LIB_DIR;
+    else process.env.FULGUR_CUDA_LIB_DIR = saved;
+    if (savedCache === undefined) delete process.env.FULGUR_KERNEL_CACHE;
+    else process.env.FULGUR_KERNEL_CACHE = savedCache;
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it("compiles a kernel file through NVRTC on first use, caches the CUBIN, and launches with the right parameters", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const x = b.fromHost(new Float32Array(1000), "float32");
+    const y = b.alloc("float32", 1000);
+    const launches = hooks.lastLaunch()[0];
+    b.unary("neg", { storage: x, shape: [1000], strides: [1], offset: 0 }, { storage: y, shape: [1000], strides: [1], offset: 0 });
+    const [count, gx, gy, bx, smem, param0] = hooks.lastLaunch();
+    expect(count).toBe(launches + 1);
+    expect([gx, gy, bx, smem]).toEqual([4, 1, 256, 0]);
+    // The first kernel parameter is the input's device address, read through the parameter block.
+    expect(BigInt(param0)).toBe(x.ptr);
+    const cached = readdirSync(join(dir, "kernel-cache"));
+    expect(cached).toHaveLength(1);
+    expect(cached[0]).toMatch(/^elementwise-sm_90-[0-9a-f]{32}\.cubin$/);
+    expect(readFileSync(join(dir, "kernel-cache", cached[0]), "utf8")).toBe("CUBIN:--gpu-architecture=sm_90 -std=c++17");
+    // An offset view passes its first element's address.
+    b.unary("exp", { storage: x, shape: [10], strides: [1], offset: 7 }, { storage: y, shape: [10], strides: [1], offset: 0 });
+    expect(BigInt(hooks.lastLaunch()[5])).toBe(x.ptr + 28n);
+    b.free(x);
+    b.free(y);
+  });
+
+  it("reports a kernel that does not compile with NVRTC's log", async () => {
+    const { compileWithNvrtc, nvrtcVersion } = await import("../src/nvrtc");
+    const { kernelSource } = await import("../src/kernelSource");
+    const kdir = join(dir, "kernels");
+    mkdirSync(kdir, { recursive: true });
+    writeFileSync(join(kdir, "common.cuh"), "// header\n");
+    writeFileSync(join(kdir, "bad.cu"), '// bad\n#include "common.cuh"\n#error this kernel is broken\n');
+    expect(nvrtcVersion()).toBe("13.0");
+    let err: unknown;
+    try {
+      compileWithNvrtc(kernelSource("bad", kdir), "sm_90");
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(pkg.KernelCompileError);
+    expect((err as Error).message).toContain("kernels/bad.cu does not compile for sm_90 with options --gpu-architecture=sm_90 -std=c++17");
+    expect((err as Error).message).toContain("bad.cu(3): error: #error directive: this kernel is broken");
+  });
+
+  it("reports the GPU, versions and where each library came from", () => {
+    const r = pkg.cudaEnvironmentReport();
+    expect(r.gpus).toEqual([{ index: 0, name: "Fake GPU", computeCapability: "9.0", totalMemory: 80 * 2 ** 30 }]);
+    expect([r.driverVersion, r.runtimeVersion, r.ncclVersion]).toEqual(["13.0", "13.0", "2.28.3"]);
+    expect(r.libraries["libcudart.so.13"]).toEqual({ path: join(dir, "libcudart.so.13") });
+    expect(r.nvrtcVersion).toBe("13.0");
+    expect("error" in r.libraries["libcublasLt.so.13"]).toBe(true);
+    expect(r.cublasLtVersion).toBeNull();
+    expect(pkg.formatEnvironmentReport(r)).toContain("cuda:0  Fake GPU  sm_90  80.00 GiB");
+    const acc = new pkg.CudaAccelerator();
+    expect(acc.isAvailable()).toBe(true);
+    expect(acc.deviceCount()).toBe(1);
+  });
+
+  it("moves data through pinned staging and the pool, and counts memory", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const base = b.memoryStats().allocated;
+    const data = Float32Array.from({ length: 10 }, (_, i) => i * 1.5 - 3);
+    const s = b.fromHost(data, "float32");
+    expect(b.memoryStats().allocated).toBe(base + 40);
+    expect(hooks.threshold()).toBe(0xffffffffffffffffn);
+    const v: View = { storage: s, shape: [10], strides: [1], offset: 0 };
+    expect([...(b.read(v) as Float32Array)]).toEqual([...data]);
+    // A strided view is gathered on the device first (a kernel, which the fake skips), so only
+    // contiguous reads are checked for values; offsets are honoured.
+    expect([...(b.read({ ...v, shape: [3], offset: 2 }) as Float32Array)]).toEqual([...data.subarray(2, 5)]);
+    b.fill(v, 0);
+    expect([...(b.read(v) as Float32Array)]).toEqual(new Array(10).fill(0));
+    const bits = Uint16Array.from([0x3f80, 0xc000, 0x7fc0]);
+    const h = b.fromHost(bits, "bfloat16");
+    expect([...(b.read({ storage: h, shape: [3], strides: [1], offset: 0 }) as Uint16Array)]).toEqual([...bits]);
+    const c = b.alloc("bfloat16", 3);
+    b.copy({ storage: h, shape: [3], strides: [1], offset: 0 }, { storage: c, shape: [3], strides: [1], offset: 0 });
+    expect([...(b.read({ storage: c, shape: [3], strides: [1], offset: 0 }) as Uint16Array)]).toEqual([...bits]);
+    for (const x of [s, h, c]) b.free(x);
+    expect(b.memoryStats().allocated).toBe(base);
+    expect(b.memoryStats().peak).toBeGreaterThanOrEqual(base + 46);
+    expect(() => b.free(s)).toThrow(/already freed/);
+  });
+
+  it("retries an allocation after trimming the pool, then fails with a summary and advice", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const before = hooks.trims();
+    let err: unknown;
+    try {
+      b.alloc("float32", 2 ** 29);
+    } catch (e) {
+      err = e;
+    }
+    expect(hooks.trims()).toBe(before + 1);
+    expect(err).toBeInstanceOf(pkg.CudaOutOfMemoryError);
+    const e = err as InstanceType<typeof pkg.CudaOutOfMemoryError>;
+    expect(e.requested).toBe(2 ** 31);
+    expect(e.message).toContain("CUDA out of memory on cuda:0 (Fake GPU): could not allocate 2.00 GiB");
+    expect(e.message).toContain("device memory:            70.00 GiB free of 80.00 GiB");
+    expect(e.message).toContain("activation checkpointing");
+    expect(b.memorySummary()).toContain("CUDA memory on cuda:0 (Fake GPU)");
+  });
+
+  it("raises an error a kernel recorded in the device flag at the next synchronisation, once", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const flag = new Int32Array(koffi.view(b.ctx.status.ptr, 16));
+    flag.set([1, 300, 5, 256]);
+    expect(() => b.synchronize()).toThrow("embedding: index 300 at row 5 is out of range for an embedding of 256 rows");
+    expect(() => b.synchronize()).not.toThrow();
+  });
+
+  describe("NcclProcessGroup", () => {
+    const tensorOf = (b: ReturnType<typeof pkg.cudaBackend>, n: number, dtype: "float32" | "bfloat16" = "float32", strides = [1]): Tensor =>
+      ({ storage: b.alloc(dtype, n * strides[0]), shape: [n], strides, offset: 0 }) as unknown as Tensor;
+
+    it("exchanges the unique id through the store and runs collectives with the right arguments", async () => {
+      const store = new MemoryStore();
+      const [g0, g1] = await Promise.all([
+        pkg.NcclProcessGroup.create({ store, rank: 0, size: 2, device: "cuda:0", name: "t1" }),
+        pkg.NcclProcessGroup.create({ store, rank: 1, size: 2, device: "cuda:0", name: "t1" }),
+      ]);
+      expect([g0.rank, g1.rank, g0.size, g0.backend]).toEqual([0, 1, 2, "nccl"]);
+      expect((await store.get("fulgur/nccl/t1/unique-id")).length).toBe(128);
+      const b = pkg.cudaBackend("cuda:0");
+      const t = tensorOf(b, 8, "bfloat16");
+      const w = g0.allReduce(t, "avg");
+      expect((t.storage as InstanceType<typeof pkg.CudaStorage>).pendingUses).toHaveLength(1);
+      await w.wait();
+      expect(w.isCompleted()).toBe(true);
+      expect((t.storage as InstanceType<typeof pkg.CudaStorage>).pendingUses).toHaveLength(0);
+      expect(hooks.lastNccl().slice(0, 3)).toEqual([8, 9, 4]);
+      const out = tensorOf(b, 16);
+      const inp = tensorOf(b, 8);
+      await g1.allGather(out, inp).wait();
+      expect(hooks.lastNccl().slice(0, 2)).toEqual([8, 7]);
+      await g1.reduceScatter(inp, out, "max").wait();
+      expect(hooks.lastNccl().slice(0, 3)).toEqual([8, 7, 2]);
+      await g0.broadcast(inp, 1).wait();
+      expect(hooks.lastNccl()[2]).toBe(1);
+      await g0.barrier().wait();
+      expect(() => g0.allGather(inp, inp)).toThrow(/allGather: output has 8 elements; expected size \* input = 2 \* 8/);
+      expect(() => g0.allReduce(tensorOf(b, 4, "float32", [2]))).toThrow(/must be contiguous/);
+      expect(() => g0.send(inp, 2)).toThrow(/send dst: got 2; expected a group rank in \[0, 2\)/);
+      const [sub0, sub1] = await Promise.all([g0.newGroup([1]), g1.newGroup([1])]);
+      expect(sub0.rank).toBe(-1);
+      expect(() => sub0.barrier()).toThrow(/not a member of group "t1\/1"/);
+      expect([sub1.rank, sub1.size, sub1.ranks]).toEqual([0, 1, [1]]);
+      await Promise.all([sub1.destroy(), g0.destroy(), g1.destroy()]);
+      expect(() => g0.barrier()).toThrow(/was destroyed/);
+    });
+
+    it("aborts the communicator when a collective outlives the timeout, naming group and operation", async () => {
+      const store = new MemoryStore();
+      const g = await pkg.NcclProcessGroup.create({ store, rank: 0, size: 1, device: "cuda:0", name: "slow", timeoutMs: 150 });
+      const b = pkg.cudaBackend("cuda:0");
+      await g.allReduce(tensorOf(b, 4)).wait();
+      const aborts = hooks.aborts();
+      const w = g.allReduce(tensorOf(b, 13));
+      const t0 = Date.now();
+      await expect(w.wait()).rejects.toThrow(/NCCL allReduce #2 \(sum 13 float32\) on group "slow" \(rank 0 of 1, global rank 0\) did not finish within 150 ms; the communicator was aborted/);
+      expect(Date.now() - t0).toBeLessThan(5000);
+      expect(hooks.aborts()).toBe(aborts + 1);
+      expect(w.isCompleted()).toBe(false);
+      expect(() => g.barrier()).toThrow(/was aborted/);
+      await g.destroy();
+    });
+  });
+});
+
+if (!hasCc) {
+  describe("against fake CUDA libraries", () => {
+    it.skip("skipped: no C compiler (cc) to build the fake libraries", () => {});
+  });
+}

@@ -1,0 +1,21 @@
+/**
+ * The tensor engine's shared conformance suite (@fulgur/tensor/testing) on cuda:0: every case runs
+ * forward and backward through the frontend (autograd, views, casts) on the GPU in float32 and
+ * bfloat16 and is compared with the CPU backend in float64, with the suite's own tolerances.
+ */
+import { conformanceCases, runConformanceCase } from "@fulgur/tensor/testing";
+import { describe, expect, it } from "vitest";
+import { NO_GPU, hasGpu } from "./harness";
+
+describe.skipIf(!hasGpu)("tensor conformance suite on cuda:0", () => {
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    for (const c of conformanceCases()) {
+      it(`${c.name} (${dtype})`, () => {
+        const r = runConformanceCase(c, "cuda:0", dtype, 1234);
+        expect(r.ok, `${r.name}: ${r.detail} (tolerance ${r.tolerance})`).toBe(true);
+      });
+    }
+  }
+});
+
+if (!hasGpu) describe("tensor conformance suite on cuda:0", () => it.skip(NO_GPU, () => {}));

@@ -1,0 +1,168 @@
+/**
+ * GPU vs CPU for the row-wise neural-network ops (softmax, layer norm, embedding, cross entropy),
+ * random draws (the same Philox stream bit for bit), fused AdamW and the global norm, plus the
+ * errors a kernel reports through the device flag. float32 within 1e-5, bfloat16 within 1e-2.
+ */
+import type { DType, View } from "@fulgur/tensor";
+import { describe, expect, it } from "vitest";
+import { NO_GPU, cpu, expectClose, gpu, hasGpu, mapPair, outPair, pair, randPair, randomData, values } from "./harness";
+
+const DTYPES: DType[] = ["float32", "bfloat16"];
+const f32Pair = (shape: number[], seed: number) => randPair(shape, "float32", seed);
+
+describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
+  for (const dt of DTYPES) {
+    for (const log of [false, true]) {
+      it(`${log ? "log-" : ""}softmax forward and backward, wide rows and a sliced input (${dt})`, () => {
+        for (const [rows, cols] of [[7, 9], [4, 5000]]) {
+          const x = randPair([rows, cols], dt, 11);
+          const y = outPair([rows, cols], dt);
+          cpu().softmax(x.c, y.c, log);
+          gpu().softmax(x.g, y.g, log);
+          expectClose(y, `softmax ${rows}x${cols}`);
+          const gy = randPair([rows, cols], dt, 12);
+          const gx = outPair([rows, cols], dt);
+          cpu().softmaxBackward(y.c, gy.c, gx.c, log);
+          gpu().softmaxBackward(y.g, gy.g, gx.g, log);
+          expectClose(gx, `softmax backward ${rows}x${cols}`, dt === "float32" ? 1e-5 : 1e-2);
+        }
+        const wide = randPair([6, 10], dt, 13);
+        const sliced = mapPair(wide, (v) => ({ ...v, shape: [6, 7], offset: 2 }));
+        const y2 = outPair([6, 7], dt);
+        cpu().softmax(sliced.c, y2.c, log);
+        gpu().softmax(sliced.g, y2.g, log);
+        expectClose(y2, "softmax of a column slice");
+      });
+    }
+
+    for (const affine of [true, false]) {
+      it(`layer norm forward and backward ${affine ? "with" : "without"} weight and bias (${dt})`, () => {
+        const [R, C] = [64, 96];
+        const x = randPair([R, C], dt, 14);
+        const w = affine ? randPair([C], dt, 15) : null;
+        const b = affine ? randPair([C], dt, 16) : null;
+        const out = outPair([R, C], dt);
+        const mean = outPair([R], "float32");
+        const rstd = outPair([R], "float32");
+        cpu().layerNorm(x.c, w?.c ?? null, b?.c ?? null, 1e-5, out.c, mean.c, rstd.c);
+        gpu().layerNorm(x.g, w?.g ?? null, b?.g ?? null, 1e-5, out.g, mean.g, rstd.g);
+        expectClose(out, "layer norm out");
+        expectClose(mean, "mean", 1e-5);
+        expectClose(rstd, "rstd", 1e-5);
+        const gy = randPair([R, C], dt, 17);
+        const gx = outPair([R, C], dt);
+        // gw / gb are accumulated into: both start from the same random values.
+        const gw = affine ? outPair([C], "float32", 18) : null;
+        const gb = affine ? outPair([C], "float32", 19) : null;
+        cpu().layerNormBackward(gy.c, x.c, w?.c ?? null, mean.c, rstd.c, gx.c, gw?.c ?? null, gb?.c ?? null);
+        gpu().layerNormBackward(gy.g, x.g, w?.g ?? null, mean.g, rstd.g, gx.g, gw?.g ?? null, gb?.g ?? null);
+        expectClose(gx, "layer norm gx", dt === "float32" ? 1e-5 : 1e-2);
+        if (gw && gb) {
+          expectClose(gw, "layer norm gw (accumulated)", 1e-5);
+          expectClose(gb, "layer norm gb (accumulated)", 1e-5);
+        }
+      });
+    }
+
+    it(`embedding forward and backward with repeated ids (${dt})`, () => {
+      const [V, D, N] = [50, 24, 40];
+      const ids = pair([N], "int32", randomData(N, 20, { low: 0, high: 10 }));
+      const w = randPair([V, D], dt, 21);
+      const out = outPair([N, D], dt);
+      cpu().embedding(w.c, ids.c, out.c);
+      gpu().embedding(w.g, ids.g, out.g);
+      expectClose(out, "embedding", 0);
+      const gy = randPair([N, D], dt, 22);
+      const gw = outPair([V, D], "float32", 23);
+      cpu().embeddingBackward(gy.c, ids.c, gw.c);
+      gpu().embeddingBackward(gy.g, ids.g, gw.g);
+      expectClose(gw, "embedding backward (fp32 accumulate)", 1e-5);
+    });
+
+    it(`cross entropy forward and backward with ignored rows and a scalar loss gradient (${dt})`, () => {
+      const [N, C] = [24, 1000];
+      const t = randomData(N, 24, { low: 0, high: C });
+      t[3] = -100;
+      t[17] = -100;
+      const targets = pair([N], "int32", t);
+      const logits = randPair([N, C], dt, 25);
+      const loss = outPair([N], "float32");
+      const lse = outPair([N], "float32");
+      cpu().crossEntropy(logits.c, targets.c, -100, loss.c, lse.c);
+      gpu().crossEntropy(logits.g, targets.g, -100, loss.g, lse.g);
+      expectClose(loss, "loss", 1e-5);
+      expectClose(lse, "lse", 1e-5);
+      expect(values(loss.g, gpu())[3]).toBe(0);
+      const gloss = pair([1], "float32", Float64Array.from([1 / 22]));
+      const g = outPair([N, C], dt);
+      cpu().crossEntropyBackward(logits.c, targets.c, lse.c, gloss.c, -100, g.c);
+      gpu().crossEntropyBackward(logits.g, targets.g, lse.g, gloss.g, -100, g.g);
+      expectClose(g, "cross entropy backward");
+    });
+  }
+
+  it("random draws are the CPU backend's Philox stream", () => {
+    for (const kind of ["uniform", "normal"] as const) {
+      for (const dt of ["float32", "bfloat16"] as DType[]) {
+        const o = outPair([1000], dt);
+        const state = { seed: 0x1234_5678_9abcn, offset: 4096 };
+        cpu().random(kind, o.c, state);
+        gpu().random(kind, o.g, state);
+        expectClose(o, `${kind} ${dt}`, 1e-6);
+      }
+    }
+  });
+
+  it("fused AdamW matches the CPU update over several tensors, bf16 gradients included", () => {
+    const shapes = [[70000], [33, 7], [1]];
+    const ps = shapes.map((s, i) => f32Pair(s, 30 + i));
+    const gs = shapes.map((s, i) => randPair(s, i === 1 ? "bfloat16" : "float32", 40 + i));
+    const ms = shapes.map((s, i) => f32Pair(s, 50 + i));
+    const vs = shapes.map((s, i) => randPair(s, "float32", 60 + i, "positive"));
+    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 7 };
+    const side = (k: "c" | "g") => (arr: { c: View; g: View }[]) => arr.map((p) => p[k]);
+    cpu().adamw(side("c")(ps), side("c")(gs), side("c")(ms), side("c")(vs), hyper);
+    gpu().adamw(side("g")(ps), side("g")(gs), side("g")(ms), side("g")(vs), hyper);
+    ps.forEach((p, i) => expectClose(p, `param ${i}`, 1e-6));
+    ms.forEach((p, i) => expectClose(p, `exp_avg ${i}`, 1e-6));
+    vs.forEach((p, i) => expectClose(p, `exp_avg_sq ${i}`, 1e-6));
+  });
+
+  it("global norm of many tensors equals the norm of their concatenation", () => {
+    const xs = [[100000], [3, 5], [7]].map((s, i) => randPair(s, "float32", 70 + i));
+    const out = gpu().alloc("float32", 1);
+    gpu().globalNorm(xs.map((x) => x.g), { storage: out, shape: [1], strides: [1], offset: 0 });
+    let ss = 0;
+    for (const x of xs) for (const v of values(x.c, cpu())) ss += v * v;
+    const got = values({ storage: out, shape: [1], strides: [1], offset: 0 }, gpu())[0];
+    expect(Math.abs(got - Math.sqrt(ss)) / Math.sqrt(ss)).toBeLessThan(1e-6);
+  });
+
+  it("an out-of-range id or target surfaces at the next read with the CPU backend's message", () => {
+    const ids = pair([3], "int32", Float64Array.from([1, 300, 2]));
+    const w = randPair([256, 4], "float32", 80);
+    const out = outPair([3, 4], "float32");
+    gpu().embedding(w.g, ids.g, out.g);
+    expect(() => values(out.g, gpu())).toThrow("embedding: index 300 at row 1 is out of range for an embedding of 256 rows");
+    expect(() => gpu().synchronize()).not.toThrow();
+    const logits = randPair([2, 17], "float32", 81);
+    const t = pair([2], "int32", Float64Array.from([3, 17]));
+    const loss = outPair([2], "float32");
+    const lse = outPair([2], "float32");
+    gpu().crossEntropy(logits.g, t.g, -100, loss.g, lse.g);
+    expect(() => gpu().synchronize()).toThrow("crossEntropy: target 17 at row 1 is out of range for 17 classes");
+  });
+
+  it("counts memory, frees in stream order and reports an impossible allocation clearly", () => {
+    const b = gpu();
+    const before = b.memoryStats();
+    const s = b.alloc("float32", 1 << 20);
+    expect(b.memoryStats().allocated).toBe(before.allocated + 4 * (1 << 20));
+    expect(b.memoryStats().reserved).toBeGreaterThanOrEqual(b.memoryStats().allocated);
+    b.free(s);
+    expect(b.memoryStats().allocated).toBe(before.allocated);
+    expect(() => b.alloc("float32", 2 ** 50)).toThrow(/CUDA out of memory on cuda:0[\s\S]*activation checkpointing/);
+  });
+});
+
+if (!hasGpu) describe("neural-network ops on CUDA", () => it.skip(NO_GPU, () => {}));
