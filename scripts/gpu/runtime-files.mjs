@@ -30,6 +30,11 @@ for (const group of ["packages", "examples"]) {
     if (!existsSync(join(root, dir, "package.json"))) continue;
     const p = pkgJson(join(root, dir));
     if (existsSync(join(root, dir, "dist"))) out.add(join(dir, "dist"));
+    // Versions that differ from the hoisted ones are installed inside the package (cli's commander 14).
+    const nested = join(dir, "node_modules");
+    if (existsSync(join(root, nested))) {
+      for (const entry of readdirSync(join(root, nested))) if (!entry.startsWith(".")) out.add(join(nested, entry));
+    }
     out.add(join("node_modules", p.name));
     for (const d of Object.keys({ ...p.dependencies, ...p.devDependencies, ...p.peerDependencies })) walk(d);
   }
