@@ -33,7 +33,15 @@ for (const group of ["packages", "examples"]) {
     // Versions that differ from the hoisted ones are installed inside the package (cli's commander 14).
     const nested = join(dir, "node_modules");
     if (existsSync(join(root, nested))) {
-      for (const entry of readdirSync(join(root, nested))) if (!entry.startsWith(".")) out.add(join(nested, entry));
+      for (const entry of readdirSync(join(root, nested))) {
+        if (entry.startsWith(".")) continue;
+        out.add(join(nested, entry));
+        const inner = join(root, nested, entry, "package.json");
+        if (existsSync(inner)) {
+          const q = JSON.parse(readFileSync(inner, "utf8"));
+          for (const d of Object.keys({ ...q.dependencies, ...q.optionalDependencies })) walk(d);
+        }
+      }
     }
     out.add(join("node_modules", p.name));
     for (const d of Object.keys({ ...p.dependencies, ...p.devDependencies, ...p.peerDependencies })) walk(d);

@@ -53,3 +53,32 @@ export function getBackend(device = "cpu"): Backend {
 export function registeredBackends(): string[] {
   return ["cpu", ...factories.keys()];
 }
+
+let defaultDevice = "cpu";
+
+/** The device factories use when none is given ("cpu" unless inside `withDevice`). */
+export function defaultDeviceName(): string {
+  return defaultDevice;
+}
+
+/**
+ * Runs fn with `device` as the default for new tensors, so a model can be built directly where it
+ * will train (the Trainer builds `configureModel` this way) instead of on the CPU and copied over.
+ */
+export function withDevice<T>(device: string, fn: () => T): T {
+  const prev = defaultDevice;
+  defaultDevice = normalizeDevice(device);
+  try {
+    const r = fn();
+    if (r instanceof Promise) {
+      return r.finally(() => {
+        defaultDevice = prev;
+      }) as T;
+    }
+    defaultDevice = prev;
+    return r;
+  } catch (e) {
+    defaultDevice = prev;
+    throw e;
+  }
+}

@@ -16,7 +16,15 @@ export {
   type DeviceMemoryStats,
 } from "./memory";
 export { Generator, defaultGenerator, manualSeed, setDefaultGenerator, type GeneratorState } from "./random";
-export { getBackend, normalizeDevice, registerBackend, registeredBackends, type BackendFactory } from "./device";
+export {
+  defaultDeviceName,
+  getBackend,
+  normalizeDevice,
+  registerBackend,
+  registeredBackends,
+  withDevice,
+  type BackendFactory,
+} from "./device";
 export type {
   AdamWHyper,
   Backend,

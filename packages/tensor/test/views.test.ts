@@ -72,3 +72,12 @@ describe("views share storage and copy nothing", () => {
     expect(T.add(T.tensor([1], { dtype: "bfloat16" }), T.tensor([1], { dtype: "float16" })).dtype).toBe("float32");
   });
 });
+
+describe("default device", () => {
+  it("withDevice sets where factories put tensors, and restores it", () => {
+    expect(T.defaultDeviceName()).toBe("cpu");
+    expect(() => T.withDevice("cuda:0", () => T.zeros([1]))).toThrow(/no backend is registered for "cuda"/);
+    expect(T.defaultDeviceName()).toBe("cpu");
+    expect(T.withDevice("cpu", () => T.randn([2]).device)).toBe("cpu");
+  });
+});

@@ -1,7 +1,7 @@
 /** Tensor factories: from data, constants, ranges and seeded random draws. */
 import { type DType, type HostArray, allocHost, assertDType, encodeElement } from "../dtype";
 import { contiguousStrides, formatShape, numel } from "../shape";
-import { getBackend } from "../device";
+import { defaultDeviceName, getBackend } from "../device";
 import { StorageRef } from "../memory";
 import { defaultGenerator, Generator } from "../random";
 import { Tensor } from "../tensor";
@@ -45,7 +45,7 @@ export function fromHost(data: HostArray, shape: readonly number[], dtype: DType
   if (numel(s) !== data.length) {
     throw new RangeError(`fromHost: ${data.length} elements do not fill shape ${formatShape(s)} (${numel(s)} elements)`);
   }
-  const backend = getBackend(opts.device ?? "cpu");
+  const backend = getBackend(opts.device ?? defaultDeviceName());
   const t = new Tensor(new StorageRef(backend.fromHost(data, dtype), backend), s, contiguousStrides(s), 0);
   return finish(t, opts);
 }
@@ -104,7 +104,7 @@ export function tensor(
 }
 
 export function full(shape: readonly number[], value: number, opts: TensorOptions = {}): Tensor {
-  const t = emptyTensor(checkShape(shape, "full"), dtypeOf(opts), opts.device ?? "cpu");
+  const t = emptyTensor(checkShape(shape, "full"), dtypeOf(opts), opts.device ?? defaultDeviceName());
   t.backend.fill(t, value);
   return finish(t, opts);
 }
@@ -114,7 +114,7 @@ export const ones = (shape: readonly number[], opts: TensorOptions = {}): Tensor
 
 /** Uninitialised memory on GPUs (zeroes on the CPU backend). */
 export function empty(shape: readonly number[], opts: TensorOptions = {}): Tensor {
-  return finish(emptyTensor(checkShape(shape, "empty"), dtypeOf(opts), opts.device ?? "cpu"), opts);
+  return finish(emptyTensor(checkShape(shape, "empty"), dtypeOf(opts), opts.device ?? defaultDeviceName()), opts);
 }
 
 export function zerosLike(t: Tensor, opts: TensorOptions = {}): Tensor {
@@ -144,7 +144,7 @@ function generatorOf(opts: RandomOptions): Generator {
 
 function randomTensor(kind: "uniform" | "normal", shape: readonly number[], opts: RandomOptions): Tensor {
   const dtype = dtypeOf(opts);
-  const device = opts.device ?? "cpu";
+  const device = opts.device ?? defaultDeviceName();
   const s = checkShape(shape, kind === "uniform" ? "rand" : "randn");
   // Draws happen in float32 so every dtype sees the same underlying numbers.
   const f = emptyTensor(s, "float32", device);
