@@ -8,7 +8,7 @@ import type { ReduceOp, View } from "@fulgur/tensor";
 import type { CudaBackend } from "../cudaBackend";
 import { ArgPack, MAX_DIMS } from "../launch";
 import { ptrOf } from "../storage";
-import { THREADS, contiguousViewOf, gridFor, rowGrid } from "./common";
+import { THREADS, contiguousViewOf, rowGrid } from "./common";
 import { DTYPE_CODE } from "./dtypes";
 import { coalesce, isContiguous, numelOf } from "./layout";
 
@@ -87,7 +87,8 @@ export function reduce(b: CudaBackend, op: ReduceOp, x: View, out: View): void {
     .u64(nOut)
     .u64(nInner)
     .i32(REDUCE_CODE[op]);
-  if (cols) ctx.module("reduce").launch("reduce_cols", gridFor(b, nOut), THREADS, 0, ctx.compute, args);
+  // reduce_cols: 32 outputs per block, 16 row slices (COL_SLICES in reduce.cu) of 32 threads.
+  if (cols) ctx.module("reduce").launch("reduce_cols", Math.ceil(nOut / 32), 32 * 16, 0, ctx.compute, args);
   else ctx.module("reduce").launch("reduce_rows", rowGrid(nOut), THREADS, 0, ctx.compute, args);
 }
 
