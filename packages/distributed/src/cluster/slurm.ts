@@ -6,7 +6,8 @@
  */
 import { checkBelow, optional, optionalInteger, parseInteger, parsePort, requiredInteger, type Env } from "./envVars";
 import { expandNodeList, expandTasksPerNode } from "./nodeList";
-import type { FulgurClusterEnvironment, RankLayout } from "./torchElastic";
+import { LayoutEnvironment } from "./layoutEnvironment";
+import type { RankLayout } from "./torchElastic";
 import { DistributedArgumentError } from "../errors";
 
 const HINT = "srun sets it for every task; run the job with srun inside the allocation";
@@ -17,12 +18,13 @@ export function portFromJobId(jobId: string): number {
   return 15000 + (digits % 10000);
 }
 
-export class SlurmEnvironment implements FulgurClusterEnvironment {
+export class SlurmEnvironment extends LayoutEnvironment {
   readonly name = "slurm";
   readonly createsProcessesExternally = true;
-  private cached: RankLayout | undefined;
 
-  constructor(private readonly env: Env = process.env) {}
+  constructor(private readonly env: Env = process.env) {
+    super();
+  }
 
   /** True inside an srun task; false in an interactive allocation's shell, where the user launches ranks. */
   detect(): boolean {
@@ -31,8 +33,7 @@ export class SlurmEnvironment implements FulgurClusterEnvironment {
     return jobName !== "bash" && jobName !== "interactive";
   }
 
-  layout(): RankLayout {
-    if (this.cached) return this.cached;
+  protected readLayout(): RankLayout {
     const env = this.env;
     const worldSize = requiredInteger(env, "SLURM_NTASKS", HINT, 1);
     const rank = requiredInteger(env, "SLURM_PROCID", HINT, 0);
@@ -54,8 +55,7 @@ export class SlurmEnvironment implements FulgurClusterEnvironment {
       }
       mainPort = portFromJobId(jobId);
     }
-    this.cached = Object.freeze({ worldSize, rank, localRank, localWorldSize, nodeRank, mainAddress, mainPort });
-    return this.cached;
+    return { worldSize, rank, localRank, localWorldSize, nodeRank, mainAddress, mainPort };
   }
 
   private tasksOnThisNode(nodeRank: number): number {
@@ -80,27 +80,5 @@ export class SlurmEnvironment implements FulgurClusterEnvironment {
     const jobList = optional(this.env, "SLURM_JOB_NODELIST");
     if (jobList !== undefined) return expandNodeList(jobList, "SLURM_JOB_NODELIST")[0];
     throw new DistributedArgumentError("none of MASTER_ADDR, SLURM_NODELIST, SLURM_JOB_NODELIST is set; set MASTER_ADDR to rank 0's host");
-  }
-
-  worldSize(): number {
-    return this.layout().worldSize;
-  }
-  globalRank(): number {
-    return this.layout().rank;
-  }
-  localRank(): number {
-    return this.layout().localRank;
-  }
-  localWorldSize(): number {
-    return this.layout().localWorldSize;
-  }
-  nodeRank(): number {
-    return this.layout().nodeRank;
-  }
-  mainAddress(): string {
-    return this.layout().mainAddress;
-  }
-  mainPort(): number {
-    return this.layout().mainPort;
   }
 }

@@ -5,6 +5,7 @@
  */
 import type { ClusterEnvironment } from "@fulgur/core";
 import { DistributedArgumentError } from "../errors";
+import { LayoutEnvironment } from "./layoutEnvironment";
 import { checkBelow, optional, optionalInteger, parsePort, required, requiredInteger, type Env } from "./envVars";
 
 export interface RankLayout {
@@ -27,19 +28,19 @@ export interface FulgurClusterEnvironment extends ClusterEnvironment {
 
 const HINT = "torchrun-style launchers (`fulgur run`, torchrun) set it for every rank";
 
-export class TorchElasticEnvironment implements FulgurClusterEnvironment {
+export class TorchElasticEnvironment extends LayoutEnvironment {
   readonly name = "torchelastic";
   readonly createsProcessesExternally = true;
-  private cached: RankLayout | undefined;
 
-  constructor(private readonly env: Env = process.env) {}
+  constructor(private readonly env: Env = process.env) {
+    super();
+  }
 
   detect(): boolean {
     return optional(this.env, "RANK") !== undefined && optional(this.env, "WORLD_SIZE") !== undefined;
   }
 
-  layout(): RankLayout {
-    if (this.cached) return this.cached;
+  protected readLayout(): RankLayout {
     const env = this.env;
     const worldSize = requiredInteger(env, "WORLD_SIZE", HINT, 1);
     const rank = requiredInteger(env, "RANK", HINT, 0);
@@ -55,29 +56,6 @@ export class TorchElasticEnvironment implements FulgurClusterEnvironment {
       optionalInteger(env, "NODE_RANK", 0) ?? optionalInteger(env, "GROUP_RANK", 0) ?? Math.floor(rank / localWorldSize);
     const mainAddress = required(env, "MASTER_ADDR", HINT);
     const mainPort = parsePort("MASTER_PORT", required(env, "MASTER_PORT", HINT));
-    this.cached = Object.freeze({ worldSize, rank, localRank, localWorldSize, nodeRank, mainAddress, mainPort });
-    return this.cached;
-  }
-
-  worldSize(): number {
-    return this.layout().worldSize;
-  }
-  globalRank(): number {
-    return this.layout().rank;
-  }
-  localRank(): number {
-    return this.layout().localRank;
-  }
-  localWorldSize(): number {
-    return this.layout().localWorldSize;
-  }
-  nodeRank(): number {
-    return this.layout().nodeRank;
-  }
-  mainAddress(): string {
-    return this.layout().mainAddress;
-  }
-  mainPort(): number {
-    return this.layout().mainPort;
+    return { worldSize, rank, localRank, localWorldSize, nodeRank, mainAddress, mainPort };
   }
 }

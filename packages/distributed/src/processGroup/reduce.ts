@@ -7,7 +7,7 @@
  * float64 for float64 and int32 (wrapping, like PyTorch) for int32. Partial sums travel between
  * ranks in the accumulator format for the same reason.
  */
-import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "@fulgur/tensor";
+import { allocHost, bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "@fulgur/tensor";
 import type { DType, HostArray } from "@fulgur/tensor";
 import type { ReduceOp } from "@fulgur/core";
 
@@ -15,20 +15,8 @@ export type Accumulator = Float32Array | Float64Array | Int32Array;
 
 export const REDUCE_OPS: readonly ReduceOp[] = ["sum", "avg", "max", "min"];
 
-/** Allocates a zeroed array of `n` elements in `dtype`'s storage format. */
-export function allocStorage(dtype: DType, n: number): HostArray {
-  switch (dtype) {
-    case "float32":
-      return new Float32Array(n);
-    case "float64":
-      return new Float64Array(n);
-    case "int32":
-      return new Int32Array(n);
-    case "bfloat16":
-    case "float16":
-      return new Uint16Array(n);
-  }
-}
+/** A zeroed array of `n` elements in `dtype`'s storage format (the tensor package's allocHost). */
+export const allocStorage = allocHost;
 
 /** Allocates a zeroed accumulator for `n` elements of `dtype`. */
 export function allocAccumulator(dtype: DType, n: number): Accumulator {
