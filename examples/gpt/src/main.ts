@@ -46,7 +46,7 @@ async function main(): Promise<void> {
   const module = new GPTLanguageModel({
     config: o.config,
     lr: o.lr,
-    warmupSteps: o.warmupSteps,
+    warmupSteps: Math.min(o.warmupSteps, o.maxSteps),
     totalSteps: o.maxSteps,
     seed: o.seed,
   });

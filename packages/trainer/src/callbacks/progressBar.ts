@@ -55,7 +55,7 @@ export class ProgressBar implements Callback {
     const shown: Record<string, string | number> = {
       epoch: trainer.currentEpoch,
       loss: Number.isFinite(loss) ? loss.toFixed(4) : "-",
-      tps: formatRate(trainer.tokensPerSecond),
+      tps: trainer.tokensPerSecond > 0 ? formatRate(trainer.tokensPerSecond) : "-",
       eta_h: formatDuration(eta),
     };
     for (const [k, v] of Object.entries(trainer.progressBarMetrics)) if (k !== "loss") shown[k] = v.toFixed(4);
