@@ -4,14 +4,15 @@
  * here opens a GPU until setupDevice(); isAvailable() and deviceCount() never throw, they answer
  * false / 0 when the libraries or the driver are missing.
  */
-import type { Accelerator, AcceleratorMemoryStats, PluginFactory, RegisterOptions } from "@fulgur/core";
+import type { Accelerator, AcceleratorMemoryStats, PluginFactory, ProcessGroupOptions, ProcessGroupProvider, RegisterOptions } from "@fulgur/core";
 import { CONTRACT_VERSION } from "@fulgur/core";
 import { cudaBackend, registerCudaBackend } from "./cudaBackend";
 import { liveContexts } from "./context";
 import { deviceCount, parseDevice } from "./device";
 import { probeLibrary } from "./ffi/libraries";
+import { NcclProcessGroup } from "./nccl";
 
-export class CudaAccelerator implements Accelerator {
+export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
   readonly contractVersion = CONTRACT_VERSION;
   readonly name = "cuda";
 
@@ -44,6 +45,11 @@ export class CudaAccelerator implements Accelerator {
 
   memoryStats(device: string): AcceleratorMemoryStats {
     return cudaBackend(device).memoryStats();
+  }
+
+  /** Data-parallel strategies reduce over NCCL on GPUs; the store carries the NCCL unique id. */
+  async createProcessGroup(options: ProcessGroupOptions): Promise<NcclProcessGroup> {
+    return NcclProcessGroup.create({ ...options });
   }
 
   async teardown(): Promise<void> {

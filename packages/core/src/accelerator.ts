@@ -1,5 +1,7 @@
 /** A kind of device the Trainer can run on (cpu, cuda). */
 import type { ContractVersioned } from "./plugin";
+import type { ProcessGroup } from "./processGroup";
+import type { Store } from "./store";
 
 export interface AcceleratorMemoryStats {
   readonly allocated: number;
@@ -17,4 +19,22 @@ export interface Accelerator extends ContractVersioned {
   setupDevice(device: string): Promise<void>;
   memoryStats(device: string): AcceleratorMemoryStats;
   teardown(): Promise<void>;
+}
+
+export interface ProcessGroupOptions {
+  readonly store: Store;
+  readonly rank: number;
+  readonly size: number;
+  /** The device this rank uses ("cuda:1"). */
+  readonly device: string;
+  readonly timeoutMs: number;
+}
+
+/** Optional ability: the accelerator brings its own collectives (the CUDA package's NCCL group). */
+export interface ProcessGroupProvider {
+  createProcessGroup(options: ProcessGroupOptions): Promise<ProcessGroup>;
+}
+
+export function providesProcessGroup(a: object): a is ProcessGroupProvider {
+  return typeof (a as Partial<ProcessGroupProvider>).createProcessGroup === "function";
 }

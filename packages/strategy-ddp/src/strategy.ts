@@ -18,9 +18,9 @@ import {
   type OptimizerStepResult,
   type ProcessGroup,
   type ReduceOp,
-  type Store,
   type Strategy,
   type StrategyContext,
+  providesProcessGroup,
 } from "@fulgur/core";
 import { type Initialized, initProcessGroup } from "@fulgur/distributed";
 import { type Module, type Optimizer, clipGradNorm, clipGradValue } from "@fulgur/nn";
@@ -30,15 +30,6 @@ import { type Race, broadcastJson, broadcastTensors, identityRace, reduceScalar 
 import { FailureGuard } from "./failureGuard";
 import { forkWorkers, relaunchScript } from "./launchers";
 import { Reducer } from "./reducer";
-
-/** An accelerator that brings its own collectives (the CUDA package's NCCL group). */
-interface ProcessGroupProvider {
-  createProcessGroup(options: { store: Store; rank: number; size: number; timeoutMs: number }): Promise<ProcessGroup>;
-}
-
-function providesProcessGroup(a: object): a is ProcessGroupProvider {
-  return typeof (a as Partial<ProcessGroupProvider>).createProcessGroup === "function";
-}
 
 /** The rank layout disagrees with what the Trainer was asked for. */
 export class DDPSetupError extends Error {
@@ -137,7 +128,7 @@ export class DDPStrategy implements Strategy, BackwardSyncControl, Launching {
     this.job = job;
     try {
       this.group = providesProcessGroup(context.accelerator)
-        ? await context.accelerator.createProcessGroup({ store: job.store, rank: this.rank, size: world, timeoutMs: this.options.timeoutMs })
+        ? await context.accelerator.createProcessGroup({ store: job.store, rank: this.rank, size: world, device: this.device, timeoutMs: this.options.timeoutMs })
         : job.group;
       if (this.group.size !== world || this.group.rank !== this.rank) {
         throw new DDPSetupError(
