@@ -5,7 +5,9 @@
 // matrix is ever in device memory, forward or backward.
 //
 // This is the correctness-first version: plain fp32 FMAs on CUDA cores, no tensor cores, no
-// pipelining. Inputs of any float dtype (bf16, f16, f32) are widened to fp32 as tiles are loaded.
+// pipelining. bf16/f16 inputs with head dim 64 or 128 and Tq == Tk take the tensor-core kernels of
+// attention_mma.cu instead (which reuse attn_bwd_delta below); this file covers every other case
+// and is their reference in bench/attention_check.cu. Inputs of any float dtype (bf16, f16, f32) are widened to fp32 as tiles are loaded.
 // Head dims up to 128 are supported by two instantiations (D_MAX 64 and 128; the host picks the
 // smaller that fits); q/k may have a different width from v, and Tk may differ from Tq.
 // The causal mask is aligned top-left (key j is visible to query i when j <= i), as in the CPU
@@ -26,8 +28,11 @@
 #define BN 32
 #define NTHREADS 128
 
+#ifndef FULGUR_ATTN_TENSOR
+#define FULGUR_ATTN_TENSOR
 // One [B, H, T, D] operand: device pointer, element strides of b, h, t (d is contiguous) and dtype.
-// Layout must match src/ops/attention.ts (40 bytes).
+// Layout must match src/ops/attention.ts (40 bytes). Shared with attention_mma.cu (the guard lets
+// bench/attention_check.cu include both files in one translation unit).
 struct AttnTensor {
   u64 ptr;
   i64 sb, sh, st;
@@ -36,6 +41,7 @@ struct AttnTensor {
 };
 
 __device__ __forceinline__ i64 row_off(const AttnTensor& t, i64 b, i64 h, i64 i) { return b * t.sb + h * t.sh + i * t.st; }
+#endif
 
 // Copies rows [t0, t0 + rows_in_tile) of (b, h) into a padded [32][ld] fp32 tile, zero-filling
 // rows past `limit` and dims past `width`.

@@ -1,15 +1,27 @@
 // layernorm.cu: layer norm over the last dim (biased variance), forward and backward
 // (Backend.layerNorm and layerNormBackward).
 //
-// Forward: one block per row; the mean and then the squared deviations are summed in two passes
-// (a one-pass E[x^2] - E[x]^2 cancels badly on rows with a large mean, as the CPU reference notes),
-// both in double. mean and rstd are saved per row for backward.
+// Fast path (float32, bfloat16 and float16 rows whose x / out / gy / gx share one dtype): a group of
+// W warps (one warp for rows up to 512 bf16 elements) owns a row and holds it in registers, so x is
+// read from DRAM once: the mean and then the squared deviations are summed from registers (two
+// passes: a one-pass E[x^2] - E[x]^2 cancels badly on rows with a large mean, as the CPU reference
+// notes), in float32 with a fixed reduction tree. The host picks W so each thread holds at most 16
+// (forward) or 8 (backward: x, g and the two column accumulators) elements. Rows that are
+// contiguous, 16-byte aligned and a multiple of 16 bytes wide are read and written 16 bytes at a
+// time (`_vec`); any other row uses the same kernels one element at a time (`_scalar`), still
+// coalesced across the warp.
 //
-// Backward: gx needs two row sums, so it is again one block per row. The weight and bias gradients
-// are sums over all rows; rather than atomics (whose order, and so whose rounding, changes from run
-// to run) they are reduced in two deterministic steps: each block of rows writes per-column partial
-// sums, then one thread per column adds the partials and accumulates into gw / gb (which the
-// contract says are added to, not overwritten).
+// Backward: gx needs two row sums, computed as in the forward. The weight and bias gradients are
+// sums over all rows; rather than atomics (whose order, and so whose rounding, changes from run to
+// run) the gx kernel's blocks each walk a fixed set of rows (grid-stride, grid sized to one wave)
+// and keep per-column sums of gy * xhat and gy in registers, written once per block as float32
+// partials; `layernorm_bwd_dwdb_reduce` then adds the partials of each column in a fixed order (in
+// float64) and accumulates into gw / gb (which the contract says are added to, not overwritten).
+// The same device and shapes always give the same bits.
+//
+// Generic path (float64 or int32 rows, mixed row dtypes, rows wider than a block can hold): one
+// block per row, statistics in float64 (float64 inputs keep float64 accuracy), and a separate
+// two-step column reduction for gw / gb.
 #include "common.cuh"
 
 extern "C" __global__ void layernorm_fwd(const void* x, int xdt, i64 xRow, const void* w, int wdt, i64 wStride,
@@ -109,5 +121,383 @@ extern "C" __global__ void layernorm_bwd_dwdb_final(const double* pw, const doub
       for (i64 c = 0; c < chunks; c++) s += pb[c * cols + (i64)j];
       store_d(gb, gbdt, (i64)j * gbStride, load_d(gb, gbdt, (i64)j * gbStride) + s);
     }
+  }
+}
+
+// ---- Fast path -------------------------------------------------------------------------------
+
+// Raw 16/8-byte words for vector loads and stores (no toolkit headers, so no float4/uint4 here).
+struct alignas(16) Raw16 {
+  u32 a, b, c, d;
+};
+struct alignas(8) Raw8 {
+  u32 a, b;
+};
+
+// Storage type of a float dtype: float32 as float, the 16-bit floats as raw words.
+template <int DT>
+struct StorageOf {
+  typedef u16 T;
+};
+template <>
+struct StorageOf<DT_F32> {
+  typedef float T;
+};
+// float64 and int32 only ever appear as weight / bias (read, never vector-loaded).
+template <>
+struct StorageOf<DT_F64> {
+  typedef double T;
+};
+template <>
+struct StorageOf<DT_I32> {
+  typedef int T;
+};
+
+template <int DT>
+__device__ __forceinline__ float widen(typename StorageOf<DT>::T s);
+template <>
+__device__ __forceinline__ float widen<DT_F32>(float s) {
+  return s;
+}
+template <>
+__device__ __forceinline__ float widen<DT_BF16>(u16 s) {
+  return bf16_to_f32(s);
+}
+template <>
+__device__ __forceinline__ float widen<DT_F16>(u16 s) {
+  return f16_to_f32(s);
+}
+template <>
+__device__ __forceinline__ float widen<DT_F64>(double s) {
+  return (float)s;
+}
+template <>
+__device__ __forceinline__ float widen<DT_I32>(int s) {
+  return (float)s;
+}
+
+template <int DT>
+__device__ __forceinline__ typename StorageOf<DT>::T narrow(float f);
+template <>
+__device__ __forceinline__ float narrow<DT_F32>(float f) {
+  return f;
+}
+template <>
+__device__ __forceinline__ u16 narrow<DT_BF16>(float f) {
+  return f32_to_bf16(f);
+}
+template <>
+__device__ __forceinline__ u16 narrow<DT_F16>(float f) {
+  return f32_to_f16(f);
+}
+
+// N consecutive elements of type S at p, in 16-byte (or 8-byte) words when N * sizeof(S) allows;
+// the caller guarantees that alignment.
+template <typename S, int N>
+__device__ __forceinline__ void load_raw(const S* p, S (&r)[N]) {
+  constexpr int B = N * (int)sizeof(S);
+  if constexpr (B % 16 == 0) {
+#pragma unroll
+    for (int k = 0; k < B / 16; k++) {
+      Raw16 w = ((const Raw16*)p)[k];
+      u32 u[4] = {w.a, w.b, w.c, w.d};
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        if constexpr (sizeof(S) == 4) r[k * 4 + q] = __uint_as_float(u[q]);
+        else {
+          r[k * 8 + 2 * q] = (S)(u[q] & 0xffffu);
+          r[k * 8 + 2 * q + 1] = (S)(u[q] >> 16);
+        }
+      }
+    }
+  } else if constexpr (B == 8 && sizeof(S) == 2) {
+    Raw8 w = *(const Raw8*)p;
+    r[0] = (S)(w.a & 0xffffu);
+    r[1] = (S)(w.a >> 16);
+    r[2] = (S)(w.b & 0xffffu);
+    r[3] = (S)(w.b >> 16);
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; e++) r[e] = p[e];
+  }
+}
+
+template <typename S, int N>
+__device__ __forceinline__ void store_raw(S* p, const S (&r)[N]) {
+  constexpr int B = N * (int)sizeof(S);
+  if constexpr (B % 16 == 0) {
+#pragma unroll
+    for (int k = 0; k < B / 16; k++) {
+      u32 u[4];
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        if constexpr (sizeof(S) == 4) u[q] = __float_as_uint(r[k * 4 + q]);
+        else u[q] = (u32)r[k * 8 + 2 * q] | ((u32)r[k * 8 + 2 * q + 1] << 16);
+      }
+      Raw16 w;
+      w.a = u[0];
+      w.b = u[1];
+      w.c = u[2];
+      w.d = u[3];
+      ((Raw16*)p)[k] = w;
+    }
+  } else {
+#pragma unroll
+    for (int e = 0; e < N; e++) p[e] = r[e];
+  }
+}
+
+// N elements of a row of dtype DT starting at element j, widened to float.
+template <int DT, int N>
+__device__ __forceinline__ void load_row(const void* base, i64 j, float (&out)[N]) {
+  typedef typename StorageOf<DT>::T S;
+  S r[N];
+  load_raw<S, N>((const S*)base + j, r);
+#pragma unroll
+  for (int e = 0; e < N; e++) out[e] = widen<DT>(r[e]);
+}
+
+template <int DT, int N>
+__device__ __forceinline__ void store_row(void* base, i64 j, const float (&v)[N]) {
+  typedef typename StorageOf<DT>::T S;
+  S r[N];
+#pragma unroll
+  for (int e = 0; e < N; e++) r[e] = narrow<DT>(v[e]);
+  store_raw<S, N>((S*)base + j, r);
+}
+
+// y[k][.] *= (MUL) or += (!MUL) the weight-like vector p (any dtype and stride) at the thread's
+// accesses. The dtype switch sits outside the loop over accesses, so each case is one unrolled run
+// of typed loads. `vec` (decided by the host: stride 1, 16-byte aligned base) allows word loads for
+// the float dtypes; V is then the row's vector width, so every word is aligned too.
+template <int PDT, int V, int NV, bool MUL>
+__device__ __forceinline__ void apply_param_t(float (&y)[NV][V], const void* p, i64 stride, bool vec, int nacc) {
+  typedef typename StorageOf<PDT>::T S;
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    int a = threadIdx.x + k * blockDim.x;
+    if (a < nacc) {
+      float pv[V];
+      if (V > 1 && vec && PDT != DT_F64 && PDT != DT_I32) load_row<PDT, V>(p, (i64)a * V, pv);
+      else {
+#pragma unroll
+        for (int e = 0; e < V; e++) pv[e] = widen<PDT>(((const S*)p)[((i64)a * V + e) * stride]);
+      }
+#pragma unroll
+      for (int e = 0; e < V; e++) y[k][e] = MUL ? y[k][e] * pv[e] : y[k][e] + pv[e];
+    }
+  }
+}
+
+template <int V, int NV, bool MUL>
+__device__ __forceinline__ void apply_param(float (&y)[NV][V], const void* p, int dt, i64 stride, bool vec, int nacc) {
+  switch (dt) {
+    case DT_F32: apply_param_t<DT_F32, V, NV, MUL>(y, p, stride, vec, nacc); break;
+    case DT_BF16: apply_param_t<DT_BF16, V, NV, MUL>(y, p, stride, vec, nacc); break;
+    case DT_F16: apply_param_t<DT_F16, V, NV, MUL>(y, p, stride, vec, nacc); break;
+    case DT_F64: apply_param_t<DT_F64, V, NV, MUL>(y, p, stride, vec, nacc); break;
+    default: apply_param_t<DT_I32, V, NV, MUL>(y, p, stride, vec, nacc); break;
+  }
+}
+
+#define LN_W_VEC 1
+#define LN_B_VEC 2
+
+// One block of blockDim.x threads per row (grid-stride over rows); thread t owns the accesses
+// t, t + blockDim.x, ... (NV of them, V elements each) of its row. The host guarantees
+// blockDim.x * NV * V >= cols and V | cols.
+template <int DT, int V, int NV>
+__device__ __forceinline__ void ln_fwd_rows(const void* x, i64 xRow, const void* w, int wdt, i64 wStride, const void* b,
+                                            int bdt, i64 bStride, void* out, i64 oRow, void* mean, int mdt,
+                                            i64 mStride, void* rstd, int rdt, i64 rStride, i64 rows, i64 cols,
+                                            float eps, int flags) {
+  __shared__ float scratch[32];
+  typedef typename StorageOf<DT>::T S;
+  const int nacc = (int)(cols / V);
+  const float inv = 1.0f / (float)cols;
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = (const S*)x + r * xRow;
+    S* orow = (S*)out + r * oRow;
+    float xv[NV][V];
+    float s = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      int a = threadIdx.x + k * blockDim.x;
+      if (a < nacc) {
+        load_row<DT, V>(xr, (i64)a * V, xv[k]);
+#pragma unroll
+        for (int e = 0; e < V; e++) s += xv[k][e];
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; e++) xv[k][e] = 0.0f;
+      }
+    }
+    const float mu = block_sum(s, scratch) * inv;
+    float q = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      if ((int)threadIdx.x + k * (int)blockDim.x < nacc) {
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+          float d = xv[k][e] - mu;
+          q += d * d;
+        }
+      }
+    }
+    const float rs = 1.0f / sqrtf(block_sum(q, scratch) * inv + eps);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+#pragma unroll
+      for (int e = 0; e < V; e++) xv[k][e] = (xv[k][e] - mu) * rs;
+    }
+    if (w) apply_param<V, NV, true>(xv, w, wdt, wStride, flags & LN_W_VEC, nacc);
+    if (b) apply_param<V, NV, false>(xv, b, bdt, bStride, flags & LN_B_VEC, nacc);
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      int a = threadIdx.x + k * blockDim.x;
+      if (a < nacc) store_row<DT, V>(orow, (i64)a * V, xv[k]);
+    }
+    if (threadIdx.x == 0) {
+      store_f(mean, mdt, r * mStride, mu);
+      store_f(rstd, rdt, r * rStride, rs);
+    }
+  }
+}
+
+// Backward gx for the rows of this block (grid-stride), and, when pw / pb are given, this block's
+// per-column sums of gy * xhat and gy over those rows, written to pw / pb[blockIdx.x * cols + j].
+template <int DT, int V, int NV>
+__device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const void* x, i64 xRow, const void* w, int wdt,
+                                            i64 wStride, const void* mean, int mdt, i64 mStride, const void* rstd,
+                                            int rdt, i64 rStride, void* gx, i64 gxRow, float* pw, float* pb, i64 rows,
+                                            i64 cols, int flags) {
+  __shared__ float scratch[32];
+  typedef typename StorageOf<DT>::T S;
+  const int nacc = (int)(cols / V);
+  const float inv = 1.0f / (float)cols;
+  float aw[NV][V], ab[NV][V];
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+#pragma unroll
+    for (int e = 0; e < V; e++) aw[k][e] = ab[k][e] = 0.0f;
+  }
+  for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+    const S* xr = (const S*)x + r * xRow;
+    const S* gr = (const S*)gy + r * gyRow;
+    const float mu = load_f(mean, mdt, r * mStride), rs = load_f(rstd, rdt, r * rStride);
+    float xh[NV][V], g[NV][V];
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      int a = threadIdx.x + k * blockDim.x;
+      if (a < nacc) {
+        load_row<DT, V>(xr, (i64)a * V, xh[k]);
+        load_row<DT, V>(gr, (i64)a * V, g[k]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < V; e++) xh[k][e] = g[k][e] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      if ((int)threadIdx.x + k * (int)blockDim.x < nacc) {
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+          xh[k][e] = (xh[k][e] - mu) * rs;
+          aw[k][e] += g[k][e] * xh[k][e];
+          ab[k][e] += g[k][e];
+        }
+      }
+    }
+    if (w) apply_param<V, NV, true>(g, w, wdt, wStride, flags & LN_W_VEC, nacc);
+    float s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      if ((int)threadIdx.x + k * (int)blockDim.x < nacc) {
+#pragma unroll
+        for (int e = 0; e < V; e++) {
+          s1 += g[k][e];
+          s2 += g[k][e] * xh[k][e];
+        }
+      }
+    }
+    const float m1 = block_sum(s1, scratch) * inv;
+    const float m2 = block_sum(s2, scratch) * inv;
+    S* orow = (S*)gx + r * gxRow;
+#pragma unroll
+    for (int k = 0; k < NV; k++) {
+      int a = threadIdx.x + k * blockDim.x;
+      if (a < nacc) {
+        float o[V];
+#pragma unroll
+        for (int e = 0; e < V; e++) o[e] = rs * (g[k][e] - m1 - xh[k][e] * m2);
+        store_row<DT, V>(orow, (i64)a * V, o);
+      }
+    }
+  }
+#pragma unroll
+  for (int k = 0; k < NV; k++) {
+    int a = threadIdx.x + k * blockDim.x;
+    if (a < nacc) {
+      i64 j = (i64)blockIdx.x * cols + (i64)a * V;
+      if (pw) store_raw<float, V>(pw + j, aw[k]);
+      if (pb) store_raw<float, V>(pb + j, ab[k]);
+    }
+  }
+}
+
+// Per-thread capacity in elements (forward, backward). The backward holds x, g and two column
+// accumulators per element, so it takes half the forward's; the scalar variants take half again,
+// since each scalar access needs its own address register. With these every variant fits the 64
+// registers that 1024-thread blocks allow (launch bounds) without spilling. Must match
+// LN_CAPACITY in src/ops/nn.ts.
+#define LN_FWD_ARGS                                                                                                 \
+  const void *x, i64 xRow, const void *w, int wdt, i64 wStride, const void *b, int bdt, i64 bStride, void *out,   \
+      i64 oRow, void *mean, int mdt, i64 mStride, void *rstd, int rdt, i64 rStride, i64 rows, i64 cols, float eps, \
+      int flags
+#define LN_FWD_PASS x, xRow, w, wdt, wStride, b, bdt, bStride, out, oRow, mean, mdt, mStride, rstd, rdt, rStride, rows, cols, eps, flags
+#define LN_BWD_ARGS                                                                                                 \
+  const void *gy, i64 gyRow, const void *x, i64 xRow, const void *w, int wdt, i64 wStride, const void *mean,        \
+      int mdt, i64 mStride, const void *rstd, int rdt, i64 rStride, void *gx, i64 gxRow, float *pw, float *pb,      \
+      i64 rows, i64 cols, int flags
+#define LN_BWD_PASS gy, gyRow, x, xRow, w, wdt, wStride, mean, mdt, mStride, rstd, rdt, rStride, gx, gxRow, pw, pb, rows, cols, flags
+
+#define LN_VARIANTS(NAME, DT, V, FWD, BWD)                                                              \
+  extern "C" __global__ void __launch_bounds__(1024) layernorm_fwd_##NAME(LN_FWD_ARGS) {               \
+    ln_fwd_rows<DT, V, FWD / V>(LN_FWD_PASS);                                                          \
+  }                                                                                                    \
+  extern "C" __global__ void __launch_bounds__(1024) layernorm_bwd_##NAME(LN_BWD_ARGS) {               \
+    ln_bwd_rows<DT, V, BWD / V>(LN_BWD_PASS);                                                          \
+  }
+
+LN_VARIANTS(f32_vec, DT_F32, 4, 16, 8)
+LN_VARIANTS(f32_scalar, DT_F32, 1, 8, 4)
+LN_VARIANTS(bf16_vec, DT_BF16, 8, 16, 8)
+LN_VARIANTS(bf16_scalar, DT_BF16, 1, 8, 4)
+LN_VARIANTS(f16_vec, DT_F16, 8, 16, 8)
+LN_VARIANTS(f16_scalar, DT_F16, 1, 8, 4)
+
+// gw[j] += sum over parts of pw[., j] (blockIdx.y == 0), gb likewise from pb (blockIdx.y == 1).
+// Block (32, 32): 32 columns per block (128-byte rows of partials), the 32 thread rows take every
+// 32nd part, then one thread per column adds the 32 sums in order. Every step has a fixed order.
+extern "C" __global__ void __launch_bounds__(1024) layernorm_bwd_dwdb_reduce(const float* pw, const float* pb,
+                                                                             i64 parts, i64 cols, void* gw, int gwdt,
+                                                                             i64 gwStride, void* gb, int gbdt,
+                                                                             i64 gbStride) {
+  __shared__ double sums[32][33];
+  const float* p = blockIdx.y == 0 ? pw : pb;
+  void* dst = blockIdx.y == 0 ? gw : gb;
+  if (p == 0 || dst == 0) return;
+  const i64 j = (i64)blockIdx.x * 32 + threadIdx.x;
+  double s = 0.0;
+  if (j < cols)
+    for (i64 c = threadIdx.y; c < parts; c += 32) s += (double)p[c * cols + j];
+  sums[threadIdx.y][threadIdx.x] = s;
+  __syncthreads();
+  if (threadIdx.y == 0 && j < cols) {
+    double t = 0.0;
+    for (int k = 0; k < 32; k++) t += sums[k][threadIdx.x];
+    const int dt = blockIdx.y == 0 ? gwdt : gbdt;
+    const i64 off = j * (blockIdx.y == 0 ? gwStride : gbStride);
+    store_d(dst, dt, off, load_d(dst, dt, off) + t);
   }
 }

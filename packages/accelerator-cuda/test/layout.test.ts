@@ -8,7 +8,7 @@ import type { View } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
 import { coalesce, contiguousStrides, isContiguous, rowsOf, stridesFor } from "../src/ops/layout";
 import { alignmentOf, planMatmul, transposedRole } from "../src/ops/matmulPlan";
-import { attentionSharedBytes, headDimBound } from "../src/ops/attention";
+import { attentionMmaSharedBytes, attentionPath, attentionSharedBytes, headDimBound, mmaAligned } from "../src/ops/attention";
 import { ADAMW_CHUNK_BYTES, CHUNK, adamwTable } from "../src/ops/optim";
 import { ArgPack } from "../src/launch";
 
@@ -116,6 +116,56 @@ describe("attention budget", () => {
     expect(headDimBound(16, 16)).toBe(64);
     expect(headDimBound(64, 80)).toBe(128);
     expect(() => headDimBound(160, 64)).toThrow(/head dim 160 is above 128/);
+  });
+});
+
+describe("attention path selection (attention_mma.cu vs attention.cu)", () => {
+  const shp = (T: number, D: number) => [4, 16, T, D];
+  const all = (dt: string, n = 4) => new Array<string>(n).fill(dt);
+
+  it("takes the tensor-core kernels for bf16/f16, head dim 64 or 128, Tq == Tk", () => {
+    expect(attentionPath(shp(1024, 128), shp(1024, 128), shp(1024, 128), all("bfloat16"))).toEqual({ kind: "mma", D: 128, dtype: "bf16" });
+    expect(attentionPath(shp(100, 64), shp(100, 64), shp(100, 64), all("float16", 8))).toEqual({ kind: "mma", D: 64, dtype: "f16" });
+    // T need not be a multiple of 64.
+    expect(attentionPath(shp(1, 64), shp(1, 64), shp(1, 64), all("bfloat16")).kind).toBe("mma");
+  });
+
+  it("keeps the fp32 kernels for every other case", () => {
+    const fp32 = (q: number[], k: number[], v: number[], dts: string[]) => attentionPath(q, k, v, dts).kind;
+    expect(fp32(shp(64, 64), shp(64, 64), shp(64, 64), all("float32"))).toBe("fp32");
+    expect(fp32(shp(64, 64), shp(64, 64), shp(64, 64), all("float64"))).toBe("fp32");
+    expect(fp32(shp(64, 32), shp(64, 32), shp(64, 32), all("bfloat16"))).toBe("fp32");
+    expect(fp32(shp(64, 80), shp(64, 80), shp(64, 80), all("bfloat16"))).toBe("fp32");
+    expect(fp32(shp(20, 64), shp(45, 64), shp(45, 64), all("bfloat16"))).toBe("fp32");
+    expect(fp32(shp(64, 64), shp(64, 64), shp(64, 32), all("bfloat16"))).toBe("fp32");
+    expect(fp32(shp(64, 128), shp(64, 128), shp(64, 128), ["bfloat16", "bfloat16", "bfloat16", "float32"])).toBe("fp32");
+    expect(fp32(shp(64, 128), shp(64, 128), shp(64, 128), ["float16", "bfloat16", "float16", "float16"])).toBe("fp32");
+    expect(attentionPath(shp(64, 32), shp(64, 32), shp(64, 32), all("bfloat16"))).toEqual({ kind: "fp32", dmax: 64 });
+  });
+
+  it("sizes the tensor-core kernels' shared memory like FaCfg<D> and fits an A100/H100 block", () => {
+    // A tile is 64 x (D + 8) 16-bit values: 9216 bytes at D = 64, 17408 at D = 128.
+    expect(attentionMmaSharedBytes("fwd", 64)).toBe(5 * 9216);
+    expect(attentionMmaSharedBytes("dkdv", 64)).toBe(6 * 9216 + 1024);
+    expect(attentionMmaSharedBytes("dq", 64)).toBe(6 * 9216);
+    expect(attentionMmaSharedBytes("fwd", 128)).toBe(5 * 17408);
+    expect(attentionMmaSharedBytes("dkdv", 128)).toBe(6 * 17408 + 1024);
+    expect(attentionMmaSharedBytes("dq", 128)).toBe(6 * 17408);
+    for (const k of ["fwd", "dkdv", "dq"] as const) {
+      expect(attentionMmaSharedBytes(k, 128)).toBeLessThanOrEqual(163 * 1024);
+      // Two blocks per H100 SM (228 KiB, 1 KiB reserved per block).
+      expect(2 * (attentionMmaSharedBytes(k, 128) + 1024)).toBeLessThanOrEqual(228 * 1024);
+    }
+  });
+
+  it("stages operands that cp.async cannot read in 16-byte pieces", () => {
+    expect(mmaAligned(256n, [4, 16, 1024, 128], [2097152, 131072, 128, 1])).toBe(true);
+    // q as GPT makes it: [B, T, H, D] viewed as [B, H, T, D].
+    expect(mmaAligned(0n, [4, 16, 1024, 128], [2097152, 128, 2048, 1])).toBe(true);
+    expect(mmaAligned(8n, [1, 2, 64, 64], [8192, 4096, 64, 1])).toBe(false);
+    expect(mmaAligned(0n, [1, 2, 64, 64], [8196, 4100, 64, 1])).toBe(false);
+    // A unit dim's stride never advances.
+    expect(mmaAligned(0n, [1, 1, 64, 64], [3, 5, 64, 1])).toBe(true);
   });
 });
 

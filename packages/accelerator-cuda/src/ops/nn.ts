@@ -3,13 +3,13 @@
  * cross_entropy.cu. Each view is passed as rows with a stride when its layout allows (the common
  * case, including offset views into flat buffers) and copied to a contiguous temporary otherwise.
  */
-import type { View } from "@fulgur/tensor";
+import type { DType, View } from "@fulgur/tensor";
 import type { CudaBackend } from "../cudaBackend";
 import { ArgPack } from "../launch";
 import { ptrOf } from "../storage";
 import type { Vector } from "./common";
 import { THREADS, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
-import { DTYPE_CODE } from "./dtypes";
+import { DTYPE_CODE, itemsizeOf } from "./dtypes";
 
 export function softmax(b: CudaBackend, x: View, out: View, log: boolean): void {
   const X = inputRows(b, x);
@@ -72,6 +72,61 @@ function pushVec(a: ArgPack, v: Vec | null): ArgPack {
   return a.ptr(v ? v.ptr : null).i32(v ? DTYPE_CODE[v.dtype] : 0).i64(v ? v.stride : 0);
 }
 
+/**
+ * Per-thread capacity, in elements, of the fast layer-norm kernels (kernels/layernorm.cu,
+ * LN_VARIANTS): the backward holds four values per element, the scalar variants one address each.
+ */
+export const LN_CAPACITY = { fwd: { vec: 16, scalar: 8 }, bwd: { vec: 8, scalar: 4 } } as const;
+/** Threads per row at most (one block per row; 64 registers a thread at this size). */
+export const LN_MAX_THREADS = 1024;
+const LN_SUFFIX: Partial<Record<DType, string>> = { float32: "f32", bfloat16: "bf16", float16: "f16" };
+
+/** A row operand of a layer-norm launch, as far as kernel selection cares. */
+export interface LayerNormRowOperand {
+  readonly dtype: DType;
+  readonly ptr: bigint;
+  readonly rowStride: number;
+}
+
+export interface LayerNormPlan {
+  /** The fast kernel to launch. */
+  readonly kernel: string;
+  /** Threads per block (one block per row): a multiple of 32 covering the row at the kernel's capacity. */
+  readonly threads: number;
+  /** 16-byte accesses (every row aligned, width a multiple of 16 bytes) rather than one element at a time. */
+  readonly vec: boolean;
+}
+
+/**
+ * Which fast layer-norm kernel, if any, handles rows of `cols` elements whose row operands (x and
+ * out forward; gy, x and gx backward) are `rows`. null sends the launch to the generic float64
+ * kernels: a dtype other than float32 / bfloat16 / float16, operands of different dtypes, an empty
+ * row, or a row wider than LN_MAX_THREADS threads can hold.
+ */
+export function layerNormPlan(pass: "fwd" | "bwd", rows: readonly LayerNormRowOperand[], cols: number): LayerNormPlan | null {
+  const dtype = rows[0]?.dtype;
+  const suffix = dtype === undefined ? undefined : LN_SUFFIX[dtype];
+  if (dtype === undefined || suffix === undefined || cols < 1 || rows.some((r) => r.dtype !== dtype)) return null;
+  const width = 16 / itemsizeOf(dtype);
+  const vec = cols % width === 0 && rows.every((r) => r.ptr % 16n === 0n && r.rowStride % width === 0);
+  const threads = 32 * Math.ceil(cols / LN_CAPACITY[pass][vec ? "vec" : "scalar"] / 32);
+  if (threads > LN_MAX_THREADS) return null;
+  return { kernel: `layernorm_${pass}_${suffix}_${vec ? "vec" : "scalar"}`, threads, vec };
+}
+
+/** Whether a weight-like vector may be read in 16-byte words by the vector kernels (LN_W_VEC / LN_B_VEC). */
+export function paramIsVectorisable(v: { ptr: bigint | null; stride: number } | null): boolean {
+  return v !== null && v.ptr !== null && v.stride === 1 && v.ptr % 16n === 0n;
+}
+
+/** Blocks for the fast backward: one wave (64 registers a thread: 1024 threads an SM), at most one per row. */
+export function layerNormBackwardGrid(rows: number, threads: number, multiProcessorCount: number): number {
+  return Math.max(1, Math.min(rows, multiProcessorCount * Math.max(1, Math.min(32, Math.floor(1024 / threads)))));
+}
+
+const LN_W_VEC = 1;
+const LN_B_VEC = 2;
+
 export function layerNorm(
   b: CudaBackend,
   x: View,
@@ -91,6 +146,16 @@ export function layerNorm(
   try {
     if (X.rows === 0) return;
     const ctx = b.ctx;
+    const plan = layerNormPlan("fwd", [X, O], X.cols);
+    if (plan) {
+      const flags = (paramIsVectorisable(W) ? LN_W_VEC : 0) | (paramIsVectorisable(B) ? LN_B_VEC : 0);
+      let a = ArgPack.begin().ptr(X.ptr).i64(X.rowStride);
+      a = pushVec(pushVec(a, W), B);
+      a = a.ptr(O.ptr).i64(O.rowStride);
+      a = pushVec(pushVec(a, M), R).i64(X.rows).i64(X.cols).f32(eps).i32(flags);
+      ctx.module("layernorm").launch(plan.kernel, rowGrid(X.rows), plan.threads, 0, ctx.compute, a);
+      return;
+    }
     let a = ArgPack.begin().ptr(X.ptr).i32(DTYPE_CODE[X.dtype]).i64(X.rowStride);
     a = pushVec(pushVec(a, W), B);
     a = a.ptr(O.ptr).i32(DTYPE_CODE[O.dtype]).i64(O.rowStride);
@@ -127,6 +192,27 @@ export function layerNormBackward(
     if (X.rows === 0) return;
     const ctx = b.ctx;
     const mod = ctx.module("layernorm");
+    const plan = layerNormPlan("bwd", [G, X, O], X.cols);
+    if (plan) {
+      // gx and per-block column partials of gw / gb in one pass, then a fixed-order sum of the
+      // partials into gw / gb (see layernorm.cu).
+      const parts = layerNormBackwardGrid(X.rows, plan.threads, ctx.props.multiProcessorCount);
+      const pw = GW ? b.alloc("float32", parts * X.cols) : null;
+      const pb = GB ? b.alloc("float32", parts * X.cols) : null;
+      if (pw) temps.push(pw);
+      if (pb) temps.push(pb);
+      let a = ArgPack.begin().ptr(G.ptr).i64(G.rowStride).ptr(X.ptr).i64(X.rowStride);
+      a = pushVec(pushVec(pushVec(a, W), M), R);
+      a = a.ptr(O.ptr).i64(O.rowStride).ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null);
+      a = a.i64(X.rows).i64(X.cols).i32(paramIsVectorisable(W) ? LN_W_VEC : 0);
+      mod.launch(plan.kernel, parts, plan.threads, 0, ctx.compute, a);
+      if (GW || GB) {
+        let f = ArgPack.begin().ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(parts).i64(X.cols);
+        f = pushVec(pushVec(f, GW), GB);
+        mod.launch("layernorm_bwd_dwdb_reduce", [Math.ceil(X.cols / 32), 2], [32, 32], 0, ctx.compute, f);
+      }
+      return;
+    }
     let a = ArgPack.begin().ptr(G.ptr).i32(DTYPE_CODE[G.dtype]).i64(G.rowStride);
     a = a.ptr(X.ptr).i32(DTYPE_CODE[X.dtype]).i64(X.rowStride);
     a = pushVec(pushVec(pushVec(a, W), M), R);

@@ -12,10 +12,22 @@ import { isContiguous, numelOf } from "./layout";
 
 /** Elements per table row: large enough to amortise a block, small enough to spread a big tensor over SMs. */
 export const CHUNK = 1 << 16;
+/** Elements per block-sized tile of a chunk (ADAMW_TILE in kernels/adamw.cu); CHUNK is a whole number of them. */
+export const ADAMW_TILE = 4096;
+/** Tiles per chunk (ADAMW_TILES_PER_CHUNK in kernels/adamw.cu). */
+export const ADAMW_TILES_PER_CHUNK = CHUNK / ADAMW_TILE;
 /** struct AdamWChunk { u64 p, g, m, v; i64 n; int pdt, gdt, mdt, vdt; i64 pad; } */
 export const ADAMW_CHUNK_BYTES = 64;
 /** struct NormChunk { u64 p; i64 n; int dt; int pad; } */
 export const NORM_CHUNK_BYTES = 24;
+
+/**
+ * Blocks for adamw_multi: about four waves of 256-thread blocks (four resident an SM at its 64
+ * registers a thread), grid-striding over the tiles; fewer when there are fewer tiles.
+ */
+export function adamwGrid(chunks: number, multiProcessorCount: number): number {
+  return Math.max(1, Math.min(chunks * ADAMW_TILES_PER_CHUNK, multiProcessorCount * 16));
+}
 
 function requireContiguous(v: View, what: string, i: number): void {
   if (!isContiguous(v.shape, v.strides)) throw new RangeError(`adamw: ${what}[${i}] must be contiguous`);
@@ -91,7 +103,7 @@ export function adamw(b: CudaBackend, params: View[], grads: View[], expAvg: Vie
       .f64(1 - Math.pow(hyper.beta1, hyper.step))
       .f64(1 - Math.pow(hyper.beta2, hyper.step))
       .f64(hyper.maximize ? -1 : 1);
-    ctx.module("adamw").launch("adamw_multi", Math.min(count, 65535 * 16), 256, 0, ctx.compute, a);
+    ctx.module("adamw").launch("adamw_multi", adamwGrid(count, ctx.props.multiProcessorCount), 256, 0, ctx.compute, a);
   } finally {
     b.free(dev);
   }

@@ -2,11 +2,13 @@
  * GPU vs CPU for the matrix product through cuBLASLt (plain, batched, transposed operand, shared
  * weight, bias and GELU epilogues, beta accumulation, bf16 with fp32 output) and for flash attention
  * forward and backward (causal and not, head dims 16/64/128, Tq != Tk, Dv != D, a [B, T, H, D] view
- * transposed to [B, H, T, D] as GPT builds it).
+ * transposed to [B, H, T, D] as GPT builds it), and the tensor-core attention of attention_mma.cu
+ * (bf16 and f16, head dims 64 and 128, causal and not, T a multiple of 64 and not, a misaligned
+ * view that must be staged) at 16-bit tolerance.
  */
 import type { DType, MatmulOptions, View } from "@fulgur/tensor";
-import { describe, it } from "vitest";
-import { NO_GPU, cpu, expectClose, gpu, hasGpu, mapPair, outPair, randPair, transpose2 } from "./harness";
+import { describe, expect, it } from "vitest";
+import { NO_GPU, cpu, expectClose, gpu, hasGpu, mapPair, outPair, randPair, transpose2, values } from "./harness";
 
 const DTYPES: DType[] = ["float32", "bfloat16"];
 
@@ -96,7 +98,75 @@ describe.skipIf(!hasGpu)("flash attention on CUDA", () => {
   }
 });
 
+// Every case here satisfies attentionPath's "mma" conditions (checked without a GPU in
+// test/layout.test.ts): 16-bit dtype, D 64 or 128, Tq == Tk.
+describe.skipIf(!hasGpu)("tensor-core flash attention on CUDA (attention_mma.cu)", () => {
+  const cases = [
+    { name: "d64 causal T128", B: 2, H: 2, T: 128, D: 64, causal: true, gptView: false },
+    { name: "d64 full T100 (tail)", B: 1, H: 3, T: 100, D: 64, causal: false, gptView: true },
+    { name: "d128 causal T200 (tail)", B: 2, H: 2, T: 200, D: 128, causal: true, gptView: true },
+    { name: "d128 full T64", B: 1, H: 2, T: 64, D: 128, causal: false, gptView: false },
+    { name: "d64 causal T1", B: 1, H: 1, T: 1, D: 64, causal: true, gptView: false },
+  ];
+  for (const dt of ["bfloat16", "float16"] as DType[]) {
+    for (const c of cases) {
+      it(`${c.name} forward and backward (${dt})`, () => {
+        const scale = 1 / Math.sqrt(c.D);
+        const shape = [c.B, c.H, c.T, c.D];
+        const q = c.gptView
+          ? mapPair(randPair([c.B, c.T, c.H, c.D], dt, 301), (v) => ({ ...v, shape, strides: [v.strides[0], v.strides[2], v.strides[1], 1] }))
+          : randPair(shape, dt, 301);
+        const k = randPair(shape, dt, 302);
+        const v = randPair(shape, dt, 303);
+        const out = outPair(shape, dt);
+        const lse = outPair([c.B, c.H, c.T], "float32");
+        cpu().attention(q.c, k.c, v.c, out.c, lse.c, c.causal, scale);
+        gpu().attention(q.g, k.g, v.g, out.g, lse.g, c.causal, scale);
+        expectClose(out, `${c.name} out`, 1e-2);
+        expectClose(lse, `${c.name} lse`, 1e-5);
+        const gout = randPair(shape, dt, 304);
+        const gq = outPair(shape, dt);
+        const gk = outPair(shape, dt);
+        const gv = outPair(shape, dt);
+        cpu().attentionBackward(q.c, k.c, v.c, out.c, lse.c, gout.c, gq.c, gk.c, gv.c, c.causal, scale);
+        gpu().attentionBackward(q.g, k.g, v.g, out.g, lse.g, gout.g, gq.g, gk.g, gv.g, c.causal, scale);
+        if (c.T === 1) {
+          // One key: the softmax is constant, so dq and dk are exactly zero and a relative error
+          // against a zero reference is meaningless; both sides must be zero up to rounding.
+          for (const [p, n] of [[gq, "dq"], [gk, "dk"]] as const) {
+            for (const side of [values(p.c, cpu()), values(p.g, gpu())]) {
+              expect(Math.max(...side.map(Math.abs)), `${c.name} ${n}`).toBeLessThan(1e-4);
+            }
+          }
+        } else {
+          expectClose(gq, `${c.name} dq`, 1e-2);
+          expectClose(gk, `${c.name} dk`, 1e-2);
+        }
+        expectClose(gv, `${c.name} dv`, 1e-2);
+      });
+    }
+  }
+
+  it("stages a view whose offset breaks 16-byte alignment (bfloat16)", () => {
+    const [B, H, T, D] = [1, 2, 70, 64];
+    const n = B * H * T * D;
+    // Each operand starts 1 element into a larger buffer: 2-byte aligned, so it is copied first.
+    const shifted = (seed: number) =>
+      mapPair(randPair([n + 1], "bfloat16", seed), (v) => ({ ...v, shape: [B, H, T, D], strides: [H * T * D, T * D, D, 1], offset: 1 }));
+    const q = shifted(311);
+    const k = shifted(312);
+    const v = shifted(313);
+    const out = mapPair(outPair([n + 1], "bfloat16"), (x) => ({ ...x, shape: [B, H, T, D], strides: [H * T * D, T * D, D, 1], offset: 1 }));
+    const lse = outPair([B, H, T], "float32");
+    cpu().attention(q.c, k.c, v.c, out.c, lse.c, true, 0.125);
+    gpu().attention(q.g, k.g, v.g, out.g, lse.g, true, 0.125);
+    expectClose(out, "misaligned out", 1e-2);
+    expectClose(lse, "misaligned lse", 1e-5);
+  });
+});
+
 if (!hasGpu) {
   describe("matmul on CUDA (cuBLASLt)", () => it.skip(NO_GPU, () => {}));
   describe("flash attention on CUDA", () => it.skip(NO_GPU, () => {}));
+  describe("tensor-core flash attention on CUDA (attention_mma.cu)", () => it.skip(NO_GPU, () => {}));
 }

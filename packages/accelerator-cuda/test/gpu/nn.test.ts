@@ -5,10 +5,40 @@
  */
 import type { DType, View } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
-import { NO_GPU, cpu, expectClose, gpu, hasGpu, mapPair, outPair, pair, randPair, randomData, values } from "./harness";
+import type { Pair } from "./harness";
+import { NO_GPU, TOLERANCE, cpu, expectClose, gpu, hasGpu, mapPair, outPair, pair, randPair, randomData, values } from "./harness";
 
 const DTYPES: DType[] = ["float32", "bfloat16"];
 const f32Pair = (shape: number[], seed: number) => randPair(shape, "float32", seed);
+
+/**
+ * Layer norm forward and backward (gw / gb accumulated, from the same random start) on both
+ * backends. Statistics are float32 on the fast kernels, float64 on the CPU: mean, rstd, gw and gb
+ * within 1e-5 (1e-12 for float64 rows), out and gx within the row dtype's tolerance.
+ */
+function checkLayerNorm(label: string, x: Pair, w: Pair | null, b: Pair | null, seed: number): void {
+  const dt = x.c.storage.dtype;
+  const [R, C] = x.c.shape;
+  const stats = dt === "float64" ? "float64" : "float32";
+  const statTol = dt === "float64" ? 1e-12 : 1e-5;
+  const out = outPair([R, C], dt);
+  const mean = outPair([R], stats);
+  const rstd = outPair([R], stats);
+  cpu().layerNorm(x.c, w?.c ?? null, b?.c ?? null, 1e-5, out.c, mean.c, rstd.c);
+  gpu().layerNorm(x.g, w?.g ?? null, b?.g ?? null, 1e-5, out.g, mean.g, rstd.g);
+  expectClose(out, `${label}: out`);
+  expectClose(mean, `${label}: mean`, statTol);
+  expectClose(rstd, `${label}: rstd`, statTol);
+  const gy = randPair([R, C], dt, seed);
+  const gx = outPair([R, C], dt);
+  const gw = w ? outPair([C], stats, seed + 1) : null;
+  const gb = b ? outPair([C], stats, seed + 2) : null;
+  cpu().layerNormBackward(gy.c, x.c, w?.c ?? null, mean.c, rstd.c, gx.c, gw?.c ?? null, gb?.c ?? null);
+  gpu().layerNormBackward(gy.g, x.g, w?.g ?? null, mean.g, rstd.g, gx.g, gw?.g ?? null, gb?.g ?? null);
+  expectClose(gx, `${label}: gx`, TOLERANCE[dt]);
+  if (gw) expectClose(gw, `${label}: gw (accumulated)`, statTol);
+  if (gb) expectClose(gb, `${label}: gb (accumulated)`, statTol);
+}
 
 describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
   for (const dt of DTYPES) {
@@ -63,6 +93,35 @@ describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
         }
       });
     }
+
+    it(`layer norm on the 16-byte, scalar and generic kernels: odd, 2048 and 8192 wide rows (${dt})`, () => {
+      // 100 (bf16) / 2050 (f32): widths the 16-byte kernels cannot take; 2048 and 8192: the GPT's
+      // widths on them, with more rows than backward blocks; 9000: forward vectorised, backward too
+      // wide for a block (generic kernels).
+      const widths = dt === "float32" ? [[300, 100], [64, 2050], [1200, 2048], [200, 8192], [3, 9000]] : [[300, 100], [1200, 2048], [200, 8192], [3, 9000]];
+      for (const [R, C] of widths) {
+        const x = randPair([R, C], dt, 100 + C);
+        checkLayerNorm(`${R}x${C}`, x, randPair([C], dt, 101), randPair([C], dt, 102), 103);
+      }
+    });
+
+    it(`layer norm of misaligned and strided views, mixed-dtype and strided weights, bias only (${dt})`, () => {
+      const [R, C] = [40, 256];
+      // One element into a flat buffer: every row 2 or 4 bytes past a 16-byte boundary.
+      const flat = randPair([R * C + 1], dt, 110);
+      const shifted = mapPair(flat, (v) => ({ ...v, shape: [R, C], strides: [C, 1], offset: 1 }));
+      checkLayerNorm("offset view", shifted, randPair([C], dt, 111), randPair([C], dt, 112), 113);
+      // A column slice: rows 264 elements apart (aligned for neither dtype's 16-byte words at offset 3).
+      const wide = randPair([R, C + 8], dt, 114);
+      const sliced = mapPair(wide, (v) => ({ ...v, shape: [R, C], offset: 3 }));
+      checkLayerNorm("column slice", sliced, randPair([C], dt, 115), null, 116);
+      // float32 weight and bias beside 16-bit rows, and a weight read with stride 2.
+      const x = randPair([R, C], dt, 117);
+      checkLayerNorm("float32 weight and bias", x, randPair([C], "float32", 118), randPair([C], "float32", 119), 120);
+      const w2 = mapPair(randPair([2 * C], dt, 121), (v) => ({ ...v, shape: [C], strides: [2] }));
+      checkLayerNorm("strided weight", x, w2, randPair([C], dt, 122), 123);
+      checkLayerNorm("bias only", x, null, randPair([C], dt, 124), 125);
+    });
 
     it(`embedding forward and backward with repeated ids (${dt})`, () => {
       const [V, D, N] = [50, 24, 40];
@@ -126,6 +185,42 @@ describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
     ps.forEach((p, i) => expectClose(p, `param ${i}`, 1e-6));
     ms.forEach((p, i) => expectClose(p, `exp_avg ${i}`, 1e-6));
     vs.forEach((p, i) => expectClose(p, `exp_avg_sq ${i}`, 1e-6));
+  });
+
+  it("layer norm of float64 rows keeps float64 statistics (generic kernels)", () => {
+    const x = randPair([33, 70], "float64", 130);
+    checkLayerNorm("float64", x, randPair([70], "float64", 131), randPair([70], "float64", 132), 133);
+  });
+
+  it("fused AdamW: lengths not a multiple of 4, several chunks, bf16 gradients and state, a misaligned view", () => {
+    // 2 * 65536 + 4099: three chunks, the last one short and not a multiple of 4.
+    const shapes = [[2 * 65536 + 4099], [4097], [1026], [7], [3]];
+    const ps = shapes.map((s, i) => f32Pair(s, 140 + i));
+    const gs = shapes.map((s, i) => randPair(s, i % 2 === 0 ? "bfloat16" : "float32", 150 + i));
+    const ms = shapes.map((s, i) => f32Pair(s, 160 + i));
+    const vs = shapes.map((s, i) => randPair(s, "float32", 170 + i, "positive"));
+    // One element into flat buffers: 4 bytes past a 16-byte boundary, so only the scalar path fits.
+    const shifted = (dtype: DType, seed: number, kind?: "positive") =>
+      mapPair(randPair([5001], dtype, seed, kind), (v) => ({ ...v, shape: [5000], offset: 1 }));
+    ps.push(shifted("float32", 180));
+    gs.push(shifted("float32", 181));
+    ms.push(shifted("float32", 182));
+    vs.push(shifted("float32", 183, "positive"));
+    // bfloat16 parameters and state (8-byte words), bf16 gradient.
+    ps.push(randPair([4102], "bfloat16", 184));
+    gs.push(randPair([4102], "bfloat16", 185));
+    ms.push(randPair([4102], "bfloat16", 186));
+    vs.push(randPair([4102], "bfloat16", 187, "positive"));
+    const side = (k: "c" | "g") => (arr: Pair[]) => arr.map((p) => p[k]);
+    for (const [step, maximize] of [[3, false], [4, true]] as const) {
+      const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step, maximize };
+      cpu().adamw(side("c")(ps), side("c")(gs), side("c")(ms), side("c")(vs), hyper);
+      gpu().adamw(side("g")(ps), side("g")(gs), side("g")(ms), side("g")(vs), hyper);
+    }
+    const tol = (p: Pair) => (p.c.storage.dtype === "float32" ? 1e-6 : 1e-2);
+    ps.forEach((p, i) => expectClose(p, `param ${i}`, tol(p)));
+    ms.forEach((p, i) => expectClose(p, `exp_avg ${i}`, tol(p)));
+    vs.forEach((p, i) => expectClose(p, `exp_avg_sq ${i}`, tol(p)));
   });
 
   it("global norm of many tensors equals the norm of their concatenation", () => {

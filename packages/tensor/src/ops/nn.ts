@@ -164,9 +164,11 @@ export function scaledDotProductAttention(q0: Tensor, k0: Tensor, v0: Tensor, op
   if (q0.shape.some((s, i) => s !== k0.shape[i] || s !== v0.shape[i])) {
     throw new RangeError(`scaledDotProductAttention: q ${formatShape(q0.shape)}, k ${formatShape(k0.shape)} and v ${formatShape(v0.shape)} must have the same shape`);
   }
-  const q = contiguous(autocastOperand(q0));
-  const k = contiguous(autocastOperand(k0));
-  const v = contiguous(autocastOperand(v0));
+  // Strided views go straight to the backend (the contract allows them): the GPT's q, k, v are
+  // views into one qkv projection, and copying them out cost three full copies per layer.
+  const q = autocastOperand(q0);
+  const k = autocastOperand(k0);
+  const v = autocastOperand(v0);
   const [bsz, h, t, d] = q.shape;
   const causal = options.causal ?? false;
   const scale = options.scale ?? 1 / Math.sqrt(d);
