@@ -206,3 +206,270 @@ extern "C" __global__ void ew_where(const void* c, int cdt, const void* a, int a
     store_d(out, odt, oo, v);
   }
 }
+
+// ---- Fast paths ----------------------------------------------------------------------------
+//
+// The kernels above pay for generality on every element: a runtime dtype switch per load and store
+// and, for strided views, a div/mod chain per dim. The common layouts get their own kernels (the
+// host picks them, see planElementwise in src/ops/elementwise.ts):
+// - *_flat: every operand contiguous over the same shape. A grid-stride loop over groups of VEC (8)
+//   elements, each loaded and stored in 16-byte accesses when every pointer is 16-byte aligned
+//   (`vec`), then a scalar tail; with `vec` 0 the same loop runs one element at a time. The op and
+//   dtype switches sit outside the per-element work, so the memory system sees wide, coalesced
+//   requests with several in flight per thread.
+// - ew_binary_rowbc: a [R, C] operand against a row vector [C] (bias add, scaling rows): a 2-D grid
+//   (blocks over columns x rows) so no element needs a division; the row vector stays in L1/L2.
+// - ew_transpose: a 2-D (optionally batched) transposing copy through a 32x32 shared tile, so both
+//   the reads and the writes are coalesced.
+// Every path converts with load8/store8 or load_d/store_d, the same rules as the generic kernels:
+// results are bit-identical whichever kernel runs.
+
+// dst = cast(src), both contiguous. Same-dtype copies move raw words (the host sends those to
+// cudaMemcpyAsync, but the kernel stays correct for them).
+template <typename T>
+__device__ __forceinline__ void copy_flat_body(const void* src, int sdt, void* dst, int ddt, u64 n, int vec) {
+  u64 head = 0;
+  if (vec) {
+    const u64 nv = n / VEC;
+    GRID_LOOP(v, nv) {
+      T x[VEC];
+      load8(src, sdt, v * VEC, x);
+      store8(dst, ddt, v * VEC, x);
+    }
+    head = nv * VEC;
+  }
+  GRID_LOOP(j, n - head) {
+    T x;
+    load_as(src, sdt, (i64)(head + j), x);
+    store_as(dst, ddt, (i64)(head + j), x);
+  }
+}
+
+extern "C" __global__ void ew_copy_flat(const void* src, int sdt, void* dst, int ddt, u64 n, int vec, int wide) {
+  if (sdt == ddt) {
+    // Raw words: NaN payloads and 16-bit patterns survive, as in ew_copy.
+    const int size = sdt == DT_F64 ? 8 : (sdt == DT_BF16 || sdt == DT_F16 ? 2 : 4);
+    u64 head = 0;
+    if (vec) {
+      const u64 nw = n * size / 16;
+      GRID_LOOP(w, nw) ((W16*)dst)[w] = ((const W16*)src)[w];
+      head = nw * 16 / size;
+    }
+    GRID_LOOP(j, n - head) {
+      const u64 k = head + j;
+      if (size == 8)
+        ((u64*)dst)[k] = ((const u64*)src)[k];
+      else if (size == 2)
+        ((u16*)dst)[k] = ((const u16*)src)[k];
+      else
+        ((u32*)dst)[k] = ((const u32*)src)[k];
+    }
+    return;
+  }
+  // Through float when neither side is float64 or int32: float holds every bf16/f16/f32 value, so
+  // the result is the same as going through double (ew_copy), only cheaper.
+  if (wide)
+    copy_flat_body<double>(src, sdt, dst, ddt, n, vec);
+  else
+    copy_flat_body<float>(src, sdt, dst, ddt, n, vec);
+}
+
+// Fill a contiguous buffer: the stored word is computed once and written as a 16-byte pattern.
+extern "C" __global__ void ew_fill_flat(void* dst, int ddt, u64 n, int vec, double value) {
+  u64 head = 0;
+  if (vec) {
+    W16 pat;
+    if (ddt == DT_F64) {
+      u64 x = (u64)__double_as_longlong(value);
+      pat.w[0] = pat.w[2] = (u32)x;
+      pat.w[1] = pat.w[3] = (u32)(x >> 32);
+    } else {
+      u32 word;
+      if (ddt == DT_BF16)
+        word = f32_to_bf16((float)value) * 0x10001u;
+      else if (ddt == DT_F16)
+        word = f32_to_f16((float)value) * 0x10001u;
+      else if (ddt == DT_F32)
+        word = __float_as_uint((float)value);
+      else
+        word = (u32)to_i32(value);
+      pat.w[0] = pat.w[1] = pat.w[2] = pat.w[3] = word;
+    }
+    const int size = ddt == DT_F64 ? 8 : (ddt == DT_BF16 || ddt == DT_F16 ? 2 : 4);
+    const u64 nw = n * size / 16;
+    GRID_LOOP(w, nw) ((W16*)dst)[w] = pat;
+    head = nw * 16 / size;
+  }
+  GRID_LOOP(j, n - head) store_d(dst, ddt, (i64)(head + j), value);
+}
+
+template <typename T>
+__device__ __forceinline__ void unary_flat_body(const void* x, int xdt, void* out, int odt, u64 n, int op, double scalar,
+                                                int vec) {
+  const T s = (T)scalar;
+  u64 head = 0;
+  if (vec) {
+    const u64 nv = n / VEC;
+    GRID_LOOP(v, nv) {
+      T a[VEC];
+      load8(x, xdt, v * VEC, a);
+#pragma unroll
+      for (int k = 0; k < VEC; k++) a[k] = unary_op<T>(op, a[k], s);
+      store8(out, odt, v * VEC, a);
+    }
+    head = nv * VEC;
+  }
+  GRID_LOOP(j, n - head) {
+    T a;
+    load_as(x, xdt, (i64)(head + j), a);
+    store_as(out, odt, (i64)(head + j), unary_op<T>(op, a, s));
+  }
+}
+
+extern "C" __global__ void ew_unary_flat(const void* x, int xdt, void* out, int odt, u64 n, int op, double scalar, int wide,
+                                         int vec) {
+  if (wide)
+    unary_flat_body<double>(x, xdt, out, odt, n, op, scalar, vec);
+  else
+    unary_flat_body<float>(x, xdt, out, odt, n, op, scalar, vec);
+}
+
+template <typename T>
+__device__ __forceinline__ void binary_flat_body(const void* a, int adt, const void* b, int bdt, void* out, int odt, u64 n,
+                                                 int op, int vec) {
+  u64 head = 0;
+  if (vec) {
+    const u64 nv = n / VEC;
+    GRID_LOOP(v, nv) {
+      T x[VEC], y[VEC];
+      load8(a, adt, v * VEC, x);
+      load8(b, bdt, v * VEC, y);
+#pragma unroll
+      for (int k = 0; k < VEC; k++) x[k] = binary_op<T>(op, x[k], y[k]);
+      store8(out, odt, v * VEC, x);
+    }
+    head = nv * VEC;
+  }
+  GRID_LOOP(j, n - head) {
+    T x, y;
+    load_as(a, adt, (i64)(head + j), x);
+    load_as(b, bdt, (i64)(head + j), y);
+    store_as(out, odt, (i64)(head + j), binary_op<T>(op, x, y));
+  }
+}
+
+extern "C" __global__ void ew_binary_flat(const void* a, int adt, const void* b, int bdt, void* out, int odt, u64 n, int op,
+                                          int wide, int vec) {
+  if (wide)
+    binary_flat_body<double>(a, adt, b, bdt, out, odt, n, op, vec);
+  else
+    binary_flat_body<float>(a, adt, b, bdt, out, odt, n, op, vec);
+}
+
+// out[r, c] = op(full[r, c], row[c]) (or op(row[c], full[r, c]) when `rowIsA`). `full` and `out`
+// have row stride `ld` (elements); with `vec` C and ld are multiples of 8 and every pointer 16-byte
+// aligned, so each 8-column group is one aligned 16-byte access per 16 bytes of data.
+template <typename T>
+__device__ __forceinline__ void binary_rowbc_body(const void* full, int fdt, const void* row, int rdt, void* out, int odt,
+                                                  u64 R, u64 C, u64 ld, int op, int rowIsA, int vec) {
+  const u64 groups = vec ? C / VEC : C;
+  for (u64 r = blockIdx.y; r < R; r += gridDim.y) {
+    for (u64 g = (u64)blockIdx.x * blockDim.x + threadIdx.x; g < groups; g += (u64)gridDim.x * blockDim.x) {
+      if (vec) {
+        T x[VEC], y[VEC];
+        load8(full, fdt, r * ld + g * VEC, x);
+        load8(row, rdt, g * VEC, y);
+#pragma unroll
+        for (int k = 0; k < VEC; k++) x[k] = rowIsA ? binary_op<T>(op, y[k], x[k]) : binary_op<T>(op, x[k], y[k]);
+        store8(out, odt, r * ld + g * VEC, x);
+      } else {
+        T x, y;
+        load_as(full, fdt, (i64)(r * ld + g), x);
+        load_as(row, rdt, (i64)g, y);
+        store_as(out, odt, (i64)(r * ld + g), rowIsA ? binary_op<T>(op, y, x) : binary_op<T>(op, x, y));
+      }
+    }
+  }
+}
+
+extern "C" __global__ void ew_binary_rowbc(const void* full, int fdt, const void* row, int rdt, void* out, int odt, u64 R,
+                                           u64 C, u64 ld, int op, int rowIsA, int wide, int vec) {
+  if (wide)
+    binary_rowbc_body<double>(full, fdt, row, rdt, out, odt, R, C, ld, op, rowIsA, vec);
+  else
+    binary_rowbc_body<float>(full, fdt, row, rdt, out, odt, R, C, ld, op, rowIsA, vec);
+}
+
+// out = cond != 0 ? a : b over contiguous operands; values through double as in ew_where.
+extern "C" __global__ void ew_where_flat(const void* c, int cdt, const void* a, int adt, const void* b, int bdt, void* out,
+                                         int odt, u64 n, int vec) {
+  u64 head = 0;
+  if (vec) {
+    const u64 nv = n / VEC;
+    GRID_LOOP(v, nv) {
+      double m[VEC], x[VEC], y[VEC];
+      load8(c, cdt, v * VEC, m);
+      load8(a, adt, v * VEC, x);
+      load8(b, bdt, v * VEC, y);
+#pragma unroll
+      for (int k = 0; k < VEC; k++) x[k] = m[k] != 0.0 ? x[k] : y[k];
+      store8(out, odt, v * VEC, x);
+    }
+    head = nv * VEC;
+  }
+  GRID_LOOP(j, n - head) {
+    const i64 k = (i64)(head + j);
+    store_d(out, odt, k, load_d(c, cdt, k) != 0.0 ? load_d(a, adt, k) : load_d(b, bdt, k));
+  }
+}
+
+// Transposing copy: element (i, j) of an A x B plane sits at src[i + j * ls] and dst[i * ld + j]
+// (src contiguous along i, dst along j), plane p at src + p * sb and dst + p * db. A 32x32 tile goes
+// through shared memory so the warp reads 32 consecutive i and writes 32 consecutive j. The tile
+// holds 64-bit words (raw storage words for a same-dtype copy, else the value as a double, which
+// holds every dtype exactly); the +1 column of padding puts a warp's column reads of 8-byte words
+// in distinct banks. Block: 32 x 8 threads, each moving 4 elements.
+#define TILE 32
+extern "C" __global__ void ew_transpose(const void* src, int sdt, void* dst, int ddt, i64 A, i64 B, i64 ls, i64 ld, i64 sb,
+                                        i64 db) {
+  __shared__ u64 tile[TILE][TILE + 1];
+  const int tx = threadIdx.x, ty = threadIdx.y;
+  const i64 i0 = (i64)blockIdx.x * TILE, j0 = (i64)blockIdx.y * TILE;
+  const bool raw = sdt == ddt;
+  const int size = sdt == DT_F64 ? 8 : (sdt == DT_BF16 || sdt == DT_F16 ? 2 : 4);
+  const i64 sbase = (i64)blockIdx.z * sb, dbase = (i64)blockIdx.z * db;
+#pragma unroll
+  for (int k = 0; k < TILE; k += 8) {
+    const i64 i = i0 + tx, j = j0 + ty + k;
+    if (i < A && j < B) {
+      const i64 o = sbase + i + j * ls;
+      u64 w;
+      if (!raw)
+        w = (u64)__double_as_longlong(load_d(src, sdt, o));
+      else if (size == 8)
+        w = ((const u64*)src)[o];
+      else if (size == 2)
+        w = ((const u16*)src)[o];
+      else
+        w = ((const u32*)src)[o];
+      tile[ty + k][tx] = w;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int k = 0; k < TILE; k += 8) {
+    const i64 i = i0 + ty + k, j = j0 + tx;
+    if (i < A && j < B) {
+      const i64 o = dbase + i * ld + j;
+      const u64 w = tile[tx][ty + k];
+      if (!raw)
+        store_d(dst, ddt, o, __longlong_as_double((i64)w));
+      else if (size == 8)
+        ((u64*)dst)[o] = w;
+      else if (size == 2)
+        ((u16*)dst)[o] = (u16)w;
+      else
+        ((u32*)dst)[o] = (u32)w;
+    }
+  }
+}
