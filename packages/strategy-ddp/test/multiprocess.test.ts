@@ -60,7 +60,7 @@ interface RankResult {
   worldSize: number;
   losses: number[];
   weights: string;
-  comms: { broadcast0: unknown; broadcastLast: unknown; sum: number; avg: number; max: number };
+  comms: { broadcast0: unknown; broadcastLast: unknown; sum: number; avg: number; max: number; rankMean: number };
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -113,6 +113,8 @@ describe("same losses as one process (DESIGN.md decision 8)", () => {
           sum: (c.world * (c.world + 1)) / 2,
           avg: (c.world - 1) / 2,
           max: (c.world - 1) * 10,
+          // log(..., { syncDist: true }) of each rank's own rank: the mean over ranks, on every rank.
+          rankMean: (c.world - 1) / 2,
         });
       }
       // Ranks saw different data, so their own losses differ; their mean is the single-process loss.

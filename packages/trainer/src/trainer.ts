@@ -326,7 +326,7 @@ export class Trainer {
           return loss.detach().keep();
         });
         this.disposeBatch(rawBatch);
-        this.collectLogs(module);
+        await this.collectLogs(module);
         microInStep++;
         batchIdx++;
         this.position = { epoch, globalStep: this.globalStep, batchInEpoch: batchIdx };
@@ -461,30 +461,29 @@ export class Trainer {
     this.epochAccum.set(name, a);
   }
 
-  /** Moves the module's pending logs into step metrics and epoch accumulators (reads tensors). */
-  private collectLogs(module: TrainingModule): void {
+  /**
+   * Moves the module's pending logs into step metrics and epoch accumulators (reads tensors).
+   * `syncDist` values are averaged over ranks here, in logging order, which is the same on every rank.
+   */
+  private async collectLogs(module: TrainingModule): Promise<void> {
     const logs: PendingLog[] = module.pendingLogs;
     module.pendingLogs = [];
     for (const log of logs) {
-      const v = typeof log.value === "number" ? log.value : log.value.item();
+      let v = typeof log.value === "number" ? log.value : log.value.item();
       if (typeof log.value !== "number") log.value.dispose();
+      if (log.options.syncDist && this.worldSize > 1) v = await this.strategy!.reduce(v, "avg");
       const both = log.options.onStep && log.options.onEpoch;
       if (log.options.onStep) this.stepMetrics[both ? `${log.name}_step` : log.name] = v;
       if (log.options.onEpoch) this.accumulateEpoch(both ? `${log.name}_epoch` : log.name, v);
       if (log.options.progBar) this.progressBarMetrics[log.name] = v;
-      this.syncFlags.set(log.name, log.options.syncDist);
     }
   }
-
-  private readonly syncFlags = new Map<string, boolean>();
 
   private async logEpochMetrics(_stage: "train" | "validate"): Promise<Metrics> {
     const out: Metrics = {};
     for (const [name, a] of this.epochAccum) {
-      let v = a.sum / a.count;
-      const base = name.replace(/_epoch$/, "");
-      if (this.syncFlags.get(base) && this.worldSize > 1) v = await this.strategy!.reduce(v, "avg");
-      out[name] = v;
+      // syncDist values were averaged over ranks as they were logged, so this mean is the same on every rank.
+      out[name] = a.sum / a.count;
     }
     this.epochAccum.clear();
     Object.assign(this.callbackMetrics, out);
@@ -517,7 +516,7 @@ export class Trainer {
         }),
       );
       this.disposeBatch(raw);
-      this.collectLogs(module);
+      await this.collectLogs(module);
       i++;
     }
     module.onValidationEpochEnd();
