@@ -2,8 +2,10 @@ import { existsSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { memoryStats } from "@fulgur/tensor";
+import { CONTRACT_VERSION } from "@fulgur/core";
 import {
   type Callback,
+  CpuAccelerator,
   CSVLogger,
   EarlyStopping,
   GPTLanguageModel,
@@ -141,6 +143,15 @@ describe("Trainer options are validated at the door", () => {
     expect(() => new Trainer({ devices: 1.5 } as never)).toThrow('option "devices": got 1.5; expected a positive integer or "auto"');
     expect(() => new Trainer({ maxStep: 3 } as never)).toThrow(/unknown option\(s\) "maxStep"/);
     expect(() => new Trainer({ gradientClipAlgorithm: "l3" as never })).toThrow(/expected one of "norm", "value"/);
+  });
+
+  it("asking for more devices than the accelerator has fails before anything starts", async () => {
+    const twoDevices = { ...new CpuAccelerator(), name: "fake", contractVersion: CONTRACT_VERSION, deviceCount: () => 2 };
+    Object.setPrototypeOf(twoDevices, CpuAccelerator.prototype);
+    const t = new Trainer({ ...quiet, accelerator: twoDevices, devices: 4, logger: false, enableCheckpointing: false, maxSteps: 1 });
+    await expect(t.fit(new GPTLanguageModel({ config: TINY }), loader())).rejects.toThrow(
+      "devices: got 4; only 2 fake device(s) are available on this machine",
+    );
   });
 
   it("unknown strategies and strategies of uninstalled packages are explained", async () => {
