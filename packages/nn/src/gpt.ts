@@ -5,7 +5,7 @@
  * and registration order match the PyTorch module ("emb.weight", "blocks.0.qkv.weight", ...), so
  * state dicts and per-parameter fixtures line up with PyTorch one to one.
  */
-import { arange, checkpoint, crossEntropy, Generator, isGradEnabled } from "@fulgur/tensor";
+import { arange, checkpoint, crossEntropy, Generator, isGradEnabled, scope } from "@fulgur/tensor";
 import type { Tensor } from "@fulgur/tensor";
 import { GELU } from "./layers/activation";
 import { causalAttention } from "./layers/attention";
@@ -178,8 +178,11 @@ export class GPT extends Module {
         `GPT.loss: targets must be int32 of idx's shape [${idx.shape.join(", ")}]; got ${targets.dtype} [${targets.shape.join(", ")}]`,
       );
     }
-    const logits = (this as GPT).call(idx);
-    return crossEntropy(logits.reshape([-1, this.config.vocabSize]), targets.reshape([-1]));
+    // In a scope so the logits (large: [B, T, vocab]) are freed as soon as the loss has its copy.
+    return scope(() => {
+      const logits = (this as GPT).call(idx);
+      return crossEntropy(logits.reshape([-1, this.config.vocabSize]), targets.reshape([-1]));
+    });
   }
 
   /** One line for logs and the demo: the configuration and the parameter count. */

@@ -10,7 +10,7 @@
  * backward pre-hooks fire when the gradient of a call's output arrives, before that module's
  * backward runs — what FSDP needs to gather a unit's parameters again for backward.
  */
-import { DTYPES, isGradEnabled, noGrad } from "@fulgur/tensor";
+import { DTYPES, isGradEnabled, noGrad, scope } from "@fulgur/tensor";
 import type { DType, Tensor } from "@fulgur/tensor";
 import { isParameter, parameter } from "./parameter";
 
@@ -70,8 +70,18 @@ export abstract class Module {
 
   abstract forward(...args: any[]): any;
 
-  /** Runs forward pre-hooks, `forward`, forward hooks, and arms backward pre-hooks on the output. */
+  /**
+   * Runs forward pre-hooks, `forward`, forward hooks, and arms backward pre-hooks on the output.
+   * It all runs inside a memory scope: every tensor the call made and did not return is freed when
+   * it returns (autograd keeps what backward needs through its own references), so activations live
+   * exactly as long as in PyTorch instead of until the end of the step. A module that stores a
+   * tensor it made in a field must `keep()` or `untrack()` it.
+   */
   call(...args: Parameters<this["forward"]>): ReturnType<this["forward"]> {
+    return scope(() => this.callUnscoped(args));
+  }
+
+  private callUnscoped(args: unknown[]): ReturnType<this["forward"]> {
     let input: unknown[] = args;
     for (const hook of [...this._forwardPreHooks.values()]) {
       const replaced = hook(this, input);

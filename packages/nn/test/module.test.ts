@@ -239,3 +239,31 @@ describe("parameter counts", () => {
     expect(() => new GPT("huge" as never)).toThrow(/unknown configuration "huge"; allowed: tiny, small, 1b/);
   });
 });
+
+describe("Module.call frees what forward made and did not return", () => {
+  it("intermediates are released when the call returns; saved tensors stay for backward", async () => {
+    const T = await import("@fulgur/tensor");
+    class Chain extends Module {
+      forward(x: InstanceType<typeof T.Tensor>) {
+        const a = x.mul(2);
+        const b = a.add(1);
+        const c = b.tanh(); // tanh saves its output for backward
+        return c.mul(3);
+      }
+    }
+    const m = new Chain();
+    const x = T.ones([1024]);
+    const before = T.memoryStats("cpu").liveBytes;
+    const y = T.noGrad(() => m.call(x));
+    // Only the output is left without autograd.
+    expect(T.memoryStats("cpu").liveBytes - before).toBe(4096);
+    y.dispose();
+    const xg = T.ones([1024], { requiresGrad: true });
+    const before2 = T.memoryStats("cpu").liveBytes;
+    const z = m.call(xg);
+    // The output and tanh's saved output (mul by a scalar saves nothing).
+    expect(T.memoryStats("cpu").liveBytes - before2).toBe(2 * 4096);
+    z.sum().backward();
+    expect(xg.grad!.toArray()[0]).toBeCloseTo(6 * (1 - Math.tanh(3) ** 2), 5);
+  });
+});

@@ -80,40 +80,46 @@ function unaryRaw(op: UnaryOp, x: Tensor, scalar?: number): Tensor {
   return out;
 }
 
-function unary(op: UnaryOp, name: string, x: Tensor, saveOut: boolean, grad: (g: Tensor, x: Tensor, y: Tensor) => Tensor, scalar?: number): Tensor {
+/**
+ * What backward needs: the input ("x"), the output ("y") or nothing. Saving only that keeps, say,
+ * `x * 2` from holding its input alive until backward.
+ */
+type Saves = "x" | "y" | "none";
+
+function unary(op: UnaryOp, name: string, x: Tensor, saves: Saves, grad: (g: Tensor, saved: Tensor) => Tensor, scalar?: number): Tensor {
   const y = unaryRaw(op, x, scalar);
-  return record(y, name, [x], saveOut ? [x, y] : [x], (g, saved) => [grad(g, saved[0], saved[1])]);
+  const saved = saves === "x" ? [x] : saves === "y" ? [y] : [];
+  return record(y, name, [x], saved, (g, s) => [grad(g, s[0])]);
 }
 
-export const neg = (x: Tensor): Tensor => unary("neg", "Neg", x, false, (g) => neg(g));
-export const exp = (x: Tensor): Tensor => unary("exp", "Exp", x, true, (g, _x, y) => mul(g, y));
-export const log = (x: Tensor): Tensor => unary("log", "Log", x, false, (g, x) => div(g, x));
-export const sqrt = (x: Tensor): Tensor => unary("sqrt", "Sqrt", x, true, (g, _x, y) => div(mul(g, 0.5), y));
+export const neg = (x: Tensor): Tensor => unary("neg", "Neg", x, "none", (g) => neg(g));
+export const exp = (x: Tensor): Tensor => unary("exp", "Exp", x, "y", (g, y) => mul(g, y));
+export const log = (x: Tensor): Tensor => unary("log", "Log", x, "x", (g, x) => div(g, x));
+export const sqrt = (x: Tensor): Tensor => unary("sqrt", "Sqrt", x, "y", (g, y) => div(mul(g, 0.5), y));
 export const rsqrt = (x: Tensor): Tensor =>
-  unary("rsqrt", "Rsqrt", x, true, (g, _x, y) => mul(mul(g, -0.5), mul(y, mul(y, y))));
-export const tanh = (x: Tensor): Tensor =>
-  unary("tanh", "Tanh", x, true, (g, _x, y) => mul(g, rsubScalar(1, square(y))));
-export const gelu = (x: Tensor): Tensor => unary("gelu", "Gelu", x, false, (g, x) => binaryRaw("gelu_backward", x, g));
-export const relu = (x: Tensor): Tensor => unary("relu", "Relu", x, false, (g, x) => binaryRaw("relu_backward", x, g));
+  unary("rsqrt", "Rsqrt", x, "y", (g, y) => mul(mul(g, -0.5), mul(y, mul(y, y))));
+export const tanh = (x: Tensor): Tensor => unary("tanh", "Tanh", x, "y", (g, y) => mul(g, rsubScalar(1, square(y))));
+export const gelu = (x: Tensor): Tensor => unary("gelu", "Gelu", x, "x", (g, x) => binaryRaw("gelu_backward", x, g));
+export const relu = (x: Tensor): Tensor => unary("relu", "Relu", x, "x", (g, x) => binaryRaw("relu_backward", x, g));
 export const sigmoid = (x: Tensor): Tensor =>
-  unary("sigmoid", "Sigmoid", x, true, (g, _x, y) => mul(g, mul(y, rsubScalar(1, y))));
+  unary("sigmoid", "Sigmoid", x, "y", (g, y) => mul(g, mul(y, rsubScalar(1, y))));
 export const abs = (x: Tensor): Tensor =>
-  unary("abs", "Abs", x, false, (g, x) => mul(g, sub(compare("gt", x, 0), compare("lt", x, 0))));
-export const square = (x: Tensor): Tensor => unary("square", "Square", x, false, (g, x) => mul(g, mul(x, 2)));
+  unary("abs", "Abs", x, "x", (g, x) => mul(g, sub(compare("gt", x, 0), compare("lt", x, 0))));
+export const square = (x: Tensor): Tensor => unary("square", "Square", x, "x", (g, x) => mul(g, mul(x, 2)));
 export const reciprocal = (x: Tensor): Tensor =>
-  unary("reciprocal", "Reciprocal", x, true, (g, _x, y) => neg(mul(g, square(y))));
+  unary("reciprocal", "Reciprocal", x, "y", (g, y) => neg(mul(g, square(y))));
 
 function addScalar(x: Tensor, s: number): Tensor {
-  return unary("add_scalar", "AddScalar", x, false, (g) => g, s);
+  return unary("add_scalar", "AddScalar", x, "none", (g) => g, s);
 }
 function mulScalar(x: Tensor, s: number): Tensor {
-  return unary("mul_scalar", "MulScalar", x, false, (g) => mulScalar(g, s), s);
+  return unary("mul_scalar", "MulScalar", x, "none", (g) => mulScalar(g, s), s);
 }
 function powScalar(x: Tensor, s: number): Tensor {
-  return unary("pow_scalar", "PowScalar", x, false, (g, x) => mul(g, mulScalar(powScalar(x, s - 1), s)), s);
+  return unary("pow_scalar", "PowScalar", x, "x", (g, x) => mul(g, mulScalar(powScalar(x, s - 1), s)), s);
 }
 export function rsubScalar(s: number, x: Tensor): Tensor {
-  return unary("rsub_scalar", "RsubScalar", x, false, (g) => neg(g), s);
+  return unary("rsub_scalar", "RsubScalar", x, "none", (g) => neg(g), s);
 }
 
 // ---- binary ---------------------------------------------------------------------------------
