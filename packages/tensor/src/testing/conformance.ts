@@ -21,8 +21,12 @@ export const CONFORMANCE_TOLERANCE: Readonly<Record<DType, number>> = {
 
 interface InputSpec {
   shape: number[];
-  /** "normal" (default), "positive" (for log/sqrt), or an int32 range [low, high). */
-  kind?: "normal" | "positive" | { low: number; high: number };
+  /**
+   * "normal" (default), "positive" (for log/sqrt), "distinct" (a shuffled ramp of integers, exact in
+   * every float dtype: max/min must not see ties that only rounding to 16 bits created), or an
+   * int32 range [low, high).
+   */
+  kind?: "normal" | "positive" | "distinct" | { low: number; high: number };
   grad?: boolean;
 }
 
@@ -50,7 +54,7 @@ export function conformanceCases(): ConformanceCase[] {
     { name: "pow scalar", inputs: [{ shape: [6], kind: "positive", grad: true }], fn: (a) => ops.pow(a, 3) },
     { name: "sum dims", inputs: [n([3, 4, 5])], fn: (a) => ops.sum(a, [0, 2]) },
     { name: "mean keepdim", inputs: [n([3, 4, 5])], fn: (a) => ops.mean(a, 1, true) },
-    { name: "max last", inputs: [n([6, 7])], fn: (a) => ops.max(a, -1) },
+    { name: "max last", inputs: [{ shape: [6, 7], kind: "distinct", grad: true }], fn: (a) => ops.max(a, -1) },
     { name: "softmax", inputs: [n([5, 9])], fn: (a) => ops.softmax(a, -1) },
     { name: "softmax dim 0", inputs: [n([5, 9])], fn: (a) => ops.softmax(a, 0) },
     { name: "log softmax", inputs: [n([5, 9])], fn: (a) => ops.logSoftmax(a, -1) },
@@ -88,6 +92,15 @@ export function conformanceCases(): ConformanceCase[] {
 function drawInput(spec: InputSpec, gen: Generator): Tensor {
   const kind = spec.kind ?? "normal";
   if (typeof kind === "object") return ops.randint(kind.low, kind.high, spec.shape, { generator: gen });
+  if (kind === "distinct") {
+    const u = ops.rand(spec.shape, { dtype: "float64", generator: gen });
+    const draws = u.toArray();
+    u.dispose();
+    const order = draws.map((_, i) => i).sort((i, j) => draws[i] - draws[j]);
+    const ramp = new Float64Array(draws.length);
+    order.forEach((idx, rank) => (ramp[idx] = rank - Math.floor(draws.length / 2)));
+    return ops.fromHost(ramp, spec.shape, "float64");
+  }
   const t = ops.randn(spec.shape, { dtype: "float64", generator: gen });
   if (kind === "positive") {
     const p = ops.add(ops.abs(t), 0.2);
