@@ -24,7 +24,7 @@ import type {
   UnaryOp,
   View,
 } from "@fulgur/tensor";
-import { registerBackend } from "@fulgur/tensor";
+import { allocHost, isStorageArray, registerBackend } from "@fulgur/tensor";
 import type { DeviceContext } from "./context";
 import { deviceContext } from "./context";
 import { parseDevice } from "./device";
@@ -40,39 +40,12 @@ import { random } from "./ops/random";
 import { adamw, globalNorm } from "./ops/optim";
 import { LtContext, matmul } from "./ops/matmul";
 
-/** The host array type that holds `dtype` in storage format (16-bit floats as raw bits). */
-function hostArrayMatches(data: HostArray, dtype: DType): boolean {
-  switch (dtype) {
-    case "float32":
-      return data instanceof Float32Array;
-    case "float64":
-      return data instanceof Float64Array;
-    case "int32":
-      return data instanceof Int32Array;
-    default:
-      return data instanceof Uint16Array;
-  }
-}
-
 /** The dtype a host array's values are when they are taken as values rather than storage bits. */
 function valueDtypeOf(data: HostArray): DType | null {
   if (data instanceof Float32Array) return "float32";
   if (data instanceof Float64Array) return "float64";
   if (data instanceof Int32Array) return "int32";
   return null;
-}
-
-function allocHost(dtype: DType, n: number): HostArray {
-  switch (dtype) {
-    case "float32":
-      return new Float32Array(n);
-    case "float64":
-      return new Float64Array(n);
-    case "int32":
-      return new Int32Array(n);
-    default:
-      return new Uint16Array(n);
-  }
 }
 
 function bytesOf(a: HostArray): Uint8Array {
@@ -137,7 +110,7 @@ export class CudaBackend implements Backend {
     const s = this.alloc(dtype, data.length);
     if (data.length === 0) return s;
     const ctx = this.ctx;
-    if (hostArrayMatches(data, dtype)) {
+    if (isStorageArray(data, dtype)) {
       ctx.staging.upload(bytesOf(data), s.ptr);
       return s;
     }

@@ -100,6 +100,20 @@ export function f16BitsToF32(h: number): number {
   return sign * (1 + mant / 1024) * 2 ** (exp - 15);
 }
 
+/** Whether `data` is the typed array that stores `dtype` (16-bit floats as raw bits in a Uint16Array). */
+export function isStorageArray(data: HostArray, dtype: DType): boolean {
+  switch (dtype) {
+    case "float32":
+      return data instanceof Float32Array;
+    case "float64":
+      return data instanceof Float64Array;
+    case "int32":
+      return data instanceof Int32Array;
+    default:
+      return data instanceof Uint16Array;
+  }
+}
+
 /** Reads element i of a host array as a JavaScript number, decoding 16-bit floats. */
 export function readElement(dtype: DType, a: HostArray, i: number): number {
   if (dtype === "bfloat16") return bf16BitsToF32(a[i]);

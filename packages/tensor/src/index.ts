@@ -48,6 +48,7 @@ export {
   f32ToBf16Bits,
   f32ToF16Bits,
   isFloating,
+  isStorageArray,
   itemsize,
   promote,
   readElement,

@@ -19,7 +19,7 @@ import type {
   View,
 } from "../backend";
 import type { DType, HostArray } from "../dtype";
-import { allocHost, encodeElement } from "../dtype";
+import { allocHost, encodeElement, isStorageArray } from "../dtype";
 import { adamw } from "./adamw";
 import { attention, attentionBackward } from "./attention";
 import { crossEntropy, crossEntropyBackward } from "./crossEntropy";
@@ -32,20 +32,6 @@ import { reduce } from "./reduce";
 import { softmax, softmaxBackward } from "./softmax";
 import { CpuStorage } from "./storage";
 import { gatherRaw, is16 } from "./strided";
-
-/** The host array type that stores `dtype` (16-bit floats as raw bits). */
-function storageArrayMatches(data: HostArray, dtype: DType): boolean {
-  switch (dtype) {
-    case "float32":
-      return data instanceof Float32Array;
-    case "float64":
-      return data instanceof Float64Array;
-    case "int32":
-      return data instanceof Int32Array;
-    default:
-      return data instanceof Uint16Array;
-  }
-}
 
 export class CpuBackend implements Backend {
   readonly name = "cpu";
@@ -81,7 +67,7 @@ export class CpuBackend implements Backend {
    */
   fromHost(data: HostArray, dtype: DType): CpuStorage {
     const s = this.alloc(dtype, data.length);
-    if (storageArrayMatches(data, dtype) || !is16(dtype)) {
+    if (isStorageArray(data, dtype) || !is16(dtype)) {
       // Same format copies bits; otherwise typed-array set converts (float32 rounding, int32 truncation).
       s.data.set(data as never);
     } else {
