@@ -10,7 +10,7 @@
  * backward pre-hooks fire when the gradient of a call's output arrives, before that module's
  * backward runs — what FSDP needs to gather a unit's parameters again for backward.
  */
-import { DTYPES, isGradEnabled, noGrad, scope } from "@fulgur/tensor";
+import { DTYPES, isGradEnabled, isTensor, noGrad, scope } from "@fulgur/tensor";
 import type { DType, Tensor } from "@fulgur/tensor";
 import { isParameter, parameter } from "./parameter";
 
@@ -40,12 +40,6 @@ export interface NamedOptions {
 }
 
 let nextHookId = 0;
-
-function isTensor(x: unknown): x is Tensor {
-  return (
-    typeof x === "object" && x !== null && Array.isArray((x as Tensor).shape) && typeof (x as Tensor).backward === "function"
-  );
-}
 
 function join(prefix: string, name: string): string {
   return prefix === "" ? name : `${prefix}.${name}`;

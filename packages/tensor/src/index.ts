@@ -2,7 +2,7 @@
  * @fulgur/tensor: tensors, dtypes, autograd, deterministic memory, the Backend contract and the
  * CPU backend.
  */
-export { Tensor, type HookHandle, type PostAccumulateGradHook } from "./tensor";
+export { Tensor, isTensor, type HookHandle, type PostAccumulateGradHook } from "./tensor";
 export * from "./ops";
 export type { BackwardOptions, GradHook } from "./autograd";
 export { checkpoint } from "./checkpoint";

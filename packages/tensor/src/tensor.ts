@@ -481,6 +481,14 @@ export class Tensor implements View {
   }
 }
 
+/**
+ * Whether `x` is a tensor, checked by shape rather than `instanceof` so that tensors made by another
+ * copy of this package count too (DESIGN.md, decision 11).
+ */
+export function isTensor(x: unknown): x is Tensor {
+  return typeof x === "object" && x !== null && typeof (x as Tensor).backward === "function" && Array.isArray((x as Tensor).shape);
+}
+
 function flatArgs(args: (number | readonly number[])[]): number[] {
   if (args.length === 1 && Array.isArray(args[0])) return [...(args[0] as readonly number[])];
   return args as number[];

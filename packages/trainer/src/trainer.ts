@@ -19,7 +19,7 @@ import {
 import { FullCheckpointIO } from "@fulgur/checkpoint-io";
 import { detectClusterEnvironment } from "@fulgur/distributed";
 import { type LRScheduler, type Optimizer } from "@fulgur/nn";
-import { type Tensor, defaultGenerator, manualSeed, noGrad, scope, scopeAsync, withDevice } from "@fulgur/tensor";
+import { type Tensor, defaultGenerator, isTensor, manualSeed, noGrad, scope, scopeAsync, withDevice } from "@fulgur/tensor";
 import type { Callback } from "./callbacks/callback";
 import { ModelCheckpoint } from "./callbacks/modelCheckpoint";
 import { ProgressBar } from "./callbacks/progressBar";
@@ -38,10 +38,6 @@ export interface FitOptions {
 }
 
 type Batch = unknown;
-
-function isTensor(x: unknown): x is Tensor {
-  return typeof x === "object" && x !== null && typeof (x as Tensor).backward === "function" && Array.isArray((x as Tensor).shape);
-}
 
 /** Moves every tensor in a batch (arrays and plain objects too) to the device. */
 function toDevice(batch: Batch, device: string): Batch {

@@ -3,7 +3,7 @@
  * tensor per batch; plain objects are collated field by field. Iteration is synchronous and
  * deterministic given the epoch, which is what exact resumption needs.
  */
-import { type Tensor, fromHost, stack } from "@fulgur/tensor";
+import { type Tensor, fromHost, isTensor, stack } from "@fulgur/tensor";
 import type { Dataset } from "./dataset";
 import { type Sampler, DistributedSampler, RandomSampler, SequentialSampler } from "./sampler";
 
@@ -17,10 +17,6 @@ export interface DataLoaderOptions<T, B> {
   dropLast?: boolean;
   collate?: Collate<T, B>;
   sampler?: Sampler;
-}
-
-function isTensor(x: unknown): x is Tensor {
-  return typeof x === "object" && x !== null && typeof (x as Tensor).backward === "function" && Array.isArray((x as Tensor).shape);
 }
 
 /** Stacks typed arrays (Int32Array -> int32, Float32Array -> float32, ...) and tensors; recurses into arrays/objects. */
