@@ -10,7 +10,7 @@
  * backward pre-hooks fire when the gradient of a call's output arrives, before that module's
  * backward runs — what FSDP needs to gather a unit's parameters again for backward.
  */
-import { DTYPES, isGradEnabled, isTensor, noGrad, scope } from "@fulgur/tensor";
+import { DTYPES, formatShape, isGradEnabled, isTensor, noGrad, scope } from "@fulgur/tensor";
 import type { DType, Tensor } from "@fulgur/tensor";
 import { isParameter, parameter } from "./parameter";
 
@@ -43,10 +43,6 @@ let nextHookId = 0;
 
 function join(prefix: string, name: string): string {
   return prefix === "" ? name : `${prefix}.${name}`;
-}
-
-function shapeText(shape: readonly number[]): string {
-  return `[${shape.join(", ")}]`;
 }
 
 export abstract class Module {
@@ -359,9 +355,9 @@ export abstract class Module {
     for (const [k, dst] of Object.entries(own)) {
       if (!(k in state)) continue;
       const src = state[k];
-      if (!isTensor(src)) mismatched.push(`${k}: expected a tensor of shape ${shapeText(dst.shape)}, got ${typeof src}`);
+      if (!isTensor(src)) mismatched.push(`${k}: expected a tensor of shape ${formatShape(dst.shape)}, got ${typeof src}`);
       else if (src.shape.length !== dst.shape.length || src.shape.some((s, i) => s !== dst.shape[i])) {
-        mismatched.push(`${k}: expected shape ${shapeText(dst.shape)}, got ${shapeText(src.shape)}`);
+        mismatched.push(`${k}: expected shape ${formatShape(dst.shape)}, got ${formatShape(src.shape)}`);
       }
     }
     if (mismatched.length > 0 || (strict && (missingKeys.length > 0 || unexpectedKeys.length > 0))) {
