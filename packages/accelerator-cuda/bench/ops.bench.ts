@@ -106,6 +106,10 @@ const N = B * T;
   const rstd = tensor([N], "float32");
   const t = time(() => b.layerNorm(x, w, bias, 1e-5, out, mean, rstd));
   report("layer_norm fwd", `${N}x${C}`, "bfloat16", t, { gbps: (2 * N * C * itemsizeOf("bfloat16")) / (t.ms * 1e6) });
+  // The GPT's case under bf16-mixed: a float32 residual stream in, the bf16 the next matmul reads out.
+  const x32 = tensor([N, C], "float32");
+  const t32 = time(() => b.layerNorm(x32, w, bias, 1e-5, out, mean, rstd));
+  report("layer_norm fwd f32->bf16", `${N}x${C}`, "float32", t32, { gbps: (N * C * (4 + 2)) / (t32.ms * 1e6) });
 }
 
 {

@@ -665,3 +665,46 @@ FA_DQ(attn_mma_bwd_dq_bf16_d64, 64, false)
 FA_DQ(attn_mma_bwd_dq_bf16_d128, 128, false)
 FA_DQ(attn_mma_bwd_dq_f16_d64, 64, true)
 FA_DQ(attn_mma_bwd_dq_f16_d128, 128, true)
+
+// delta[(b * H + h) * T + i] = sum_d dO[b, h, i, d] * O[b, h, i, d] for 16-bit O and dO that meet
+// the launch contract above (16-byte aligned rows): D / 8 lanes per row, each reading 8 elements as
+// one 16-byte word, so a warp covers 32 / (D / 8) rows per step. attention.cu's attn_bwd_delta
+// reads one element per lane through the dtype switch and runs 4x slower at the GPT's shapes.
+// Grid-stride over rows = B * H * T; lanes of a row reduce with shuffles inside their group.
+template <int D, bool F16>
+__device__ __forceinline__ void fa_bwd_delta(const AttnTensor& o, const AttnTensor& dO, float* delta, int H, i64 T, i64 rows) {
+  constexpr int LPR = D / 8;           // lanes per row
+  constexpr int RPW = 32 / LPR;        // rows per warp step
+  const int lane = threadIdx.x & 31, sub = lane / LPR, part = lane % LPR;
+  const i64 warp = ((i64)blockIdx.x * blockDim.x + threadIdx.x) >> 5;
+  const i64 warps = ((i64)gridDim.x * blockDim.x) >> 5;
+  for (i64 base = warp * RPW; base < rows; base += warps * RPW) {
+    const i64 row = base + sub;
+    float s = 0.0f;
+    if (row < rows) {
+      const i64 bh = row / T, i = row - bh * T, b = bh / H, h = bh - b * H;
+      const W16 a = *(const W16*)((const u16*)o.ptr + row_off(o, b, h, i) + part * 8);
+      const W16 g = *(const W16*)((const u16*)dO.ptr + row_off(dO, b, h, i) + part * 8);
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        const u16 alo = (u16)(a.w[k] & 0xffffu), ahi = (u16)(a.w[k] >> 16);
+        const u16 glo = (u16)(g.w[k] & 0xffffu), ghi = (u16)(g.w[k] >> 16);
+        s += (F16 ? f16_to_f32(alo) : bf16_to_f32(alo)) * (F16 ? f16_to_f32(glo) : bf16_to_f32(glo));
+        s += (F16 ? f16_to_f32(ahi) : bf16_to_f32(ahi)) * (F16 ? f16_to_f32(ghi) : bf16_to_f32(ghi));
+      }
+    }
+#pragma unroll
+    for (int off = LPR / 2; off > 0; off >>= 1) s += __shfl_xor_sync(0xffffffffu, s, off);
+    if (part == 0 && row < rows) delta[row] = s;
+  }
+}
+
+#define FA_DELTA(NAME, D, F16)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(256) NAME(AttnTensor o, AttnTensor dO, float* delta, int H, i64 T, \
+                                                         i64 rows) {                                          \
+    fa_bwd_delta<D, F16>(o, dO, delta, H, T, rows);                                                             \
+  }
+FA_DELTA(attn_mma_bwd_delta_bf16_d64, 64, false)
+FA_DELTA(attn_mma_bwd_delta_bf16_d128, 128, false)
+FA_DELTA(attn_mma_bwd_delta_f16_d64, 64, true)
+FA_DELTA(attn_mma_bwd_delta_f16_d128, 128, true)

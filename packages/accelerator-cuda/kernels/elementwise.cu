@@ -245,7 +245,8 @@ __device__ __forceinline__ void copy_flat_body(const void* src, int sdt, void* d
   }
 }
 
-extern "C" __global__ void ew_copy_flat(const void* src, int sdt, void* dst, int ddt, u64 n, int vec, int wide) {
+extern "C" __global__ void __launch_bounds__(256, 4) ew_copy_flat(const void* src, int sdt, void* dst, int ddt, u64 n, int vec,
+                                                                  int wide) {
   if (sdt == ddt) {
     // Raw words: NaN payloads and 16-bit patterns survive, as in ew_copy.
     const int size = sdt == DT_F64 ? 8 : (sdt == DT_BF16 || sdt == DT_F16 ? 2 : 4);
@@ -267,11 +268,17 @@ extern "C" __global__ void ew_copy_flat(const void* src, int sdt, void* dst, int
     return;
   }
   // Through float when neither side is float64 or int32: float holds every bf16/f16/f32 value, so
-  // the result is the same as going through double (ew_copy), only cheaper.
-  if (wide)
-    copy_flat_body<double>(src, sdt, dst, ddt, n, vec);
-  else
-    copy_flat_body<float>(src, sdt, dst, ddt, n, vec);
+  // the result is the same as going through double (ew_copy), only cheaper. The host sends the
+  // others to ew_copy_flat_wide.
+  copy_flat_body<float>(src, sdt, dst, ddt, n, vec);
+}
+
+// The *_wide kernels are the float64 / int32 halves of the flat kernels, split off so the float
+// kernels' register count (and so their occupancy) is not set by double-precision code they never
+// run: with both in one kernel ew_binary_flat took 92 registers a thread and kept 22% of the warps
+// an SM can hold busy, about half the DRAM bandwidth a copy gets.
+extern "C" __global__ void ew_copy_flat_wide(const void* src, int sdt, void* dst, int ddt, u64 n, int vec, int wide) {
+  copy_flat_body<double>(src, sdt, dst, ddt, n, vec);
 }
 
 // Fill a contiguous buffer: the stored word is computed once and written as a 16-byte pattern.
@@ -326,17 +333,21 @@ __device__ __forceinline__ void unary_flat_body(const void* x, int xdt, void* ou
   }
 }
 
-extern "C" __global__ void ew_unary_flat(const void* x, int xdt, void* out, int odt, u64 n, int op, double scalar, int wide,
-                                         int vec) {
-  if (wide)
-    unary_flat_body<double>(x, xdt, out, odt, n, op, scalar, vec);
-  else
-    unary_flat_body<float>(x, xdt, out, odt, n, op, scalar, vec);
+extern "C" __global__ void __launch_bounds__(256, 4) ew_unary_flat(const void* x, int xdt, void* out, int odt, u64 n, int op,
+                                                                   double scalar, int wide, int vec) {
+  unary_flat_body<float>(x, xdt, out, odt, n, op, scalar, vec);
 }
 
-template <typename T>
+extern "C" __global__ void ew_unary_flat_wide(const void* x, int xdt, void* out, int odt, u64 n, int op, double scalar,
+                                              int wide, int vec) {
+  unary_flat_body<double>(x, xdt, out, odt, n, op, scalar, vec);
+}
+
+// OPC >= 0 fixes the op at compile time (the switch in binary_op folds away); -1 reads `op`.
+template <typename T, int OPC = -1>
 __device__ __forceinline__ void binary_flat_body(const void* a, int adt, const void* b, int bdt, void* out, int odt, u64 n,
-                                                 int op, int vec) {
+                                                 int op_, int vec) {
+  const int op = OPC >= 0 ? OPC : op_;
   u64 head = 0;
   if (vec) {
     const u64 nv = n / VEC;
@@ -358,12 +369,20 @@ __device__ __forceinline__ void binary_flat_body(const void* a, int adt, const v
   }
 }
 
-extern "C" __global__ void ew_binary_flat(const void* a, int adt, const void* b, int bdt, void* out, int odt, u64 n, int op,
-                                          int wide, int vec) {
-  if (wide)
-    binary_flat_body<double>(a, adt, b, bdt, out, odt, n, op, vec);
-  else
-    binary_flat_body<float>(a, adt, b, bdt, out, odt, n, op, vec);
+// The ops a training step runs most (residual adds, gradient sums, scaling) get their own loops.
+extern "C" __global__ void __launch_bounds__(256, 4) ew_binary_flat(const void* a, int adt, const void* b, int bdt, void* out,
+                                                                    int odt, u64 n, int op, int wide, int vec) {
+  switch (op) {
+    case B_ADD: binary_flat_body<float, B_ADD>(a, adt, b, bdt, out, odt, n, op, vec); break;
+    case B_SUB: binary_flat_body<float, B_SUB>(a, adt, b, bdt, out, odt, n, op, vec); break;
+    case B_MUL: binary_flat_body<float, B_MUL>(a, adt, b, bdt, out, odt, n, op, vec); break;
+    default: binary_flat_body<float>(a, adt, b, bdt, out, odt, n, op, vec); break;
+  }
+}
+
+extern "C" __global__ void ew_binary_flat_wide(const void* a, int adt, const void* b, int bdt, void* out, int odt, u64 n,
+                                               int op, int wide, int vec) {
+  binary_flat_body<double>(a, adt, b, bdt, out, odt, n, op, vec);
 }
 
 // out[r, c] = op(full[r, c], row[c]) (or op(row[c], full[r, c]) when `rowIsA`). `full` and `out`

@@ -1,15 +1,17 @@
 // layernorm.cu: layer norm over the last dim (biased variance), forward and backward
 // (Backend.layerNorm and layerNormBackward).
 //
-// Fast path (float32, bfloat16 and float16 rows whose x / out / gy / gx share one dtype): a group of
-// W warps (one warp for rows up to 512 bf16 elements) owns a row and holds it in registers, so x is
-// read from DRAM once: the mean and then the squared deviations are summed from registers (two
-// passes: a one-pass E[x^2] - E[x]^2 cancels badly on rows with a large mean, as the CPU reference
-// notes), in float32 with a fixed reduction tree. The host picks W so each thread holds at most 16
-// (forward) or 8 (backward: x, g and the two column accumulators) elements. Rows that are
-// contiguous, 16-byte aligned and a multiple of 16 bytes wide are read and written 16 bytes at a
-// time (`_vec`); any other row uses the same kernels one element at a time (`_scalar`), still
-// coalesced across the warp.
+// Fast path (float32, bfloat16 and float16 rows: one dtype throughout, or the float32 / 16-bit
+// mixes of mixed precision, see LN_VARIANTS): a group of W warps (one warp for rows up to 512
+// elements) owns a row and holds it in registers, so x is read from DRAM once: the mean and then the
+// squared deviations are summed from registers (two passes: a one-pass E[x^2] - E[x]^2 cancels
+// badly on rows with a large mean, as the CPU reference notes), in float32 with a fixed reduction
+// tree. The host picks W so each thread holds at most 16 (forward) or 8 (backward: x, g and the two
+// column accumulators) elements. Rows that are 16-byte aligned and a multiple of V elements wide
+// are read and written V elements at a time (`_vec`), V being 16 bytes of the narrowest row dtype,
+// so that one access of each operand covers the same columns: a 16-bit row moves one 16-byte word,
+// a float32 row beside it two. Any other row uses the same kernels one element at a time
+// (`_scalar`), still coalesced across the warp.
 //
 // Backward: gx needs two row sums, computed as in the forward. The weight and bias gradients are
 // sums over all rows; rather than atomics (whose order, and so whose rounding, changes from run to
@@ -19,9 +21,9 @@
 // float64) and accumulates into gw / gb (which the contract says are added to, not overwritten).
 // The same device and shapes always give the same bits.
 //
-// Generic path (float64 or int32 rows, mixed row dtypes, rows wider than a block can hold): one
-// block per row, statistics in float64 (float64 inputs keep float64 accuracy), and a separate
-// two-step column reduction for gw / gb.
+// Generic path (float64 or int32 rows, row dtype mixes without a fast kernel, rows wider than a
+// block can hold): one block per row, statistics in float64 (float64 inputs keep float64 accuracy),
+// and a separate two-step column reduction for gw / gb.
 #include "common.cuh"
 
 extern "C" __global__ void layernorm_fwd(const void* x, int xdt, i64 xRow, const void* w, int wdt, i64 wStride,
@@ -306,25 +308,26 @@ __device__ __forceinline__ void apply_param(float (&y)[NV][V], const void* p, in
 // One block of blockDim.x threads per row (grid-stride over rows); thread t owns the accesses
 // t, t + blockDim.x, ... (NV of them, V elements each) of its row. The host guarantees
 // blockDim.x * NV * V >= cols and V | cols.
-template <int DT, int V, int NV>
+template <int XDT, int ODT, int V, int NV>
 __device__ __forceinline__ void ln_fwd_rows(const void* x, i64 xRow, const void* w, int wdt, i64 wStride, const void* b,
                                             int bdt, i64 bStride, void* out, i64 oRow, void* mean, int mdt,
                                             i64 mStride, void* rstd, int rdt, i64 rStride, i64 rows, i64 cols,
                                             float eps, int flags) {
   __shared__ float scratch[32];
-  typedef typename StorageOf<DT>::T S;
+  typedef typename StorageOf<XDT>::T XS;
+  typedef typename StorageOf<ODT>::T OS;
   const int nacc = (int)(cols / V);
   const float inv = 1.0f / (float)cols;
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
-    const S* xr = (const S*)x + r * xRow;
-    S* orow = (S*)out + r * oRow;
+    const XS* xr = (const XS*)x + r * xRow;
+    OS* orow = (OS*)out + r * oRow;
     float xv[NV][V];
     float s = 0.0f;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
       int a = threadIdx.x + k * blockDim.x;
       if (a < nacc) {
-        load_row<DT, V>(xr, (i64)a * V, xv[k]);
+        load_row<XDT, V>(xr, (i64)a * V, xv[k]);
 #pragma unroll
         for (int e = 0; e < V; e++) s += xv[k][e];
       } else {
@@ -355,7 +358,7 @@ __device__ __forceinline__ void ln_fwd_rows(const void* x, i64 xRow, const void*
 #pragma unroll
     for (int k = 0; k < NV; k++) {
       int a = threadIdx.x + k * blockDim.x;
-      if (a < nacc) store_row<DT, V>(orow, (i64)a * V, xv[k]);
+      if (a < nacc) store_row<ODT, V>(orow, (i64)a * V, xv[k]);
     }
     if (threadIdx.x == 0) {
       store_f(mean, mdt, r * mStride, mu);
@@ -366,13 +369,15 @@ __device__ __forceinline__ void ln_fwd_rows(const void* x, i64 xRow, const void*
 
 // Backward gx for the rows of this block (grid-stride), and, when pw / pb are given, this block's
 // per-column sums of gy * xhat and gy over those rows, written to pw / pb[blockIdx.x * cols + j].
-template <int DT, int V, int NV>
+// gx is stored as XDT: a gradient takes its input's dtype.
+template <int GDT, int XDT, int V, int NV>
 __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const void* x, i64 xRow, const void* w, int wdt,
                                             i64 wStride, const void* mean, int mdt, i64 mStride, const void* rstd,
                                             int rdt, i64 rStride, void* gx, i64 gxRow, float* pw, float* pb, i64 rows,
                                             i64 cols, int flags) {
   __shared__ float scratch[32];
-  typedef typename StorageOf<DT>::T S;
+  typedef typename StorageOf<GDT>::T GS;
+  typedef typename StorageOf<XDT>::T XS;
   const int nacc = (int)(cols / V);
   const float inv = 1.0f / (float)cols;
   float aw[NV][V], ab[NV][V];
@@ -382,16 +387,16 @@ __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const voi
     for (int e = 0; e < V; e++) aw[k][e] = ab[k][e] = 0.0f;
   }
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
-    const S* xr = (const S*)x + r * xRow;
-    const S* gr = (const S*)gy + r * gyRow;
+    const XS* xr = (const XS*)x + r * xRow;
+    const GS* gr = (const GS*)gy + r * gyRow;
     const float mu = load_f(mean, mdt, r * mStride), rs = load_f(rstd, rdt, r * rStride);
     float xh[NV][V], g[NV][V];
 #pragma unroll
     for (int k = 0; k < NV; k++) {
       int a = threadIdx.x + k * blockDim.x;
       if (a < nacc) {
-        load_row<DT, V>(xr, (i64)a * V, xh[k]);
-        load_row<DT, V>(gr, (i64)a * V, g[k]);
+        load_row<XDT, V>(xr, (i64)a * V, xh[k]);
+        load_row<GDT, V>(gr, (i64)a * V, g[k]);
       } else {
 #pragma unroll
         for (int e = 0; e < V; e++) xh[k][e] = g[k][e] = 0.0f;
@@ -422,7 +427,7 @@ __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const voi
     }
     const float m1 = block_sum(s1, scratch) * inv;
     const float m2 = block_sum(s2, scratch) * inv;
-    S* orow = (S*)gx + r * gxRow;
+    XS* orow = (XS*)gx + r * gxRow;
 #pragma unroll
     for (int k = 0; k < NV; k++) {
       int a = threadIdx.x + k * blockDim.x;
@@ -430,7 +435,7 @@ __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const voi
         float o[V];
 #pragma unroll
         for (int e = 0; e < V; e++) o[e] = rs * (g[k][e] - m1 - xh[k][e] * m2);
-        store_row<DT, V>(orow, (i64)a * V, o);
+        store_row<XDT, V>(orow, (i64)a * V, o);
       }
     }
   }
@@ -448,8 +453,13 @@ __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const voi
 // Per-thread capacity in elements (forward, backward). The backward holds x, g and two column
 // accumulators per element, so it takes half the forward's; the scalar variants take half again,
 // since each scalar access needs its own address register. With these every variant fits the 64
-// registers that 1024-thread blocks allow (launch bounds) without spilling. Must match
-// LN_CAPACITY in src/ops/nn.ts.
+// registers that 1024-thread blocks allow (launch bounds) without spilling; a wider V only
+// regroups the same elements into fewer accesses. Must match LN_CAPACITY in src/ops/nn.ts.
+#define LN_FWD_VEC 16
+#define LN_FWD_SCALAR 8
+#define LN_BWD_VEC 8
+#define LN_BWD_SCALAR 4
+
 #define LN_FWD_ARGS                                                                                                 \
   const void *x, i64 xRow, const void *w, int wdt, i64 wStride, const void *b, int bdt, i64 bStride, void *out,   \
       i64 oRow, void *mean, int mdt, i64 mStride, void *rstd, int rdt, i64 rStride, i64 rows, i64 cols, float eps, \
@@ -461,20 +471,39 @@ __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const voi
       i64 rows, i64 cols, int flags
 #define LN_BWD_PASS gy, gyRow, x, xRow, w, wdt, wStride, mean, mdt, mStride, rstd, rdt, rStride, gx, gxRow, pw, pb, rows, cols, flags
 
-#define LN_VARIANTS(NAME, DT, V, FWD, BWD)                                                              \
-  extern "C" __global__ void __launch_bounds__(1024) layernorm_fwd_##NAME(LN_FWD_ARGS) {               \
-    ln_fwd_rows<DT, V, FWD / V>(LN_FWD_PASS);                                                          \
-  }                                                                                                    \
-  extern "C" __global__ void __launch_bounds__(1024) layernorm_bwd_##NAME(LN_BWD_ARGS) {               \
-    ln_bwd_rows<DT, V, BWD / V>(LN_BWD_PASS);                                                          \
+// The vector width of a pair of row dtypes: one 16-byte word of the narrower.
+template <int A, int B>
+__host__ __device__ constexpr int ln_width() {
+  return 16 / (sizeof(typename StorageOf<A>::T) < sizeof(typename StorageOf<B>::T) ? sizeof(typename StorageOf<A>::T)
+                                                                                   : sizeof(typename StorageOf<B>::T));
+}
+
+// For a dtype pair (A, B): layernorm_fwd_A_B reads x as A and writes out as B; layernorm_bwd_A_B
+// reads gy as A and x as B and writes gx as B. The backward of a forward A -> B is therefore
+// layernorm_bwd_B_A, and the same seven pairs serve both directions. V is written out (and checked)
+// so that src/ops/nn.ts and its test can see it.
+#define LN_VARIANTS(A, B, ADT, BDT, V)                                                               \
+  static_assert(V == ln_width<ADT, BDT>(), "LN_VARIANTS: V must be 16 bytes of the narrower dtype"); \
+  extern "C" __global__ void __launch_bounds__(1024) layernorm_fwd_##A##_##B##_vec(LN_FWD_ARGS) {    \
+    ln_fwd_rows<ADT, BDT, V, LN_FWD_VEC / V>(LN_FWD_PASS);                                           \
+  }                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024) layernorm_fwd_##A##_##B##_scalar(LN_FWD_ARGS) { \
+    ln_fwd_rows<ADT, BDT, 1, LN_FWD_SCALAR>(LN_FWD_PASS);                                            \
+  }                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024) layernorm_bwd_##A##_##B##_vec(LN_BWD_ARGS) {    \
+    ln_bwd_rows<ADT, BDT, V, LN_BWD_VEC / V>(LN_BWD_PASS);                                           \
+  }                                                                                                  \
+  extern "C" __global__ void __launch_bounds__(1024) layernorm_bwd_##A##_##B##_scalar(LN_BWD_ARGS) { \
+    ln_bwd_rows<ADT, BDT, 1, LN_BWD_SCALAR>(LN_BWD_PASS);                                            \
   }
 
-LN_VARIANTS(f32_vec, DT_F32, 4, 16, 8)
-LN_VARIANTS(f32_scalar, DT_F32, 1, 8, 4)
-LN_VARIANTS(bf16_vec, DT_BF16, 8, 16, 8)
-LN_VARIANTS(bf16_scalar, DT_BF16, 1, 8, 4)
-LN_VARIANTS(f16_vec, DT_F16, 8, 16, 8)
-LN_VARIANTS(f16_scalar, DT_F16, 1, 8, 4)
+LN_VARIANTS(f32, f32, DT_F32, DT_F32, 4)
+LN_VARIANTS(bf16, bf16, DT_BF16, DT_BF16, 8)
+LN_VARIANTS(f16, f16, DT_F16, DT_F16, 8)
+LN_VARIANTS(f32, bf16, DT_F32, DT_BF16, 8)
+LN_VARIANTS(f32, f16, DT_F32, DT_F16, 8)
+LN_VARIANTS(bf16, f32, DT_BF16, DT_F32, 8)
+LN_VARIANTS(f16, f32, DT_F16, DT_F32, 8)
 
 // gw[j] += sum over parts of pw[., j] (blockIdx.y == 0), gb likewise from pb (blockIdx.y == 1).
 // Block (32, 32): 32 columns per block (128-byte rows of partials), the 32 thread rows take every

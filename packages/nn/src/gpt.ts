@@ -5,9 +5,8 @@
  * and registration order match the PyTorch module ("emb.weight", "blocks.0.qkv.weight", ...), so
  * state dicts and per-parameter fixtures line up with PyTorch one to one.
  */
-import { arange, checkpoint, crossEntropy, Generator, isGradEnabled, scope } from "@fulgur/tensor";
+import { arange, autocastDType, checkpoint, crossEntropy, Generator, geluMlp, isGradEnabled, scope } from "@fulgur/tensor";
 import type { Tensor } from "@fulgur/tensor";
-import { GELU } from "./layers/activation";
 import { causalAttention } from "./layers/attention";
 import { Dropout } from "./layers/dropout";
 import { Embedding } from "./layers/embedding";
@@ -110,7 +109,6 @@ export class Block extends Module {
     this.registerModule("proj", new Linear(dModel, dModel, options));
     this.registerModule("fc1", new Linear(dModel, 4 * dModel, options));
     this.registerModule("fc2", new Linear(4 * dModel, dModel, options));
-    this.registerModule("act", new GELU());
     this.registerModule("drop", new Dropout(p));
   }
 
@@ -118,11 +116,20 @@ export class Block extends Module {
     return this.getSubmodule(name) as M;
   }
 
+  /**
+   * The layer norms hand their output to a matrix product, so under autocast they write it in the
+   * autocast dtype directly (what the product would cast it to). The MLP runs as one fused op over
+   * fc1's and fc2's parameters (`geluMlp`: GELU inside the products' epilogues), so forward hooks
+   * on `fc1` and `fc2` do not fire; hooks on the block and gradient hooks on the parameters do.
+   */
   forward(x: Tensor): Tensor {
     const drop = this.mod<Dropout>("drop");
-    const attn = causalAttention(this.mod<Linear>("qkv").call(this.mod<LayerNorm>("ln1").call(x)), this.nHeads);
+    const narrow = { outputDtype: autocastDType() ?? undefined };
+    const attn = causalAttention(this.mod<Linear>("qkv").call(this.mod<LayerNorm>("ln1").call(x, narrow)), this.nHeads);
     const h = x.add(drop.call(this.mod<Linear>("proj").call(attn)));
-    const mlp = this.mod<Linear>("fc2").call(this.mod<GELU>("act").call(this.mod<Linear>("fc1").call(this.mod<LayerNorm>("ln2").call(h))));
+    const fc1 = this.mod<Linear>("fc1");
+    const fc2 = this.mod<Linear>("fc2");
+    const mlp = geluMlp(this.mod<LayerNorm>("ln2").call(h, narrow), fc1.weight, fc1.bias, fc2.weight, fc2.bias);
     return h.add(drop.call(mlp));
   }
 }

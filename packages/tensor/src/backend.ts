@@ -81,6 +81,23 @@ export interface MatmulOptions {
   /** out = alpha * a @ b + beta * out (beta = 1 accumulates, as weight gradients do). */
   readonly alpha?: number;
   readonly beta?: number;
+  /**
+   * With `gelu`: also store the pre-activation (the product plus bias, before GELU) here, a view of
+   * out's shape. It is what the backward's `geluGradAux` reads, so a fused MLP keeps no other copy.
+   */
+  readonly geluAux?: View;
+  /**
+   * Multiply the product elementwise by GELU'(aux) (aux: a forward's `geluAux`, out's shape): the
+   * GELU backward fused into the product that makes its input gradient. Not with bias or gelu.
+   */
+  readonly geluGradAux?: View;
+  /** With `geluGradAux`: also write the column sums of the final out ([N]): that layer's bias gradient. */
+  readonly outColSums?: View;
+  /**
+   * Also write a's row sums, rowSums[m] = sum over k of a[m, k] ([M]), the bias gradient when a is
+   * the transposed output gradient of a linear layer (2-D products only). Overwritten, not added to.
+   */
+  readonly aRowSums?: View;
 }
 
 export interface AdamWHyper {
@@ -136,6 +153,7 @@ export interface Backend {
 
   // Elementwise: `out` has the broadcast shape; inputs arrive already expanded to it (stride 0).
   unary(op: UnaryOp, x: View, out: View, scalar?: number): void;
+  /** Floating a and b may differ in dtype: each is converted to out's dtype (the promoted one) on load. */
   binary(op: BinaryOp, a: View, b: View, out: View): void;
   /** out = cond != 0 ? a : b */
   where(cond: View, a: View, b: View, out: View): void;

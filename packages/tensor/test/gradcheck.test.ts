@@ -43,6 +43,7 @@ const cases: [string, () => T.Tensor[], (...t: T.Tensor[]) => T.Tensor][] = [
   ["crossEntropy sum", () => [r(3, 4)], (l) => T.crossEntropy(l, T.tensor([1, 1, 2], { dtype: "int32" }), { reduction: "sum" })],
   ["attention causal", () => [r(1, 2, 4, 3), r(1, 2, 4, 3), r(1, 2, 4, 3)], (q, k, v) => T.scaledDotProductAttention(q, k, v, { causal: true })],
   ["attention", () => [r(2, 1, 3, 2), r(2, 1, 3, 2), r(2, 1, 3, 2)], (q, k, v) => T.scaledDotProductAttention(q, k, v)],
+  ["qkvAttention causal", () => [r(2, 3, 12)], (qkv) => T.qkvAttention(qkv, 2, { causal: true })],
   ["cat", () => [r(2, 3), r(2, 2)], (a, b) => T.cat([a, b], 1)],
   ["split", () => [r(5, 2)], (a) => T.mul(T.split(a, [2, 3], 0)[1], 2)],
   ["stack", () => [r(3), r(3)], (a, b) => T.stack([a, b], 1)],

@@ -134,6 +134,7 @@ export const CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES = 7;
 export const CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES = 8;
 // cublasStatus_t
 export const CUBLAS_STATUS_SUCCESS = 0;
+export const CUBLAS_STATUS_INVALID_VALUE = 7;
 export const CUBLAS_STATUS_NOT_SUPPORTED = 15;
 
 /** sizeof(cublasLtMatmulAlgo_t): uint64_t data[8]. */

@@ -231,7 +231,12 @@ export function attentionBackward(
   try {
     const ctx = b.ctx;
     const mod = ctx.module("attention");
-    if (rows > 0) {
+    if (rows > 0 && path.kind === "mma" && mmaAligned(O.ptr, out.shape, O.strides)) {
+      // attention_mma.cu's delta: D / 8 lanes per row, 16-byte loads.
+      const a = pushTensor(pushTensor(ArgPack.begin(), O), dO).ptr(delta.ptr).i32(d.H).i64(d.Tq).i64(rows);
+      const fn = `attn_mma_bwd_delta_${path.dtype}_d${path.D}`;
+      ctx.module("attention_mma").launch(fn, gridFor(b, (rows * path.D) / 8), 256, 0, ctx.compute, a);
+    } else if (rows > 0) {
       let a = pushTensor(pushTensor(ArgPack.begin(), O), dO);
       a = a.ptr(delta.ptr).i32(d.H).i64(d.Tq).i32(d.Dv).i64(rows);
       // One warp per row, 8 warps per block.

@@ -157,8 +157,9 @@ export function copy(b: CudaBackend, src: View, dst: View): void {
   const plan = planElementwise("copy", L, [dp, sp]);
   const mod = ctx.module("elementwise");
   if (plan.kernel === "flat") {
-    const args = ArgPack.begin().ptr(sp).i32(DTYPE_CODE[sd]).ptr(dp).i32(DTYPE_CODE[dd]).u64(L.n).i32(plan.vec ? 1 : 0).i32(needsWide(sd, dd) ? 1 : 0);
-    mod.launch("ew_copy_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
+    const wide = needsWide(sd, dd) && sd !== dd;
+    const args = ArgPack.begin().ptr(sp).i32(DTYPE_CODE[sd]).ptr(dp).i32(DTYPE_CODE[dd]).u64(L.n).i32(plan.vec ? 1 : 0).i32(wide ? 1 : 0);
+    mod.launch(wide ? "ew_copy_flat_wide" : "ew_copy_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
     return;
   }
   if (plan.kernel === "transpose") {
@@ -237,7 +238,7 @@ export function unary(b: CudaBackend, op: UnaryOp, x: View, out: View, scalar = 
       .f64(scalar)
       .i32(wide)
       .i32(plan.vec ? 1 : 0);
-    ctx.module("elementwise").launch("ew_unary_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
+    ctx.module("elementwise").launch(wide ? "ew_unary_flat_wide" : "ew_unary_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
     return;
   }
   const args = ArgPack.begin()
@@ -270,7 +271,7 @@ export function binary(b: CudaBackend, op: BinaryOp, a: View, c: View, out: View
   const mod = ctx.module("elementwise");
   if (plan.kernel === "flat") {
     const args = ArgPack.begin().ptr(ap).i32(adt).ptr(cp).i32(cdt).ptr(op_).i32(odt).u64(L.n).i32(code).i32(wide).i32(plan.vec ? 1 : 0);
-    mod.launch("ew_binary_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
+    mod.launch(wide ? "ew_binary_flat_wide" : "ew_binary_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
     return;
   }
   if (plan.kernel === "rowBroadcast") {

@@ -74,12 +74,29 @@ function pushVec(a: ArgPack, v: Vec | null): ArgPack {
 
 /**
  * Per-thread capacity, in elements, of the fast layer-norm kernels (kernels/layernorm.cu,
- * LN_VARIANTS): the backward holds four values per element, the scalar variants one address each.
+ * LN_FWD_VEC ... LN_BWD_SCALAR): the backward holds four values per element, the scalar variants one
+ * address each. It does not depend on the vector width: a wider one only groups the same elements
+ * into fewer accesses.
  */
 export const LN_CAPACITY = { fwd: { vec: 16, scalar: 8 }, bwd: { vec: 8, scalar: 4 } } as const;
 /** Threads per row at most (one block per row; 64 registers a thread at this size). */
 export const LN_MAX_THREADS = 1024;
 const LN_SUFFIX: Partial<Record<DType, string>> = { float32: "f32", bfloat16: "bf16", float16: "f16" };
+/**
+ * The row dtype pairs layernorm.cu instantiates (LN_VARIANTS), by suffix: (x, out) forward, (gy, x)
+ * backward. One dtype throughout, or float32 beside a 16-bit float either way round: the layer norm
+ * of a float32 residual stream feeding a 16-bit matmul, and its backward with a 16-bit gy.
+ */
+export const LN_DTYPE_PAIRS: readonly (readonly [string, string])[] = [
+  ["f32", "f32"],
+  ["bf16", "bf16"],
+  ["f16", "f16"],
+  ["f32", "bf16"],
+  ["f32", "f16"],
+  ["bf16", "f32"],
+  ["f16", "f32"],
+];
+const LN_PAIR_NAMES = new Set(LN_DTYPE_PAIRS.map(([a, b]) => `${a}_${b}`));
 
 /** A row operand of a layer-norm launch, as far as kernel selection cares. */
 export interface LayerNormRowOperand {
@@ -93,25 +110,33 @@ export interface LayerNormPlan {
   readonly kernel: string;
   /** Threads per block (one block per row): a multiple of 32 covering the row at the kernel's capacity. */
   readonly threads: number;
-  /** 16-byte accesses (every row aligned, width a multiple of 16 bytes) rather than one element at a time. */
+  /** V-element accesses (16 bytes of the narrowest operand; every row aligned, V | cols) rather than one element at a time. */
   readonly vec: boolean;
 }
 
 /**
- * Which fast layer-norm kernel, if any, handles rows of `cols` elements whose row operands (x and
- * out forward; gy, x and gx backward) are `rows`. null sends the launch to the generic float64
- * kernels: a dtype other than float32 / bfloat16 / float16, operands of different dtypes, an empty
- * row, or a row wider than LN_MAX_THREADS threads can hold.
+ * Which fast layer-norm kernel, if any, handles rows of `cols` elements whose row operands are
+ * `rows`: [x, out] forward, [gy, x, gx] backward. null sends the launch to the generic float64
+ * kernels: a dtype pair outside LN_DTYPE_PAIRS (float64 and int32 among them), gx in a dtype other
+ * than x's, an empty row, or a row wider than LN_MAX_THREADS threads can hold.
+ *
+ * The vector kernels move V elements of every operand per access, V = 16 bytes over the narrowest
+ * row dtype (8 when any operand is 16-bit, float32 rows then taking two 16-byte words), so they need
+ * V | cols and every operand's rows on 16-byte boundaries.
  */
 export function layerNormPlan(pass: "fwd" | "bwd", rows: readonly LayerNormRowOperand[], cols: number): LayerNormPlan | null {
-  const dtype = rows[0]?.dtype;
-  const suffix = dtype === undefined ? undefined : LN_SUFFIX[dtype];
-  if (dtype === undefined || suffix === undefined || cols < 1 || rows.some((r) => r.dtype !== dtype)) return null;
-  const width = 16 / itemsizeOf(dtype);
-  const vec = cols % width === 0 && rows.every((r) => r.ptr % 16n === 0n && r.rowStride % width === 0);
+  if (cols < 1 || rows.length !== (pass === "fwd" ? 2 : 3)) return null;
+  if (pass === "bwd" && rows[2].dtype !== rows[1].dtype) return null;
+  const first = LN_SUFFIX[rows[0].dtype];
+  const second = LN_SUFFIX[rows[1].dtype];
+  if (first === undefined || second === undefined) return null;
+  const name = `${first}_${second}`;
+  if (!LN_PAIR_NAMES.has(name)) return null;
+  const width = 16 / Math.min(...rows.map((r) => itemsizeOf(r.dtype)));
+  const vec = cols % width === 0 && rows.every((r) => r.ptr % 16n === 0n && (r.rowStride * itemsizeOf(r.dtype)) % 16 === 0);
   const threads = 32 * Math.ceil(cols / LN_CAPACITY[pass][vec ? "vec" : "scalar"] / 32);
   if (threads > LN_MAX_THREADS) return null;
-  return { kernel: `layernorm_${pass}_${suffix}_${vec ? "vec" : "scalar"}`, threads, vec };
+  return { kernel: `layernorm_${pass}_${name}_${vec ? "vec" : "scalar"}`, threads, vec };
 }
 
 /** Whether a weight-like vector may be read in 16-byte words by the vector kernels (LN_W_VEC / LN_B_VEC). */

@@ -4,7 +4,8 @@
  * errors a kernel reports through the device flag. float32 within 1e-5, bfloat16 within 1e-2.
  */
 import type { DType, View } from "@fulgur/tensor";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
+import { KernelModule } from "../../src/launch";
 import type { Pair } from "./harness";
 import { NO_GPU, TOLERANCE, cpu, expectClose, gpu, hasGpu, mapPair, outPair, pair, randPair, randomData, values } from "./harness";
 
@@ -38,6 +39,55 @@ function checkLayerNorm(label: string, x: Pair, w: Pair | null, b: Pair | null, 
   expectClose(gx, `${label}: gx`, TOLERANCE[dt]);
   if (gw) expectClose(gw, `${label}: gw (accumulated)`, statTol);
   if (gb) expectClose(gb, `${label}: gb (accumulated)`, statTol);
+}
+
+const LN_SUFFIX: Partial<Record<DType, string>> = { float32: "f32", bfloat16: "bf16", float16: "f16" };
+
+/** The kernels launched while `f` runs, by name. */
+function kernelsLaunchedBy(f: () => void): string[] {
+  const spy = vi.spyOn(KernelModule.prototype, "launch");
+  try {
+    f();
+    return spy.mock.calls.map((c) => c[0]);
+  } finally {
+    spy.mockRestore();
+  }
+}
+
+/**
+ * Mixed-precision layer norm, called on the CUDA backend directly: forward x (xdt) -> out (odt), then
+ * the backward that follows it in training, gy in odt and gx in x's dtype, weight and bias in pdt.
+ * Compared with the CPU backend (float64) on the same inputs: 16-bit outputs within 1e-2, float32
+ * ones within 1e-4, the float32 statistics and gw / gb within 1e-5 as for one dtype. Fresh rows are
+ * aligned, so the 8-element kernels must run when 8 | cols, the scalar ones otherwise; a fall back to
+ * the generic kernels would still match the CPU, hence the check on the kernel names.
+ */
+function checkMixedLayerNorm(xdt: DType, odt: DType, pdt: DType, R: number, C: number, seed: number): void {
+  const label = `${xdt} -> ${odt}, ${R}x${C}`;
+  const tol = (dt: DType) => (dt === "float32" ? 1e-4 : 1e-2);
+  const variant = C % 8 === 0 ? "vec" : "scalar";
+  const x = randPair([R, C], xdt, seed);
+  const w = randPair([C], pdt, seed + 1);
+  const b = randPair([C], pdt, seed + 2);
+  const out = outPair([R, C], odt);
+  const mean = outPair([R], "float32");
+  const rstd = outPair([R], "float32");
+  cpu().layerNorm(x.c, w.c, b.c, 1e-5, out.c, mean.c, rstd.c);
+  const fwd = kernelsLaunchedBy(() => gpu().layerNorm(x.g, w.g, b.g, 1e-5, out.g, mean.g, rstd.g));
+  expect(fwd, label).toEqual([`layernorm_fwd_${LN_SUFFIX[xdt]}_${LN_SUFFIX[odt]}_${variant}`]);
+  expectClose(out, `${label}: out`, tol(odt));
+  expectClose(mean, `${label}: mean`, 1e-5);
+  expectClose(rstd, `${label}: rstd`, 1e-5);
+  const gy = randPair([R, C], odt, seed + 3);
+  const gx = outPair([R, C], xdt);
+  const gw = outPair([C], "float32", seed + 4);
+  const gb = outPair([C], "float32", seed + 5);
+  cpu().layerNormBackward(gy.c, x.c, w.c, mean.c, rstd.c, gx.c, gw.c, gb.c);
+  const bwd = kernelsLaunchedBy(() => gpu().layerNormBackward(gy.g, x.g, w.g, mean.g, rstd.g, gx.g, gw.g, gb.g));
+  expect(bwd, label).toEqual([`layernorm_bwd_${LN_SUFFIX[odt]}_${LN_SUFFIX[xdt]}_${variant}`, "layernorm_bwd_dwdb_reduce"]);
+  expectClose(gx, `${label}: gx`, tol(xdt));
+  expectClose(gw, `${label}: gw (accumulated)`, 1e-5);
+  expectClose(gb, `${label}: gb (accumulated)`, 1e-5);
 }
 
 describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
@@ -185,6 +235,17 @@ describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
     ps.forEach((p, i) => expectClose(p, `param ${i}`, 1e-6));
     ms.forEach((p, i) => expectClose(p, `exp_avg ${i}`, 1e-6));
     vs.forEach((p, i) => expectClose(p, `exp_avg_sq ${i}`, 1e-6));
+  });
+
+  it("mixed-precision layer norm on the fast kernels: f32 -> bf16 / f16 and bf16 -> f32, then their backward", () => {
+    // 2048: the GPT's width; 200: fewer 8-element accesses than a warp has threads; 204: a multiple
+    // of 4 but not 8, so the scalar kernels (float32 alone would still take 16-byte words).
+    for (const [R, C] of [[64, 2048], [7, 200], [5, 204]]) {
+      checkMixedLayerNorm("float32", "bfloat16", "float32", R, C, 200 + C);
+      checkMixedLayerNorm("bfloat16", "float32", "bfloat16", R, C, 210 + C);
+    }
+    checkMixedLayerNorm("float32", "float16", "float16", 64, 2048, 220);
+    checkMixedLayerNorm("float16", "float32", "float32", 7, 200, 230);
   });
 
   it("layer norm of float64 rows keeps float64 statistics (generic kernels)", () => {

@@ -5,7 +5,7 @@
  * function over the two Linears so `Block` can own `qkv` and `proj` directly and keep the anchor's
  * parameter names ("blocks.0.qkv.weight").
  */
-import { scaledDotProductAttention } from "@fulgur/tensor";
+import { qkvAttention } from "@fulgur/tensor";
 import type { Tensor } from "@fulgur/tensor";
 import { Module } from "../module";
 import { checkPositiveInt, checkRange } from "../validate";
@@ -20,15 +20,9 @@ export function causalAttention(qkvOut: Tensor, nHeads: number): Tensor {
       `causalAttention: expected [batch, seq, 3 * d] with d divisible by ${nHeads} heads; got [${qkvOut.shape.join(", ")}]`,
     );
   }
-  const [b, t, d3] = qkvOut.shape;
-  const d = d3 / 3;
-  const hd = d / nHeads;
-  const qkv = qkvOut.view([b, t, 3, nHeads, hd]).permute([2, 0, 3, 1, 4]);
-  const q = qkv.select(0, 0);
-  const k = qkv.select(0, 1);
-  const v = qkv.select(0, 2);
-  const a = scaledDotProductAttention(q, k, v, { causal: true, scale: 1 / Math.sqrt(hd) });
-  return a.transpose(1, 2).reshape([b, t, d]);
+  const hd = qkvOut.shape[2] / 3 / nHeads;
+  // One fused op (no copies of the heads either way; see @fulgur/tensor's qkvAttention).
+  return qkvAttention(qkvOut, nHeads, { causal: true, scale: 1 / Math.sqrt(hd) });
 }
 
 export interface CausalSelfAttentionOptions extends LayerOptions {

@@ -1,6 +1,6 @@
 /** `LayerNorm` over the last dimension, weight 1 and bias 0 at init (PyTorch's defaults). */
 import { empty, layerNorm } from "@fulgur/tensor";
-import type { Tensor } from "@fulgur/tensor";
+import type { LayerNormOptions as LayerNormCallOptions, Tensor } from "@fulgur/tensor";
 import { ones_, zeros_ } from "../init";
 import { Module } from "../module";
 import { checkBoolean, checkPositive, checkPositiveInt } from "../validate";
@@ -12,6 +12,8 @@ export interface LayerNormOptions extends Omit<LayerOptions, "generator"> {
   /** Learn a bias too (default true); ignored without elementwiseAffine. */
   readonly bias?: boolean;
 }
+
+export type { LayerNormCallOptions };
 
 export class LayerNorm extends Module {
   readonly normalizedShape: number;
@@ -38,12 +40,13 @@ export class LayerNorm extends Module {
     return this.hasParameter("bias") ? this.getParameter("bias") : null;
   }
 
-  forward(x: Tensor): Tensor {
+  /** `options.outputDtype` picks the output's dtype (see @fulgur/tensor's layerNorm). */
+  forward(x: Tensor, options: LayerNormCallOptions = {}): Tensor {
     const d = x.shape[x.shape.length - 1];
     if (d !== this.normalizedShape) {
       throw new RangeError(`LayerNorm.forward: last dimension must be ${this.normalizedShape}; got shape [${x.shape.join(", ")}]`);
     }
-    return layerNorm(x, [this.normalizedShape], this.weight ?? undefined, this.bias ?? undefined, this.eps);
+    return layerNorm(x, [this.normalizedShape], this.weight ?? undefined, this.bias ?? undefined, this.eps, options);
   }
 
   override extraRepr(): string {

@@ -12,9 +12,9 @@
  */
 import type { MatmulOptions, View } from "../backend";
 import type { HostArray } from "../dtype";
-import { gelu } from "./elementwise";
+import { gelu, geluGrad } from "./elementwise";
 import { dataOf } from "./storage";
-import { decodeRow, encodeRow, loadView, lutFor } from "./strided";
+import { decodeRow, encodeRow, loadView, lutFor, storeView } from "./strided";
 
 /** A strided matrix operand: element (i, j) is data[off + i*rs + j*cs] (decoded through lut if set). */
 export interface MatOperand {
@@ -149,8 +149,13 @@ export function gemm(M: number, N: number, K: number, A: MatOperand, B: MatOpera
   return { c: C, ldc };
 }
 
+// geluAux / geluGradAux have out's shape and layout: row i of the (possibly batch-folded) product.
+const rowStride = (v: View): number => v.strides[v.shape.length - 2];
+const colStride = (v: View): number => v.strides[v.shape.length - 1];
+
 /**
- * out[b] = epilogue(alpha * a[b] @ b[b] + beta * out[b]) with epilogue = (+ bias) then (gelu).
+ * out[b] = epilogue(alpha * a[b] @ b[b] + beta * out[b]) with epilogue = (+ bias), then (store the
+ * pre-activation to geluAux, gelu), or (times GELU'(geluGradAux)), then the optional sums.
  * beta = 0 never reads out, so NaN garbage in a fresh output cannot leak in.
  */
 export function matmul(a: View, b: View, out: View, options: MatmulOptions = {}): void {
@@ -181,9 +186,16 @@ export function matmul(a: View, b: View, out: View, options: MatmulOptions = {})
   }
   const bias = options.bias ? loadView(options.bias) : null;
   const useGelu = options.gelu === true;
+  const aux = options.geluAux ?? null;
+  const gradAux = options.geluGradAux ?? null;
+  const colSums = options.outColSums ? new Float64Array(N) : null;
+  if ((aux || gradAux || colSums || options.aRowSums) && batch !== 1) {
+    throw new RangeError("matmul: geluAux, geluGradAux, outColSums and aRowSums need a 2-D product (batch 1)");
+  }
   const od = dataOf(out);
   const odt = out.storage.dtype;
   const row = new Float64Array(N);
+  const auxRow = new Float64Array(N);
   for (let bi = 0; bi < batch; bi++) {
     const { c, ldc } = gemm(M, N, K, operandOf(a, bi), operandOf(b, bi));
     const obase = out.offset + (nd > 2 ? bi * out.strides[0] : 0);
@@ -199,8 +211,25 @@ export function matmul(a: View, b: View, out: View, options: MatmulOptions = {})
         for (let j = 0; j < N; j++) row[j] = c[co + j];
       }
       if (bias !== null) for (let j = 0; j < N; j++) row[j] += bias[j];
+      if (aux) encodeRow(row, 0, N, dataOf(aux), aux.storage.dtype, aux.offset + i * rowStride(aux), colStride(aux));
       if (useGelu) for (let j = 0; j < N; j++) row[j] = gelu(row[j]);
+      if (gradAux) {
+        decodeRow(dataOf(gradAux), gradAux.storage.dtype, gradAux.offset + i * rowStride(gradAux), colStride(gradAux), N, auxRow, 0);
+        for (let j = 0; j < N; j++) row[j] *= geluGrad(auxRow[j]);
+      }
+      if (colSums) for (let j = 0; j < N; j++) colSums[j] += row[j];
       encodeRow(row, 0, N, od, odt, oo, ocs);
     }
+  }
+  if (colSums && options.outColSums) storeView(colSums, options.outColSums);
+  if (options.aRowSums) {
+    const av = loadView(a.shape.length === 3 ? { storage: a.storage, shape: a.shape.slice(1), strides: a.strides.slice(1), offset: a.offset } : a);
+    const sums = new Float64Array(M);
+    for (let m = 0; m < M; m++) {
+      let t = 0;
+      for (let k = 0; k < K; k++) t += av[m * K + k];
+      sums[m] = t;
+    }
+    storeView(sums, options.aRowSums);
   }
 }

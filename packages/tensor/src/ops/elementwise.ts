@@ -129,8 +129,11 @@ export function binaryRaw(op: BinaryOp, a: Tensor, b: Tensor, outDtype?: DType):
   const device = sameDevice(op, a, b);
   const shape = broadcastShapes(a.shape, b.shape, op);
   const dtype = promote(a.dtype, b.dtype);
-  const ac = a.dtype === dtype ? a : contiguousCopy(a, dtype);
-  const bc = b.dtype === dtype ? b : contiguousCopy(b, dtype);
+  // Floating operands of different dtypes go to the backend as they are (the contract converts each
+  // to the promoted dtype on load), so a float32 residual plus a bf16 branch is one pass, not two.
+  const mixedOk = isFloating(a.dtype) && isFloating(b.dtype);
+  const ac = a.dtype === dtype || mixedOk ? a : contiguousCopy(a, dtype);
+  const bc = b.dtype === dtype || mixedOk ? b : contiguousCopy(b, dtype);
   const out = emptyTensor(shape, outDtype ?? dtype, device);
   out.backend.binary(op, broadcastView(ac, shape), broadcastView(bc, shape), out);
   if (ac !== a) ac.dispose();

@@ -4,4 +4,6 @@ export * from "./reduce";
 export * from "./views";
 export * from "./linalg";
 export * from "./nn";
+export * from "./packedAttention";
+export * from "./geluMlp";
 export * from "./creation";

@@ -1,10 +1,11 @@
 /** Matrix products: batched matmul with broadcasting, and linear with the bias fused into the product. */
-import type { View } from "../backend";
+import type { MatmulOptions, View } from "../backend";
+import type { DType } from "../dtype";
 import { autocastDType } from "../gradMode";
 import { broadcastShapes, formatShape, numel, viewStrides } from "../shape";
 import type { Tensor } from "../tensor";
 import { batch1, emptyTensor, record, sameDevice } from "./util";
-import { cast } from "./elementwise";
+import { cast, contiguousCopy } from "./elementwise";
 import { sum, sumToShape } from "./reduce";
 import { contiguous, expand, reshape, transpose, unsqueeze, squeeze } from "./views";
 
@@ -70,12 +71,76 @@ export function matmul(a0: Tensor, b0: Tensor): Tensor {
   ]);
 }
 
-/** x @ weight^T + bias, with PyTorch's weight layout [out, in]; the bias is fused into the product. */
+/**
+ * A parameter in the autocast dtype, cast without recording the cast: the op using it sends the
+ * gradient to the parameter itself, in the parameter's dtype, straight from the product (fp32
+ * gradients from bf16 operands), instead of a 16-bit gradient and a cast back.
+ */
+export function autocastParam(p: Tensor): Tensor {
+  const dt = autocastDType();
+  if (!dt || p.dtype === dt || p.dtype === "int32" || p.dtype === "float64") return p;
+  return contiguousCopy(p, dt);
+}
+
+/** Whether a product of `ab` operands may write a `target` output directly (every backend can). */
+function writesDirectly(ab: DType, target: DType): boolean {
+  return target === ab || (target === "float32" && (ab === "bfloat16" || ab === "float16"));
+}
+
+/** [rows, cols] -> the [cols, rows] transposed view (no copy). */
+function transposedView(t: Tensor): View {
+  return { storage: t.storage, shape: [t.shape[1], t.shape[0]], strides: [t.strides[1], t.strides[0]], offset: t.offset };
+}
+
+/**
+ * Gradients of a linear layer's weight (g2^T @ x2, [out, in]) and bias (column sums of g2, fused
+ * into the same product) for `weight` and `bias` as the user holds them: in their own dtype.
+ */
+export function linearParamGrads(g2: Tensor, x2: Tensor, weight: Tensor | null, bias: Tensor | null): [Tensor | null, Tensor | null] {
+  const wantW = weight !== null && weight.requiresGrad;
+  const wantB = bias !== null && bias.requiresGrad;
+  if (!wantW && !wantB) return [null, null];
+  if (!wantW) return [null, castTo(sum(g2, 0), bias!.dtype)];
+  const ab = g2.dtype;
+  const wdt = writesDirectly(ab, weight!.dtype) ? weight!.dtype : ab;
+  const bdt = wantB ? (writesDirectly(ab, bias!.dtype) ? bias!.dtype : ab) : ab;
+  const gw = emptyTensor([g2.shape[1], x2.shape[1]], wdt, g2.device);
+  const gb = wantB ? emptyTensor([g2.shape[1]], bdt, g2.device) : null;
+  g2.backend.matmul(batch1(transposedView(g2)), batch1(x2), batch1(gw), gb ? { aRowSums: gb } : undefined);
+  return [castTo(gw, weight!.dtype), gb ? castTo(gb, bias!.dtype) : null];
+}
+
+function castTo(t: Tensor, dtype: DType): Tensor {
+  if (t.dtype === dtype) return t;
+  const c = contiguousCopy(t, dtype);
+  t.dispose();
+  return c;
+}
+
+/** out [rows, N] = a2 [rows, K] @ w^T for a weight [N, K] (no graph: for backward and fused ops). */
+export function productWithWeightT(a2: Tensor, w: Tensor, options?: MatmulOptions): Tensor {
+  const out = emptyTensor([a2.shape[0], w.shape[0]], a2.dtype, a2.device);
+  a2.backend.matmul(batch1(a2), batch1(transposedView(w)), batch1(out), options);
+  return out;
+}
+
+/** out [rows, K] = g2 [rows, N] @ w for a weight [N, K]: the input gradient of a linear layer. */
+export function productWithWeight(g2: Tensor, w: Tensor, options?: MatmulOptions): Tensor {
+  const out = emptyTensor([g2.shape[0], w.shape[1]], g2.dtype, g2.device);
+  g2.backend.matmul(batch1(g2), batch1(w), batch1(out), options);
+  return out;
+}
+
+/**
+ * x @ weight^T + bias, with PyTorch's weight layout [out, in]; the bias is fused into the product.
+ * Backward computes the weight gradient and the bias gradient in one product, in the parameters'
+ * own dtype (fp32 under autocast).
+ */
 export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tensor {
   sameDevice("linear", x0, weight0, bias0);
   const x = autocastOperand(x0);
-  const w = autocastOperand(weight0);
-  const b = bias0 ? autocastOperand(bias0) : null;
+  const w = autocastParam(weight0);
+  const b = bias0 ? autocastParam(bias0) : null;
   if (w.ndim !== 2) throw new RangeError(`linear: weight must be 2-D [out, in], got ${formatShape(w.shape)}`);
   const [outF, inF] = w.shape;
   if (x.shape[x.ndim - 1] !== inF) {
@@ -87,20 +152,15 @@ export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tens
   if (x.dtype !== w.dtype) throw new TypeError(`linear: input is ${x.dtype} but weight is ${w.dtype}`);
   const lead = x.shape.slice(0, -1);
   const x2 = reshape(x, [-1, inF]);
-  const rows = x2.shape[0];
-  const out2 = emptyTensor([rows, outF], x.dtype, x.device);
-  const wt: View = { storage: w.storage, shape: [inF, outF], strides: [w.strides[1], w.strides[0]], offset: w.offset };
-  x.backend.matmul(batch1(x2), batch1(wt), batch1(out2), b ? { bias: b } : undefined);
+  const out2 = productWithWeightT(x2, w, b ? { bias: b } : undefined);
   const out = reshape(out2, [...lead, outF]);
   out2.dispose();
   const xNeedsGrad = x.requiresGrad;
-  const result = record(out, "Linear", [x2, w, b], [x2, w], (g, [sx, sw]) => {
-    const g2 = reshape(g, [-1, outF]);
-    return [
-      xNeedsGrad ? matmul(g2, sw) : null,
-      w.requiresGrad ? matmul(transpose(g2, 0, 1), sx) : null,
-      b && b.requiresGrad ? sum(g2, 0) : null,
-    ];
+  const result = record(out, "Linear", [x2, weight0, bias0 ?? null], [x2, w], (g, [sx, sw]) => {
+    const g1 = g.dtype === sx.dtype ? g : cast(g, sx.dtype);
+    const g2 = contiguous(reshape(g1, [-1, outF]));
+    const [gw, gb] = linearParamGrads(g2, sx, weight0, bias0 ?? null);
+    return [xNeedsGrad ? productWithWeight(g2, sw) : null, gw, gb];
   });
   if (x2 !== x) x2.dispose();
   return result;

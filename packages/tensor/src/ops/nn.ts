@@ -4,6 +4,7 @@
  */
 import { autocastDType } from "../gradMode";
 import { defaultGenerator, type Generator } from "../random";
+import type { DType } from "../dtype";
 import { formatShape, normDim } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertDtype, assertFloating, emptyLike, emptyTensor, record, sameDevice } from "./util";
@@ -44,16 +45,32 @@ function softmaxImpl(x0: Tensor, dim: number, log: boolean): Tensor {
 export const softmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, false);
 export const logSoftmax = (x: Tensor, dim = -1): Tensor => softmaxImpl(x, dim, true);
 
-/** Layer norm over the last dimension (normalizedShape must be [x.shape.at(-1)]). */
+export interface LayerNormOptions {
+  /**
+   * The output's dtype. By default the input's, or float32 for a 16-bit input under autocast (as
+   * PyTorch's autocast runs layer norm in float32). A layer norm that feeds only a bf16 matrix
+   * product can ask for bfloat16: the same values the product would cast to, without the float32
+   * round trip.
+   */
+  readonly outputDtype?: DType;
+}
+
+/**
+ * Layer norm over the last dimension (normalizedShape must be [x.shape.at(-1)]). It computes in
+ * float32 (float64 for float64 input) whatever the input dtype, so a 16-bit input under autocast
+ * is read as is rather than cast first.
+ */
 export function layerNorm(
   x0: Tensor,
   normalizedShape: number | readonly number[],
   weight?: Tensor | null,
   bias?: Tensor | null,
   eps = 1e-5,
+  options: LayerNormOptions = {},
 ): Tensor {
   const ns = typeof normalizedShape === "number" ? [normalizedShape] : [...normalizedShape];
-  const x = fp32UnderAutocast(x0);
+  assertFloating("layerNorm", x0);
+  const x = x0;
   const dim = x.shape[x.ndim - 1];
   if (ns.length !== 1 || ns[0] !== dim) {
     throw new RangeError(`layerNorm: normalizedShape ${formatShape(ns)} must be the last dimension of ${formatShape(x.shape)}; only one normalized dimension is supported`);
@@ -61,20 +78,22 @@ export function layerNorm(
   for (const [field, p] of [["weight", weight], ["bias", bias]] as const) {
     if (p && (p.ndim !== 1 || p.shape[0] !== dim)) throw new RangeError(`layerNorm: ${field} must have shape [${dim}], got ${formatShape(p.shape)}`);
   }
+  const outDtype = options.outputDtype ?? (autocastDType() && (x.dtype === "bfloat16" || x.dtype === "float16") ? "float32" : x.dtype);
+  if (outDtype === "int32") throw new TypeError(`layerNorm: outputDtype must be a floating dtype, got ${outDtype}`);
   sameDevice("layerNorm", x, weight, bias);
-  const w = weight && weight.dtype !== x.dtype ? cast(weight, x.dtype) : weight ?? null;
-  const b = bias && bias.dtype !== x.dtype ? cast(bias, x.dtype) : bias ?? null;
+  const w = weight ?? null;
+  const b = bias ?? null;
   const x2 = contiguous(reshape(x, [-1, dim]));
   const rows = x2.shape[0];
-  const out = emptyTensor([rows, dim], x.dtype, x.device);
+  const out = emptyTensor([rows, dim], outDtype, x.device);
   const mean = emptyTensor([rows], statsDtype(x), x.device);
   const rstd = emptyTensor([rows], statsDtype(x), x.device);
   x.backend.layerNorm(x2, w, b, eps, out, mean, rstd);
   const y = record(out, "LayerNorm", [x2, w, b], [x2, mean, rstd, ...(w ? [w] : [])], (g, saved) => {
     const [sx, sm, sr, sw] = saved;
     const gx = emptyLike(sx);
-    const gw = w && w.requiresGrad ? zerosOf([dim], sx) : null;
-    const gb = b && b.requiresGrad ? zerosOf([dim], sx) : null;
+    const gw = w && w.requiresGrad ? zerosOf([dim], w) : null;
+    const gb = b && b.requiresGrad ? zerosOf([dim], b) : null;
     sx.backend.layerNormBackward(contiguous(g), sx, sw ?? null, sm, sr, gx, gw, gb);
     return [gx, gw, gb];
   });
@@ -123,7 +142,10 @@ export function crossEntropy(logits0: Tensor, targets: Tensor, options: CrossEnt
   }
   assertDtype("crossEntropy", "targets", targets, "int32");
   sameDevice("crossEntropy", logits0, targets);
-  const logits = fp32UnderAutocast(logits0);
+  // 16-bit logits are read as they are (the kernels compute in float32); under autocast the losses
+  // are float32, as PyTorch's autocast gives, and the gradient comes back in the logits' dtype.
+  const logits = logits0;
+  const lossDtype = autocastDType() && (logits.dtype === "bfloat16" || logits.dtype === "float16") ? "float32" : logits.dtype;
   const c = logits.shape[logits.ndim - 1];
   const n = logits.numel / c;
   if (targets.numel !== n || targets.ndim !== logits.ndim - 1) {
@@ -131,7 +153,7 @@ export function crossEntropy(logits0: Tensor, targets: Tensor, options: CrossEnt
   }
   const l2 = contiguous(reshape(logits, [n, c]));
   const t1 = contiguous(reshape(targets, [n]));
-  const loss = emptyTensor([n], logits.dtype, logits.device);
+  const loss = emptyTensor([n], lossDtype, logits.device);
   const lse = emptyTensor([n], statsDtype(logits), logits.device);
   logits.backend.crossEntropy(l2, t1, ignoreIndex, loss, lse);
   const perRow = record(loss, "CrossEntropy", [l2, null], [l2, t1, lse], (g, [sl, st, slse]) => {

@@ -6,6 +6,7 @@
  */
 import type { DType } from "../dtype";
 import { Generator } from "../random";
+import { autocast, autocastDType } from "../gradMode";
 import { scope } from "../memory";
 import type { Tensor } from "../tensor";
 import * as ops from "../ops";
@@ -36,6 +37,12 @@ export interface ConformanceCase {
   readonly fn: (...t: Tensor[]) => Tensor;
   /** Extra slack for ops whose error grows with size (long reductions in bf16). */
   readonly slack?: number;
+  /**
+   * Run under autocast (bfloat16; float16 when the dtype under test is float16), the way mixed
+   * precision training runs it; the float64 reference runs without. The tolerance is then the
+   * autocast dtype's.
+   */
+  readonly autocast?: boolean;
 }
 
 const n = (shape: number[], grad = true): InputSpec => ({ shape, grad });
@@ -83,6 +90,38 @@ export function conformanceCases(): ConformanceCase[] {
       inputs: [n([1, 1, 24, 128]), n([1, 1, 24, 128]), n([1, 1, 24, 128])],
       fn: (q, k, v) => ops.scaledDotProductAttention(q, k, v, { causal: false }),
     },
+    { name: "linear under autocast (fp32 parameters)", inputs: [n([3, 5, 32]), n([24, 32]), n([24])], fn: (x, w, b) => ops.linear(x, w, b), autocast: true },
+    { name: "linear, 2-D, fused bias gradient", inputs: [n([37, 16]), n([40, 16]), n([40])], fn: (x, w, b) => ops.linear(x, w, b) },
+    {
+      name: "gelu mlp",
+      inputs: [n([2, 5, 16]), n([64, 16]), n([64]), n([16, 64]), n([16])],
+      fn: (x, w1, b1, w2, b2) => ops.geluMlp(x, w1, b1, w2, b2),
+    },
+    {
+      name: "gelu mlp under autocast (fp32 parameters)",
+      inputs: [n([24, 32]), n([128, 32]), n([128]), n([32, 128]), n([32])],
+      fn: (x, w1, b1, w2, b2) => ops.geluMlp(x, w1, b1, w2, b2),
+      autocast: true,
+    },
+    {
+      name: "qkv attention causal d64",
+      inputs: [n([2, 40, 3 * 2 * 64])],
+      fn: (qkv) => ops.qkvAttention(qkv, 2, { causal: true }),
+    },
+    {
+      name: "layer norm with a bf16 output under autocast",
+      inputs: [n([6, 64]), n([64]), n([64])],
+      fn: (x, w, b) => ops.layerNorm(x, 64, w, b, 1e-5, { outputDtype: autocastDType() ?? x.dtype }),
+      autocast: true,
+    },
+    { name: "layer norm under autocast", inputs: [n([6, 64]), n([64]), n([64])], fn: (x, w, b) => ops.layerNorm(x, 64, w, b, 1e-5), autocast: true },
+    {
+      name: "cross entropy under autocast",
+      inputs: [n([12, 40]), { shape: [12], kind: { low: 0, high: 40 } }],
+      fn: (l, t) => ops.crossEntropy(l, t),
+      autocast: true,
+    },
+    { name: "add float32 + bfloat16", inputs: [n([8, 24]), n([8, 24])], fn: (a, b) => ops.add(a, ops.cast(b, "bfloat16")) },
     { name: "cat split", inputs: [n([2, 3]), n([2, 5])], fn: (a, b) => ops.mul(ops.split(ops.cat([a, b], 1), [4, 4], 1)[1], 2) },
     { name: "where", inputs: [n([4, 6]), n([4, 6])], fn: (a, b) => ops.where(ops.compare("gt", a, 0), a, b) },
     { name: "permute contiguous", inputs: [n([2, 3, 4])], fn: (a) => ops.mul(ops.contiguous(ops.permute(a, [2, 0, 1])), 3) },
@@ -132,7 +171,8 @@ export function runConformanceCase(c: ConformanceCase, device: string, dtype: DT
           if (c.inputs[i].grad) leaf.requiresGrad_(true);
           return leaf;
         });
-        const y = c.fn(...ins);
+        const ac = c.autocast && dt !== "float64" ? (dt === "float16" ? "float16" : "bfloat16") : null;
+        const y = ac ? autocast(ac, () => c.fn(...ins)) : c.fn(...ins);
         const probe = ops.to(ops.cast(ops.randn(y.shape, { dtype: "float64", generator: new Generator(seed + 1) }), y.dtype), dev);
         ops.sum(ops.mul(y, probe)).backward();
         const outs = [y.toFloat64Array()];
@@ -144,7 +184,8 @@ export function runConformanceCase(c: ConformanceCase, device: string, dtype: DT
       });
     const ref = run("cpu", "float64");
     const got = run(device, dtype);
-    const tolerance = CONFORMANCE_TOLERANCE[dtype] * (c.slack ?? 1);
+    const acTolerance = c.autocast && dtype !== "float64" ? CONFORMANCE_TOLERANCE[dtype === "float16" ? "float16" : "bfloat16"] : 0;
+    const tolerance = Math.max(CONFORMANCE_TOLERANCE[dtype], acTolerance) * (c.slack ?? 1);
     let error = 0;
     const parts: string[] = [];
     got.forEach((g, i) => {
