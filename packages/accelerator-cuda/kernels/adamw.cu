@@ -11,13 +11,13 @@
 // memory traffic, and H100's float64 rate covers the few dozen float64 instructions per element.
 #include "common.cuh"
 
-// One chunk of one parameter: device pointers already offset to the chunk start. Layout must match
-// ADAMW_CHUNK_BYTES in src/ops/optim.ts (64 bytes).
+// One chunk of one parameter: device pointers already offset to the chunk start; lp (0 when absent)
+// receives the updated parameter rounded to ldt, autocast's low-precision copy, in the same pass.
+// Layout must match ADAMW_CHUNK_BYTES in src/ops/optim.ts (72 bytes).
 struct AdamWChunk {
-  u64 p, g, m, v;
+  u64 p, g, m, v, lp;
   i64 n;
-  int pdt, gdt, mdt, vdt;
-  i64 pad;
+  int pdt, gdt, mdt, vdt, ldt, pad;
 };
 
 // Elements per tile: the unit of work of one block (256 threads x 4 elements x 4 rounds). A table
@@ -133,9 +133,10 @@ extern "C" __global__ void __launch_bounds__(256) adamw_multi(const AdamWChunk* 
     const void* g = (const void*)t.g;
     void* m = (void*)t.m;
     void* v = (void*)t.v;
-    const int pdt = t.pdt, gdt = t.gdt, mdt = t.mdt, vdt = t.vdt;
+    void* lp = (void*)t.lp;
+    const int pdt = t.pdt, gdt = t.gdt, mdt = t.mdt, vdt = t.vdt, ldt = t.ldt;
     i64 i = start;
-    if (vec4_ok(t.p, pdt) && vec4_ok(t.g, gdt) && vec4_ok(t.m, mdt) && vec4_ok(t.v, vdt)) {
+    if (vec4_ok(t.p, pdt) && vec4_ok(t.g, gdt) && vec4_ok(t.m, mdt) && vec4_ok(t.v, vdt) && (!lp || vec4_ok(t.lp, ldt))) {
       const i64 vend = start + ((end - start) & ~(i64)3);
       for (i64 j = start + 4 * (i64)threadIdx.x; j < vend; j += 4 * (i64)blockDim.x) {
         double pv[4], gv[4], mv[4], vv[4];
@@ -148,6 +149,8 @@ extern "C" __global__ void __launch_bounds__(256) adamw_multi(const AdamWChunk* 
         store4(m, mdt, j, mv);
         store4(v, vdt, j, vv);
         store4(p, pdt, j, pv);
+        // store4 rounds through float, the value just stored to p: what a later cast of p gives.
+        if (lp) store4(lp, ldt, j, pv);
       }
       i = vend;
     }
@@ -157,6 +160,7 @@ extern "C" __global__ void __launch_bounds__(256) adamw_multi(const AdamWChunk* 
       store_d(m, mdt, j, mi);
       store_d(v, vdt, j, vi);
       store_d(p, pdt, j, pi);
+      if (lp) store_d(lp, ldt, j, load_d(p, pdt, j));
     }
   }
 }

@@ -261,8 +261,8 @@ export class CudaBackend implements Backend {
     random(this, kind, out, state);
   }
 
-  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void {
-    adamw(this, params, grads, expAvg, expAvgSq, hyper);
+  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): void {
+    adamw(this, params, grads, expAvg, expAvgSq, hyper, lowPrecision);
   }
 
   /** out[0] = the L2 norm of all `views` together (gradient clipping), computed deterministically. */

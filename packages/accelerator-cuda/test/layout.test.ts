@@ -194,9 +194,23 @@ describe("kernel parameter bytes", () => {
     const bytes = adamwTable([{ p: 0x1000n, g: 0x2000n, m: 0x3000n, v: 0x4000n, n, dts: [0, 2, 0, 0], sizes: [4, 2, 4, 4] }]);
     expect(bytes.length).toBe(2 * ADAMW_CHUNK_BYTES);
     const dv = new DataView(bytes.buffer);
-    expect(dv.getBigUint64(64, true)).toBe(0x1000n + BigInt(CHUNK * 4));
-    expect(dv.getBigUint64(64 + 8, true)).toBe(0x2000n + BigInt(CHUNK * 2));
-    expect(dv.getBigInt64(64 + 32, true)).toBe(10n);
-    expect(dv.getInt32(44, true)).toBe(2);
+    const row = ADAMW_CHUNK_BYTES;
+    expect(dv.getBigUint64(row, true)).toBe(0x1000n + BigInt(CHUNK * 4));
+    expect(dv.getBigUint64(row + 8, true)).toBe(0x2000n + BigInt(CHUNK * 2));
+    expect(dv.getBigUint64(row + 32, true)).toBe(0n);
+    expect(dv.getBigInt64(row + 40, true)).toBe(10n);
+    expect(dv.getInt32(52, true)).toBe(2);
+  });
+
+  it("gives each chunk row its slice of the low-precision copy, and its dtype", () => {
+    const n = CHUNK + 10;
+    const bytes = adamwTable([
+      { p: 0x1000n, g: 0x2000n, m: 0x3000n, v: 0x4000n, n, dts: [0, 0, 0, 0], sizes: [4, 4, 4, 4], lp: { ptr: 0x5000n, dt: 3, size: 2 } },
+    ]);
+    expect(ADAMW_CHUNK_BYTES).toBe(72);
+    const dv = new DataView(bytes.buffer);
+    expect(dv.getBigUint64(32, true)).toBe(0x5000n);
+    expect(dv.getBigUint64(ADAMW_CHUNK_BYTES + 32, true)).toBe(0x5000n + BigInt(CHUNK * 2));
+    expect(dv.getInt32(64, true)).toBe(3);
   });
 });

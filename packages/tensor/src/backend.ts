@@ -221,6 +221,8 @@ export interface Backend {
   /**
    * One fused AdamW update over many parameters (PyTorch's formula, decoupled weight decay).
    * params, expAvg and expAvgSq are updated in place; all views contiguous and of equal length per index.
+   * `lowPrecision[i]`, when given, receives the updated params[i] rounded to its own dtype (the
+   * copy autocast reads), written in the same pass.
    */
-  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void;
+  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): void;
 }

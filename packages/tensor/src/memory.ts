@@ -44,6 +44,11 @@ export function resetPeakMemory(device?: string): void {
 export class StorageRef {
   private refs = 1;
   readonly bytes: number;
+  /**
+   * Bumped by every in-place write through the tensor API (and `markModified()`): whoever keeps a
+   * value derived from this memory (autocast's low-precision parameter copies) checks it is current.
+   */
+  version = 0;
 
   constructor(
     readonly storage: Storage,

@@ -452,6 +452,17 @@ export class Tensor implements View {
         `${op}: a tensor that requires grad cannot be modified in place while gradients are recorded; wrap the update in noGrad()`,
       );
     }
+    this.storageRef.version++;
+  }
+
+  /**
+   * Says this tensor's memory was written other than through its in-place methods (a backend call,
+   * a collective into its storage), so values derived from it, such as autocast's low-precision
+   * copy of a parameter, are recomputed. The in-place methods call it themselves.
+   */
+  markModified(): this {
+    this.storageRef.version++;
+    return this;
   }
 
   /** Copies src (broadcast, cast) into this tensor's memory. */

@@ -16,8 +16,8 @@ export const CHUNK = 1 << 16;
 export const ADAMW_TILE = 4096;
 /** Tiles per chunk (ADAMW_TILES_PER_CHUNK in kernels/adamw.cu). */
 export const ADAMW_TILES_PER_CHUNK = CHUNK / ADAMW_TILE;
-/** struct AdamWChunk { u64 p, g, m, v; i64 n; int pdt, gdt, mdt, vdt; i64 pad; } */
-export const ADAMW_CHUNK_BYTES = 64;
+/** struct AdamWChunk { u64 p, g, m, v, lp; i64 n; int pdt, gdt, mdt, vdt, ldt, pad; } */
+export const ADAMW_CHUNK_BYTES = 72;
 /** struct NormChunk { u64 p; i64 n; int dt; int pad; } */
 export const NORM_CHUNK_BYTES = 24;
 
@@ -34,9 +34,19 @@ function requireContiguous(v: View, what: string, i: number): void {
 }
 
 /** The AdamW chunk table as bytes (exported for tests of its layout). */
-export function adamwTable(
-  entries: readonly { p: bigint; g: bigint; m: bigint; v: bigint; n: number; dts: readonly [number, number, number, number]; sizes: readonly [number, number, number, number] }[],
-): Uint8Array {
+export interface AdamWEntry {
+  readonly p: bigint;
+  readonly g: bigint;
+  readonly m: bigint;
+  readonly v: bigint;
+  readonly n: number;
+  readonly dts: readonly [number, number, number, number];
+  readonly sizes: readonly [number, number, number, number];
+  /** The low-precision copy written beside p: address, dtype code, item size. */
+  readonly lp?: { readonly ptr: bigint; readonly dt: number; readonly size: number };
+}
+
+export function adamwTable(entries: readonly AdamWEntry[]): Uint8Array {
   const rows: { base: (typeof entries)[number]; start: number; n: number }[] = [];
   for (const e of entries) for (let s = 0; s < e.n; s += CHUNK) rows.push({ base: e, start: s, n: Math.min(CHUNK, e.n - s) });
   const bytes = new Uint8Array(rows.length * ADAMW_CHUNK_BYTES);
@@ -48,14 +58,24 @@ export function adamwTable(
     dv.setBigUint64(o + 8, e.g + BigInt(r.start * e.sizes[1]), true);
     dv.setBigUint64(o + 16, e.m + BigInt(r.start * e.sizes[2]), true);
     dv.setBigUint64(o + 24, e.v + BigInt(r.start * e.sizes[3]), true);
-    dv.setBigInt64(o + 32, BigInt(r.n), true);
-    for (let k = 0; k < 4; k++) dv.setInt32(o + 40 + 4 * k, e.dts[k], true);
-    dv.setBigInt64(o + 56, 0n, true);
+    dv.setBigUint64(o + 32, e.lp ? e.lp.ptr + BigInt(r.start * e.lp.size) : 0n, true);
+    dv.setBigInt64(o + 40, BigInt(r.n), true);
+    for (let k = 0; k < 4; k++) dv.setInt32(o + 48 + 4 * k, e.dts[k], true);
+    dv.setInt32(o + 64, e.lp ? e.lp.dt : 0, true);
+    dv.setInt32(o + 68, 0, true);
   });
   return bytes;
 }
 
-export function adamw(b: CudaBackend, params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void {
+export function adamw(
+  b: CudaBackend,
+  params: View[],
+  grads: View[],
+  expAvg: View[],
+  expAvgSq: View[],
+  hyper: AdamWHyper,
+  lowPrecision?: readonly (View | null)[],
+): void {
   const n = params.length;
   if (grads.length !== n || expAvg.length !== n || expAvgSq.length !== n) {
     throw new RangeError(
@@ -66,7 +86,8 @@ export function adamw(b: CudaBackend, params: View[], grads: View[], expAvg: Vie
     if (!Number.isFinite(v)) throw new RangeError(`adamw: ${k} must be a finite number, got ${v}`);
   }
   if (!Number.isInteger(hyper.step) || hyper.step < 1) throw new RangeError(`adamw: step must be an integer >= 1, got ${hyper.step}`);
-  const entries = [];
+  if (lowPrecision && lowPrecision.length !== n) throw new RangeError(`adamw: lowPrecision has ${lowPrecision.length} entries; expected ${n}`);
+  const entries: AdamWEntry[] = [];
   for (let i = 0; i < n; i++) {
     const views = [params[i], grads[i], expAvg[i], expAvgSq[i]] as const;
     const len = numelOf(params[i].shape);
@@ -75,7 +96,13 @@ export function adamw(b: CudaBackend, params: View[], grads: View[], expAvg: Vie
       if (numelOf(v.shape) !== len) throw new RangeError(`adamw: tensor ${i} has ${len} parameters but ${["params", "grads", "expAvg", "expAvgSq"][k]} has ${numelOf(v.shape)}`);
     });
     if (len === 0) continue;
+    const lp = lowPrecision?.[i] ?? null;
+    if (lp) {
+      requireContiguous(lp, "lowPrecision", i);
+      if (numelOf(lp.shape) !== len) throw new RangeError(`adamw: tensor ${i} has ${len} parameters but lowPrecision has ${numelOf(lp.shape)}`);
+    }
     entries.push({
+      lp: lp ? { ptr: ptrOf(lp, b), dt: DTYPE_CODE[lp.storage.dtype], size: itemsizeOf(lp.storage.dtype) } : undefined,
       p: ptrOf(views[0], b),
       g: ptrOf(views[1], b),
       m: ptrOf(views[2], b),

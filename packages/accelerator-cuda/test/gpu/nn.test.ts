@@ -237,6 +237,29 @@ describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
     vs.forEach((p, i) => expectClose(p, `exp_avg_sq ${i}`, 1e-6));
   });
 
+  it("fused AdamW writes the bf16 copy of each updated parameter, as a cast of it would give (vector and scalar paths)", () => {
+    // 70003: a 4-element tail; [33, 7]: odd sizes throughout; the middle one has no copy.
+    const shapes = [[70003], [33, 7], [16]];
+    const ps = shapes.map((s, i) => f32Pair(s, 130 + i));
+    const gs = shapes.map((s, i) => randPair(s, "float32", 140 + i));
+    const ms = shapes.map((s, i) => f32Pair(s, 150 + i));
+    const vs = shapes.map((s, i) => randPair(s, "float32", 160 + i, "positive"));
+    const lps = shapes.map((s, i) => (i === 2 ? null : outPair(s, "bfloat16", 170 + i)));
+    const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 3 };
+    const side = (k: "c" | "g") => (arr: { c: View; g: View }[]) => arr.map((p) => p[k]);
+    cpu().adamw(side("c")(ps), side("c")(gs), side("c")(ms), side("c")(vs), hyper, lps.map((l) => l?.c ?? null));
+    gpu().adamw(side("g")(ps), side("g")(gs), side("g")(ms), side("g")(vs), hyper, lps.map((l) => l?.g ?? null));
+    ps.forEach((p, i) => expectClose(p, `param ${i}`, 1e-6));
+    lps.forEach((l, i) => {
+      if (!l) return;
+      // Bit for bit: the copy is the GPU's own updated fp32 parameter rounded to bf16.
+      const cast = outPair(shapes[i], "bfloat16", 180 + i);
+      gpu().copy(ps[i].g, cast.g);
+      expect(Array.from(values(l.g, gpu()))).toEqual(Array.from(values(cast.g, gpu())));
+      expectClose(l, `bf16 copy ${i}`, 1e-2);
+    });
+  });
+
   it("mixed-precision layer norm on the fast kernels: f32 -> bf16 / f16 and bf16 -> f32, then their backward", () => {
     // 2048: the GPT's width; 200: fewer 8-element accesses than a warp has threads; 204: a multiple
     // of 4 but not 8, so the scalar kernels (float32 alone would still take 16-byte words).

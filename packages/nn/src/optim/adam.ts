@@ -5,7 +5,7 @@
  * launch per group on a GPU) when the formulas coincide: AdamW without AMSGrad, or Adam without
  * weight decay or AMSGrad. Everything else is composed from tensor ops under noGrad.
  */
-import { maximum } from "@fulgur/tensor";
+import { lowPrecisionCopyOf, markCopyWritten, maximum } from "@fulgur/tensor";
 import type { Tensor } from "@fulgur/tensor";
 import { checkBoolean, checkNonNegative, checkRange } from "../validate";
 import { Optimizer, stateDType } from "./optimizer";
@@ -89,13 +89,18 @@ export class Adam extends Optimizer {
         batches.set(key, batch);
       }
       for (const { step, list } of batches.values()) {
+        // Autocast's bf16 copies of these parameters are written in the same pass (see
+        // @fulgur/tensor's autocastCopies), so the next forward casts nothing.
+        const copies = list.map((e) => lowPrecisionCopyOf(e.p));
         list[0].p.backend.adamw(
           list.map((e) => e.p),
           list.map((e) => e.p.grad!),
           list.map((e) => e.s.exp_avg as Tensor),
           list.map((e) => e.s.exp_avg_sq as Tensor),
           { lr, beta1, beta2, eps, weightDecay, step, maximize },
+          copies.some((c) => c !== null) ? copies : undefined,
         );
+        for (const e of list) markCopyWritten(e.p);
       }
       return;
     }

@@ -18,7 +18,14 @@ function floatsOf(v: View, n: number): { arr: NumArray; off: number; wide: boole
   return { arr: buf, off: 0, wide: true, data };
 }
 
-export function adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void {
+export function adamw(
+  params: View[],
+  grads: View[],
+  expAvg: View[],
+  expAvgSq: View[],
+  hyper: AdamWHyper,
+  lowPrecision?: readonly (View | null)[],
+): void {
   const { lr, beta1, beta2, eps, weightDecay, step } = hyper;
   const sign = hyper.maximize ? -1 : 1;
   const bc1 = 1 - Math.pow(beta1, step);
@@ -54,6 +61,13 @@ export function adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: V
       [expAvgSq[t], V],
     ] as const) {
       if (f.wide) encodeRow(f.arr as FloatArray, 0, n, f.data, view.storage.dtype, view.offset, 1);
+    }
+    // The copy is the stored parameter rounded once more, as a cast of it would be.
+    const lp = lowPrecision?.[t];
+    if (lp) {
+      const stored = floatsOf(params[t], n);
+      const vals = stored.wide ? (stored.arr as FloatArray) : Float64Array.from((stored.arr as NumArray).subarray(stored.off, stored.off + n));
+      encodeRow(vals, 0, n, dataOf(lp), lp.storage.dtype, lp.offset, 1);
     }
   }
 }

@@ -192,8 +192,8 @@ export class CpuBackend implements Backend {
     random(kind, out, state);
   }
 
-  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper): void {
-    adamw(params, grads, expAvg, expAvgSq, hyper);
+  adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): void {
+    adamw(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
   }
 }
 

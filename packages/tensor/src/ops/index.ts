@@ -6,4 +6,5 @@ export * from "./linalg";
 export * from "./nn";
 export * from "./packedAttention";
 export * from "./geluMlp";
+export { dropAutocastCopy, lowPrecisionCopyOf, markCopyWritten } from "./autocastCopies";
 export * from "./creation";

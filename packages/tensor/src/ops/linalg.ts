@@ -5,6 +5,7 @@ import { autocastDType } from "../gradMode";
 import { broadcastShapes, formatShape, numel, viewStrides } from "../shape";
 import type { Tensor } from "../tensor";
 import { batch1, emptyTensor, record, sameDevice } from "./util";
+import { autocastCopy } from "./autocastCopies";
 import { cast, contiguousCopy } from "./elementwise";
 import { sum, sumToShape } from "./reduce";
 import { contiguous, expand, reshape, transpose, unsqueeze, squeeze } from "./views";
@@ -79,6 +80,9 @@ export function matmul(a0: Tensor, b0: Tensor): Tensor {
 export function autocastParam(p: Tensor): Tensor {
   const dt = autocastDType();
   if (!dt || p.dtype === dt || p.dtype === "int32" || p.dtype === "float64") return p;
+  // A trained parameter (a leaf that requires grad) keeps its copy from step to step, and the
+  // optimizer refreshes it (autocastCopies.ts); anything else is cast for this use only.
+  if (p.requiresGrad && p.gradNode === null) return autocastCopy(p, dt);
   return contiguousCopy(p, dt);
 }
 
