@@ -19,7 +19,7 @@
 //             warp's own key rows and feed dV += P^T dO and dK += dS^T Q from registers.
 // - dQ:       one block per 64-query tile; warp w owns 16 query rows; dQ += dS K. A separate pass
 //             (recomputing P and dP) instead of atomics keeps gradients deterministic.
-// - delta = rowsum(dO * O) is attention.cu's attn_bwd_delta (one warp per row), launched first.
+// - delta = rowsum(dO * O): attn_mma_bwd_delta below (16-byte loads, D / 8 lanes a row), first.
 // Causal blocks are issued heaviest first (blockIdx.x reversed for forward and dQ; dK/dV's heaviest
 // tile is already key tile 0) so the last wave is made of short blocks.
 //
@@ -149,6 +149,58 @@ __device__ __forceinline__ u32 fa_pack(float lo, float hi) {
   return r;
 }
 
+// The 16x16 A fragment made of accumulator tiles 2kk and 2kk + 1 (columns 16kk..16kk + 15),
+// rounded to 16 bits: P or dS goes from one product's accumulators into the next (see the header).
+template <bool F16, int N>
+__device__ __forceinline__ void fa_pack_a(u32 (&a)[4], const float (&c)[N][4], int kk) {
+  a[0] = fa_pack<F16>(c[2 * kk][0], c[2 * kk][1]);
+  a[1] = fa_pack<F16>(c[2 * kk][2], c[2 * kk][3]);
+  a[2] = fa_pack<F16>(c[2 * kk + 1][0], c[2 * kk + 1][1]);
+  a[3] = fa_pack<F16>(c[2 * kk + 1][2], c[2 * kk + 1][3]);
+}
+
+// acc += A (16x16) B, B the 16 x D rows starting at shared address `rows`, stored row-major and
+// read with ldmatrix.trans at this lane's offset offBt.
+template <int D, bool F16>
+__device__ __forceinline__ void fa_mma_rows_t(float (&acc)[D / 8][4], const u32 (&a)[4], u32 rows, int offBt) {
+#pragma unroll
+  for (int d2 = 0; d2 < D / 16; d2++) {
+    u32 bf[4];
+    fa_ldm_x4_t(bf, rows + (u32)(offBt + d2 * 16) * 2u);
+    fa_mma<F16>(acc[2 * d2], a, bf[0], bf[1]);
+    fa_mma<F16>(acc[2 * d2 + 1], a, bf[2], bf[3]);
+  }
+}
+
+// This lane's ldmatrix offsets (elements) inside a tile of row pitch LD, see the header: A
+// row-major; B stored transposed (B^T row-major); B row-major, read with .trans.
+template <int LD>
+struct FaLane {
+  int a, b, bt;
+  __device__ __forceinline__ explicit FaLane(int lane)
+      : a((lane & 15) * LD + 8 * (lane >> 4)),
+        b(((lane & 7) + 8 * (lane >> 4)) * LD + 8 * ((lane >> 3) & 1)),
+        bt(((lane & 7) + 8 * ((lane >> 3) & 1)) * LD + 8 * (lane >> 4)) {}
+};
+
+// The query tile a forward or dQ block owns: (b, h) from blockIdx.y, 64 query rows from blockIdx.x
+// reversed (heaviest causal tiles first), the key tiles it visits (up to the diagonal when causal)
+// and this lane's two query rows.
+struct FaQueryTile {
+  int bh, q0, nTiles, row0, row1;
+  i64 b, h;
+  __device__ __forceinline__ FaQueryTile(int H, int T, int causal, int warp, int g) {
+    bh = blockIdx.y;
+    b = bh / H;
+    h = bh % H;
+    q0 = (gridDim.x - 1 - blockIdx.x) * FA_BM;
+    const int kEnd = causal && q0 + FA_BM < T ? q0 + FA_BM : T;
+    nTiles = (kEnd + FA_BN - 1) / FA_BN;
+    row0 = q0 + warp * 16 + g;
+    row1 = row0 + 8;
+  }
+};
+
 // Queues the copy of rows [t0, t0 + 64) of (b, h) into a padded tile; rows at or past T are
 // zero-filled (src-size 0, reading nothing; the address is clamped to row t0, which exists).
 template <int D>
@@ -193,12 +245,9 @@ __device__ __forceinline__ void fa_fwd(AttnTensor q, AttnTensor k, AttnTensor v,
   u16* Ks = Qs + C::TILE;      // [2] tiles
   u16* Vs = Ks + 2 * C::TILE;  // [2] tiles
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-  const int bh = blockIdx.y;
-  const i64 b = bh / H, h = bh % H;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BM;
-  const int kEnd = causal && q0 + FA_BM < T ? q0 + FA_BM : T;
-  const int nTiles = (kEnd + FA_BN - 1) / FA_BN;
-  const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+  const FaQueryTile qt(H, T, causal, warp, g);
+  const int q0 = qt.q0, nTiles = qt.nTiles, row0 = qt.row0, row1 = qt.row1;
+  const i64 b = qt.b, h = qt.h;
   const float sl2 = scale * FA_LOG2E;
 
   fa_load_tile<D>(Qs, q, b, h, q0, T);
@@ -206,10 +255,8 @@ __device__ __forceinline__ void fa_fwd(AttnTensor q, AttnTensor k, AttnTensor v,
   fa_load_tile<D>(Vs, v, b, h, 0, T);
   fa_cp_commit();
 
-  // Per-lane ldmatrix offsets (elements) inside a tile, see the header.
-  const int offA = (lane & 15) * C::LD + 8 * (lane >> 4);                    // A, row-major
-  const int offB = ((lane & 7) + 8 * (lane >> 4)) * C::LD + 8 * ((lane >> 3) & 1);  // B^T row-major
-  const int offBt = ((lane & 7) + 8 * ((lane >> 3) & 1)) * C::LD + 8 * (lane >> 4); // B row-major, .trans
+  const FaLane<C::LD> lane_off(lane);
+  const int offA = lane_off.a, offB = lane_off.b, offBt = lane_off.bt;
   const u32 sQ = fa_smem_addr(Qs), sK = fa_smem_addr(Ks), sV = fa_smem_addr(Vs);
 
   u32 qf[D / 16][4];
@@ -301,17 +348,8 @@ __device__ __forceinline__ void fa_fwd(AttnTensor q, AttnTensor k, AttnTensor v,
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
       u32 a[4];
-      a[0] = fa_pack<F16>(s[2 * kk][0], s[2 * kk][1]);
-      a[1] = fa_pack<F16>(s[2 * kk][2], s[2 * kk][3]);
-      a[2] = fa_pack<F16>(s[2 * kk + 1][0], s[2 * kk + 1][1]);
-      a[3] = fa_pack<F16>(s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-      for (int d2 = 0; d2 < D / 16; d2++) {
-        u32 bf[4];
-        fa_ldm_x4_t(bf, vb + (u32)(kk * 16 * C::LD + offBt + d2 * 16) * 2u);
-        fa_mma<F16>(acc[2 * d2], a, bf[0], bf[1]);
-        fa_mma<F16>(acc[2 * d2 + 1], a, bf[2], bf[3]);
-      }
+      fa_pack_a<F16>(a, s, kk);
+      fa_mma_rows_t<D, F16>(acc, a, vb + (u32)(kk * 16 * C::LD) * 2u, offBt);
     }
     __syncthreads();  // this buffer is refilled by the next-but-one iteration's copy
   }
@@ -390,9 +428,8 @@ __device__ __forceinline__ void fa_bwd_dkdv(AttnTensor q, AttnTensor k, AttnTens
   fa_cp_commit();
   loadRowStats(0, qStart);
 
-  const int offA = (lane & 15) * C::LD + 8 * (lane >> 4);
-  const int offB = ((lane & 7) + 8 * (lane >> 4)) * C::LD + 8 * ((lane >> 3) & 1);
-  const int offBt = ((lane & 7) + 8 * ((lane >> 3) & 1)) * C::LD + 8 * (lane >> 4);
+  const FaLane<C::LD> lane_off(lane);
+  const int offA = lane_off.a, offB = lane_off.b, offBt = lane_off.bt;
   const u32 sK = fa_smem_addr(Ks) + (u32)(warp * 16 * C::LD + offA) * 2u;
   const u32 sV = fa_smem_addr(Vs) + (u32)(warp * 16 * C::LD + offA) * 2u;
   const u32 sQ = fa_smem_addr(Qs), sdO = fa_smem_addr(dOs);
@@ -473,21 +510,17 @@ __device__ __forceinline__ void fa_bwd_dkdv(AttnTensor q, AttnTensor k, AttnTens
 #pragma unroll
       for (int kk = 0; kk < QS / 16; kk++) {
         u32 pa[4], da[4];
-        pa[0] = fa_pack<F16>(st[2 * kk][0], st[2 * kk][1]);
-        pa[1] = fa_pack<F16>(st[2 * kk][2], st[2 * kk][3]);
-        pa[2] = fa_pack<F16>(st[2 * kk + 1][0], st[2 * kk + 1][1]);
-        pa[3] = fa_pack<F16>(st[2 * kk + 1][2], st[2 * kk + 1][3]);
-        da[0] = fa_pack<F16>(dpt[2 * kk][0], dpt[2 * kk][1]);
-        da[1] = fa_pack<F16>(dpt[2 * kk][2], dpt[2 * kk][3]);
-        da[2] = fa_pack<F16>(dpt[2 * kk + 1][0], dpt[2 * kk + 1][1]);
-        da[3] = fa_pack<F16>(dpt[2 * kk + 1][2], dpt[2 * kk + 1][3]);
+        fa_pack_a<F16>(pa, st, kk);
+        fa_pack_a<F16>(da, dpt, kk);
+        // dV's and dK's products interleaved per column block: the order the scheduler does best with.
 #pragma unroll
         for (int d2 = 0; d2 < D / 16; d2++) {
+          const u32 at = (u32)((qs + kk * 16) * C::LD + offBt + d2 * 16) * 2u;
           u32 bf[4];
-          fa_ldm_x4_t(bf, dob + (u32)((qs + kk * 16) * C::LD + offBt + d2 * 16) * 2u);
+          fa_ldm_x4_t(bf, dob + at);
           fa_mma<F16>(dV[2 * d2], pa, bf[0], bf[1]);
           fa_mma<F16>(dV[2 * d2 + 1], pa, bf[2], bf[3]);
-          fa_ldm_x4_t(bf, qb + (u32)((qs + kk * 16) * C::LD + offBt + d2 * 16) * 2u);
+          fa_ldm_x4_t(bf, qb + at);
           fa_mma<F16>(dK[2 * d2], da, bf[0], bf[1]);
           fa_mma<F16>(dK[2 * d2 + 1], da, bf[2], bf[3]);
         }
@@ -538,12 +571,9 @@ __device__ __forceinline__ void fa_bwd_dq(AttnTensor q, AttnTensor k, AttnTensor
   u16* Ks = dOs + C::TILE;     // [2] tiles
   u16* Vs = Ks + 2 * C::TILE;  // [2] tiles
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, t4 = lane & 3;
-  const int bh = blockIdx.y;
-  const i64 b = bh / H, h = bh % H;
-  const int q0 = (gridDim.x - 1 - blockIdx.x) * FA_BM;
-  const int kEnd = causal && q0 + FA_BM < T ? q0 + FA_BM : T;
-  const int nTiles = (kEnd + FA_BN - 1) / FA_BN;
-  const int row0 = q0 + warp * 16 + g, row1 = row0 + 8;
+  const FaQueryTile qt(H, T, causal, warp, g);
+  const int bh = qt.bh, q0 = qt.q0, nTiles = qt.nTiles, row0 = qt.row0, row1 = qt.row1;
+  const i64 b = qt.b, h = qt.h;
   const float sl2 = scale * FA_LOG2E;
 
   fa_load_tile<D>(Qs, q, b, h, q0, T);
@@ -556,9 +586,8 @@ __device__ __forceinline__ void fa_bwd_dq(AttnTensor q, AttnTensor k, AttnTensor
   const float del0 = row0 < T ? delta[(i64)bh * T + row0] : 0.0f;
   const float del1 = row1 < T ? delta[(i64)bh * T + row1] : 0.0f;
 
-  const int offA = (lane & 15) * C::LD + 8 * (lane >> 4);
-  const int offB = ((lane & 7) + 8 * (lane >> 4)) * C::LD + 8 * ((lane >> 3) & 1);
-  const int offBt = ((lane & 7) + 8 * ((lane >> 3) & 1)) * C::LD + 8 * (lane >> 4);
+  const FaLane<C::LD> lane_off(lane);
+  const int offA = lane_off.a, offB = lane_off.b, offBt = lane_off.bt;
   const u32 sQ = fa_smem_addr(Qs) + (u32)(warp * 16 * C::LD + offA) * 2u;
   const u32 sdO = fa_smem_addr(dOs) + (u32)(warp * 16 * C::LD + offA) * 2u;
   const u32 sK = fa_smem_addr(Ks), sV = fa_smem_addr(Vs);
@@ -628,17 +657,8 @@ __device__ __forceinline__ void fa_bwd_dq(AttnTensor q, AttnTensor k, AttnTensor
 #pragma unroll
     for (int kk = 0; kk < 4; kk++) {
       u32 a[4];
-      a[0] = fa_pack<F16>(dp[2 * kk][0], dp[2 * kk][1]);
-      a[1] = fa_pack<F16>(dp[2 * kk][2], dp[2 * kk][3]);
-      a[2] = fa_pack<F16>(dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
-      a[3] = fa_pack<F16>(dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
-#pragma unroll
-      for (int d2 = 0; d2 < D / 16; d2++) {
-        u32 bf[4];
-        fa_ldm_x4_t(bf, kb + (u32)(kk * 16 * C::LD + offBt + d2 * 16) * 2u);
-        fa_mma<F16>(dQ[2 * d2], a, bf[0], bf[1]);
-        fa_mma<F16>(dQ[2 * d2 + 1], a, bf[2], bf[3]);
-      }
+      fa_pack_a<F16>(a, dp, kk);
+      fa_mma_rows_t<D, F16>(dQ, a, kb + (u32)(kk * 16 * C::LD) * 2u, offBt);
     }
     __syncthreads();  // this buffer is refilled by the next iteration's copy
   }

@@ -304,6 +304,8 @@ __device__ __forceinline__ void apply_param(float (&y)[NV][V], const void* p, in
 
 #define LN_W_VEC 1
 #define LN_B_VEC 2
+// Backward: add the gradient already in gx (the input's other consumers') instead of overwriting it.
+#define LN_GX_ACC 4
 
 // One block of blockDim.x threads per row (grid-stride over rows); thread t owns the accesses
 // t, t + blockDim.x, ... (NV of them, V elements each) of its row. The host guarantees
@@ -435,6 +437,12 @@ __device__ __forceinline__ void ln_bwd_rows(const void* gy, i64 gyRow, const voi
         float o[V];
 #pragma unroll
         for (int e = 0; e < V; e++) o[e] = rs * (g[k][e] - m1 - xh[k][e] * m2);
+        if (flags & LN_GX_ACC) {
+          float prev[V];
+          load_row<XDT, V>(orow, (i64)a * V, prev);
+#pragma unroll
+          for (int e = 0; e < V; e++) o[e] += prev[e];
+        }
         store_row<XDT, V>(orow, (i64)a * V, o);
       }
     }

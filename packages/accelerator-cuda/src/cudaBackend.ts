@@ -217,8 +217,9 @@ export class CudaBackend implements Backend {
     gx: View,
     gw: View | null,
     gb: View | null,
+    accumulateGx = false,
   ): void {
-    nn.layerNormBackward(this, gy, x, weight, mean, rstd, gx, gw, gb);
+    nn.layerNormBackward(this, gy, x, weight, mean, rstd, gx, gw, gb, accumulateGx);
   }
 
   embedding(weight: View, ids: View, out: View): void {

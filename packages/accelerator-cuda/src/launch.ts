@@ -103,6 +103,16 @@ export class ArgPack {
     return this;
   }
 
+  /** A row operand as the row-wise kernels take it: pointer, dtype code, row stride (elements). */
+  rows(r: { readonly ptr: Ptr; readonly code: number; readonly rowStride: number }): this {
+    return this.ptr(r.ptr).i32(r.code).i64(r.rowStride);
+  }
+
+  /** A vector operand, or null (a null pointer): pointer, dtype code, element stride. */
+  vec(v: { readonly ptr: Ptr; readonly code: number; readonly stride: number } | null): this {
+    return this.ptr(v ? v.ptr : null).i32(v ? v.code : 0).i64(v ? v.stride : 0);
+  }
+
   /** struct Shape8 { long long d[8]; int ndim; int pad; } (72 bytes). */
   shape8(dims: readonly number[]): this {
     if (dims.length > MAX_DIMS) throw new RangeError(`kernel shape has ${dims.length} dims; at most ${MAX_DIMS} are supported`);

@@ -10,8 +10,23 @@ import { noGrad } from "./gradMode";
 import { scope } from "./memory";
 
 export type Edge = { readonly node: Node } | { readonly leaf: Tensor } | null;
+
+/** What a backward function may ask of the engine while it runs. */
+export interface BackwardContext {
+  /**
+   * Hands over the gradient the engine has already summed for input i from that input's other
+   * consumers, when the engine holds it alone (no view or alias shares its memory), it is contiguous
+   * and `accept` takes it. The backward then adds its own gradient into that tensor, in place, and
+   * returns it for input i; the engine keeps it instead of adding the two in a separate pass (a
+   * residual stream's layer norm does this). Returns null when there is none to take.
+   */
+  takePending(i: number, accept: (t: Tensor) => boolean): Tensor | null;
+}
+
+const NO_PENDING: BackwardContext = { takePending: () => null };
+
 /** Receives the output gradient and the node's saved tensors (in the order they were saved). */
-export type BackwardFn = (grad: Tensor, saved: readonly Tensor[]) => (Tensor | null)[];
+export type BackwardFn = (grad: Tensor, saved: readonly Tensor[], ctx: BackwardContext) => (Tensor | null)[];
 export type GradHook = (grad: Tensor) => Tensor | void;
 
 export class Node {
@@ -50,13 +65,13 @@ export class Node {
     this.backwardFn = null;
   }
 
-  apply(grad: Tensor, retainGraph: boolean): (Tensor | null)[] {
+  apply(grad: Tensor, retainGraph: boolean, ctx: BackwardContext = NO_PENDING): (Tensor | null)[] {
     if (this.consumed || !this.backwardFn) {
       throw new Error(
         `backward through ${this.name} a second time: its saved tensors were already freed; pass { retainGraph: true } to the first backward`,
       );
     }
-    const grads = this.backwardFn(grad, this.saved);
+    const grads = this.backwardFn(grad, this.saved, ctx);
     if (!retainGraph) {
       this.consumed = true;
       this.releaseSaved();
@@ -122,8 +137,19 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
         node.retainTarget.setGradInternal(acc.alias(g));
       }
       const edges = node.edges;
+      const ctx: BackwardContext = {
+        takePending: (i, accept) => {
+          const e = edges[i];
+          if (!e || !("node" in e)) return null;
+          const prev = pending.get(e.node);
+          if (!prev || prev.storageRef.refCount !== 1 || prev.offset !== 0 || !prev.isContiguous() || !accept(prev)) return null;
+          // Taken: the returned gradient for input i now carries both, and replaces it (below).
+          pending.delete(e.node);
+          return prev;
+        },
+      };
       // Each node runs in its own scope so its temporaries are freed before the next node runs.
-      const returned = scope(() => node.apply(g, retainGraph));
+      const returned = scope(() => node.apply(g, retainGraph, ctx));
       // Take an alias of each returned gradient so that the same tensor returned for two inputs
       // (add's backward) or the incoming gradient passed through are owned once per consumer.
       const owned = returned.map((r) => (r ? acc.alias(r) : null));

@@ -171,7 +171,10 @@ export interface Backend {
 
   /** Layer norm over the last dim; mean and rstd ([rows]) are saved for backward. weight/bias may be absent. */
   layerNorm(x: View, weight: View | null, bias: View | null, eps: number, out: View, mean: View, rstd: View): void;
-  /** gw and gb are accumulated into (+=), gx is overwritten. */
+  /**
+   * gw and gb are accumulated into (+=); gx is overwritten, or added to with `accumulateGx` (the
+   * input's gradient from its other consumers, summed in the same pass).
+   */
   layerNormBackward(
     gy: View,
     x: View,
@@ -181,6 +184,7 @@ export interface Backend {
     gx: View,
     gw: View | null,
     gb: View | null,
+    accumulateGx?: boolean,
   ): void;
 
   /** out[i, :] = weight[ids[i], :]. ids int32 [N]; out [N, D]. */

@@ -9,6 +9,7 @@ import type { CudaBackend } from "../cudaBackend";
 import type { CudaStorage } from "../storage";
 import { ptrOf } from "../storage";
 import type { Ptr } from "../ffi/cudart";
+import { DTYPE_CODE } from "./dtypes";
 import { contiguousStrides, isContiguous, numelOf, rowsOf } from "./layout";
 
 export const THREADS = 256;
@@ -41,6 +42,8 @@ export interface Rows {
   readonly cols: number;
   readonly rowStride: number;
   readonly dtype: DType;
+  /** The dtype's code in the kernels (DTYPE_CODE). */
+  readonly code: number;
   /** Frees the temporary, if one was made. */
   release(): void;
 }
@@ -49,12 +52,13 @@ export interface Rows {
 export function inputRows(b: CudaBackend, view: View): Rows {
   const r = rowsOf(view);
   const dtype = view.storage.dtype;
-  if (r !== null) return { ptr: ptrOf(view, b), ...r, dtype, release: () => {} };
+  const code = DTYPE_CODE[dtype];
+  if (r !== null) return { ptr: ptrOf(view, b), ...r, dtype, code, release: () => {} };
   const tmp = b.alloc(dtype, numelOf(view.shape));
   const tv = contiguousViewOf(tmp, view.shape);
   b.copy(view, tv);
   const cols = view.shape[view.shape.length - 1] ?? 1;
-  return { ptr: tmp.ptr, rows: numelOf(view.shape) / Math.max(cols, 1), cols, rowStride: cols, dtype, release: () => b.free(tmp) };
+  return { ptr: tmp.ptr, rows: numelOf(view.shape) / Math.max(cols, 1), cols, rowStride: cols, dtype, code, release: () => b.free(tmp) };
 }
 
 /**
@@ -64,7 +68,8 @@ export function inputRows(b: CudaBackend, view: View): Rows {
 export function outputRows(b: CudaBackend, view: View): Rows & { finish(): void } {
   const r = rowsOf(view);
   const dtype = view.storage.dtype;
-  if (r !== null) return { ptr: ptrOf(view, b), ...r, dtype, release: () => {}, finish: () => {} };
+  const code = DTYPE_CODE[dtype];
+  if (r !== null) return { ptr: ptrOf(view, b), ...r, dtype, code, release: () => {}, finish: () => {} };
   const tmp = b.alloc(dtype, numelOf(view.shape));
   const tv = contiguousViewOf(tmp, view.shape);
   const cols = view.shape[view.shape.length - 1] ?? 1;
@@ -75,7 +80,7 @@ export function outputRows(b: CudaBackend, view: View): Rows & { finish(): void 
     b.copy(tv, view);
     b.free(tmp);
   };
-  return { ptr: tmp.ptr, rows: numelOf(view.shape) / Math.max(cols, 1), cols, rowStride: cols, dtype, release: finish, finish };
+  return { ptr: tmp.ptr, rows: numelOf(view.shape) / Math.max(cols, 1), cols, rowStride: cols, dtype, code, release: finish, finish };
 }
 
 export interface Vector {
@@ -84,6 +89,8 @@ export interface Vector {
   readonly stride: number;
   readonly n: number;
   readonly dtype: DType;
+  /** The dtype's code in the kernels (DTYPE_CODE). */
+  readonly code: number;
   /** Copies a temporary back to the real view ("out"/"inout") and frees it; a no-op without one. */
   finish(): void;
 }
@@ -95,11 +102,12 @@ export interface Vector {
  */
 export function vector(b: CudaBackend, view: View, mode: "in" | "out" | "inout" = "in"): Vector {
   const dtype = view.storage.dtype;
+  const code = DTYPE_CODE[dtype];
   const n = numelOf(view.shape);
   const dims = view.shape.map((s, i) => [s, view.strides[i]] as const).filter(([s]) => s !== 1);
-  if (dims.length <= 1) return { ptr: ptrOf(view, b), stride: dims.length ? dims[0][1] : 0, n, dtype, finish: () => {} };
+  if (dims.length <= 1) return { ptr: ptrOf(view, b), stride: dims.length ? dims[0][1] : 0, n, dtype, code, finish: () => {} };
   // A contiguous [B, T] (token ids, per-token losses) is already a vector.
-  if (isContiguous(view.shape, view.strides)) return { ptr: ptrOf(view, b), stride: 1, n, dtype, finish: () => {} };
+  if (isContiguous(view.shape, view.strides)) return { ptr: ptrOf(view, b), stride: 1, n, dtype, code, finish: () => {} };
   const tmp = b.alloc(dtype, n);
   const tv = contiguousViewOf(tmp, view.shape);
   if (mode !== "out") b.copy(view, tv);
@@ -109,6 +117,7 @@ export function vector(b: CudaBackend, view: View, mode: "in" | "out" | "inout" 
     stride: 1,
     n,
     dtype,
+    code,
     finish: () => {
       if (done) return;
       done = true;

@@ -8,8 +8,9 @@ import type { CudaBackend } from "../cudaBackend";
 import { ArgPack } from "../launch";
 import { ptrOf } from "../storage";
 import type { Vector } from "./common";
-import { THREADS, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
+import { THREADS, contiguousViewOf, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
 import { DTYPE_CODE, itemsizeOf } from "./dtypes";
+import { numelOf, rowsOf } from "./layout";
 
 export function softmax(b: CudaBackend, x: View, out: View, log: boolean): void {
   const X = inputRows(b, x);
@@ -18,12 +19,8 @@ export function softmax(b: CudaBackend, x: View, out: View, log: boolean): void 
     if (X.rows === 0 || X.cols === 0) return;
     const ctx = b.ctx;
     const args = ArgPack.begin()
-      .ptr(X.ptr)
-      .i32(DTYPE_CODE[X.dtype])
-      .i64(X.rowStride)
-      .ptr(O.ptr)
-      .i32(DTYPE_CODE[O.dtype])
-      .i64(O.rowStride)
+      .rows(X)
+      .rows(O)
       .i64(X.rows)
       .i64(X.cols)
       .i32(log ? 1 : 0);
@@ -42,15 +39,9 @@ export function softmaxBackward(b: CudaBackend, y: View, gy: View, gx: View, log
     if (O.rows === 0 || O.cols === 0) return;
     const ctx = b.ctx;
     const args = ArgPack.begin()
-      .ptr(Y.ptr)
-      .i32(DTYPE_CODE[Y.dtype])
-      .i64(Y.rowStride)
-      .ptr(G.ptr)
-      .i32(DTYPE_CODE[G.dtype])
-      .i64(G.rowStride)
-      .ptr(O.ptr)
-      .i32(DTYPE_CODE[O.dtype])
-      .i64(O.rowStride)
+      .rows(Y)
+      .rows(G)
+      .rows(O)
       .i64(O.rows)
       .i64(O.cols)
       .i32(log ? 1 : 0);
@@ -66,10 +57,6 @@ type Vec = Vector;
 
 function optionalVector(b: CudaBackend, v: View | null, mode: "in" | "out" | "inout" = "in"): Vec | null {
   return v === null ? null : vector(b, v, mode);
-}
-
-function pushVec(a: ArgPack, v: Vec | null): ArgPack {
-  return a.ptr(v ? v.ptr : null).i32(v ? DTYPE_CODE[v.dtype] : 0).i64(v ? v.stride : 0);
 }
 
 /**
@@ -151,6 +138,7 @@ export function layerNormBackwardGrid(rows: number, threads: number, multiProces
 
 const LN_W_VEC = 1;
 const LN_B_VEC = 2;
+const LN_GX_ACC = 4;
 
 export function layerNorm(
   b: CudaBackend,
@@ -174,17 +162,13 @@ export function layerNorm(
     const plan = layerNormPlan("fwd", [X, O], X.cols);
     if (plan) {
       const flags = (paramIsVectorisable(W) ? LN_W_VEC : 0) | (paramIsVectorisable(B) ? LN_B_VEC : 0);
-      let a = ArgPack.begin().ptr(X.ptr).i64(X.rowStride);
-      a = pushVec(pushVec(a, W), B);
-      a = a.ptr(O.ptr).i64(O.rowStride);
-      a = pushVec(pushVec(a, M), R).i64(X.rows).i64(X.cols).f32(eps).i32(flags);
+      // The fast kernels take their row dtypes from their names: rows are pointer and stride only.
+      const a = ArgPack.begin().ptr(X.ptr).i64(X.rowStride).vec(W).vec(B).ptr(O.ptr).i64(O.rowStride);
+      a.vec(M).vec(R).i64(X.rows).i64(X.cols).f32(eps).i32(flags);
       ctx.module("layernorm").launch(plan.kernel, rowGrid(X.rows), plan.threads, 0, ctx.compute, a);
       return;
     }
-    let a = ArgPack.begin().ptr(X.ptr).i32(DTYPE_CODE[X.dtype]).i64(X.rowStride);
-    a = pushVec(pushVec(a, W), B);
-    a = a.ptr(O.ptr).i32(DTYPE_CODE[O.dtype]).i64(O.rowStride);
-    a = pushVec(pushVec(a, M), R).i64(X.rows).i64(X.cols).f32(eps);
+    const a = ArgPack.begin().rows(X).vec(W).vec(B).rows(O).vec(M).vec(R).i64(X.rows).i64(X.cols).f32(eps);
     ctx.module("layernorm").launch("layernorm_fwd", rowGrid(X.rows), rowThreads(X.cols), 0, ctx.compute, a);
   } finally {
     O.finish();
@@ -203,7 +187,17 @@ export function layerNormBackward(
   gx: View,
   gw: View | null,
   gb: View | null,
+  accumulateGx = false,
 ): void {
+  if (accumulateGx && rowsOf(gx) === null) {
+    // A gx the kernels cannot address as rows: compute into a temporary, then add it in.
+    const tmp = b.alloc(gx.storage.dtype, numelOf(gx.shape));
+    const tv = contiguousViewOf(tmp, gx.shape);
+    layerNormBackward(b, gy, x, weight, mean, rstd, tv, gw, gb, false);
+    b.binary("add", gx, tv, gx);
+    b.free(tmp);
+    return;
+  }
   const G = inputRows(b, gy);
   const X = inputRows(b, x);
   const O = outputRows(b, gx);
@@ -226,23 +220,27 @@ export function layerNormBackward(
       const pb = GB ? b.alloc("float32", parts * X.cols) : null;
       if (pw) temps.push(pw);
       if (pb) temps.push(pb);
-      let a = ArgPack.begin().ptr(G.ptr).i64(G.rowStride).ptr(X.ptr).i64(X.rowStride);
-      a = pushVec(pushVec(pushVec(a, W), M), R);
-      a = a.ptr(O.ptr).i64(O.rowStride).ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null);
-      a = a.i64(X.rows).i64(X.cols).i32(paramIsVectorisable(W) ? LN_W_VEC : 0);
+      const a = ArgPack.begin().ptr(G.ptr).i64(G.rowStride).ptr(X.ptr).i64(X.rowStride).vec(W).vec(M).vec(R);
+      a.ptr(O.ptr).i64(O.rowStride).ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null);
+      a.i64(X.rows).i64(X.cols).i32((paramIsVectorisable(W) ? LN_W_VEC : 0) | (accumulateGx ? LN_GX_ACC : 0));
       mod.launch(plan.kernel, parts, plan.threads, 0, ctx.compute, a);
       if (GW || GB) {
-        let f = ArgPack.begin().ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(parts).i64(X.cols);
-        f = pushVec(pushVec(f, GW), GB);
+        const f = ArgPack.begin().ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(parts).i64(X.cols).vec(GW).vec(GB);
         mod.launch("layernorm_bwd_dwdb_reduce", [Math.ceil(X.cols / 32), 2], [32, 32], 0, ctx.compute, f);
       }
       return;
     }
-    let a = ArgPack.begin().ptr(G.ptr).i32(DTYPE_CODE[G.dtype]).i64(G.rowStride);
-    a = a.ptr(X.ptr).i32(DTYPE_CODE[X.dtype]).i64(X.rowStride);
-    a = pushVec(pushVec(pushVec(a, W), M), R);
-    a = a.ptr(O.ptr).i32(DTYPE_CODE[O.dtype]).i64(O.rowStride).i64(X.rows).i64(X.cols);
+    // The generic kernel overwrites gx: with accumulateGx it writes a temporary that is then added.
+    const tmp = accumulateGx ? b.alloc(O.dtype, X.rows * X.cols) : null;
+    if (tmp) temps.push(tmp);
+    const target = tmp ? { ptr: tmp.ptr, code: O.code, rowStride: X.cols } : O;
+    const a = ArgPack.begin().rows(G).rows(X).vec(W).vec(M).vec(R).rows(target).i64(X.rows).i64(X.cols);
     mod.launch("layernorm_bwd_dx", rowGrid(X.rows), rowThreads(X.cols), 0, ctx.compute, a);
+    if (tmp) {
+      const shape = [X.rows, X.cols];
+      const o = { storage: gx.storage, shape, strides: [O.rowStride, 1], offset: gx.offset };
+      b.binary("add", o, contiguousViewOf(tmp, shape), o);
+    }
     if (GW || GB) {
       // Two deterministic passes (see layernorm.cu): per-chunk column partials, then their sum.
       const chunks = Math.max(1, Math.min(128, Math.ceil(X.rows / 32)));
@@ -251,13 +249,10 @@ export function layerNormBackward(
       const pb = GB ? b.alloc("float64", chunks * X.cols) : null;
       if (pw) temps.push(pw);
       if (pb) temps.push(pb);
-      let p = ArgPack.begin().ptr(G.ptr).i32(DTYPE_CODE[G.dtype]).i64(G.rowStride);
-      p = p.ptr(X.ptr).i32(DTYPE_CODE[X.dtype]).i64(X.rowStride);
-      p = pushVec(pushVec(p, M), R);
-      p = p.ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(X.rows).i64(X.cols).i64(rowsPerChunk);
+      const p = ArgPack.begin().rows(G).rows(X).vec(M).vec(R);
+      p.ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(X.rows).i64(X.cols).i64(rowsPerChunk);
       mod.launch("layernorm_bwd_dwdb_partial", [Math.ceil(X.cols / THREADS), chunks], THREADS, 0, ctx.compute, p);
-      let f = ArgPack.begin().ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(chunks).i64(X.cols);
-      f = pushVec(pushVec(f, GW), GB);
+      const f = ArgPack.begin().ptr(pw ? pw.ptr : null).ptr(pb ? pb.ptr : null).i64(chunks).i64(X.cols).vec(GW).vec(GB);
       mod.launch("layernorm_bwd_dwdb_final", gridFor(b, X.cols), THREADS, 0, ctx.compute, f);
     }
   } finally {
@@ -286,9 +281,7 @@ export function embedding(b: CudaBackend, weight: View, ids: View, out: View): v
       .i64(weight.strides[1])
       .ptr(I.ptr)
       .i64(I.stride)
-      .ptr(O.ptr)
-      .i32(DTYPE_CODE[O.dtype])
-      .i64(O.rowStride)
+      .rows(O)
       .i64(n)
       .i64(dim)
       .i64(weight.shape[0])
@@ -311,9 +304,7 @@ export function embeddingBackward(b: CudaBackend, gy: View, ids: View, gw: View)
     if (ids.storage.dtype !== "int32") throw new TypeError(`embeddingBackward: ids must be int32, got ${ids.storage.dtype}`);
     const ctx = b.ctx;
     const a = ArgPack.begin()
-      .ptr(G.ptr)
-      .i32(DTYPE_CODE[G.dtype])
-      .i64(G.rowStride)
+      .rows(G)
       .i64(1)
       .ptr(I.ptr)
       .i64(I.stride)
@@ -342,18 +333,12 @@ export function crossEntropy(b: CudaBackend, logits: View, targets: View, ignore
     if (targets.storage.dtype !== "int32") throw new TypeError(`crossEntropy: targets must be int32, got ${targets.storage.dtype}`);
     const ctx = b.ctx;
     const a = ArgPack.begin()
-      .ptr(L.ptr)
-      .i32(DTYPE_CODE[L.dtype])
-      .i64(L.rowStride)
+      .rows(L)
       .ptr(T.ptr)
       .i64(T.stride)
       .i32(ignoreIndex | 0)
-      .ptr(LO.ptr)
-      .i32(DTYPE_CODE[LO.dtype])
-      .i64(LO.stride)
-      .ptr(LS.ptr)
-      .i32(DTYPE_CODE[LS.dtype])
-      .i64(LS.stride)
+      .vec(LO)
+      .vec(LS)
       .i64(L.rows)
       .i64(L.cols)
       .ptr(ctx.status.ptr);
@@ -383,22 +368,16 @@ export function crossEntropyBackward(
     if (targets.storage.dtype !== "int32") throw new TypeError(`crossEntropyBackward: targets must be int32, got ${targets.storage.dtype}`);
     const ctx = b.ctx;
     const a = ArgPack.begin()
-      .ptr(L.ptr)
-      .i32(DTYPE_CODE[L.dtype])
-      .i64(L.rowStride)
+      .rows(L)
       .ptr(T.ptr)
       .i64(T.stride)
-      .ptr(LS.ptr)
-      .i32(DTYPE_CODE[LS.dtype])
-      .i64(LS.stride)
+      .vec(LS)
       .ptr(G.ptr)
       .i32(DTYPE_CODE[G.dtype])
       // A single loss gradient (a mean reduction's) is broadcast to every row.
       .i64(G.n === 1 ? 0 : G.stride)
       .i32(ignoreIndex | 0)
-      .ptr(O.ptr)
-      .i32(DTYPE_CODE[O.dtype])
-      .i64(O.rowStride)
+      .rows(O)
       .i64(L.rows)
       .i64(L.cols)
       .ptr(ctx.status.ptr);

@@ -260,6 +260,37 @@ describe.skipIf(!hasGpu)("neural-network ops on CUDA", () => {
     });
   });
 
+  it("layer norm backward adds into gx (accumulateGx) on the fast, generic and staged paths", () => {
+    // [64, 2048] bf16 gy with f32 x: the GPT's fast kernel; float64: the generic kernels; a gx
+    // with a row stride the kernels cannot take (a column slice): staged through a temporary.
+    for (const [dt, gdt, R, C] of [["float32", "bfloat16", 64, 2048], ["float64", "float64", 6, 40]] as const) {
+      const x = randPair([R, C], dt, 300 + C);
+      const w = randPair([C], "float32", 301);
+      const mean = outPair([R], dt === "float64" ? "float64" : "float32");
+      const rstd = outPair([R], dt === "float64" ? "float64" : "float32");
+      const out = outPair([R, C], gdt);
+      cpu().layerNorm(x.c, w.c, null, 1e-5, out.c, mean.c, rstd.c);
+      gpu().layerNorm(x.g, w.g, null, 1e-5, out.g, mean.g, rstd.g);
+      const gy = randPair([R, C], gdt, 302);
+      const gx = outPair([R, C], dt, 303); // the gradient already there: random, the same on both
+      cpu().layerNormBackward(gy.c, x.c, w.c, mean.c, rstd.c, gx.c, null, null, true);
+      gpu().layerNormBackward(gy.g, x.g, w.g, mean.g, rstd.g, gx.g, null, null, true);
+      expectClose(gx, `accumulated gx ${dt}`, dt === "float64" ? 1e-9 : 1e-4);
+    }
+    const x = randPair([5, 16], "float32", 310);
+    const mean = outPair([5], "float32");
+    const rstd = outPair([5], "float32");
+    const out = outPair([5, 16], "float32");
+    cpu().layerNorm(x.c, null, null, 1e-5, out.c, mean.c, rstd.c);
+    gpu().layerNorm(x.g, null, null, 1e-5, out.g, mean.g, rstd.g);
+    const gy = randPair([5, 16], "float32", 311);
+    const wide = outPair([16, 5], "float32", 312);
+    const gx = mapPair(wide, (v) => ({ ...v, shape: [5, 16], strides: [1, 5] }));
+    cpu().layerNormBackward(gy.c, x.c, null, mean.c, rstd.c, gx.c, null, null, true);
+    gpu().layerNormBackward(gy.g, x.g, null, mean.g, rstd.g, gx.g, null, null, true);
+    expectClose(gx, "accumulated gx, transposed layout", 1e-4);
+  });
+
   it("mixed-precision layer norm on the fast kernels: f32 -> bf16 / f16 and bf16 -> f32, then their backward", () => {
     // 2048: the GPT's width; 200: fewer 8-element accesses than a warp has threads; 204: a multiple
     // of 4 but not 8, so the scalar kernels (float32 alone would still take 16-byte words).

@@ -141,8 +141,9 @@ export class CpuBackend implements Backend {
     gx: View,
     gw: View | null,
     gb: View | null,
+    accumulateGx = false,
   ): void {
-    layerNormBackward(gy, x, weight, mean, rstd, gx, gw, gb);
+    layerNormBackward(gy, x, weight, mean, rstd, gx, gw, gb, accumulateGx);
   }
 
   embedding(weight: View, ids: View, out: View): void {

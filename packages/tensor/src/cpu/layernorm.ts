@@ -64,6 +64,7 @@ export function layerNormBackward(
   gx: View,
   gw: View | null,
   gb: View | null,
+  accumulateGx = false,
 ): void {
   const shape = gx.shape;
   const w = new RowWalker(
@@ -104,6 +105,11 @@ export function layerNormBackward(
     for (let i = 0; i < n; i++) {
       const g = gamma !== null ? gyb[i] * gamma[i] : gyb[i];
       gyb[i] = rs * (g - m1 - xb[i] * m2);
+    }
+    if (accumulateGx) {
+      // xb is free again: the gradient already in gx, added before the one rounding on store.
+      decodeRow(gxd, gx.storage.dtype, w.offsets[0], w.inner[0], n, xb, 0);
+      for (let i = 0; i < n; i++) gyb[i] += xb[i];
     }
     encodeRow(gyb, 0, n, gxd, gx.storage.dtype, w.offsets[0], w.inner[0]);
   }

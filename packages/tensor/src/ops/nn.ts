@@ -2,10 +2,10 @@
  * The fused neural-network ops: softmax, layer norm, embedding, cross entropy, attention, dropout.
  * Each is one Backend call forward and one backward, so a GPU backend can fuse the work.
  */
-import { autocastDType } from "../gradMode";
+import { autocastDType, noGrad } from "../gradMode";
 import { defaultGenerator, type Generator } from "../random";
 import type { DType } from "../dtype";
-import { formatShape, normDim } from "../shape";
+import { formatShape, normDim, shapesEqual } from "../shape";
 import type { Tensor } from "../tensor";
 import { assertDtype, assertFloating, emptyLike, emptyTensor, record, sameDevice } from "./util";
 import { cast, compare, div, mul } from "./elementwise";
@@ -83,23 +83,31 @@ export function layerNorm(
   sameDevice("layerNorm", x, weight, bias);
   const w = weight ?? null;
   const b = bias ?? null;
-  const x2 = contiguous(reshape(x, [-1, dim]));
+  // Rows of x for the kernels, outside the graph: the node's input is x itself (see backward).
+  const x2 = noGrad(() => contiguous(reshape(x, [-1, dim])));
   const rows = x2.shape[0];
   const out = emptyTensor([rows, dim], outDtype, x.device);
   const mean = emptyTensor([rows], statsDtype(x), x.device);
   const rstd = emptyTensor([rows], statsDtype(x), x.device);
   x.backend.layerNorm(x2, w, b, eps, out, mean, rstd);
-  const y = record(out, "LayerNorm", [x2, w, b], [x2, mean, rstd, ...(w ? [w] : [])], (g, saved) => {
+  const xShape = x.shape;
+  const y = record(out, "LayerNorm", [x, w, b], [x2, mean, rstd, ...(w ? [w] : [])], (g, saved, ctx) => {
     const [sx, sm, sr, sw] = saved;
-    const gx = emptyLike(sx);
+    // In a pre-norm residual stream, x's gradient from the residual path is already summed: the
+    // kernel adds this one into it in the same pass instead of a separate add.
+    const acc = ctx.takePending(0, (t) => t.dtype === sx.dtype && shapesEqual(t.shape, xShape));
+    const gx = acc ?? emptyTensor(xShape, sx.dtype, sx.device);
+    const gxRows = { storage: gx.storage, shape: [rows, dim], strides: [dim, 1], offset: gx.offset };
     const gw = w && w.requiresGrad ? zerosOf([dim], w) : null;
     const gb = b && b.requiresGrad ? zerosOf([dim], b) : null;
-    sx.backend.layerNormBackward(contiguous(g), sx, sw ?? null, sm, sr, gx, gw, gb);
+    sx.backend.layerNormBackward(contiguous(g), sx, sw ?? null, sm, sr, gxRows, gw, gb, acc !== null);
     return [gx, gw, gb];
   });
   mean.dispose();
   rstd.dispose();
-  return reshape(y, x.shape);
+  const yr = reshape(y, x.shape);
+  if (x2 !== x) x2.dispose();
+  return yr;
 }
 
 function zerosOf(shape: readonly number[], like: Tensor): Tensor {
