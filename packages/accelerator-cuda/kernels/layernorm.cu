@@ -57,11 +57,12 @@ extern "C" __global__ void layernorm_fwd(const void* x, int xdt, i64 xRow, const
   }
 }
 
-// gx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = gy * weight, xhat = (x - mean) * rstd.
+// gx = rstd * (g - mean(g) - xhat * mean(g * xhat)), g = gy * weight, xhat = (x - mean) * rstd;
+// with `accumulate`, added to the gradient already in gx (as the fast kernels' LN_GX_ACC).
 extern "C" __global__ void layernorm_bwd_dx(const void* gy, int gydt, i64 gyRow, const void* x, int xdt, i64 xRow,
                                             const void* w, int wdt, i64 wStride, const void* mean, int mdt,
                                             i64 mStride, const void* rstd, int rdt, i64 rStride, void* gx, int gxdt,
-                                            i64 gxRow, i64 rows, i64 cols) {
+                                            i64 gxRow, i64 rows, i64 cols, int accumulate) {
   __shared__ double scratch[32];
   for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
     i64 gb = r * gyRow, xb = r * xRow, ob = r * gxRow;
@@ -80,7 +81,8 @@ extern "C" __global__ void layernorm_bwd_dx(const void* gy, int gydt, i64 gyRow,
       double g = load_d(gy, gydt, gb + j);
       if (w) g *= load_d(w, wdt, j * wStride);
       double xh = (load_d(x, xdt, xb + j) - mu) * rs;
-      store_d(gx, gxdt, ob + j, rs * (g - m1 - xh * m2));
+      const double v = rs * (g - m1 - xh * m2);
+      store_d(gx, gxdt, ob + j, accumulate ? load_d(gx, gxdt, ob + j) + v : v);
     }
     __syncthreads();
   }

@@ -41,10 +41,6 @@ function frames(): string[] {
     .slice(0, FRAMES);
 }
 
-export function traceEnabled(): boolean {
-  return entries !== null;
-}
-
 /** Records one launch when tracing is on. */
 export function traceLaunch(kernel: string, grid: readonly number[], block: readonly number[]): void {
   if (entries === null) return;

@@ -63,15 +63,17 @@ export function inputRows(b: CudaBackend, view: View): Rows {
 
 /**
  * An output view as rows: itself when its layout allows, else a contiguous temporary that
- * `finish()` copies into the real output (and frees).
+ * `finish()` copies into the real output (and frees). "inout" fills the temporary from the view
+ * first, for kernels that add into their output.
  */
-export function outputRows(b: CudaBackend, view: View): Rows & { finish(): void } {
+export function outputRows(b: CudaBackend, view: View, mode: "out" | "inout" = "out"): Rows & { finish(): void } {
   const r = rowsOf(view);
   const dtype = view.storage.dtype;
   const code = DTYPE_CODE[dtype];
   if (r !== null) return { ptr: ptrOf(view, b), ...r, dtype, code, release: () => {}, finish: () => {} };
   const tmp = b.alloc(dtype, numelOf(view.shape));
   const tv = contiguousViewOf(tmp, view.shape);
+  if (mode === "inout") b.copy(view, tv);
   const cols = view.shape[view.shape.length - 1] ?? 1;
   let done = false;
   const finish = () => {

@@ -8,9 +8,8 @@ import type { CudaBackend } from "../cudaBackend";
 import { ArgPack } from "../launch";
 import { ptrOf } from "../storage";
 import type { Vector } from "./common";
-import { THREADS, contiguousViewOf, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
+import { THREADS, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
 import { DTYPE_CODE, itemsizeOf } from "./dtypes";
-import { numelOf, rowsOf } from "./layout";
 
 export function softmax(b: CudaBackend, x: View, out: View, log: boolean): void {
   const X = inputRows(b, x);
@@ -189,18 +188,9 @@ export function layerNormBackward(
   gb: View | null,
   accumulateGx = false,
 ): void {
-  if (accumulateGx && rowsOf(gx) === null) {
-    // A gx the kernels cannot address as rows: compute into a temporary, then add it in.
-    const tmp = b.alloc(gx.storage.dtype, numelOf(gx.shape));
-    const tv = contiguousViewOf(tmp, gx.shape);
-    layerNormBackward(b, gy, x, weight, mean, rstd, tv, gw, gb, false);
-    b.binary("add", gx, tv, gx);
-    b.free(tmp);
-    return;
-  }
   const G = inputRows(b, gy);
   const X = inputRows(b, x);
-  const O = outputRows(b, gx);
+  const O = outputRows(b, gx, accumulateGx ? "inout" : "out");
   const W = optionalVector(b, weight);
   const M = vector(b, mean);
   const R = vector(b, rstd);
@@ -230,17 +220,8 @@ export function layerNormBackward(
       }
       return;
     }
-    // The generic kernel overwrites gx: with accumulateGx it writes a temporary that is then added.
-    const tmp = accumulateGx ? b.alloc(O.dtype, X.rows * X.cols) : null;
-    if (tmp) temps.push(tmp);
-    const target = tmp ? { ptr: tmp.ptr, code: O.code, rowStride: X.cols } : O;
-    const a = ArgPack.begin().rows(G).rows(X).vec(W).vec(M).vec(R).rows(target).i64(X.rows).i64(X.cols);
+    const a = ArgPack.begin().rows(G).rows(X).vec(W).vec(M).vec(R).rows(O).i64(X.rows).i64(X.cols).i32(accumulateGx ? 1 : 0);
     mod.launch("layernorm_bwd_dx", rowGrid(X.rows), rowThreads(X.cols), 0, ctx.compute, a);
-    if (tmp) {
-      const shape = [X.rows, X.cols];
-      const o = { storage: gx.storage, shape, strides: [O.rowStride, 1], offset: gx.offset };
-      b.binary("add", o, contiguousViewOf(tmp, shape), o);
-    }
     if (GW || GB) {
       // Two deterministic passes (see layernorm.cu): per-chunk column partials, then their sum.
       const chunks = Math.max(1, Math.min(128, Math.ceil(X.rows / 32)));
