@@ -120,6 +120,19 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
   }
   const pending = new Map<Node, Tensor>([[rootNode, grad]]);
   const ready: Node[] = [rootNode];
+  // The edges of the node whose backward is running: what `ctx.takePending(i)` refers to.
+  let running: Edge[] = [];
+  const ctx: BackwardContext = {
+    takePending: (i, accept) => {
+      const e = running[i];
+      if (!e || !("node" in e)) return null;
+      const prev = pending.get(e.node);
+      if (!prev || prev.storageRef.refCount !== 1 || prev.offset !== 0 || !prev.isContiguous() || !accept(prev)) return null;
+      // Taken: the returned gradient for input i now carries both, and replaces it (below).
+      pending.delete(e.node);
+      return prev;
+    },
+  };
   // The root is kept alive while it runs even if the user disposes the output during a hook.
   noGrad(() => {
     while (ready.length) {
@@ -137,17 +150,7 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
         node.retainTarget.setGradInternal(acc.alias(g));
       }
       const edges = node.edges;
-      const ctx: BackwardContext = {
-        takePending: (i, accept) => {
-          const e = edges[i];
-          if (!e || !("node" in e)) return null;
-          const prev = pending.get(e.node);
-          if (!prev || prev.storageRef.refCount !== 1 || prev.offset !== 0 || !prev.isContiguous() || !accept(prev)) return null;
-          // Taken: the returned gradient for input i now carries both, and replaces it (below).
-          pending.delete(e.node);
-          return prev;
-        },
-      };
+      running = edges;
       // Each node runs in its own scope so its temporaries are freed before the next node runs.
       const returned = scope(() => node.apply(g, retainGraph, ctx));
       // Take an alias of each returned gradient so that the same tensor returned for two inputs

@@ -8,8 +8,7 @@
  */
 import { formatShape } from "../shape";
 import type { Tensor } from "../tensor";
-import { cast } from "./elementwise";
-import { autocastOperand, autocastParam, linearParamGrads, productWithWeight, productWithWeightT } from "./linalg";
+import { autocastOperand, autocastParam, gradRows, linearParamGrads, productWithWeight, productWithWeightT } from "./linalg";
 import { emptyTensor, record, sameDevice } from "./util";
 import { contiguous, reshape } from "./views";
 
@@ -32,7 +31,6 @@ export function geluMlp(x0: Tensor, w1_0: Tensor, b1_0: Tensor | null, w2_0: Ten
   }
   checkShape("b1", b1_0, [hidden]);
   checkShape("w2", w2_0, [w2_0.shape[0], hidden]);
-  if (w2_0.ndim !== 2) throw new RangeError(`geluMlp: w2 must be 2-D [out, hidden], got ${formatShape(w2_0.shape)}`);
   const outF = w2_0.shape[0];
   checkShape("b2", b2_0, [outF]);
   const x = autocastOperand(x0);
@@ -50,8 +48,7 @@ export function geluMlp(x0: Tensor, w1_0: Tensor, b1_0: Tensor | null, w2_0: Ten
   y2.dispose();
   const xNeedsGrad = x.requiresGrad;
   const result = record(y, "GeluMLP", [x2, w1_0, b1_0, w2_0, b2_0], [x2, w1, w2, pre, h], (g, [sx, sw1, sw2, spre, sh]) => {
-    const g1 = g.dtype === sh.dtype ? g : cast(g, sh.dtype);
-    const g2 = contiguous(reshape(g1, [-1, outF]));
+    const g2 = gradRows(g, sh.dtype, outF);
     const [gw2, gb2] = linearParamGrads(g2, sh, w2_0, b2_0);
     const needsPre = xNeedsGrad || w1_0.requiresGrad || (b1_0 !== null && b1_0.requiresGrad);
     if (!needsPre) return [null, null, null, gw2, gb2];

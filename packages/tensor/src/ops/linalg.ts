@@ -121,6 +121,11 @@ function castTo(t: Tensor, dtype: DType): Tensor {
   return c;
 }
 
+/** An incoming output gradient as contiguous [rows, cols] in the output's dtype, as the products read it. */
+export function gradRows(g: Tensor, dtype: DType, cols: number): Tensor {
+  return contiguous(reshape(g.dtype === dtype ? g : cast(g, dtype), [-1, cols]));
+}
+
 /** out [rows, N] = a2 [rows, K] @ w^T for a weight [N, K] (no graph: for backward and fused ops). */
 export function productWithWeightT(a2: Tensor, w: Tensor, options?: MatmulOptions): Tensor {
   const out = emptyTensor([a2.shape[0], w.shape[0]], a2.dtype, a2.device);
@@ -161,8 +166,7 @@ export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tens
   out2.dispose();
   const xNeedsGrad = x.requiresGrad;
   const result = record(out, "Linear", [x2, weight0, bias0 ?? null], [x2, w], (g, [sx, sw]) => {
-    const g1 = g.dtype === sx.dtype ? g : cast(g, sx.dtype);
-    const g2 = contiguous(reshape(g1, [-1, outF]));
+    const g2 = gradRows(g, sx.dtype, outF);
     const [gw, gb] = linearParamGrads(g2, sx, weight0, bias0 ?? null);
     return [xNeedsGrad ? productWithWeight(g2, sw) : null, gw, gb];
   });

@@ -13,10 +13,17 @@ import { sum } from "./reduce";
 import { contiguous, reshape, transpose } from "./views";
 import { autocastOperand } from "./linalg";
 
-/** Inside autocast, precision-sensitive ops run in float32 (PyTorch's autocast "fp32 list"). */
+/**
+ * Inside autocast, precision-sensitive ops produce float32 from 16-bit inputs (PyTorch's autocast
+ * "fp32 list"); otherwise the input's dtype.
+ */
+function autocastResultDtype(dtype: DType): DType {
+  return autocastDType() && (dtype === "bfloat16" || dtype === "float16") ? "float32" : dtype;
+}
+
 function fp32UnderAutocast(t: Tensor): Tensor {
-  if (!autocastDType() || (t.dtype !== "bfloat16" && t.dtype !== "float16")) return t;
-  return cast(t, "float32");
+  const dt = autocastResultDtype(t.dtype);
+  return dt === t.dtype ? t : cast(t, dt);
 }
 
 /** Saved statistics (mean, rstd, log-sum-exp) are float32, or float64 for float64 inputs. */
@@ -61,7 +68,7 @@ export interface LayerNormOptions {
  * is read as is rather than cast first.
  */
 export function layerNorm(
-  x0: Tensor,
+  x: Tensor,
   normalizedShape: number | readonly number[],
   weight?: Tensor | null,
   bias?: Tensor | null,
@@ -69,8 +76,7 @@ export function layerNorm(
   options: LayerNormOptions = {},
 ): Tensor {
   const ns = typeof normalizedShape === "number" ? [normalizedShape] : [...normalizedShape];
-  assertFloating("layerNorm", x0);
-  const x = x0;
+  assertFloating("layerNorm", x);
   const dim = x.shape[x.ndim - 1];
   if (ns.length !== 1 || ns[0] !== dim) {
     throw new RangeError(`layerNorm: normalizedShape ${formatShape(ns)} must be the last dimension of ${formatShape(x.shape)}; only one normalized dimension is supported`);
@@ -78,7 +84,7 @@ export function layerNorm(
   for (const [field, p] of [["weight", weight], ["bias", bias]] as const) {
     if (p && (p.ndim !== 1 || p.shape[0] !== dim)) throw new RangeError(`layerNorm: ${field} must have shape [${dim}], got ${formatShape(p.shape)}`);
   }
-  const outDtype = options.outputDtype ?? (autocastDType() && (x.dtype === "bfloat16" || x.dtype === "float16") ? "float32" : x.dtype);
+  const outDtype = options.outputDtype ?? autocastResultDtype(x.dtype);
   if (outDtype === "int32") throw new TypeError(`layerNorm: outputDtype must be a floating dtype, got ${outDtype}`);
   sameDevice("layerNorm", x, weight, bias);
   const w = weight ?? null;
@@ -142,18 +148,17 @@ export interface CrossEntropyOptions {
  * Cross entropy between logits [N, C] (or [..., C]) and int32 class targets [N] (or [...]).
  * "mean" divides by the number of targets that are not ignoreIndex.
  */
-export function crossEntropy(logits0: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
+export function crossEntropy(logits: Tensor, targets: Tensor, options: CrossEntropyOptions = {}): Tensor {
   const ignoreIndex = options.ignoreIndex ?? -100;
   const reduction = options.reduction ?? "mean";
   if (!["mean", "sum", "none"].includes(reduction)) {
     throw new TypeError(`crossEntropy: reduction ${JSON.stringify(reduction)} is not one of "mean", "sum", "none"`);
   }
   assertDtype("crossEntropy", "targets", targets, "int32");
-  sameDevice("crossEntropy", logits0, targets);
+  sameDevice("crossEntropy", logits, targets);
   // 16-bit logits are read as they are (the kernels compute in float32); under autocast the losses
   // are float32, as PyTorch's autocast gives, and the gradient comes back in the logits' dtype.
-  const logits = logits0;
-  const lossDtype = autocastDType() && (logits.dtype === "bfloat16" || logits.dtype === "float16") ? "float32" : logits.dtype;
+  const lossDtype = autocastResultDtype(logits.dtype);
   const c = logits.shape[logits.ndim - 1];
   const n = logits.numel / c;
   if (targets.numel !== n || targets.ndim !== logits.ndim - 1) {
