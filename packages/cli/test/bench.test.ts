@@ -67,7 +67,7 @@ describe("fulgur bench", () => {
   it("passes a strategy by name to the Trainer, which names what is registered", async () => {
     const r = await cli("bench", "--config", "tiny", "--strategy", "my_strategy", "--steps", "1", "--warmup", "0", "--accelerator", "cpu");
     expect(r.code).toBe(1);
-    expect(r.err).toMatch(/^fulgur: strategy "my_strategy" is not registered; registered strategy names: .*single_device/);
+    expect(r.err).toMatch(/^fulgur: strategy "my_strategy" is not registered\. Registered strategy names: .*single_device/);
     expect(r.out).toBe("");
   });
 

@@ -5,10 +5,10 @@ import { type EnvReport, type PluginsReport, renderCudaReport } from "../src/ind
 import { cli } from "./helpers";
 
 describe("fulgur strategies", () => {
-  it("lists single_device from the trainer and the CPU accelerator", async () => {
+  it("lists single_device from the strategy kit and the CPU accelerator", async () => {
     const r = await cli("strategies");
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/^ {2}single_device\s+@fulgur\/trainer\s+one process on one device, no communication$/m);
+    expect(r.out).toMatch(/^ {2}single_device\s+@fulgur\/strategy-kit\s+one process on one device, no communication$/m);
     expect(r.out).toMatch(/^ {2}cpu\s+@fulgur\/trainer\s+available\s+the pure-TypeScript CPU backend$/m);
   });
 
@@ -16,7 +16,7 @@ describe("fulgur strategies", () => {
     const r = await cli("strategies", "--json");
     expect(r.code).toBe(0);
     const report = JSON.parse(r.out) as PluginsReport;
-    expect(report.strategies).toContainEqual({ name: "single_device", package: "@fulgur/trainer", description: "one process on one device, no communication" });
+    expect(report.strategies).toContainEqual({ name: "single_device", package: "@fulgur/strategy-kit", description: "one process on one device, no communication" });
     expect(report.accelerators.find((a) => a.name === "cpu")).toMatchObject({ available: true, deviceCount: null });
     const registered = new Set(report.strategies.map((s) => s.name));
     for (const [name, pkg] of Object.entries(KNOWN_STRATEGY_PACKAGES)) {

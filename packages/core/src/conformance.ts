@@ -38,7 +38,6 @@ const PRECISION_MEMBERS: Record<string, MemberKind> = {
   convertModule: "function",
   forwardContext: "function",
   backward: "function",
-  unscaleGradients: "function",
   optimizerStep: "function",
   stateDict: "function",
   loadStateDict: "function",
@@ -49,6 +48,18 @@ const CHECKPOINT_IO_MEMBERS: Record<string, MemberKind> = {
   save: "function",
   load: "function",
   remove: "function",
+};
+
+const CLUSTER_ENVIRONMENT_MEMBERS: Record<string, MemberKind> = {
+  name: "string",
+  detect: "function",
+  createsProcessesExternally: "boolean",
+  worldSize: "function",
+  globalRank: "function",
+  localRank: "function",
+  nodeRank: "function",
+  mainAddress: "function",
+  mainPort: "function",
 };
 
 /** Returns the problems that keep `value` from being a `what`; empty when it conforms. */
@@ -83,6 +94,13 @@ export const isAccelerator = (v: unknown): boolean =>
 export const isPrecision = (v: unknown): boolean => contractProblems("Precision", PRECISION_MEMBERS, v).length === 0;
 export const isCheckpointIO = (v: unknown): boolean =>
   contractProblems("CheckpointIO", CHECKPOINT_IO_MEMBERS, v).length === 0;
+
+/** A cluster environment states no contract version: it is a plain description of where a rank stands. */
+export const isClusterEnvironment = (v: unknown): boolean => {
+  if (v === null || typeof v !== "object") return false;
+  const o = v as Record<string, unknown>;
+  return Object.entries(CLUSTER_ENVIRONMENT_MEMBERS).every(([k, kind]) => typeof o[k] === kind);
+};
 
 export const assertStrategy = (v: unknown, label = "value"): void =>
   assertContract("Strategy", STRATEGY_MEMBERS, v, label);

@@ -9,18 +9,41 @@ export type { ProcessGroup, ReduceOp, Work } from "./processGroup";
 export type { ClusterEnvironment } from "./clusterEnvironment";
 export type { Accelerator, AcceleratorMemoryStats, ProcessGroupOptions, ProcessGroupProvider } from "./accelerator";
 export { providesProcessGroup } from "./accelerator";
-export type { Precision } from "./precision";
+export type {
+  OptimizerStepOptions,
+  OptimizerStepResult,
+  Precision,
+  PrecisionStepOptions,
+  StepCollectives,
+} from "./precision";
 export type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
 export type {
   BackwardSyncControl,
+  BatchContext,
+  BatchRunning,
+  DataParallelLayout,
   ExceptionAware,
   Launching,
-  OptimizerStepOptions,
-  OptimizerStepResult,
+  MemoryBreakdown,
+  MemoryEstimate,
+  MemoryEstimateInput,
+  MemoryEstimating,
+  ModuleBuilding,
+  OptimizerState,
+  OptimizerStateHandling,
   Strategy,
   StrategyContext,
 } from "./strategy";
-export { hasBackwardSyncControl, isExceptionAware, isLaunching } from "./strategy";
+export {
+  buildsModule,
+  estimatesMemory,
+  handlesOptimizerState,
+  hasBackwardSyncControl,
+  hasDataParallelLayout,
+  isExceptionAware,
+  isLaunching,
+  runsBatch,
+} from "./strategy";
 export {
   assertAccelerator,
   assertCheckpointIO,
@@ -29,6 +52,7 @@ export {
   contractProblems,
   isAccelerator,
   isCheckpointIO,
+  isClusterEnvironment,
   isPrecision,
   isStrategy,
 } from "./conformance";
@@ -38,6 +62,8 @@ export {
   Registry,
   StrategyRegistry,
   UnknownPluginError,
+  closestName,
+  notInstalledHint,
   type PluginFactory,
   type PluginOptions,
   type RegisterOptions,

@@ -4,6 +4,7 @@
  */
 
 export const KNOWN_STRATEGY_PACKAGES: Readonly<Record<string, string>> = {
+  single_device: "@fulgur/strategy-kit",
   ddp: "@fulgur/strategy-ddp",
   ddp_spawn: "@fulgur/strategy-ddp",
   ddp_fork: "@fulgur/strategy-ddp",

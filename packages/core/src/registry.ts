@@ -3,9 +3,10 @@
  * description and default options. Registration checks the factory's product by shape at once, so a
  * plugin that is not a strategy fails where it is registered, not deep inside a training run.
  */
-import { assertAccelerator, assertStrategy } from "./conformance";
+import { assertAccelerator, assertCheckpointIO, assertStrategy } from "./conformance";
 import { KNOWN_ACCELERATOR_PACKAGES, KNOWN_STRATEGY_PACKAGES } from "./knownPackages";
 import type { Accelerator } from "./accelerator";
+import type { CheckpointIO } from "./checkpointIO";
 import type { Strategy } from "./strategy";
 
 export type PluginOptions = Record<string, unknown>;
@@ -19,6 +20,11 @@ export interface RegisterOptions {
   readonly package?: string;
   /** Replace an entry registered under the same name. */
   readonly override?: boolean;
+  /**
+   * The checkpoint IO strategies made from this entry use unless the user picks one (Lightning's
+   * `StrategyRegistry.register(name, cls, checkpoint_io=...)`): an object, or a factory of one.
+   */
+  readonly checkpointIO?: CheckpointIO | (() => CheckpointIO);
 }
 
 export interface RegistryEntry<T> {
@@ -27,6 +33,7 @@ export interface RegistryEntry<T> {
   readonly description: string;
   readonly defaults: Readonly<PluginOptions>;
   readonly package: string | undefined;
+  readonly checkpointIO: CheckpointIO | (() => CheckpointIO) | undefined;
 }
 
 export class UnknownPluginError extends Error {
@@ -76,12 +83,15 @@ export class Registry<T> {
       throw new Error(`${this.kind} "${name}": the factory threw while being checked: ${(err as Error).message}`);
     }
     this.assertShape(probe, `${this.kind} "${name}"`);
+    const io = options.checkpointIO;
+    if (io !== undefined && typeof io !== "function") assertCheckpointIO(io, `${this.kind} "${name}" checkpointIO`);
     this.entries.set(name, {
       name,
       factory,
       description: options.description ?? "",
       defaults,
       package: options.package,
+      checkpointIO: io,
     });
   }
 
@@ -93,16 +103,12 @@ export class Registry<T> {
     const entry = this.entries.get(name);
     if (entry) return entry;
     const pkg = this.knownPackages[name];
-    if (pkg) {
-      throw new UnknownPluginError(
-        `${this.kind} "${name}" is provided by ${pkg}, which is not installed or not loaded: run \`npm install ${pkg}\``,
-        name,
-        pkg,
-      );
-    }
+    if (pkg) throw new UnknownPluginError(`${this.kind} "${name}" ${notInstalledHint(pkg)}`, name, pkg);
     const names = this.available();
+    const close = closestName(name, [...names, ...Object.keys(this.knownPackages)]);
+    const hint = close ? ` Did you mean "${close}"${this.packageFor(close) ? ` (from ${this.packageFor(close)})` : ""}?` : "";
     throw new UnknownPluginError(
-      `${this.kind} "${name}" is not registered; registered ${this.kind} names: ${names.length ? names.join(", ") : "(none)"}`,
+      `${this.kind} "${name}" is not registered.${hint} Registered ${this.kind} names: ${names.length ? names.join(", ") : "(none)"}`,
       name,
     );
   }
@@ -133,10 +139,44 @@ export class Registry<T> {
   }
 }
 
+/** How to get a first-party package: from npm once published, from the workspace before. */
+export function notInstalledHint(pkg: string): string {
+  return (
+    `is provided by ${pkg}, which is not installed or not loaded: run \`npm install ${pkg}\` ` +
+    `(inside the Fulgur repository, where the packages are not published yet, \`npm ci && npm run build\` links every workspace package)`
+  );
+}
+
+/** The candidate nearest to `name` by edit distance, when near enough to be a likely typo. */
+export function closestName(name: string, candidates: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = Infinity;
+  for (const c of new Set(candidates)) {
+    const d = editDistance(name.toLowerCase(), c.toLowerCase());
+    if (d < bestDistance) {
+      best = c;
+      bestDistance = d;
+    }
+  }
+  return best !== undefined && bestDistance <= Math.max(2, Math.floor(name.length / 3)) ? best : undefined;
+}
+
+function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
 // One registry per process even when several copies of @fulgur/core are installed: the copies
 // share it through a global symbol, so a third-party plugin built against another copy still
 // registers where the Trainer looks.
-const GLOBAL_KEY = Symbol.for("@fulgur/core/registries@1");
+const GLOBAL_KEY = Symbol.for("@fulgur/core/registries@2");
 
 interface Registries {
   strategies: Registry<Strategy>;

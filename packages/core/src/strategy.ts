@@ -1,38 +1,30 @@
 /**
  * How training is spread over devices and processes. A small required core (as in Lightning) plus
- * optional abilities, each with a type guard. A strategy is given its accelerator, precision,
- * checkpoint IO and cluster environment; it composes them rather than inheriting from them.
+ * optional abilities, each with a type guard; the Trainer falls back to single-device behaviour for
+ * an ability a strategy lacks (DESIGN.md, decision 13). A strategy is given its accelerator,
+ * precision, cluster environment and, when the user chose one, its checkpoint IO; it composes them
+ * rather than inheriting from them. `@fulgur/strategy-kit` has a base class with every default.
  */
 import type { Tensor } from "@fulgur/tensor";
 import type { Module, Optimizer } from "@fulgur/nn";
 import type { Accelerator } from "./accelerator";
-import type { Checkpoint, CheckpointIO } from "./checkpointIO";
+import type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
 import type { ClusterEnvironment } from "./clusterEnvironment";
 import type { ContractVersioned } from "./plugin";
-import type { Precision } from "./precision";
+import type { OptimizerStepOptions, OptimizerStepResult, Precision } from "./precision";
 import type { ReduceOp } from "./processGroup";
+
+export type { OptimizerStepOptions, OptimizerStepResult } from "./precision";
 
 export interface StrategyContext {
   readonly accelerator: Accelerator;
   readonly precision: Precision;
-  readonly checkpointIO: CheckpointIO;
+  /** The checkpoint IO the user (or the registry entry) chose; absent: the strategy's own default. */
+  readonly checkpointIO?: CheckpointIO;
   readonly cluster: ClusterEnvironment;
   /** Devices requested per node. */
   readonly devices: number;
   readonly numNodes: number;
-}
-
-export interface OptimizerStepOptions {
-  /** Clip gradients to this global norm (algorithm "norm") or this absolute value ("value"). */
-  readonly gradientClipVal?: number;
-  readonly gradientClipAlgorithm?: "norm" | "value";
-}
-
-export interface OptimizerStepResult {
-  /** False when the step was skipped (fp16 overflow). */
-  readonly stepped: boolean;
-  /** Global gradient norm before clipping, when clipping was asked for. */
-  readonly gradNorm?: number;
 }
 
 export interface Strategy extends ContractVersioned {
@@ -51,7 +43,7 @@ export interface Strategy extends ContractVersioned {
   setupOptimizer(optimizer: Optimizer): Promise<Optimizer>;
   /** Backward through the precision plugin, plus whatever gradient synchronisation the strategy does. */
   backward(loss: Tensor): void;
-  /** Finishes gradient synchronisation, unscales, clips, steps the optimizer and zeroes gradients. */
+  /** Finishes gradient synchronisation, then the precision's step (unscale, clip, step, zero). */
   optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult>;
 
   reduce(value: number, op?: ReduceOp): Promise<number>;
@@ -59,7 +51,7 @@ export interface Strategy extends ContractVersioned {
   /** Sends a JSON-serialisable value from `src` to every rank. */
   broadcast<T>(value: T, src?: number): Promise<T>;
 
-  /** The full state of the module on every rank that must save it (rank 0 for unsharded strategies). */
+  /** The module's state this rank saves (the full state on rank 0 for unsharded strategies). */
   moduleStateDict(module: Module): Promise<Record<string, Tensor>>;
   loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void>;
   saveCheckpoint(checkpoint: Checkpoint, path: string): Promise<void>;
@@ -69,14 +61,10 @@ export interface Strategy extends ContractVersioned {
 
 /**
  * Optional ability: told when training failed on this rank, before `teardown`, so the strategy can
- * make the failure travel to every other rank (DESIGN.md, decision 12) instead of leaving them waiting.
+ * make the failure travel to every other rank (DESIGN.md decision 12) instead of leaving them waiting.
  */
 export interface ExceptionAware {
   onException(error: unknown): void | Promise<void>;
-}
-
-export function isExceptionAware(s: object): s is ExceptionAware {
-  return typeof (s as Partial<ExceptionAware>).onException === "function";
 }
 
 /** Optional ability: skip gradient synchronisation on accumulation steps (DDP's no_sync). */
@@ -95,10 +83,118 @@ export interface Launching {
   >;
 }
 
-export function hasBackwardSyncControl(s: object): s is BackwardSyncControl {
-  return typeof (s as Partial<BackwardSyncControl>).noBackwardSync === "function";
+/**
+ * Optional ability: the strategy builds the module. `configure` is the user's `configureModel`;
+ * the strategy runs it where it wants the parameters made (FSDP: on the `meta` device, then
+ * materialised, initialised and sharded one unit at a time, so no rank ever holds the whole
+ * model). Fallback: the Trainer runs `configure` with `rootDevice` as the default device.
+ */
+export interface ModuleBuilding {
+  buildModule(module: Module, configure: () => void): Promise<void>;
 }
 
-export function isLaunching(s: object): s is Launching {
-  return typeof (s as Partial<Launching>).launch === "function";
+/**
+ * Optional ability: the data-parallel layout the loader shards by. Pipeline stages share one batch,
+ * so their data-parallel size is smaller than the world size. Fallback: global rank and world size.
+ */
+export interface DataParallelLayout {
+  readonly dataParallelRank: number;
+  readonly dataParallelSize: number;
+}
+
+/** What the Trainer hands a strategy that runs a whole batch. */
+export interface BatchContext {
+  readonly module: Module;
+  /** The batch as the loader produced it, already on the strategy's root device. */
+  readonly batch: unknown;
+  readonly batchIdx: number;
+  /** The loss is divided by this before backward (gradient accumulation over this many batches). */
+  readonly lossDivisor: number;
+  /** Whether gradients are synchronised after this batch (false inside an accumulation window). */
+  readonly syncGradients: boolean;
+  /** The user's training step on a (micro-)batch under the precision's forward context: its loss. */
+  readonly trainingStep: (batch: unknown) => Tensor;
+}
+
+/**
+ * Optional ability: the strategy runs forward and backward of a whole batch (pipeline schedules);
+ * the Trainer still logs, steps the optimizer and calls the hooks. Returns the batch's loss as a
+ * single-element tensor with the same value on every rank (the stage holding the loss reports it).
+ */
+export interface BatchRunning {
+  runBatch(context: BatchContext): Tensor;
+}
+
+/** Optimizer state as checkpoint data: tensors by flat name, scalars and layout as JSON. */
+export interface OptimizerState {
+  readonly tensors: Record<string, Tensor>;
+  readonly meta: CheckpointMeta;
+}
+
+/**
+ * Optional ability: the strategy produces and loads optimizer state (sharded strategies name each
+ * parameter's state by its fully qualified name and flattened range, decision 15). Fallback: the
+ * optimizer's own `stateDict()`, flattened.
+ */
+export interface OptimizerStateHandling {
+  optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState>;
+  loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void>;
+}
+
+/** Bytes, split the way a memory plan reports them. */
+export interface MemoryBreakdown {
+  readonly parameters: number;
+  readonly gradients: number;
+  readonly optimizerState: number;
+  /** Units gathered for compute, prefetched units included (sharded strategies). */
+  readonly gatheredUnits: number;
+  /** Communication buckets and staging buffers. */
+  readonly communication: number;
+  readonly activations: number;
+  readonly workspace: number;
+  readonly total: number;
+}
+
+export interface MemoryEstimateInput {
+  /** The model, built on the `meta` device (nothing allocated). */
+  readonly module: Module;
+  readonly precision: string;
+  readonly microBatch: number;
+  /** Activation bytes of one sample through the whole model, when known (measured or from a formula). */
+  readonly activationBytesPerSample?: number;
+  /** Optimizer state bytes per trained parameter (AdamW in fp32: 8). */
+  readonly optimizerBytesPerParameter?: number;
+  /** Ranks the estimate is for (default: the strategy's world size, or 1 before setup). */
+  readonly worldSize?: number;
+}
+
+export interface MemoryEstimate {
+  readonly strategy: string;
+  readonly perDevice: MemoryBreakdown;
+  readonly perHost: MemoryBreakdown;
+  /** Bytes on disk (NVMe offload). */
+  readonly disk: number;
+  /** How the figures were made, for the plan's table. */
+  readonly notes: readonly string[];
+}
+
+/** Optional ability: what a model and its options will hold per device, per host and on disk. */
+export interface MemoryEstimating {
+  estimateMemory(input: MemoryEstimateInput): MemoryEstimate;
+}
+
+const hasFunction = (s: object, key: string): boolean => typeof (s as Record<string, unknown>)[key] === "function";
+
+export const isExceptionAware = (s: object): s is ExceptionAware => hasFunction(s, "onException");
+export const hasBackwardSyncControl = (s: object): s is BackwardSyncControl => hasFunction(s, "noBackwardSync");
+export const isLaunching = (s: object): s is Launching => hasFunction(s, "launch");
+export const buildsModule = (s: object): s is ModuleBuilding => hasFunction(s, "buildModule");
+export const runsBatch = (s: object): s is BatchRunning => hasFunction(s, "runBatch");
+export const handlesOptimizerState = (s: object): s is OptimizerStateHandling =>
+  hasFunction(s, "optimizerStateDict") && hasFunction(s, "loadOptimizerStateDict");
+export const estimatesMemory = (s: object): s is MemoryEstimating => hasFunction(s, "estimateMemory");
+
+export function hasDataParallelLayout(s: object): s is DataParallelLayout {
+  const l = s as Partial<DataParallelLayout>;
+  return Number.isInteger(l.dataParallelRank) && Number.isInteger(l.dataParallelSize) && (l.dataParallelSize ?? 0) >= 1;
 }

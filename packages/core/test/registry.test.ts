@@ -99,16 +99,35 @@ describe("StrategyRegistry", () => {
     expect(err).toBeInstanceOf(UnknownPluginError);
     expect((err as UnknownPluginError).missingPackage).toBe("@fulgur/strategy-fsdp");
     expect((err as Error).message).toBe(
-      'strategy "fsdp" is provided by @fulgur/strategy-fsdp, which is not installed or not loaded: run `npm install @fulgur/strategy-fsdp`',
+      'strategy "fsdp" is provided by @fulgur/strategy-fsdp, which is not installed or not loaded: run `npm install @fulgur/strategy-fsdp` ' +
+        "(inside the Fulgur repository, where the packages are not published yet, `npm ci && npm run build` links every workspace package)",
     );
-    expect(() => r.get("nope")).toThrow('strategy "nope" is not registered; registered strategy names: single_device');
+    expect(() => r.get("nope")).toThrow('strategy "nope" is not registered. Registered strategy names: single_device');
+  });
+
+  it("suggests the closest name, with the package that provides it", () => {
+    const r = new Registry<Strategy>("strategy", assertStrategy, { fsdp: "@fulgur/strategy-fsdp", ddp_spawn: "@fulgur/strategy-ddp" });
+    r.register("single_device", () => fakeStrategy("single_device"));
+    expect(() => r.get("singel_device")).toThrow('strategy "singel_device" is not registered. Did you mean "single_device"?');
+    expect(() => r.get("ddp_spwan")).toThrow('Did you mean "ddp_spawn" (from @fulgur/strategy-ddp)?');
+    expect(() => r.get("zzzzzzzzzz")).not.toThrow(/Did you mean/);
+  });
+
+  it("keeps a registered checkpoint IO beside the entry and checks it by shape", () => {
+    const r = new Registry<Strategy>("strategy", assertStrategy, {});
+    const io = { contractVersion: CONTRACT_VERSION, name: "mine", save: async () => {}, load: async () => ({ tensors: {}, meta: {} }), remove: async () => {} };
+    r.register("ddp_custom_io", () => fakeStrategy("ddp_custom_io"), { checkpointIO: io });
+    expect(r.get("ddp_custom_io").checkpointIO).toBe(io);
+    expect(() => r.register("bad_io", () => fakeStrategy("bad_io"), { checkpointIO: { name: "x" } as never })).toThrow(
+      /strategy "bad_io" checkpointIO does not implement the CheckpointIO contract: contractVersion is undefined.*save should be a function, is missing/,
+    );
   });
 
   it("the global registries know Fulgur's own package names and are shared across copies of core", () => {
     expect(StrategyRegistry.packageFor("deepspeed_stage_3_offload")).toBe("@fulgur/strategy-zero");
     expect(StrategyRegistry.packageFor("ddp_spawn")).toBe("@fulgur/strategy-ddp");
     expect(AcceleratorRegistry.packageFor("cuda")).toBe("@fulgur/accelerator-cuda");
-    const key = Symbol.for("@fulgur/core/registries@1");
+    const key = Symbol.for("@fulgur/core/registries@2");
     expect((globalThis as Record<symbol, { strategies: unknown }>)[key].strategies).toBe(StrategyRegistry);
   });
 });

@@ -33,7 +33,23 @@ export function clipGradNorm(
   }
   const grads = gradsOf(parameters);
   if (grads.length === 0) return 0;
-  const total = noGrad(() =>
+  const part = gradNormPart(grads, normType);
+  const total = normType === Infinity || normType === 1 ? part : part ** (1 / normType);
+  if (options.errorIfNonfinite && !Number.isFinite(total)) {
+    throw new Error(`clipGradNorm: the total norm of order ${normType} of the gradients is ${total}; set errorIfNonfinite to false to scale anyway`);
+  }
+  scaleToNorm(grads, total, maxNorm);
+  return total;
+}
+
+/**
+ * The part of a `normType`-norm that adds up across shards: the sum of |g|^p over every element
+ * (the max of |g| for Infinity). A sharded strategy sums (or maxes) these over ranks and takes the
+ * root itself; `clipGradNorm` does the same on one rank. Read from the device once.
+ */
+export function gradNormPart(grads: readonly Tensor[], normType = 2): number {
+  if (grads.length === 0) return 0;
+  return noGrad(() =>
     scope(() => {
       let acc: Tensor | null = null;
       for (const g of grads) {
@@ -47,17 +63,16 @@ export function clipGradNorm(
         if (acc === null) acc = part;
         else acc = normType === Infinity ? maximum(acc, part.to(acc.dtype)) : acc.add(part.to(acc.dtype));
       }
-      const v = acc!.item();
-      return normType === Infinity || normType === 1 ? v : v ** (1 / normType);
+      return acc!.item();
     }),
   );
-  if (options.errorIfNonfinite && !Number.isFinite(total)) {
-    throw new Error(`clipGradNorm: the total norm of order ${normType} of the gradients is ${total}; set errorIfNonfinite to false to scale anyway`);
-  }
+}
+
+/** Scales gradients in place by min(1, maxNorm / (total + 1e-6)), PyTorch's clipping coefficient. */
+export function scaleToNorm(grads: readonly Tensor[], total: number, maxNorm: number): void {
   const coef = maxNorm / (total + 1e-6);
   // coef >= 1 leaves gradients as they are; NaN (a non-finite norm) propagates as in PyTorch.
   if (!(coef >= 1)) noGrad(() => grads.forEach((g) => g.mul_(coef)));
-  return total;
 }
 
 /** Clamps every gradient element to [-clipValue, clipValue] in place. */
@@ -65,9 +80,14 @@ export function clipGradValue(parameters: Iterable<Tensor> | Tensor, clipValue: 
   if (typeof clipValue !== "number" || !(clipValue >= 0)) {
     throw new RangeError(`clipGradValue: clipValue must be a number >= 0; got ${clipValue}`);
   }
+  clampGradients(gradsOf(parameters), clipValue);
+}
+
+/** Clamps each tensor's elements to [-clipValue, clipValue] in place (gradients held apart from parameters). */
+export function clampGradients(grads: readonly Tensor[], clipValue: number): void {
   noGrad(() =>
     scope(() => {
-      for (const g of gradsOf(parameters)) g.copy_(where(g.gt(clipValue), clipValue, where(g.lt(-clipValue), -clipValue, g)));
+      for (const g of grads) g.copy_(where(g.gt(clipValue), clipValue, where(g.lt(-clipValue), -clipValue, g)));
     }),
   );
 }

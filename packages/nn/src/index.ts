@@ -55,5 +55,5 @@ export type { AdamOptions } from "./optim/adam";
 export { LRScheduler, CosineWithWarmup, LambdaLR, StepLR } from "./optim/schedulers";
 export type { CosineWithWarmupOptions, SchedulerStateDict } from "./optim/schedulers";
 
-export { clipGradNorm, clipGradValue } from "./clip";
+export { clampGradients, clipGradNorm, clipGradValue, gradNormPart, scaleToNorm } from "./clip";
 export type { ClipGradNormOptions } from "./clip";

@@ -8,13 +8,7 @@
  * engine accumulates straight into it (it adds into an existing `.grad` in place) and no copy is
  * made before or after the all-reduce. Without it, gradients are copied in before and out after.
  */
-import { type DType, type Tensor, contiguousStrides, noGrad, scope, zeros } from "@fulgur/tensor";
-
-const ITEM_BYTES: Record<DType, number> = { float32: 4, float64: 8, bfloat16: 2, float16: 2, int32: 4 };
-
-export function itemBytes(dtype: DType): number {
-  return ITEM_BYTES[dtype];
-}
+import { type DType, type Tensor, contiguousStrides, itemsize, noGrad, scope, zeros } from "@fulgur/tensor";
 
 /** What bucket assignment needs to know of a parameter. */
 export interface ParamInfo {
@@ -36,7 +30,7 @@ export function assignBuckets(params: readonly ParamInfo[], capBytes: number): n
   for (let i = params.length - 1; i >= 0; i--) {
     const p = params[i];
     const key = `${p.device}|${p.dtype}`;
-    const bytes = p.numel * itemBytes(p.dtype);
+    const bytes = p.numel * itemsize(p.dtype);
     let bucket = open.get(key);
     if (bucket && bucket.indices.length > 0 && bucket.bytes + bytes > capBytes) {
       closed.push(bucket.indices);
@@ -112,7 +106,7 @@ export class GradBucket {
   }
 
   get bytes(): number {
-    return this.numel * itemBytes(this.buffer.dtype);
+    return this.numel * itemsize(this.buffer.dtype);
   }
 
   private makeView(i: number): Tensor {

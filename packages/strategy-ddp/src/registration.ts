@@ -3,7 +3,8 @@
  * Lightning registers the same family; each entry is DDPStrategy with different defaults, and
  * options the user passes (Trainer `strategyOptions`) override them.
  */
-import { StrategyRegistry, type PluginOptions, type Strategy } from "@fulgur/core";
+import { type PluginOptions, StrategyRegistry } from "@fulgur/core";
+import { type StrategyRegistryLike, registerTable } from "@fulgur/strategy-kit";
 import type { DDPOptions } from "./api";
 import { DDPStrategy } from "./strategy";
 
@@ -47,27 +48,12 @@ export const DDP_STRATEGIES: readonly DDPStrategyEntry[] = Object.freeze([
   },
 ]);
 
-/** The part of a registry this package needs (any copy of @fulgur/core's Registry fits). */
-export interface StrategyRegistryLike {
-  has(name: string): boolean;
-  register(
-    name: string,
-    factory: (options: PluginOptions) => Strategy,
-    options?: { description?: string; defaults?: PluginOptions; package?: string },
-  ): void;
-}
-
 /** Registers every DDP name not registered yet; returns the names this call added. */
 export function registerStrategies(registry: StrategyRegistryLike = StrategyRegistry): string[] {
-  const added: string[] = [];
-  for (const entry of DDP_STRATEGIES) {
-    if (registry.has(entry.name)) continue;
-    registry.register(entry.name, (options) => new DDPStrategy(options as DDPOptions, entry.name), {
-      description: entry.description,
-      defaults: { ...entry.defaults },
-      package: PACKAGE_NAME,
-    });
-    added.push(entry.name);
-  }
-  return added;
+  const table = DDP_STRATEGIES.map((e) => ({
+    ...e,
+    defaults: e.defaults as PluginOptions,
+    create: (options: PluginOptions) => new DDPStrategy(options as DDPOptions, e.name),
+  }));
+  return registerTable(registry, table, PACKAGE_NAME);
 }

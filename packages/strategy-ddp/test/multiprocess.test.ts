@@ -29,6 +29,14 @@ function outDir(): string {
   return d;
 }
 
+/**
+ * Standard error without the Trainer's warning that more CPU processes than cores were asked for
+ * (the 2-core CI machine runs 3 ranks); anything else on standard error is a failure.
+ */
+function quiet(stderr: string): string {
+  return stderr.replace(/^fulgur: devices: \d+ on the CPU accelerator starts .*\n/m, "");
+}
+
 interface Run {
   readonly code: number | null;
   readonly signal: NodeJS.Signals | null;
@@ -84,7 +92,7 @@ describe("same losses as one process (DESIGN.md decision 8)", () => {
       const common = ["--steps", "5", "--accumulate", String(c.accumulate)];
       const refDir = outDir();
       const ref = await train(["--out", refDir, "--strategy", "single_device", "--devices", "1", "--batch", String(perRank * c.world), ...common]);
-      expect(ref.stderr).toBe("");
+      expect(quiet(ref.stderr)).toBe("");
       expect(ref.code).toBe(0);
       const single = results(refDir, 1)[0].losses;
       expect(single).toHaveLength(5);
@@ -95,7 +103,7 @@ describe("same losses as one process (DESIGN.md decision 8)", () => {
         "--options", JSON.stringify(c.options), ...(c.checkpoint ? ["--checkpoint"] : []),
       ]);
       timings.push(`${c.strategy} ×${c.world}, accumulate ${c.accumulate}: ${job.ms} ms (single process: ${ref.ms} ms)`);
-      expect(job.stderr).toBe("");
+      expect(quiet(job.stderr)).toBe("");
       expect(job.code).toBe(0);
       expect(job.stdout).toContain(`[rank 0] ${c.strategy}: ${c.world} process(es) joined; backend tcp, device cpu`);
       expect(job.stdout).toContain(`[rank 0] ddp: 29 parameters in ${c.buckets} gradient bucket(s)`);
@@ -149,7 +157,7 @@ describe("a TypeScript script run through tsx", () => {
     child.stderr.on("data", (d) => (stderr += d));
     const code = await new Promise<number | null>((resolve) => child.on("close", resolve));
     timings.push(`README example (tsx, ddp ×2, 10 steps): ${Date.now() - started} ms`);
-    expect(stderr).toBe("");
+    expect(quiet(stderr)).toBe("");
     expect(code).toBe(0);
     expect(stdout).toMatch(/\[rank 0\] rank 0 of 2: loss \d\.\d{3} after 10 steps/);
     expect(stdout).not.toContain("[rank 1] rank");
@@ -173,7 +181,7 @@ describe("failures travel (DESIGN.md decision 12)", () => {
     timings.push(`ddp_spawn ×3, rank 0 throws: ${job.ms} ms`);
     expect(job.ms).toBeLessThan(60_000);
     expect(job.code).not.toBe(0);
-    for (const r of [1, 2]) expect(job.stderr).toContain(`[rank ${r}] ddp: rank ${r} is stopping: rank 0 failed: boom on purpose at batch 2`);
+    for (const r of [1, 2]) expect(job.stderr).toContain(`[rank ${r}] ddp_spawn: rank ${r} is stopping: rank 0 failed: boom on purpose at batch 2`);
     expect(job.stderr).toContain("WorkerFailureError: ddp_spawn: rank 0 failed: boom on purpose at batch 2; the other ranks were stopped");
   });
 
@@ -205,7 +213,7 @@ describe("failures travel (DESIGN.md decision 12)", () => {
     });
     expect(job.code).not.toBe(0);
     expect(job.stderr).toContain(
-      "DDPSetupError: ddp: the torchelastic cluster environment says WORLD_SIZE=2, but the Trainer was asked for devices=3 × numNodes=1 = 3 processes",
+      "StrategySetupError: ddp: the torchelastic cluster environment says WORLD_SIZE=2, but the Trainer was asked for devices=3 × numNodes=1 = 3 processes",
     );
     expect(job.ms).toBeLessThan(20_000);
   });

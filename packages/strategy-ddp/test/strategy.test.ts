@@ -13,10 +13,8 @@ import { FullCheckpointIO } from "@fulgur/checkpoint-io";
 import { LocalEnvironment, StoreServer, TcpStore, createCpuProcessGroup } from "@fulgur/distributed";
 import { SGD } from "@fulgur/nn";
 import { randn, scope, zeros } from "@fulgur/tensor";
-import { createPrecision } from "@fulgur/trainer";
-import { DDPOptionError, DDPSetupError, DDPStrategy, DDP_STRATEGIES, registerStrategies } from "../src/index";
-import { broadcastJson, broadcastTensors, reduceScalar } from "../src/collectives";
-import { workerNodeFlags } from "../src/launchers";
+import { StrategySetupError, broadcastJson, broadcastTensors, createPrecision, reduceScalar, workerNodeFlags } from "@fulgur/strategy-kit";
+import { DDPOptionError, DDPStrategy, DDP_STRATEGIES, registerStrategies } from "../src/index";
 import { RecordingGroup, ThreeLayers } from "./helpers";
 
 const dirs: string[] = [];
@@ -67,6 +65,7 @@ describe("options", () => {
       startMethod: "relaunch",
       verbose: true,
       killGraceMs: 5000,
+      processGroupBackend: "auto",
     });
     expect(Object.isFrozen(s.options)).toBe(true);
     assertStrategy(s);
@@ -86,7 +85,7 @@ describe("options", () => {
     })();
     expect(err).toBeInstanceOf(DDPOptionError);
     expect(err?.option).toBe("bucketSize");
-    expect(err?.message).toMatch(/^ddp_spawn: unknown option\(s\) "bucketSize"; allowed options are bucketCapMb, findUnusedParameters/);
+    expect(err?.message).toMatch(/^ddp_spawn: unknown option\(s\) "bucketSize"; allowed options are timeoutMs, startMethod, killGraceMs, processGroupBackend, bucketCapMb, findUnusedParameters/);
   });
 });
 
@@ -132,7 +131,7 @@ describe("registration", () => {
 describe("setup", () => {
   it("refuses a WORLD_SIZE that is not devices × numNodes, naming both", async () => {
     const s = new DDPStrategy();
-    await expect(s.setup(context(fakeCluster(2, 0), 3))).rejects.toThrow(DDPSetupError);
+    await expect(s.setup(context(fakeCluster(2, 0), 3))).rejects.toThrow(StrategySetupError);
     await expect(s.setup(context(fakeCluster(2, 0), 3))).rejects.toThrow(
       /says WORLD_SIZE=2, but the Trainer was asked for devices=3 × numNodes=1 = 3 processes/,
     );

@@ -4,7 +4,7 @@
  * epoch), the optimizer's scalars, the scheduler, the loss scaler, the random state and the
  * callbacks' state. Resuming from it continues exactly where the run stopped.
  */
-import type { Checkpoint, CheckpointMeta } from "@fulgur/core";
+import type { Checkpoint, CheckpointMeta, OptimizerState } from "@fulgur/core";
 import { type LRScheduler, type Optimizer, flattenOptimizerState, unflattenOptimizerState } from "@fulgur/nn";
 import type { Tensor } from "@fulgur/tensor";
 
@@ -21,7 +21,8 @@ export interface LoopPosition {
 
 export function buildCheckpoint(parts: {
   moduleState: Record<string, Tensor>;
-  optimizer: Optimizer | null;
+  /** The optimizer's state as the strategy produced it (sharded strategies) or flattened from the optimizer. */
+  optimizerState: OptimizerState | null;
   scheduler: LRScheduler | null;
   position: LoopPosition;
   extra: CheckpointMeta;
@@ -33,10 +34,9 @@ export function buildCheckpoint(parts: {
     loop: { ...parts.position },
     ...parts.extra,
   };
-  if (parts.optimizer) {
-    const flat = flattenOptimizerState(parts.optimizer.stateDict());
-    for (const [k, v] of Object.entries(flat.tensors)) tensors[OPTIMIZER_PREFIX + k] = v;
-    meta.optimizer = flat.meta as unknown as CheckpointMeta;
+  if (parts.optimizerState) {
+    for (const [k, v] of Object.entries(parts.optimizerState.tensors)) tensors[OPTIMIZER_PREFIX + k] = v;
+    meta.optimizer = parts.optimizerState.meta;
   }
   if (parts.scheduler) meta.scheduler = parts.scheduler.stateDict() as unknown as CheckpointMeta;
   return { tensors, meta };
@@ -52,12 +52,23 @@ export function moduleStateOf(checkpoint: Checkpoint): Record<string, Tensor> {
   return out;
 }
 
-export function restoreOptimizer(checkpoint: Checkpoint, optimizer: Optimizer, path: string): void {
+/** The optimizer state a checkpoint holds (tensors by flat name without the prefix, and its meta). */
+export function optimizerStateOf(checkpoint: Checkpoint, path: string): OptimizerState {
   const meta = checkpoint.meta.optimizer;
   if (meta === undefined) throw new Error(`checkpoint ${path} has no optimizer state; resume needs a checkpoint saved by Trainer.fit`);
   const tensors: Record<string, Tensor> = {};
   for (const [k, v] of Object.entries(checkpoint.tensors)) if (k.startsWith(OPTIMIZER_PREFIX)) tensors[k.slice(OPTIMIZER_PREFIX.length)] = v;
-  optimizer.loadStateDict(unflattenOptimizerState(tensors, meta as never));
+  return { tensors, meta: meta as CheckpointMeta };
+}
+
+/** The fallback when the strategy does not handle optimizer state: the optimizer's own state dict, flattened. */
+export function flatOptimizerState(optimizer: Optimizer): OptimizerState {
+  const flat = flattenOptimizerState(optimizer.stateDict());
+  return { tensors: flat.tensors, meta: flat.meta as unknown as CheckpointMeta };
+}
+
+export function loadFlatOptimizerState(optimizer: Optimizer, state: OptimizerState): void {
+  optimizer.loadStateDict(unflattenOptimizerState(state.tensors, state.meta as never));
 }
 
 export function loopPositionOf(checkpoint: Checkpoint, path: string): LoopPosition {

@@ -1,6 +1,6 @@
 /**
- * @fulgur/trainer: the Trainer, TrainingModule, callbacks, loggers, data loading, the built-in
- * precisions, the `single_device` strategy and the `cpu` accelerator.
+ * @fulgur/trainer: the Trainer, TrainingModule, callbacks, loggers, data loading and the `cpu`
+ * accelerator. Strategies, precisions and checkpoint IO are found by name or taken as objects.
  */
 export { Trainer, type FitOptions } from "./trainer";
 export {
@@ -11,12 +11,20 @@ export {
   type StepOutput,
 } from "./trainingModule";
 export { parseTrainerOptions, trainerOptionsSchema, type TrainerOptions, type TrainerOptionsInput } from "./options";
-export { PRECISIONS, PRECISION_ALIASES, createPrecision, type PrecisionName } from "./precision/precisions";
-export { GradScaler, type GradScalerOptions } from "./precision/gradScaler";
-export { gradientsAreFinite } from "./precision/finite";
-export { SingleDeviceStrategy, precisionAwareStep, type SingleDeviceOptions } from "./strategies/singleDevice";
+// The precisions and `single_device` live in @fulgur/strategy-kit; re-exported for scripts that import only the Trainer.
+export {
+  GradScaler,
+  PRECISIONS,
+  PRECISION_ALIASES,
+  SingleDeviceStrategy,
+  createPrecision,
+  gradientsAreFinite,
+  type GradScalerOptions,
+  type PrecisionName,
+  type SingleDeviceOptions,
+} from "@fulgur/strategy-kit";
 export { CpuAccelerator } from "./accelerators/cpuAccelerator";
-export { registerBuiltins, resolveAccelerator, resolveStrategy } from "./plugins";
+export { registerBuiltins, resolveAccelerator, resolveStrategy, sortPlugins, type ChosenPlugins, type ResolvedStrategy } from "./plugins";
 export type { Callback } from "./callbacks/callback";
 export { ModelCheckpoint, type ModelCheckpointOptions } from "./callbacks/modelCheckpoint";
 export { EarlyStopping, type EarlyStoppingOptions } from "./callbacks/earlyStopping";

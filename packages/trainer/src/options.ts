@@ -3,7 +3,7 @@
  * field, the value and what is allowed, before any process is launched or file written.
  */
 import { z } from "zod";
-import { PRECISION_ALIASES } from "./precision/precisions";
+import { PRECISION_ALIASES } from "@fulgur/strategy-kit";
 import type { Callback } from "./callbacks/callback";
 import type { Logger } from "./loggers/logger";
 
@@ -19,10 +19,16 @@ export const trainerOptionsSchema = z
     /** Options passed to the strategy's factory when `strategy` is a name. */
     strategyOptions: z.record(z.string(), z.unknown()).default({}),
     precision: z
-      .union([z.string(), z.number()])
-      .transform((v) => String(v))
-      .refine((v) => v in PRECISION_ALIASES, { message: `must be one of ${Object.keys(PRECISION_ALIASES).join(", ")}` })
+      .union([
+        z
+          .union([z.string(), z.number()])
+          .transform((v) => String(v))
+          .refine((v) => v in PRECISION_ALIASES, { message: `must be one of ${Object.keys(PRECISION_ALIASES).join(", ")}` }),
+        plugin,
+      ])
       .default("32-true"),
+    /** Precision, CheckpointIO and ClusterEnvironment objects, recognised by shape (as Lightning's `plugins`). */
+    plugins: z.array(plugin).default([]),
     maxSteps: z.number().int().min(-1).default(-1),
     maxEpochs: z.number().int().min(-1).optional(),
     minSteps: z.number().int().min(0).default(0),
@@ -82,7 +88,7 @@ const ALLOWED: Record<string, string> = {
   devices: 'expected a positive integer or "auto"',
   strategy: "expected a registered strategy name or a Strategy object",
   logger: "expected true, false, a Logger or an array of Loggers",
-  precision: `expected one of ${Object.keys(PRECISION_ALIASES).join(", ")}`,
+  precision: `expected one of ${Object.keys(PRECISION_ALIASES).join(", ")} or a Precision object`,
 };
 
 function allowedText(issue: z.core.$ZodIssue): string {

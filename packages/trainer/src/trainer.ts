@@ -5,16 +5,22 @@
  * the device in batches, every `logEveryNSteps` steps (decision 3).
  */
 import { join } from "node:path";
+import { availableParallelism } from "node:os";
 import {
   type Accelerator,
   type Checkpoint,
   type CheckpointIO,
   type ClusterEnvironment,
+  type OptimizerState,
   type Precision,
   type Strategy,
+  buildsModule,
+  handlesOptimizerState,
   hasBackwardSyncControl,
+  hasDataParallelLayout,
   isExceptionAware,
   isLaunching,
+  runsBatch,
 } from "@fulgur/core";
 import { FullCheckpointIO } from "@fulgur/checkpoint-io";
 import { detectClusterEnvironment } from "@fulgur/distributed";
@@ -23,13 +29,20 @@ import { type Tensor, defaultGenerator, isTensor, manualSeed, noGrad, scope, sco
 import type { Callback } from "./callbacks/callback";
 import { ModelCheckpoint } from "./callbacks/modelCheckpoint";
 import { ProgressBar } from "./callbacks/progressBar";
-import { type LoopPosition, buildCheckpoint, loopPositionOf, moduleStateOf, restoreOptimizer } from "./checkpointing";
+import {
+  type LoopPosition,
+  buildCheckpoint,
+  flatOptimizerState,
+  loadFlatOptimizerState,
+  loopPositionOf,
+  moduleStateOf,
+  optimizerStateOf,
+} from "./checkpointing";
 import type { DataLoader } from "./data/dataLoader";
 import { CSVLogger } from "./loggers/fileLoggers";
 import type { Logger, Metrics } from "./loggers/logger";
 import { type TrainerOptions, type TrainerOptionsInput, parseTrainerOptions } from "./options";
-import { resolveAccelerator, resolveStrategy } from "./plugins";
-import { createPrecision } from "./precision/precisions";
+import { type ChosenPlugins, resolveAccelerator, resolveStrategy, sortPlugins } from "./plugins";
 import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
 
 export interface FitOptions {
@@ -77,7 +90,9 @@ export class Trainer {
   strategy: Strategy | null = null;
   accelerator: Accelerator | null = null;
   precision: Precision;
-  readonly checkpointIO: CheckpointIO;
+  /** What the user chose through `plugins` (or the precision option); the rest comes from the strategy. */
+  private readonly chosen: ChosenPlugins;
+  private registryCheckpointIO: CheckpointIO | undefined;
   readonly callbacks: Callback[];
   readonly loggers: Logger[];
   globalStep = 0;
@@ -88,6 +103,8 @@ export class Trainer {
   optimizer: Optimizer | null = null;
   scheduler: LRScheduler | null = null;
   private schedulerInterval: "step" | "epoch" = "step";
+  /** Step the scheduler every this many intervals (Lightning's `frequency`). */
+  private schedulerFrequency = 1;
   /** Latest value of every metric (what ModelCheckpoint and EarlyStopping read). */
   callbackMetrics: Record<string, number> = {};
   progressBarMetrics: Record<string, number> = {};
@@ -106,8 +123,8 @@ export class Trainer {
 
   constructor(options: TrainerOptionsInput = {}) {
     this.options = parseTrainerOptions(options);
-    this.precision = createPrecision(this.options.precision);
-    this.checkpointIO = new FullCheckpointIO();
+    this.chosen = sortPlugins(this.options.precision, this.options.plugins);
+    this.precision = this.chosen.precision;
     this.callbacks = [...(this.options.callbacks as Callback[])];
     if (this.options.enableProgressBar && !this.callbacks.some((c) => c instanceof ProgressBar)) this.callbacks.push(new ProgressBar());
     if (this.options.enableCheckpointing && !this.callbacks.some((c) => c instanceof ModelCheckpoint)) {
@@ -132,6 +149,23 @@ export class Trainer {
 
   get worldSize(): number {
     return this.strategy?.worldSize ?? 1;
+  }
+
+  /**
+   * Where checkpoints are written: the user's choice (`plugins`), else the one registered with the
+   * strategy's name, else the strategy's own (sharded strategies write their sharded format).
+   */
+  get checkpointIO(): CheckpointIO {
+    const fromStrategy = (this.strategy as { checkpointIO?: CheckpointIO } | null)?.checkpointIO;
+    return this.chosen.checkpointIO ?? this.registryCheckpointIO ?? fromStrategy ?? (this.fallbackIO ??= new FullCheckpointIO());
+  }
+  private fallbackIO: FullCheckpointIO | undefined;
+
+  /** The ranks the data is split over and this rank's place among them (pipeline stages share a batch). */
+  private get dataParallel(): { size: number; rank: number } {
+    const s = this.strategy;
+    if (s && hasDataParallelLayout(s)) return { size: s.dataParallelSize, rank: s.dataParallelRank };
+    return { size: s?.worldSize ?? 1, rank: s?.globalRank ?? 0 };
   }
 
   /** Where logs (and by default checkpoints) go: the first logger's directory, else defaultRootDir. */
@@ -164,9 +198,18 @@ export class Trainer {
         `devices: got ${devices}; only ${available} ${this.accelerator.name} device(s) are available on this machine`,
       );
     }
-    this.cluster = detectClusterEnvironment();
+    if (this.accelerator.name === "cpu") this.checkCpuDevices(devices);
+    this.cluster = this.chosen.cluster ?? detectClusterEnvironment();
     const worldSize = devices * opts.numNodes;
-    this.strategy = await resolveStrategy(opts.strategy, opts.strategyOptions, worldSize);
+    const resolved = await resolveStrategy(opts.strategy, opts.strategyOptions, worldSize);
+    this.strategy = resolved.strategy;
+    this.registryCheckpointIO = resolved.checkpointIO;
+    if (this.strategy.name === "single_device" && worldSize > 1) {
+      throw new RangeError(
+        `strategy "single_device" trains one process on one device, but devices × numNodes = ${worldSize}; ` +
+          `use devices: 1, or a multi-process strategy such as "ddp"`,
+      );
+    }
     if (isLaunching(this.strategy) && !this.cluster.createsProcessesExternally && worldSize > 1) {
       const outcome = await this.strategy.launch({
         devices,
@@ -179,7 +222,7 @@ export class Trainer {
     await this.strategy.setup({
       accelerator: this.accelerator,
       precision: this.precision,
-      checkpointIO: this.checkpointIO,
+      checkpointIO: this.chosen.checkpointIO ?? this.registryCheckpointIO,
       cluster: this.cluster,
       devices,
       numNodes: opts.numNodes,
@@ -187,13 +230,33 @@ export class Trainer {
     return "continue";
   }
 
+  /** The CPU accelerator accepts any count of processes, but more than the cores only slows training. */
+  private checkCpuDevices(devices: number): void {
+    if (this.precision.name === "16-mixed") {
+      throw new TypeError(
+        'precision: "16-mixed" (fp16 with loss scaling) is for GPUs; on the CPU accelerator use "bf16-mixed" or "32-true"',
+      );
+    }
+    const cores = availableParallelism();
+    if (devices * this.options.numNodes > cores && !process.env.WORLD_SIZE) {
+      process.stderr.write(
+        `fulgur: devices: ${devices} on the CPU accelerator starts ${devices} processes on a machine with ${cores} cores; ` +
+          "they will share the cores and run slower than fewer processes would\n",
+      );
+    }
+  }
+
   private async setupModule(module: TrainingModule): Promise<void> {
     const strategy = this.strategy!;
     module.trainer = this;
     this.module = module;
     if (this.options.seed !== undefined) manualSeed(this.options.seed);
-    // Built on its device directly: a billion parameters initialised on the CPU and copied over take minutes.
-    withDevice(strategy.rootDevice, () => noGrad(() => module.configureModel()));
+    const configure = (): void => noGrad(() => module.configureModel());
+    // A strategy that builds the module decides where (FSDP: on meta, materialised unit by unit);
+    // otherwise it is built on its device directly: a billion parameters initialised on the CPU
+    // and copied over take minutes.
+    if (buildsModule(strategy)) await strategy.buildModule(module, configure);
+    else withDevice(strategy.rootDevice, configure);
     this.precision.convertModule(module);
     await strategy.setupModule(module);
   }
@@ -214,6 +277,11 @@ export class Trainer {
       if (typeof (s as { scheduler?: unknown }).scheduler === "object") {
         this.scheduler = s.scheduler;
         this.schedulerInterval = s.interval ?? "step";
+        const frequency = s.frequency ?? 1;
+        if (!Number.isInteger(frequency) || frequency < 1) {
+          throw new TypeError(`configureOptimizers: lrScheduler.frequency: got ${JSON.stringify(s.frequency)}; expected a positive integer`);
+        }
+        this.schedulerFrequency = frequency;
       } else this.scheduler = c.lrScheduler as LRScheduler;
     }
   }
@@ -233,8 +301,9 @@ export class Trainer {
       await this.setupModule(module);
       this.configureOptimizers(module);
       this.optimizer = await strategy.setupOptimizer(this.optimizer!);
-      const loader = strategy.worldSize > 1 ? trainLoader.distributed(strategy.worldSize, strategy.globalRank) : trainLoader;
-      const vLoader = valLoader && strategy.worldSize > 1 ? valLoader.distributed(strategy.worldSize, strategy.globalRank) : valLoader ?? null;
+      const dp = this.dataParallel;
+      const loader = dp.size > 1 ? trainLoader.distributed(dp.size, dp.rank) : trainLoader;
+      const vLoader = valLoader && dp.size > 1 ? valLoader.distributed(dp.size, dp.rank) : valLoader ?? null;
       this.trainLen = this.limit(loader.length, this.options.limitTrainBatches);
       if (this.trainLen === 0) throw new Error("fit: the training DataLoader yields no batches (dataset smaller than one batch with dropLast?)");
       if (fitOptions.ckptPath) await this.restore(fitOptions.ckptPath);
@@ -267,7 +336,8 @@ export class Trainer {
       if ((await this.connect()) === "done") return {};
       await this.setupModule(module);
     }
-    const loader = this.strategy!.worldSize > 1 ? valLoader.distributed(this.strategy!.worldSize, this.strategy!.globalRank) : valLoader;
+    const dp = this.dataParallel;
+    const loader = dp.size > 1 ? valLoader.distributed(dp.size, dp.rank) : valLoader;
     return this.runValidation(module, loader, Infinity, false);
   }
 
@@ -282,6 +352,11 @@ export class Trainer {
     return this.options.maxSteps >= 0 && this.globalStep >= this.options.maxSteps;
   }
 
+  /** A stop asked for by a callback (early stopping) waits until `minSteps` steps are done, as in Lightning. */
+  private stopRequested(): boolean {
+    return this.shouldStop && this.globalStep >= this.options.minSteps;
+  }
+
   private async fitLoop<B>(module: TrainingModule, loader: DataLoader<any, B>, valLoader: DataLoader<any, B> | null): Promise<void> {
     const opts = this.options;
     const maxEpochs = opts.maxEpochs ?? (opts.maxSteps >= 0 ? -1 : 1000);
@@ -294,7 +369,7 @@ export class Trainer {
       epoch++;
       skip = 0;
     }
-    for (; (maxEpochs < 0 || epoch < maxEpochs) && !this.shouldStop && !this.reachedMaxSteps(); epoch++, skip = 0) {
+    for (; (maxEpochs < 0 || epoch < maxEpochs) && !this.stopRequested() && !this.reachedMaxSteps(); epoch++, skip = 0) {
       this.currentEpoch = epoch;
       loader.setEpoch(epoch);
       module.train();
@@ -312,15 +387,7 @@ export class Trainer {
         const isLastMicro = (batchIdx + 1) % accumulate === 0 || batchIdx + 1 === this.trainLen;
         stepTokens += tokensIn(rawBatch);
         module.onTrainBatchStart(rawBatch, batchIdx);
-        const lossValue = scope(() => {
-          const batch = toDevice(rawBatch, this.strategy!.rootDevice);
-          const loss = lossOf(this.precision.forwardContext(() => module.trainingStep(batch, batchIdx)), "trainingStep");
-          const scaled = accumulate > 1 ? loss.div(accumulate) : loss;
-          const strategy = this.strategy!;
-          if (!isLastMicro && hasBackwardSyncControl(strategy)) strategy.noBackwardSync(module, () => strategy.backward(scaled));
-          else strategy.backward(scaled);
-          return loss.detach().keep();
-        });
+        const lossValue = scope(() => this.trainBatch(module, toDevice(rawBatch, this.strategy!.rootDevice), batchIdx, accumulate, isLastMicro));
         this.disposeBatch(rawBatch);
         await this.collectLogs(module);
         microInStep++;
@@ -350,10 +417,10 @@ export class Trainer {
         if (valLoader && (batchIdx % valEveryBatches === 0 && batchIdx !== this.trainLen || this.globalStep % valEverySteps === 0)) {
           await this.runValidation(module, valLoader, this.limitVal(valLoader), false);
         }
-        if (this.shouldStop || this.reachedMaxSteps()) break;
+        if (this.stopRequested() || this.reachedMaxSteps()) break;
       }
       void microInStep;
-      if (this.scheduler && this.schedulerInterval === "epoch") this.scheduler.step();
+      if (this.scheduler && this.schedulerInterval === "epoch" && (epoch + 1) % this.schedulerFrequency === 0) this.scheduler.step();
       const epochDone = batchIdx >= this.trainLen;
       if (epochDone) {
         await this.flushLosses(true);
@@ -371,6 +438,24 @@ export class Trainer {
         break;
       }
     }
+  }
+
+  /**
+   * Forward and backward of one batch; returns the loss (detached, kept for batched reading). A
+   * strategy that runs whole batches (pipeline schedules) does both itself.
+   */
+  private trainBatch(module: TrainingModule, batch: Batch, batchIdx: number, accumulate: number, isLastMicro: boolean): Tensor {
+    const strategy = this.strategy!;
+    const trainingStep = (b: unknown): Tensor => lossOf(this.precision.forwardContext(() => module.trainingStep(b, batchIdx)), "trainingStep");
+    if (runsBatch(strategy)) {
+      const loss = strategy.runBatch({ module, batch, batchIdx, lossDivisor: accumulate, syncGradients: isLastMicro, trainingStep });
+      return lossOf(loss, `${strategy.name}.runBatch`).detach().keep();
+    }
+    const loss = trainingStep(batch);
+    const scaled = accumulate > 1 ? loss.div(accumulate) : loss;
+    if (!isLastMicro && hasBackwardSyncControl(strategy)) strategy.noBackwardSync(module, () => strategy.backward(scaled));
+    else strategy.backward(scaled);
+    return loss.detach().keep();
   }
 
   private limitVal(loader: DataLoader<any, any>): number {
@@ -395,8 +480,8 @@ export class Trainer {
       }),
     );
     if (result.gradNorm !== undefined) this.stepMetrics["grad_norm"] = result.gradNorm;
-    if (result.stepped && this.scheduler && this.schedulerInterval === "step") this.scheduler.step();
     this.globalStep++;
+    if (result.stepped && this.scheduler && this.schedulerInterval === "step" && this.globalStep % this.schedulerFrequency === 0) this.scheduler.step();
   }
 
   private recordTokens(tokens: number): void {
@@ -552,9 +637,15 @@ export class Trainer {
     for (const cb of this.callbacks) if (cb.stateDict && cb.stateKey) callbacks[cb.stateKey] = cb.stateDict();
     const extra: Record<string, unknown> = {};
     module.onSaveCheckpoint(extra);
+    const optimizer = this.optimizer;
+    const optimizerState: OptimizerState | null = !optimizer
+      ? null
+      : handlesOptimizerState(strategy)
+        ? await strategy.optimizerStateDict(optimizer)
+        : flatOptimizerState(optimizer);
     const checkpoint: Checkpoint = buildCheckpoint({
       moduleState: await strategy.moduleStateDict(module),
-      optimizer: this.optimizer,
+      optimizerState,
       scheduler: this.scheduler,
       position: this.position,
       extra: {
@@ -579,7 +670,9 @@ export class Trainer {
     try {
       const position = loopPositionOf(checkpoint, path);
       await this.strategy!.loadModuleStateDict(module, moduleStateOf(checkpoint));
-      restoreOptimizer(checkpoint, this.optimizer!, path);
+      const optimizerState = optimizerStateOf(checkpoint, path);
+      if (handlesOptimizerState(this.strategy!)) await this.strategy!.loadOptimizerStateDict(this.optimizer!, optimizerState);
+      else loadFlatOptimizerState(this.optimizer!, optimizerState);
       const meta = checkpoint.meta;
       if (this.scheduler && meta.scheduler) this.scheduler.loadStateDict(meta.scheduler as never);
       if (meta.precision) this.precision.loadStateDict(meta.precision as Record<string, number>);

@@ -2,9 +2,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { describe, expect, it } from "vitest";
-import { SGD } from "@fulgur/nn";
-import { tensor } from "@fulgur/tensor";
-import { CSVLogger, GPTLanguageModel, GradScaler, LearningRateMonitor, ProgressBar, Trainer, createPrecision } from "../src";
+import { CSVLogger, GPTLanguageModel, LearningRateMonitor, ProgressBar, Trainer } from "../src";
 import { TINY, loader, tmp } from "./helpers";
 
 function sink(): { stream: NodeJS.WriteStream; text: () => string } {
@@ -59,31 +57,3 @@ describe("callbacks and loggers", () => {
   });
 });
 
-describe("16-mixed loss scaling", () => {
-  it("skips the step and halves the scale on overflow, then steps", () => {
-    const p = tensor([1, 2], { requiresGrad: true });
-    const opt = new SGD([p], { lr: 0.5 });
-    const precision = createPrecision("16-mixed");
-    const scale0 = precision.stateDict().scale;
-    p.grad = tensor([Infinity, 1]);
-    expect(precision.unscaleGradients(opt)).toBe(false);
-    expect(precision.optimizerStep(opt, false)).toBe(false);
-    expect(p.toArray()).toEqual([1, 2]);
-    expect(precision.stateDict().scale).toBe(scale0 / 2);
-    const s = precision.stateDict().scale;
-    p.grad = tensor([s, 2 * s]);
-    expect(precision.unscaleGradients(opt)).toBe(true);
-    expect(precision.optimizerStep(opt, true)).toBe(true);
-    expect(p.toArray()).toEqual([0.5, 1]);
-  });
-
-  it("grows the scale after growthInterval clean steps", () => {
-    const s = new GradScaler({ initScale: 8, growthInterval: 2 });
-    s.update(true);
-    expect(s.scaleValue).toBe(8);
-    s.update(true);
-    expect(s.scaleValue).toBe(16);
-    s.update(false);
-    expect(s.scaleValue).toBe(8);
-  });
-});

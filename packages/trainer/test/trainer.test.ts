@@ -123,8 +123,8 @@ describe("Trainer.fit on CPU", () => {
     expect(new Set(bytes.slice(1)).size).toBe(1);
   });
 
-  it("precisions: bf16-mixed keeps fp32 master weights and trains; 16-mixed scales the loss", async () => {
-    for (const precision of ["bf16-mixed", "16-mixed", "bf16-true"] as const) {
+  it("precisions: bf16-mixed keeps fp32 master weights and trains; bf16-true stores bf16", async () => {
+    for (const precision of ["bf16-mixed", "bf16-true"] as const) {
       const rec = new LossRecorder();
       const m = new GPTLanguageModel({ config: TINY, lr: 1e-2 });
       await new Trainer({ ...quiet, maxSteps: 8, logger: false, enableCheckpointing: false, precision, callbacks: [rec] }).fit(m, loader());
@@ -157,7 +157,21 @@ describe("Trainer options are validated at the door", () => {
   it("unknown strategies and strategies of uninstalled packages are explained", async () => {
     const fit = (strategy: string) =>
       new Trainer({ ...quiet, strategy, logger: false, enableCheckpointing: false, maxSteps: 1 }).fit(new GPTLanguageModel({ config: TINY }), loader());
-    await expect(fit("fsdp")).rejects.toThrow(/provided by @fulgur\/strategy-fsdp, which is not installed: run `npm install @fulgur\/strategy-fsdp`/);
-    await expect(fit("warp_drive")).rejects.toThrow(/strategy "warp_drive" is not registered; registered strategy names: .*single_device/);
+    await expect(fit("fsdp")).rejects.toThrow(
+      /provided by @fulgur\/strategy-fsdp, which is not installed or not loaded: run `npm install @fulgur\/strategy-fsdp` \(inside the Fulgur repository.*`npm ci && npm run build`/,
+    );
+    await expect(fit("warp_drive")).rejects.toThrow(/strategy "warp_drive" is not registered\. Registered strategy names: .*single_device/);
+    await expect(fit("singel_device")).rejects.toThrow(/strategy "singel_device" is not registered\. Did you mean "single_device" \(from @fulgur\/strategy-kit\)\?/);
+  });
+
+  it("16-mixed on the CPU and single_device on two devices are refused before anything starts", async () => {
+    const fit = (o: Record<string, unknown>) =>
+      new Trainer({ ...quiet, logger: false, enableCheckpointing: false, maxSteps: 1, ...o }).fit(new GPTLanguageModel({ config: TINY }), loader());
+    await expect(fit({ precision: "16-mixed", accelerator: "cpu" })).rejects.toThrow(
+      'precision: "16-mixed" (fp16 with loss scaling) is for GPUs; on the CPU accelerator use "bf16-mixed" or "32-true"',
+    );
+    await expect(fit({ strategy: "single_device", devices: 2, accelerator: "cpu" })).rejects.toThrow(
+      'strategy "single_device" trains one process on one device, but devices × numNodes = 2; use devices: 1, or a multi-process strategy such as "ddp"',
+    );
   });
 });

@@ -1,5 +1,5 @@
 /**
- * Failures travel (DESIGN.md decision 12), for a DDP rank. Three paths:
+ * Failures travel (DESIGN.md decision 12), for a rank of any multi-process strategy. Three paths:
  *
  * - Another rank failed: its report arrives through the store (@fulgur/distributed's failure
  *   channel). Every collective this rank is waiting for is raced against that report, so a rank
@@ -20,7 +20,7 @@ import type { Store } from "@fulgur/core";
 import { FailureChannel, RankFailureError, reportFailure, type FailureWatch } from "@fulgur/distributed";
 import { IPC_FAILURE_TYPE, type IpcFailureMessage } from "./launchers";
 
-const ACK_KEY = "fulgur/ddp/failure-acks";
+const ACK_KEY = "fulgur/strategy/failure-acks";
 const REPORT_TIMEOUT_MS = 5_000;
 const ACK_WAIT_MS = 5_000;
 /** How long a rank that only learnt of another's failure waits before exiting ([Note: exit order]). */
@@ -35,6 +35,8 @@ export interface FailureGuardOptions {
   /** Install the uncaught-exception handler that reports and exits (default true). */
   readonly handleUncaught?: boolean;
   readonly log?: (message: string) => void;
+  /** Names the strategy in messages (default "fulgur"). */
+  readonly label?: string;
 }
 
 const timeout = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms).unref());
@@ -84,7 +86,7 @@ export class FailureGuard {
   private learn(error: RankFailureError): void {
     if (this.remote) return;
     this.remote = error;
-    this.o.log?.(`ddp: rank ${this.o.rank} is stopping: ${error.message}`);
+    this.o.log?.(`${this.o.label ?? "fulgur"}: rank ${this.o.rank} is stopping: ${error.message}`);
     this.rejectFailed(error);
     this.o.onRemoteFailure(error);
   }

@@ -5,8 +5,7 @@
  * Each takes a `race` that makes the wait fail at once when another rank has failed.
  */
 import type { ProcessGroup, ReduceOp } from "@fulgur/core";
-import { type Tensor, cat, fromHost, noGrad, scope, zeros } from "@fulgur/tensor";
-import { itemBytes } from "./bucket";
+import { type Tensor, cat, fromHost, itemsize, noGrad, scope, zeros } from "@fulgur/tensor";
 
 export type Race = <T>(p: Promise<T>) => Promise<T>;
 
@@ -23,8 +22,8 @@ function chunks(tensors: readonly Tensor[], capBytes: number): Tensor[][] {
     const list = byKind.get(key) ?? [[]];
     byKind.set(key, list);
     let last = list[list.length - 1];
-    const bytes = (xs: Tensor[]) => xs.reduce((s, x) => s + x.numel * itemBytes(x.dtype), 0);
-    if (last.length > 0 && bytes(last) + t.numel * itemBytes(t.dtype) > capBytes) {
+    const bytes = (xs: Tensor[]) => xs.reduce((s, x) => s + x.numel * itemsize(x.dtype), 0);
+    if (last.length > 0 && bytes(last) + t.numel * itemsize(t.dtype) > capBytes) {
       last = [];
       list.push(last);
     }

@@ -2,11 +2,18 @@
  * The built-in precisions. "bf16-mixed" keeps fp32 master weights and runs matrix products in
  * bf16 under autocast (reductions and losses stay fp32); "bf16-true" stores the weights in bf16;
  * "16-mixed" runs in fp16 with a dynamic loss scale that skips steps whose gradients overflowed.
+ * Each owns the optimizer step (optimizerStep.ts), as Lightning's precision plugins do.
  */
-import { CONTRACT_VERSION, type Precision } from "@fulgur/core";
+import {
+  CONTRACT_VERSION,
+  type OptimizerStepResult,
+  type Precision,
+  type PrecisionStepOptions,
+} from "@fulgur/core";
 import type { Module, Optimizer } from "@fulgur/nn";
 import { type DType, type Tensor, autocast, scope } from "@fulgur/tensor";
 import { GradScaler } from "./gradScaler";
+import { runOptimizerStep } from "./optimizerStep";
 
 export const PRECISIONS = ["32-true", "64-true", "bf16-mixed", "bf16-true", "16-mixed"] as const;
 export type PrecisionName = (typeof PRECISIONS)[number];
@@ -24,18 +31,15 @@ export const PRECISION_ALIASES: Readonly<Record<string, PrecisionName>> = {
   "16-mixed": "16-mixed",
 };
 
-function gradsOf(optimizer: Optimizer): Tensor[] {
-  const out: Tensor[] = [];
-  for (const g of optimizer.paramGroups) for (const p of g.params) if (p.grad) out.push(p.grad);
-  return out;
-}
-
-class BasePrecision implements Precision {
+/** A precision without loss scaling: gradients are never scaled, so they need no unscaling. */
+export class BasePrecision implements Precision {
   readonly contractVersion = CONTRACT_VERSION;
   constructor(
-    readonly name: PrecisionName,
-    private readonly castDtype: DType | null,
-    private readonly weightDtype: DType | null,
+    readonly name: string,
+    /** The dtype matrix products run in under autocast, or null for none. */
+    readonly computeDtype: DType | null,
+    /** The dtype parameters are stored in, or null to leave them as built. */
+    readonly weightDtype: DType | null,
   ) {}
 
   convertModule(module: Module): void {
@@ -43,21 +47,15 @@ class BasePrecision implements Precision {
   }
 
   forwardContext<T>(fn: () => T): T {
-    return this.castDtype ? autocast(this.castDtype, fn) : fn();
+    return this.computeDtype ? autocast(this.computeDtype, fn) : fn();
   }
 
   backward(loss: Tensor): void {
     loss.backward();
   }
 
-  unscaleGradients(_optimizer: Optimizer): boolean {
-    return true;
-  }
-
-  optimizerStep(optimizer: Optimizer, gradientsFinite: boolean): boolean {
-    if (!gradientsFinite) return false;
-    optimizer.step();
-    return true;
+  optimizerStep(optimizer: Optimizer, options: PrecisionStepOptions): Promise<OptimizerStepResult> {
+    return runOptimizerStep(optimizer, options, null);
   }
 
   stateDict(): Record<string, number> {
@@ -67,7 +65,8 @@ class BasePrecision implements Precision {
   loadStateDict(_state: Record<string, number>): void {}
 }
 
-class MixedFp16Precision extends BasePrecision {
+/** fp16 compute with a dynamic loss scale (PyTorch's GradScaler). */
+export class MixedFp16Precision extends BasePrecision {
   readonly scaler = new GradScaler();
 
   constructor() {
@@ -78,14 +77,8 @@ class MixedFp16Precision extends BasePrecision {
     scope(() => this.scaler.scale(loss).backward());
   }
 
-  override unscaleGradients(optimizer: Optimizer): boolean {
-    return this.scaler.unscale(gradsOf(optimizer));
-  }
-
-  override optimizerStep(optimizer: Optimizer, gradientsFinite: boolean): boolean {
-    const stepped = super.optimizerStep(optimizer, gradientsFinite);
-    this.scaler.update(gradientsFinite);
-    return stepped;
+  override optimizerStep(optimizer: Optimizer, options: PrecisionStepOptions): Promise<OptimizerStepResult> {
+    return runOptimizerStep(optimizer, options, this.scaler);
   }
 
   override stateDict(): Record<string, number> {
