@@ -6,6 +6,8 @@ export { Module } from "./module";
 export { ModuleList, Sequential } from "./containers";
 export type { BackwardPreHook, ForwardHook, ForwardPreHook, LoadStateDictResult, NamedOptions, RemovableHandle } from "./module";
 export { parameter, isParameter } from "./parameter";
+export { materializeModule } from "./materialize";
+export type { MaterializeOptions } from "./materialize";
 
 export type { LayerOptions } from "./layers/options";
 export { Linear } from "./layers/linear";

@@ -2,8 +2,10 @@
  * Parameter initialisers (PyTorch's `torch.nn.init`): each fills a tensor in place, under `noGrad`,
  * from a seeded generator (the tensor package's default one unless a `generator` is given), so the
  * same seed gives the same weights on every backend. Temporaries live in a scope and are freed at once.
+ * On a meta tensor the same ops are recorded and replayed when it is materialised (see
+ * @fulgur/tensor's meta backend), so deferred initialisation gives the eager weights bit for bit.
  */
-import { noGrad, rand, randn, scope, tensor } from "@fulgur/tensor";
+import { noGrad, rand, randn, recordInit, scope, tensor } from "@fulgur/tensor";
 import type { DType, Generator, Tensor } from "@fulgur/tensor";
 
 export type Nonlinearity = "linear" | "conv1d" | "conv2d" | "sigmoid" | "tanh" | "relu" | "leaky_relu" | "selu";
@@ -165,16 +167,22 @@ export function truncNormal_(t: Tensor, options: TruncNormalOptions = {}): Tenso
   if (!(a < b)) throw new RangeError(`truncNormal_: need a < b; got a=${a}, b=${b}`);
   const lo = normalCdf((a - mean) / std);
   const hi = normalCdf((b - mean) / std);
+  const fill = (dst: Tensor, [draws]: readonly Tensor[]): void => {
+    const u = draws.toArray();
+    const out = new Float64Array(u.length);
+    for (let i = 0; i < u.length; i++) {
+      const x = mean + std * normalQuantile(lo + (hi - lo) * u[i]);
+      out[i] = Math.min(b, Math.max(a, x));
+    }
+    dst.copy_(tensor(out, { shape: [...dst.shape], dtype: "float64", device: dst.device }));
+  };
   noGrad(() =>
     scope(() => {
-      const u = rand(t.shape, { dtype: "float64", generator: options.generator }).toArray();
-      const out = new Float64Array(u.length);
-      for (let i = 0; i < u.length; i++) {
-        const x = mean + std * normalQuantile(lo + (hi - lo) * u[i]);
-        out[i] = Math.min(b, Math.max(a, x));
-      }
-      const host = tensor(out, { shape: [...t.shape], dtype: "float64" });
-      t.copy_(t.device === "cpu" ? host : host.to(t.device));
+      // Drawn on t's device (the same Philox numbers on any); on meta the draw is recorded like any
+      // op and the host-side mapping is recorded to run on it at materialisation.
+      const u = rand(t.shape, { dtype: "float64", device: t.device, generator: options.generator });
+      if (t.device === "meta") recordInit(t, [u], fill);
+      else fill(t, [u]);
     }),
   );
   return t;

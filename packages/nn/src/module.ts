@@ -10,7 +10,7 @@
  * backward pre-hooks fire when the gradient of a call's output arrives, before that module's
  * backward runs — what FSDP needs to gather a unit's parameters again for backward.
  */
-import { DTYPES, formatShape, isGradEnabled, isTensor, noGrad, scope } from "@fulgur/tensor";
+import { DTYPES, formatShape, isGradEnabled, isTensor, noGrad, normalizeDevice, scope } from "@fulgur/tensor";
 import type { DType, Tensor } from "@fulgur/tensor";
 import { isParameter, parameter } from "./parameter";
 
@@ -377,10 +377,21 @@ export abstract class Module {
   /**
    * Moves every parameter and buffer to a device ("cpu", "cuda:0") or casts the floating ones to a
    * dtype. Tensors are replaced (their old storage is disposed), so build optimizers after `to()`;
-   * tied tensors stay tied. Gradients move with their parameters.
+   * tied tensors stay tied. Gradients move with their parameters. A module built on the meta device
+   * has nothing to move: `materializeModule` gives it memory and its initial values instead.
    */
   to(target: DType | string): this {
     const isDType = (DTYPES as readonly string[]).includes(target);
+    if (!isDType && normalizeDevice(target) !== "meta") {
+      const onMeta = [...this.namedParameters(), ...this.namedBuffers()].find(([, t]) => t.device === "meta");
+      if (onMeta) {
+        throw new Error(
+          `${this.constructor.name}.to(${JSON.stringify(target)}): ${onMeta[0]} (and any other tensor built under withDevice("meta")) ` +
+            `is on the meta device and has no data to move; use materializeModule(module, ${JSON.stringify(target)}) to allocate ` +
+            `and initialise it there`,
+        );
+      }
+    }
     const converted = new Map<Tensor, Tensor>();
     const convert = (t: Tensor): Tensor => {
       if (isDType) return t.dtype === "int32" || t.dtype === target ? t : t.to(target as DType);

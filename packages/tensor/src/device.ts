@@ -1,9 +1,12 @@
 /**
  * Which backend serves a device string. The CPU backend is built in; other packages (the CUDA
  * accelerator) register a factory for their prefix, so importing @fulgur/tensor never loads a GPU.
+ * The `meta` device (shapes without data, for deferred initialisation: meta/backend.ts) is
+ * registered here like any other backend.
  */
 import type { Backend } from "./backend";
 import { cpuBackend } from "./cpu";
+import { metaBackend } from "./meta";
 
 export type BackendFactory = (device: string) => Backend;
 
@@ -18,13 +21,16 @@ export function registerBackend(prefix: string, factory: BackendFactory): void {
   for (const key of [...instances.keys()]) if (key.split(":")[0] === prefix) instances.delete(key);
 }
 
-/** "cuda" -> "cuda:0"; "cpu:0" -> "cpu". */
+// Devices that are one per process and named without an index.
+const SINGLE = new Set(["cpu", "meta"]);
+
+/** "cuda" -> "cuda:0"; "cpu:0" -> "cpu"; "meta:0" -> "meta". */
 export function normalizeDevice(device: string): string {
   if (typeof device !== "string" || device.length === 0) {
-    throw new TypeError(`device: got ${JSON.stringify(device)}; expected "cpu" or "<type>:<index>" such as "cuda:0"`);
+    throw new TypeError(`device: got ${JSON.stringify(device)}; expected "cpu", "meta" or "<type>:<index>" such as "cuda:0"`);
   }
   const [prefix, index] = device.split(":");
-  if (prefix === "cpu") return "cpu";
+  if (SINGLE.has(prefix)) return prefix;
   if (index === undefined) return `${prefix}:0`;
   if (!/^\d+$/.test(index)) throw new TypeError(`device: bad index in ${JSON.stringify(device)}`);
   return `${prefix}:${Number(index)}`;
@@ -53,6 +59,8 @@ export function getBackend(device = "cpu"): Backend {
 export function registeredBackends(): string[] {
   return ["cpu", ...factories.keys()];
 }
+
+registerBackend("meta", () => metaBackend());
 
 let defaultDevice = "cpu";
 

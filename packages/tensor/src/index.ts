@@ -6,6 +6,7 @@ export { Tensor, isTensor, type HookHandle, type PostAccumulateGradHook } from "
 export * from "./ops";
 export type { BackwardOptions, GradHook } from "./autograd";
 export { checkpoint } from "./checkpoint";
+export { materialize, recordInit } from "./materialize";
 export { autocast, autocastDType, enableGrad, isGradEnabled, noGrad, setGradEnabled } from "./gradMode";
 export {
   memoryStats,
@@ -64,3 +65,4 @@ export {
   type Shape,
 } from "./shape";
 export { cpuBackend, philox4x32 } from "./cpu";
+export { MetaBackend, metaBackend } from "./meta";

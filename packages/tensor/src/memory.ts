@@ -5,7 +5,7 @@
  * them that was not returned or kept, so a training step cannot leak device memory.
  */
 import type { Backend, Storage } from "./backend";
-import { itemsize } from "./dtype";
+import { RangeVersions } from "./versions";
 
 export interface DeviceMemoryStats {
   /** Bytes held by live storages. */
@@ -44,25 +44,82 @@ export function resetPeakMemory(device?: string): void {
 export class StorageRef {
   private refs = 1;
   readonly bytes: number;
-  /**
-   * Bumped by every in-place write through the tensor API (and `markModified()`): whoever keeps a
-   * value derived from this memory (autocast's low-precision parameter copies) checks it is current.
-   */
-  version = 0;
+  private ranges: RangeVersions | null = null;
+  /** Null while the memory is released (`releaseMemory`); the object and its tensors stay. */
+  private memory: Storage | null;
+  private readonly dtype: Storage["dtype"];
+  private readonly length: number;
 
   constructor(
-    readonly storage: Storage,
+    storage: Storage,
     readonly backend: Backend,
   ) {
-    this.bytes = storage.length * itemsize(storage.dtype);
+    this.memory = storage;
+    this.dtype = storage.dtype;
+    this.length = storage.length;
+    // The storage's own figure: a meta storage holds no bytes.
+    this.bytes = storage.byteLength;
     const s = statsFor(backend.device);
     s.liveBytes += this.bytes;
     s.liveStorages++;
     if (s.liveBytes > s.peakBytes) s.peakBytes = s.liveBytes;
   }
 
+  get storage(): Storage {
+    if (this.memory === null) {
+      throw new Error(
+        `storage of ${this.length} ${this.dtype} elements on ${this.backend.device}: its memory was released ` +
+          "(the gathered parameters of a sharded unit, used outside the unit's compute); it is restored when the unit is gathered again",
+      );
+    }
+    return this.memory;
+  }
+
+  /** False between `releaseMemory` and `restoreMemory`. */
+  get hasMemory(): boolean {
+    return this.memory !== null;
+  }
+
+  /**
+   * Returns the memory to the backend while the storage object (and every tensor viewing it)
+   * stays: how a sharded unit frees its gathered parameters after forward although autograd
+   * saved views of them for backward (PyTorch FSDP resizes the storage to zero). Reading before
+   * `restoreMemory` throws. Idempotent.
+   */
+  releaseMemory(): void {
+    if (this.memory === null || this.refs <= 0) return;
+    const s = statsFor(this.backend.device);
+    s.liveBytes -= this.bytes;
+    this.backend.free(this.memory);
+    this.memory = null;
+  }
+
+  /** Allocates memory again (contents undefined; every range counts as written). Idempotent. */
+  restoreMemory(): void {
+    if (this.memory !== null || this.refs <= 0) return;
+    this.memory = this.backend.alloc(this.dtype, this.length);
+    const s = statsFor(this.backend.device);
+    s.liveBytes += this.bytes;
+    if (s.liveBytes > s.peakBytes) s.peakBytes = s.liveBytes;
+    this.ranges?.write(0, this.length - 1);
+  }
+
   get refCount(): number {
     return this.refs;
+  }
+
+  /**
+   * Write versions per element range, stamped by every in-place write through the tensor API (and
+   * `markModified()`): whoever keeps a value derived from part of this memory (autocast's
+   * low-precision parameter copies) checks that part is unchanged. See [Note: range versions].
+   */
+  get versions(): RangeVersions {
+    return (this.ranges ??= new RangeVersions(this.storage.length));
+  }
+
+  /** The version of the whole storage: changes on a write to any part of it. */
+  get version(): number {
+    return this.ranges === null ? 0 : this.ranges.latest;
   }
 
   retain(): void {
@@ -74,9 +131,11 @@ export class StorageRef {
     if (this.refs <= 0) throw new Error("internal: release() on a freed storage");
     if (--this.refs === 0) {
       const s = statsFor(this.backend.device);
-      s.liveBytes -= this.bytes;
       s.liveStorages--;
-      this.backend.free(this.storage);
+      if (this.memory === null) return;
+      s.liveBytes -= this.bytes;
+      this.backend.free(this.memory);
+      this.memory = null;
     }
   }
 }

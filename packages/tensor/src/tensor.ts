@@ -8,6 +8,7 @@ import { contiguousStrides, formatShape, isContiguous, numel } from "./shape";
 import { type StorageRef, countTensor, keepInScope, trackInScope, untrack } from "./memory";
 import { type BackwardOptions, type GradHook, Node, runBackward, setLeafAccumulator } from "./autograd";
 import { isGradEnabled } from "./gradMode";
+import { recordWrite, versionOf } from "./versions";
 import * as ops from "./ops";
 
 export type PostAccumulateGradHook = (leaf: Tensor) => void;
@@ -31,7 +32,8 @@ export class Tensor implements View {
   // Kept outside the storage reference so that metadata stays readable after dispose (a backward
   // closure may ask an input's dtype after the scope that made the input has freed it).
   readonly dtype: DType;
-  readonly device: string;
+  // Changes only when `materialize` moves a meta tensor onto real memory (`rebind`).
+  private deviceName: string;
 
   /** @internal Takes ownership of one reference to `ref`. Use the factory functions instead. */
   constructor(
@@ -43,12 +45,17 @@ export class Tensor implements View {
   ) {
     this.ref = ref;
     this.dtype = ref.storage.dtype;
-    this.device = ref.backend.device;
+    this.deviceName = ref.backend.device;
     countTensor(ref.backend.device, 1);
     if (track) trackInScope(this);
   }
 
   // ---- identity and layout -------------------------------------------------------------------
+
+  /** "cpu", "cuda:0", "meta", ... */
+  get device(): string {
+    return this.deviceName;
+  }
 
   get storage(): Storage {
     return this.liveRef().storage;
@@ -90,6 +97,24 @@ export class Tensor implements View {
 
   describe(): string {
     return `${this.name ? this.name + " " : ""}#${this.id} ${formatShape(this.shape)}`;
+  }
+
+  /**
+   * @internal Points this tensor at another storage, keeping the object (so parameters stay the
+   * objects optimizers and hooks hold), its shape, strides, offset and autograd state: how
+   * `materialize` gives a meta tensor real memory. Takes ownership of one reference to `ref`, which
+   * must have this tensor's dtype and cover its elements.
+   */
+  rebind(ref: StorageRef): void {
+    const old = this.liveRef();
+    if (ref.storage.dtype !== this.dtype || ref.storage.length < old.storage.length) {
+      throw new Error(`internal: rebind of ${this.describe()} (${this.dtype}, ${old.storage.length} elements) to ${ref.storage.dtype} storage of ${ref.storage.length}`);
+    }
+    countTensor(old.backend.device, -1);
+    countTensor(ref.backend.device, 1);
+    this.ref = ref;
+    this.deviceName = ref.backend.device;
+    old.release();
   }
 
   /** @internal A new Tensor object over the same storage (a view), tracked by the current scope unless told. */
@@ -291,7 +316,7 @@ export class Tensor implements View {
     const n = this.numel;
     const head = `Tensor(${formatShape(this.shape)}, ${this.dtype}, ${this.device}${this.node ? `, grad_fn=${this.node.name}` : ""})`;
     if (this.isDisposed) return `${head} <disposed>`;
-    if (n > 64) return head;
+    if (n > 64 || this.deviceName === "meta") return head;
     return `${head} ${JSON.stringify(this.toNested())}`;
   }
 
@@ -452,17 +477,27 @@ export class Tensor implements View {
         `${op}: a tensor that requires grad cannot be modified in place while gradients are recorded; wrap the update in noGrad()`,
       );
     }
-    this.storageRef.version++;
+    this.markModified();
   }
 
   /**
    * Says this tensor's memory was written other than through its in-place methods (a backend call,
    * a collective into its storage), so values derived from it, such as autocast's low-precision
    * copy of a parameter, are recomputed. The in-place methods call it themselves.
+   *
+   * Versions are per element range ([Note: range versions] in versions.ts): this stamps the range
+   * this tensor covers, from its lowest to its highest element. Values derived from other ranges of
+   * the same storage (another parameter in the same flat buffer) stay current; marking a view of the
+   * whole storage (the flat buffer itself, after an all-gather into it) makes every one stale.
    */
   markModified(): this {
-    this.storageRef.version++;
+    recordWrite(this.storageRef.versions, this);
     return this;
+  }
+
+  /** The version of the element range this tensor covers: it changes whenever a write overlaps it. */
+  get version(): number {
+    return versionOf(this.storageRef.versions, this);
   }
 
   /** Copies src (broadcast, cast) into this tensor's memory. */

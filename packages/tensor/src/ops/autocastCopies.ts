@@ -3,10 +3,12 @@
  * fp32 weight is cast to bf16 each forward: 6 bytes of traffic a parameter, 2 ms a step for a 1B
  * model. Keeping the cast and letting the optimizer step write it in the same pass as the fp32
  * update (2 more bytes a parameter, see Backend.adamw's `lowPrecision`) removes that pass. A copy is
- * used only while its parameter's storage version is the one it was made from: an in-place write
- * through the tensor API (or `markModified()`) makes the next use cast again, into the same memory.
- * The copy is exactly what the cast would give (one rounding of the stored fp32 value), so results
- * do not change.
+ * used only while the version of its parameter's own element range is the one it was made from: an
+ * in-place write overlapping the parameter (through the tensor API, or `markModified()`) makes the
+ * next use cast again, into the same memory, while writes to other parameters of the same flat
+ * buffer leave it current ([Note: range versions] in versions.ts). The copy is exactly what the
+ * cast would give (one rounding of the stored fp32 value), so results do not change.
+ * `autocastCopyStats()` counts uses served by a kept copy and casts made.
  */
 import type { DType } from "../dtype";
 import type { Tensor } from "../tensor";
@@ -19,6 +21,8 @@ interface Entry {
 }
 
 const entries = new WeakMap<Tensor, Entry>();
+// Counters, not per-parameter state: a sum over the run is what tells whether the cache works.
+const stats = { hits: 0, casts: 0 };
 // A parameter dropped without dispose() takes its copy with it when it is collected.
 const orphans = new FinalizationRegistry<Tensor>((copy) => {
   if (!copy.isDisposed) copy.dispose();
@@ -28,17 +32,20 @@ const orphans = new FinalizationRegistry<Tensor>((copy) => {
 export function autocastCopy(p: Tensor, dtype: DType): Tensor {
   const e = entries.get(p);
   if (e && !e.copy.isDisposed && e.copy.dtype === dtype) {
-    if (e.version !== p.storageRef.version) {
+    const version = p.version;
+    if (e.version !== version) {
       p.backend.copy(p, e.copy);
-      e.version = p.storageRef.version;
-    }
+      e.version = version;
+      stats.casts++;
+    } else stats.hits++;
     return e.copy;
   }
   // A copy in another dtype (a model run under two autocast dtypes) is replaced, not kept beside.
   if (e && !e.copy.isDisposed) e.copy.dispose();
   const copy = contiguousCopy(p, dtype);
   untrack(copy);
-  entries.set(p, { copy, version: p.storageRef.version });
+  stats.casts++;
+  entries.set(p, { copy, version: p.version });
   orphans.register(p, copy, p);
   return copy;
 }
@@ -49,11 +56,15 @@ export function lowPrecisionCopyOf(p: Tensor): Tensor | null {
   return e && !e.copy.isDisposed ? e.copy : null;
 }
 
-/** After a step wrote `p` and its copy together: `p` changed, and the copy is current again. */
+/**
+ * After a step wrote `p` and its copy together: `p` changed, and the copy is current again. Only
+ * `p`'s own range is stamped, so marking the parameters of one flat buffer one after another
+ * leaves each copy current.
+ */
 export function markCopyWritten(p: Tensor): void {
   p.markModified();
   const e = entries.get(p);
-  if (e) e.version = p.storageRef.version;
+  if (e) e.version = p.version;
 }
 
 /** Frees `p`'s copy (it is made again on next use under autocast). */
@@ -62,4 +73,21 @@ export function dropAutocastCopy(p: Tensor): void {
   if (e && !e.copy.isDisposed) e.copy.dispose();
   entries.delete(p);
   orphans.unregister(p);
+}
+
+export interface AutocastCopyStats {
+  /** Uses under autocast served by a kept copy, current as it was. */
+  readonly hits: number;
+  /** Casts made: a new copy, or a stale one cast again. */
+  readonly casts: number;
+}
+
+/** Counts since the last reset (or process start) over all parameters: is the cast cache working? */
+export function autocastCopyStats(): AutocastCopyStats {
+  return { hits: stats.hits, casts: stats.casts };
+}
+
+export function resetAutocastCopyStats(): void {
+  stats.hits = 0;
+  stats.casts = 0;
 }

@@ -5,6 +5,7 @@ import { broadcastShapes, shapesEqual } from "../shape";
 import { getBackend, normalizeDevice } from "../device";
 import { StorageRef } from "../memory";
 import { Tensor } from "../tensor";
+import { metaHasNoData } from "../meta";
 import { contiguousStrides } from "../shape";
 import { broadcastView, emptyLike, emptyTensor, record, sameDevice } from "./util";
 import { sumToShape } from "./reduce";
@@ -29,6 +30,7 @@ export function to(x: Tensor, target: DType | string): Tensor {
   if (["float32", "float64", "bfloat16", "float16", "int32"].includes(target)) return cast(x, target as DType);
   const device = normalizeDevice(target);
   if (device === x.device) return x;
+  if (x.device === "meta") throw metaHasNoData(`copying a meta tensor to ${device}`);
   const backend = getBackend(device);
   const host = x.toHost();
   const out = new Tensor(new StorageRef(backend.fromHost(host, x.dtype), backend), [...x.shape], contiguousStrides(x.shape), 0);

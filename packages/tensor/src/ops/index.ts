@@ -6,5 +6,12 @@ export * from "./linalg";
 export * from "./nn";
 export * from "./packedAttention";
 export * from "./geluMlp";
-export { dropAutocastCopy, lowPrecisionCopyOf, markCopyWritten } from "./autocastCopies";
+export {
+  autocastCopyStats,
+  dropAutocastCopy,
+  lowPrecisionCopyOf,
+  markCopyWritten,
+  resetAutocastCopyStats,
+  type AutocastCopyStats,
+} from "./autocastCopies";
 export * from "./creation";

@@ -7,6 +7,7 @@ import { getBackend } from "../device";
 import { Node, type BackwardFn, type Edge } from "../autograd";
 import { isGradEnabled } from "../gradMode";
 import { Tensor } from "../tensor";
+import { MATERIALISE_HINT } from "../meta";
 
 /** A new contiguous tensor with unspecified contents (zero on the CPU backend). */
 export function emptyTensor(shape: readonly number[], dtype: DType, device: string): Tensor {
@@ -39,7 +40,8 @@ export function sameDevice(op: string, ...ts: (Tensor | null | undefined)[]): st
     if (!t) continue;
     if (device === null) device = t.device;
     else if (t.device !== device) {
-      throw new Error(`${op}: expected all tensors on the same device, got ${device} and ${t.device}`);
+      const hint = device === "meta" || t.device === "meta" ? `: meta tensors have no data and cannot meet real ones; ${MATERIALISE_HINT}` : "";
+      throw new Error(`${op}: expected all tensors on the same device, got ${device} and ${t.device}${hint}`);
     }
   }
   return device ?? "cpu";
