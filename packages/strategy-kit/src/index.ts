@@ -33,6 +33,9 @@ export {
 export { type Race, STATE_BROADCAST_BYTES, broadcastJson, broadcastTensors, identityRace, reduceScalar } from "./collectives";
 export { FailureGuard, type FailureGuardOptions } from "./failureGuard";
 export { WorkerFailureError, forkWorkers, relaunchScript, workerNodeFlags, type WorkerLaunch } from "./launchers";
+export { OPTIMIZER_FORMAT, OPTIMIZER_FORMAT_VERSION, loadNamedOptimizerState, namedOptimizerState, type StateEntry } from "./optimizerState";
+export { DeviceMesh } from "./deviceMesh";
+export { SoloGroup } from "./soloGroup";
 export { EMPTY_BREAKDOWN, breakdown, estimateReplicatedMemory, modelBytes, type ModelBytes } from "./memoryEstimate";
 export {
   KIT_STRATEGIES,

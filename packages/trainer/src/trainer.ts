@@ -32,8 +32,6 @@ import { ProgressBar } from "./callbacks/progressBar";
 import {
   type LoopPosition,
   buildCheckpoint,
-  flatOptimizerState,
-  loadFlatOptimizerState,
   loopPositionOf,
   moduleStateOf,
   optimizerStateOf,
@@ -43,6 +41,7 @@ import { CSVLogger } from "./loggers/fileLoggers";
 import type { Logger, Metrics } from "./loggers/logger";
 import { type TrainerOptions, type TrainerOptionsInput, parseTrainerOptions } from "./options";
 import { type ChosenPlugins, resolveAccelerator, resolveStrategy, sortPlugins } from "./plugins";
+import { loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
 import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
 
 export interface FitOptions {
@@ -78,6 +77,12 @@ function lossOf(out: StepOutput, where: string): Tensor {
   if (!isTensor(loss)) throw new TypeError(`${where} must return the loss tensor or { loss }, got ${typeof out}`);
   if (loss.numel !== 1) throw new TypeError(`${where}: the loss must be a single-element tensor, got shape [${loss.shape.join(", ")}]`);
   return loss;
+}
+
+/** The module's name for each of its parameters (optimizer state is saved by name). */
+function parameterNames(module: TrainingModule): (p: Tensor) => string | undefined {
+  const names = new Map(module.namedParameters().map(([n, p]) => [p, n] as const));
+  return (p) => names.get(p);
 }
 
 interface MetricAccumulator {
@@ -642,7 +647,7 @@ export class Trainer {
       ? null
       : handlesOptimizerState(strategy)
         ? await strategy.optimizerStateDict(optimizer)
-        : flatOptimizerState(optimizer);
+        : namedOptimizerState(optimizer, parameterNames(module));
     const checkpoint: Checkpoint = buildCheckpoint({
       moduleState: await strategy.moduleStateDict(module),
       optimizerState,
@@ -672,7 +677,7 @@ export class Trainer {
       await this.strategy!.loadModuleStateDict(module, moduleStateOf(checkpoint));
       const optimizerState = optimizerStateOf(checkpoint, path);
       if (handlesOptimizerState(this.strategy!)) await this.strategy!.loadOptimizerStateDict(this.optimizer!, optimizerState);
-      else loadFlatOptimizerState(this.optimizer!, optimizerState);
+      else loadNamedOptimizerState(this.optimizer!, parameterNames(module), optimizerState);
       const meta = checkpoint.meta;
       if (this.scheduler && meta.scheduler) this.scheduler.loadStateDict(meta.scheduler as never);
       if (meta.precision) this.precision.loadStateDict(meta.precision as Record<string, number>);

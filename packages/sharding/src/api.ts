@@ -1,0 +1,34 @@
+/**
+ * The options of the sharding engine, as frozen policy objects (FSDP2's `MixedPrecisionPolicy`,
+ * `CPUOffloadPolicy`): validated by the strategy facades, read here.
+ */
+import type { DType } from "@fulgur/tensor";
+
+/**
+ * - FULL_SHARD: parameters, gradients and optimizer state sharded; a unit's gathered parameters
+ *   are freed after its forward and gathered again for its backward.
+ * - SHARD_GRAD_OP: the same, but gathered parameters stay from forward until backward.
+ * - NO_SHARD: every rank holds everything; gradients are all-reduced (DDP, through the engine).
+ * - HYBRID_SHARD: FULL_SHARD within a shard group (a node), replicated across groups.
+ */
+export type ShardingStrategy = "FULL_SHARD" | "SHARD_GRAD_OP" | "NO_SHARD" | "HYBRID_SHARD";
+
+export interface MixedPrecisionPolicy {
+  /** dtype of the gathered copy the unit computes with; null: the master dtype. */
+  readonly paramDtype: DType | null;
+  /** dtype gradients are reduced in; null: paramDtype (or the master dtype). */
+  readonly reduceDtype: DType | null;
+}
+
+export const FULL_PRECISION: MixedPrecisionPolicy = Object.freeze({ paramDtype: null, reduceDtype: null });
+
+export interface EngineOptions {
+  readonly shardingStrategy: ShardingStrategy;
+  readonly mixedPrecision: MixedPrecisionPolicy;
+  /** Units gathered ahead of the one computing, in forward and in backward (0: no prefetch). */
+  readonly prefetch: number;
+  /** Free gathered parameters after forward (true for FULL_SHARD and HYBRID_SHARD). */
+  readonly reshardAfterForward: boolean;
+  /** Keep slices, gradients and optimizer state in host memory; units go up to the device to compute. */
+  readonly offload: boolean;
+}

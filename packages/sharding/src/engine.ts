@@ -1,0 +1,213 @@
+/**
+ * The sharding engine FSDP and ZeRO-3 share (DESIGN.md decisions 6, 14 and 15): it turns a
+ * module into sharded units and drives them from hooks.
+ *
+ * - forward: a unit's pre-forward hook gathers it (waiting orders, it does not poll: on CPU the
+ *   host blocks until the data is in place, on CUDA the compute stream waits on an event) and
+ *   starts gathering the next `prefetch` units; its post-forward hook frees it again under
+ *   FULL_SHARD, unless backward is running (a recomputation for activation checkpointing).
+ * - backward: a unit's backward pre-hook gathers it again (prefetching the units before it) and
+ *   gives its parameters gradient views into a flat buffer; once every parameter's gradient has
+ *   arrived, the buffer is reduce-scattered into this rank's gradient slice and the unit freed.
+ * - the root unit (parameters outside every wrapped unit: embeddings, the head) stays gathered for
+ *   the whole step and is reduced once, when the optimizer steps: its gradients accumulate in one
+ *   buffer over the micro-batches of an accumulation window.
+ * - the step: the optimizer holds each parameter's local segment; replicas (HYBRID_SHARD,
+ *   NO_SHARD) average their slices first.
+ */
+import type { Module, RemovableHandle } from "@fulgur/nn";
+import type { Tensor } from "@fulgur/tensor";
+import type { EngineOptions } from "./api";
+import { FlatUnit, type UnitGroups } from "./flatUnit";
+import { layoutUnit } from "./layout";
+
+/** A unit to build: its module's path in the root ("" for the root unit) and its parameters. */
+export interface UnitPlan {
+  readonly path: string;
+  readonly params: readonly { readonly fqn: string; readonly tensor: Tensor }[];
+}
+
+/**
+ * Splits a module's parameters into units: each wrapped path takes the parameters under it that
+ * no deeper wrapped path takes; the root unit takes the rest. Units come in registration order,
+ * the root last.
+ */
+export function planUnits(root: Module, wrapped: readonly string[]): UnitPlan[] {
+  const paths = [...new Set(wrapped.filter((p) => p !== ""))];
+  const owner = (fqn: string): string => {
+    let best = "";
+    for (const p of paths) if (fqn.startsWith(`${p}.`) && p.length > best.length) best = p;
+    return best;
+  };
+  const byPath = new Map<string, { fqn: string; tensor: Tensor }[]>([...paths, ""].map((p) => [p, []]));
+  for (const [fqn, tensor] of root.namedParameters()) byPath.get(owner(fqn))!.push({ fqn, tensor });
+  const order = root.namedModules().map(([name]) => name);
+  const ordered = paths.slice().sort((a, b) => order.indexOf(a) - order.indexOf(b));
+  return [...ordered, ""].map((path) => ({ path, params: byPath.get(path)! })).filter((u) => u.params.length > 0);
+}
+
+/** The longest dotted prefix all paths share ("" when none). */
+function commonAncestor(paths: readonly string[]): string {
+  if (paths.length === 0) return "";
+  let parts = paths[0].split(".");
+  for (const p of paths.slice(1)) {
+    const other = p.split(".");
+    let k = 0;
+    while (k < parts.length && k < other.length && parts[k] === other[k]) k++;
+    parts = parts.slice(0, k);
+  }
+  return parts.join(".");
+}
+
+export class ShardingEngine {
+  readonly units: FlatUnit[] = [];
+  private readonly wrapped: FlatUnit[] = [];
+  private rootUnit: FlatUnit | null = null;
+  /** Wrapped units in the order their forwards ran, learnt in the first step (registration order until then). */
+  private forwardOrder: FlatUnit[] = [];
+  private recorded: FlatUnit[] | null = [];
+  private inBackward = false;
+  private readonly handles: RemovableHandle[] = [];
+
+  constructor(
+    readonly root: Module,
+    readonly groups: UnitGroups,
+    readonly options: EngineOptions,
+    readonly device: string,
+  ) {}
+
+  /**
+   * Shards one planned unit: its full parameters are copied into this rank's slice and freed.
+   * Called unit by unit, so a model materialised one unit at a time never exists whole.
+   */
+  addUnit(plan: UnitPlan): FlatUnit {
+    const shards = this.groups.shard.size;
+    const layout = layoutUnit(
+      plan.params.map((p) => ({ fqn: p.fqn, shape: p.tensor.shape })),
+      shards,
+    );
+    const master = plan.params[0].tensor.dtype;
+    const computeDtype = this.options.mixedPrecision.paramDtype ?? master;
+    const reduceDtype = this.options.mixedPrecision.reduceDtype ?? computeDtype;
+    const masterDevice = this.options.offload ? "cpu" : this.device;
+    const unit = new FlatUnit(plan.path, this.root, layout, this.groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
+    for (const p of plan.params) p.tensor.dispose();
+    unit.onUnshardedParam = (p, i) => {
+      p.registerPostAccumulateGradHook(() => this.onGradient(unit, i));
+    };
+    this.units.push(unit);
+    if (plan.path === "") this.rootUnit = unit;
+    else {
+      this.wrapped.push(unit);
+      this.forwardOrder.push(unit);
+      this.hook(unit);
+    }
+    return unit;
+  }
+
+  /**
+   * Call once every unit is added. The root unit is gathered for the first step, and the modules
+   * that own its parameters (and their nearest common ancestor) put its full-shape parameters in
+   * place before they compute; between steps the module shows the optimizer its segments.
+   */
+  ready(): void {
+    const root = this.rootUnit;
+    if (!root || root.resident) return;
+    root.gather();
+    const owners = new Set(root.layout.slots.map((s) => s.fqn.split(".").slice(0, -1).join(".")));
+    for (const path of [...owners, commonAncestor([...owners])]) {
+      if (path === "") continue;
+      this.handles.push(this.root.getSubmodule(path).registerForwardPreHook(() => root.activate()));
+    }
+  }
+
+  private hook(unit: FlatUnit): void {
+    const module = this.root.getSubmodule(unit.name);
+    this.handles.push(
+      module.registerForwardPreHook(() => this.preForward(unit)),
+      module.registerForwardHook(() => this.postForward(unit)),
+      module.registerBackwardPreHook(() => this.preBackward(unit)),
+    );
+  }
+
+  private preForward(unit: FlatUnit): void {
+    unit.activate();
+    if (this.recorded && !this.inBackward && !this.recorded.includes(unit)) this.recorded.push(unit);
+    if (!this.inBackward) this.prefetch(unit, 1);
+  }
+
+  private postForward(unit: FlatUnit): void {
+    if (this.options.reshardAfterForward && !this.inBackward) unit.reshard();
+  }
+
+  private preBackward(unit: FlatUnit): void {
+    unit.activate();
+    unit.prepareGradients();
+    this.prefetch(unit, -1);
+  }
+
+  /** Starts gathering the units after (direction 1) or before (-1) `unit` in forward order. */
+  private prefetch(unit: FlatUnit, direction: 1 | -1): void {
+    const order = this.forwardOrder;
+    const at = order.indexOf(unit);
+    for (let k = 1; k <= this.options.prefetch; k++) order[at + direction * k]?.startGather();
+  }
+
+  private onGradient(unit: FlatUnit, slotIndex: number): void {
+    unit.gradsSeen.add(slotIndex);
+    if (unit !== this.rootUnit && unit.gradientsComplete) {
+      unit.reduceGradients();
+      unit.reshard();
+    }
+  }
+
+  /** Before a backward pass: gradient views for the units that are gathered for the whole step. */
+  beginBackward(): void {
+    this.inBackward = true;
+    for (const unit of this.units) if (unit.resident || unit === this.rootUnit) unit.prepareGradients();
+  }
+
+  endBackward(): void {
+    this.inBackward = false;
+    if (this.recorded && this.recorded.length === this.wrapped.length) {
+      this.forwardOrder = this.recorded;
+      this.recorded = null;
+    }
+  }
+
+  /**
+   * Before the optimizer step: every unit's gradients reduced into its slice, replicas averaged,
+   * and the optimizer's parameters given their gradient views. Returns those gradients.
+   */
+  finishGradients(): Tensor[] {
+    for (const unit of this.units) {
+      unit.reduceGradients();
+      if (unit !== this.rootUnit) unit.reshard();
+    }
+    for (const unit of this.units) unit.finishReductions();
+    const replicas = this.units.map((u) => u.averageReplicas());
+    for (const w of replicas) w?.synchronize();
+    for (const unit of this.units) unit.attachStepGradients();
+    return this.optimizerParams().flatMap((p) => (p.grad ? [p.grad] : []));
+  }
+
+  /** The parameters the optimizer steps, in unit order. */
+  optimizerParams(): Tensor[] {
+    return this.units.flatMap((u) => [...u.optimParams]);
+  }
+
+  /** After the optimizer step (or a load): slices changed, so the root unit is gathered again. */
+  afterStep(): void {
+    for (const unit of this.units) unit.stepped();
+    const root = this.rootUnit;
+    if (root && !root.resident) {
+      root.gather();
+      root.deactivate();
+    }
+  }
+
+  remove(): void {
+    for (const h of this.handles.splice(0)) h.remove();
+    for (const unit of this.units) unit.dispose();
+  }
+}

@@ -1,0 +1,357 @@
+/**
+ * One sharded unit (DESIGN.md decision 15; FSDP2's `FSDPParamGroup`): the parameters of a module
+ * (a transformer block, or what the wrap policy chose) flattened into one buffer, of which this
+ * rank keeps its contiguous slice as fp32 master weights. Two ways a unit presents its parameters
+ * to the module:
+ *
+ * - resident (one shard, no cast): the module's parameters are views into the master slice, with
+ *   their full shapes, and their gradients views into the gradient slice. Nothing is gathered or
+ *   scattered; this is FSDP at world 1 and NO_SHARD, and costs what single-device training costs.
+ * - sharded: between steps the module holds each parameter's local segment (a 1-D view of the
+ *   master slice, the object the optimizer steps); for compute, the unit gathers the flat buffer
+ *   and the module holds full-shape views into it, whose gradients are views into a flat gradient
+ *   buffer that is reduce-scattered into the gradient slice once the unit's backward is done.
+ */
+import type { ProcessGroup, Work } from "@fulgur/core";
+import { type Module, parameter } from "@fulgur/nn";
+import { type DType, type Tensor, noGrad, scope, zeros } from "@fulgur/tensor";
+import { type Segment, type UnitLayout, segmentsOf } from "./layout";
+import { releaseMemory, restoreMemory } from "./storageMemory";
+
+/** What a unit is doing (FSDP2's TrainingState, for this unit's parameters). */
+export type UnitState = "sharded" | "gathering" | "gathered";
+
+export interface UnitGroups {
+  /** The ranks this unit is sharded over (the whole world for FULL_SHARD). */
+  readonly shard: ProcessGroup;
+  /** The ranks holding the same shard (HYBRID_SHARD across nodes, NO_SHARD across the world), or null. */
+  readonly replicate: ProcessGroup | null;
+}
+
+export class FlatUnit {
+  readonly segments: readonly Segment[];
+  /** This rank's slice of the flat parameters, in the master dtype. */
+  readonly master: Tensor;
+  /** This rank's slice of the flat gradients (accumulated over micro-batches), or null before the first. */
+  gradShard: Tensor | null = null;
+  /** Whether `gradShard` holds this step's gradients (false after an optimizer step: the next result overwrites). */
+  private gradFresh = false;
+  /** The segment parameters the optimizer steps (sharded layout) or the full-shape views (resident). */
+  readonly optimParams: readonly Tensor[];
+  /** Full-shape views into the gathered buffer (sharded layout), made once and re-pointed never. */
+  private unsharded: Tensor[] = [];
+  private gathered: Tensor | null = null;
+  private gatherSource: Tensor | null = null;
+  private gatherWork: Work | null = null;
+  /** The flat gradient buffer of the current backward (sharded layout). */
+  private flatGrad: Tensor | null = null;
+  private readonly pendingReductions: { work: Work; out: Tensor }[] = [];
+  state: UnitState = "sharded";
+  readonly resident: boolean;
+  /** Parameters whose gradient arrived in the current backward (by slot index). */
+  readonly gradsSeen = new Set<number>();
+
+  constructor(
+    /** Dotted path of the unit's module in the root ("model.blocks.3"), "" for the root unit. */
+    readonly name: string,
+    readonly root: Module,
+    readonly layout: UnitLayout,
+    readonly groups: UnitGroups,
+    /** dtype of the gathered copy (mixed precision's paramDtype), or the master dtype. */
+    readonly computeDtype: DType,
+    readonly reduceDtype: DType,
+    /** Where the unit computes (its gathered parameters and gradient buffers). */
+    readonly device: string,
+    /** Where the slices and optimizer state live: `device`, or "cpu" when offloaded. */
+    masterDevice: string,
+    fullParams: readonly Tensor[],
+  ) {
+    const rank = groups.shard.rank;
+    this.segments = segmentsOf(layout, rank);
+    const masterDtype = fullParams[0]?.dtype ?? "float32";
+    this.resident = layout.shards === 1 && computeDtype === masterDtype && masterDevice === device;
+    // The slice is filled from the full parameters, which the caller frees afterwards.
+    this.master = noGrad(() =>
+      scope(() => {
+        const m = zeros([layout.shardNumel], { dtype: masterDtype, device: masterDevice });
+        for (const seg of this.segments) {
+          if (seg.end === seg.start) continue;
+          const src = fullParams[layout.slots.indexOf(seg.slot)].reshape([seg.slot.numel]).narrow(0, seg.start, seg.end - seg.start);
+          m.narrow(0, seg.localOffset, seg.end - seg.start).copy_(src.device === masterDevice ? src : src.to(masterDevice));
+        }
+        return m.keep();
+      }),
+    ).untrack();
+    this.optimParams = this.resident ? this.residentViews() : this.segments.map((s) => parameter(this.master.narrow(0, s.localOffset, s.end - s.start)));
+    this.install(this.optimParams);
+    if (this.resident) this.state = "gathered";
+  }
+
+  private residentViews(): Tensor[] {
+    return this.layout.slots.map((slot) => parameter(this.master.narrow(0, slot.offset, slot.numel).reshape(slot.shape)));
+  }
+
+  /** Points the module's parameter entries at `tensors` (one per slot). */
+  private install(tensors: readonly Tensor[]): void {
+    this.layout.slots.forEach((slot, i) => this.root.setParameter(slot.fqn, tensors[i]));
+  }
+
+  /** The parameters the unit computes with, in slot order: full-shape views (gathered) or the resident ones. */
+  private computeParams(): readonly Tensor[] {
+    return this.resident ? this.optimParams : this.unsharded;
+  }
+
+  // ---- gathering -------------------------------------------------------------------------------
+
+  /** Starts gathering the flat parameters (does not wait); a no-op when gathered or gathering. */
+  startGather(): void {
+    if (this.state !== "sharded") return;
+    const group = this.groups.shard;
+    noGrad(() => {
+      if (!this.gathered) this.gathered = zeros([this.layout.paddedNumel], { dtype: this.computeDtype, device: this.device }).untrack();
+      else restoreMemory(this.gathered);
+      // Offloaded slices go up to the device (and to the compute dtype) first: one copy of one slice.
+      const onDevice = this.master.device === this.device ? this.master : this.master.to(this.device);
+      this.gatherSource = onDevice.dtype === this.computeDtype ? (onDevice === this.master ? null : onDevice.untrack()) : onDevice.to(this.computeDtype).untrack();
+      if (onDevice !== this.master && onDevice !== this.gatherSource) onDevice.dispose();
+      this.gatherWork = group.allGather(this.gathered, this.gatherSource ?? this.master);
+    });
+    this.state = "gathering";
+  }
+
+  /** Ensures the gathered parameters are in place (blocks the host only on CPU; on CUDA the stream waits). */
+  gather(): void {
+    if (this.state === "gathered") return;
+    this.startGather();
+    this.gatherWork!.synchronize();
+    this.gatherWork = null;
+    this.gatherSource?.dispose();
+    this.gatherSource = null;
+    // The transport may write behind the tensor API (NCCL): copies derived from the old values are stale.
+    this.gathered!.markModified();
+    if (this.unsharded.length === 0) {
+      this.unsharded = this.layout.slots.map((slot) => {
+        const p = parameter(this.gathered!.narrow(0, slot.offset, slot.numel).reshape(slot.shape));
+        this.onUnshardedParam?.(p, this.layout.slots.indexOf(slot));
+        return p;
+      });
+    }
+    this.state = "gathered";
+  }
+
+  /** Gathers (if needed) and gives the module the full-shape parameters to compute with. */
+  activate(): void {
+    if (this.resident) return;
+    this.gather();
+    this.install(this.unsharded);
+  }
+
+  /** Gives the module its segments back (what the optimizer and `parameters()` see), keeping gathered data. */
+  deactivate(): void {
+    if (!this.resident) this.install(this.optimParams);
+  }
+
+  /**
+   * Gives the module its segments back and frees the gathered memory. [Note: views outlive the
+   * memory] The full-shape views are kept: autograd saved them in forward, and backward reads them
+   * after `gather` has put the data back into the same storage. Freed here means the storage's
+   * memory is returned to the allocator while the storage object stays (PyTorch FSDP resizes it
+   * to zero); a read before the next gather fails loudly.
+   */
+  reshard(): void {
+    if (this.resident || this.state === "sharded") return;
+    if (this.state === "gathering") this.gather();
+    this.deactivate();
+    if (this.gathered) releaseMemory(this.gathered);
+    this.state = "sharded";
+  }
+
+  /** Called for each full-shape view when it is made (the engine hooks gradient arrival here). */
+  onUnshardedParam: ((p: Tensor, slotIndex: number) => void) | null = null;
+
+  // ---- gradients -------------------------------------------------------------------------------
+
+  /** Gives the unit's computing parameters gradient views into a zeroed flat buffer, before its backward. */
+  prepareGradients(): void {
+    if (this.resident) {
+      if (!this.gradShard) this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+      else if (!this.gradFresh) noGrad(() => this.gradShard!.zero_());
+      this.gradFresh = true;
+      this.attachGradViews(this.optimParams, this.gradShard, (slot) => slot.offset);
+      return;
+    }
+    if (this.flatGrad) return;
+    this.flatGrad = zeros([this.layout.paddedNumel], { dtype: this.computeDtype, device: this.device }).untrack();
+    this.attachGradViews(this.computeParams(), this.flatGrad, (slot) => slot.offset);
+    this.gradsSeen.clear();
+  }
+
+  private attachGradViews(params: readonly Tensor[], flat: Tensor, offsetOf: (slot: UnitLayout["slots"][number]) => number): void {
+    this.layout.slots.forEach((slot, i) => {
+      const p = params[i];
+      if (!p.requiresGrad) return;
+      if (p.grad && p.grad.storageRef === flat.storageRef) return;
+      p.grad?.dispose();
+      p.grad = flat.narrow(0, offsetOf(slot), slot.numel).reshape(slot.shape);
+      p.grad.untrack();
+    });
+  }
+
+  /** True once every parameter that requires a gradient has had one this backward. */
+  get gradientsComplete(): boolean {
+    return this.gradsSeen.size === this.layout.slots.length;
+  }
+
+  /** Starts reducing this backward's gradients into the slice (reduce-scatter over the shard group). */
+  reduceGradients(): void {
+    if (this.resident || !this.flatGrad) return;
+    const flat = this.flatGrad;
+    this.flatGrad = null;
+    for (const p of this.computeParams()) {
+      if (p.grad) {
+        p.grad.dispose();
+        p.grad = null;
+      }
+    }
+    noGrad(() => {
+      const input = flat.dtype === this.reduceDtype ? flat : flat.to(this.reduceDtype).untrack();
+      const out = zeros([this.layout.shardNumel], { dtype: this.reduceDtype, device: this.device }).untrack();
+      const work = this.groups.shard.reduceScatter(out, input, "avg");
+      // The inputs may be freed once the collective has read them: on CPU at the call, on CUDA
+      // the allocator orders the free after the collective's stream use.
+      if (input !== flat) input.dispose();
+      flat.dispose();
+      this.pendingReductions.push({ work, out });
+    });
+  }
+
+  /** Waits for the reductions started and adds them into the gradient slice. */
+  finishReductions(): void {
+    for (const { work, out } of this.pendingReductions.splice(0)) {
+      work.synchronize();
+      noGrad(() => {
+        if (!this.gradShard) {
+          this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+          this.gradFresh = false;
+        }
+        // Offloaded: the reduced slice comes down to the host here, once per micro-batch.
+        const down = scope(() => out.to(this.master.device).to(this.master.dtype).keep());
+        if (this.gradFresh) this.gradShard.add_(down);
+        else this.gradShard.copy_(down);
+        down.dispose();
+        this.gradFresh = true;
+      });
+      out.dispose();
+    }
+  }
+
+  /** Replicas average their slices (HYBRID_SHARD, NO_SHARD across ranks): once per optimizer step. */
+  averageReplicas(): Work | null {
+    const replicate = this.groups.replicate;
+    if (!replicate || replicate.size === 1 || !this.gradShard) return null;
+    return replicate.allReduce(this.gradShard, "avg");
+  }
+
+  /** Gives the optimizer's parameters their gradient views for the step (zeros where nothing arrived). */
+  attachStepGradients(): void {
+    if (this.resident) return;
+    if (!this.gradShard) {
+      this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+      this.gradFresh = true;
+    }
+    this.segments.forEach((seg, i) => {
+      const p = this.optimParams[i];
+      if (!p.requiresGrad) return;
+      p.grad?.dispose();
+      p.grad = this.gradShard!.narrow(0, seg.localOffset, seg.end - seg.start);
+      p.grad.untrack();
+    });
+  }
+
+  /** After the optimizer step: the next step's first gradients overwrite the slice. */
+  stepped(): void {
+    this.gradFresh = false;
+    // The master slice changed: a kept gathered copy is stale.
+    if (!this.resident && this.state !== "sharded") this.reshard();
+  }
+
+  // ---- whole values (checkpoints) ---------------------------------------------------------------
+
+  /**
+   * Lays per-segment tensors (one per listed slot, shaped like that slot's segment here) into a
+   * slice, gathers it over the shard group, and returns each listed slot's whole value. All ranks
+   * must call it together; the result is in the tensors' dtype, full-shape, owned by the caller.
+   */
+  gatherSegments(items: readonly { index: number; tensor: Tensor }[]): Tensor[] {
+    if (items.length === 0) return [];
+    const dtype = items[0].tensor.dtype;
+    const device = this.device;
+    return noGrad(() => {
+      const slice = zeros([this.layout.shardNumel], { dtype, device }).untrack();
+      const whole = zeros([this.layout.paddedNumel], { dtype, device }).untrack();
+      try {
+        for (const { index, tensor } of items) {
+          const seg = this.segments[index];
+          if (seg.end > seg.start) slice.narrow(0, seg.localOffset, seg.end - seg.start).copy_(tensor.reshape([seg.end - seg.start]).to(device));
+        }
+        this.groups.shard.allGather(whole, slice).synchronize();
+        return items.map(({ index }) => {
+          const slot = this.layout.slots[index];
+          return scope(() => whole.narrow(0, slot.offset, slot.numel).reshape(slot.shape).to(this.master.device).contiguous().clone().keep()).untrack();
+        });
+      } finally {
+        slice.dispose();
+        whole.dispose();
+      }
+    });
+  }
+
+  /** Every parameter's whole value (master dtype), in slot order; all ranks call it together. */
+  fullValues(): Tensor[] {
+    return this.gatherSegments(this.layout.slots.map((_, index) => ({ index, tensor: this.segmentOf(index) })));
+  }
+
+  /** This rank's segment of slot `index` in the master slice (a view). */
+  private segmentOf(index: number): Tensor {
+    const seg = this.segments[index];
+    return this.master.narrow(0, seg.localOffset, seg.end - seg.start);
+  }
+
+  /**
+   * The part of a whole value of slot `index` this rank holds, shaped like the parameter the
+   * optimizer steps: the flat segment, or the whole shape for a resident unit.
+   */
+  sliceOf(index: number, whole: Tensor): Tensor {
+    const seg = this.segments[index];
+    const slot = this.layout.slots[index];
+    if (whole.numel !== slot.numel) {
+      throw new RangeError(`${slot.fqn}: a value of shape [${whole.shape.join(", ")}] for a parameter of shape [${slot.shape.join(", ")}]`);
+    }
+    if (this.resident) return whole.reshape(slot.shape);
+    return whole.contiguous().reshape([slot.numel]).narrow(0, seg.start, seg.end - seg.start);
+  }
+
+  /** Copies this rank's parts of whole parameter values (slot order) into the master slice. */
+  loadFull(values: readonly Tensor[]): void {
+    noGrad(() =>
+      scope(() => {
+        values.forEach((v, i) => {
+          const seg = this.segments[i];
+          if (seg.end > seg.start) this.segmentOf(i).copy_(this.sliceOf(i, v.device === this.master.device ? v : v.to(this.master.device)).reshape([seg.end - seg.start]));
+        });
+      }),
+    );
+    this.master.markModified();
+  }
+
+  dispose(): void {
+    this.reshard();
+    for (const p of this.unsharded) p.dispose();
+    this.unsharded = [];
+    this.gathered?.dispose();
+    this.gathered = null;
+    this.gradShard?.dispose();
+    this.gradShard = null;
+    for (const { out } of this.pendingReductions.splice(0)) out.dispose();
+  }
+}

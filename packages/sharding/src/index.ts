@@ -1,0 +1,10 @@
+/**
+ * @fulgur/sharding: the engine FSDP and ZeRO share (DESIGN.md decision 15): flat units gathered
+ * and scattered with prefetch, each rank holding a contiguous slice; the optimizer steps over
+ * per-parameter segments of the slice.
+ */
+export { FULL_PRECISION, type EngineOptions, type MixedPrecisionPolicy, type ShardingStrategy } from "./api";
+export { ShardingEngine, planUnits, type UnitPlan } from "./engine";
+export { FlatUnit, type UnitGroups, type UnitState } from "./flatUnit";
+export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout } from "./layout";
+export { canReleaseMemory } from "./storageMemory";

@@ -1,0 +1,127 @@
+/**
+ * The options of the FSDP strategies (Lightning's FSDPStrategy over FSDP2), validated once at
+ * construction with the kit's option parser: a bad option names the field, the value and what is
+ * allowed, before any process starts. Parsed options are frozen.
+ */
+import type { Module } from "@fulgur/nn";
+import type { ShardingStrategy } from "@fulgur/sharding";
+import { PARALLEL_ALLOWED, PARALLEL_DEFAULTS, PARALLEL_SHAPE, type ParallelOptions, StrategyOptionError, parseStrategyOptions } from "@fulgur/strategy-kit";
+import { DTYPES, type DType } from "@fulgur/tensor";
+import { z } from "zod";
+
+/** A module class, for policies given as sets of classes. */
+export type ModuleClass = abstract new (...args: never[]) => Module;
+
+/** Which modules become units: a set of classes, or a function of the module and its parameter count. */
+export type WrapPolicy = readonly ModuleClass[] | ((module: Module, numParameters: number) => boolean);
+
+export interface FSDPMixedPrecision {
+  /** dtype of the gathered parameters the units compute with (default: the parameters' own). */
+  readonly paramDtype?: DType;
+  /** dtype gradients are reduce-scattered in (default: paramDtype). */
+  readonly reduceDtype?: DType;
+}
+
+export interface FSDPOptions extends ParallelOptions {
+  /** Which modules are sharded units (default: every element of a ModuleList, e.g. each transformer block). */
+  readonly autoWrapPolicy?: WrapPolicy;
+  readonly shardingStrategy?: ShardingStrategy;
+  /** Free a unit's gathered parameters after its forward (default: true for FULL_SHARD and HYBRID_SHARD). */
+  readonly reshardAfterForward?: boolean;
+  /** Modules whose forward is recomputed in backward instead of keeping activations (a set of classes, or a function). */
+  readonly activationCheckpointingPolicy?: WrapPolicy;
+  /** Keep the parameter slices and optimizer state in host memory (the GPU holds only what a unit computes with). */
+  readonly cpuOffload?: boolean;
+  readonly mixedPrecision?: FSDPMixedPrecision;
+  /** Units gathered ahead of the computing one, forward and backward (default 1; 0 turns prefetch off). */
+  readonly limitAllGathers?: number;
+  /** Prefetch the next unit during forward (default true). */
+  readonly forwardPrefetch?: boolean;
+  /** Prefetch the previous unit during backward (default "BACKWARD_PRE"; null turns it off). */
+  readonly backwardPrefetch?: "BACKWARD_PRE" | "BACKWARD_POST" | null;
+  /** "full": rank 0 writes one file with everything; "sharded": every rank writes its slices (default "full"). */
+  readonly stateDictType?: "full" | "sharded";
+  /** [replicas, shards] for HYBRID_SHARD (default: [nodes, devices per node]). */
+  readonly deviceMesh?: readonly [number, number] | null;
+}
+
+export type ResolvedFSDPOptions = Readonly<
+  Required<Omit<FSDPOptions, "reshardAfterForward" | "activationCheckpointingPolicy" | "mixedPrecision" | "deviceMesh" | "autoWrapPolicy">>
+> & {
+  readonly autoWrapPolicy: WrapPolicy | null;
+  readonly reshardAfterForward: boolean | null;
+  readonly activationCheckpointingPolicy: WrapPolicy | null;
+  readonly mixedPrecision: Readonly<FSDPMixedPrecision>;
+  readonly deviceMesh: readonly [number, number] | null;
+};
+
+export const FSDP_DEFAULTS: ResolvedFSDPOptions = Object.freeze({
+  ...PARALLEL_DEFAULTS,
+  autoWrapPolicy: null,
+  shardingStrategy: "FULL_SHARD",
+  reshardAfterForward: null,
+  activationCheckpointingPolicy: null,
+  cpuOffload: false,
+  mixedPrecision: Object.freeze({}),
+  limitAllGathers: 1,
+  forwardPrefetch: true,
+  backwardPrefetch: "BACKWARD_PRE",
+  stateDictType: "full",
+  deviceMesh: null,
+});
+
+const policy = z.union([
+  z.array(z.union([z.string().min(1), z.custom<ModuleClass>((v) => typeof v === "function")])),
+  z.custom<(m: Module, n: number) => boolean>((v) => typeof v === "function"),
+]);
+const dtype = z.enum(DTYPES as unknown as [DType, ...DType[]]);
+
+const schema = z.strictObject({
+  ...PARALLEL_SHAPE,
+  autoWrapPolicy: policy.nullable().optional(),
+  shardingStrategy: z.enum(["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]).optional(),
+  reshardAfterForward: z.boolean().nullable().optional(),
+  activationCheckpointingPolicy: policy.nullable().optional(),
+  cpuOffload: z.boolean().optional(),
+  mixedPrecision: z.strictObject({ paramDtype: dtype.optional(), reduceDtype: dtype.optional() }).optional(),
+  limitAllGathers: z.number().int().min(0).optional(),
+  forwardPrefetch: z.boolean().optional(),
+  backwardPrefetch: z.enum(["BACKWARD_PRE", "BACKWARD_POST"]).nullable().optional(),
+  stateDictType: z.enum(["full", "sharded"]).optional(),
+  deviceMesh: z.tuple([z.number().int().positive(), z.number().int().positive()]).nullable().optional(),
+});
+
+const ALLOWED: Record<keyof FSDPOptions, string> = {
+  ...PARALLEL_ALLOWED,
+  autoWrapPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
+  shardingStrategy: 'one of "FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"',
+  reshardAfterForward: "true or false",
+  activationCheckpointingPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
+  cpuOffload: "true or false",
+  mixedPrecision: `an object { paramDtype?, reduceDtype? } with dtypes among ${DTYPES.join(", ")}`,
+  limitAllGathers: "a non-negative integer: units gathered ahead of the computing one (default 1)",
+  forwardPrefetch: "true or false",
+  backwardPrefetch: '"BACKWARD_PRE", "BACKWARD_POST" or null',
+  stateDictType: '"full" or "sharded"',
+  deviceMesh: "[replicas, shards]: two positive integers whose product is the world size",
+};
+
+/** A bad FSDP option; `option` names it. */
+export class FSDPOptionError extends StrategyOptionError {
+  override readonly name = "FSDPOptionError";
+}
+
+export function parseFSDPOptions(input: unknown, strategyName = "fsdp"): ResolvedFSDPOptions {
+  const parsed = parseStrategyOptions<FSDPOptions>(
+    {
+      schema,
+      allowed: ALLOWED,
+      defaults: FSDP_DEFAULTS as unknown as Required<FSDPOptions>,
+      error: (option, message) => new FSDPOptionError(option, message),
+    },
+    input,
+    strategyName,
+  );
+  const mp = parsed.mixedPrecision ?? {};
+  return Object.freeze({ ...parsed, mixedPrecision: Object.freeze({ ...mp }) }) as unknown as ResolvedFSDPOptions;
+}

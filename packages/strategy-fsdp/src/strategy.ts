@@ -1,0 +1,297 @@
+/**
+ * FSDPStrategy: fully sharded data parallel training (Lightning's FSDPStrategy, over FSDP2's
+ * design) on the kit's ParallelStrategy and the sharding engine. The strategy decides the layout
+ * (which modules are units, over which ranks they are sharded and replicated, mixed precision,
+ * activation checkpointing); the engine moves the data. Checkpoints name each parameter by its
+ * fully qualified name, so FSDP at any world size, DDP and single_device read each other's.
+ */
+import type {
+  MemoryEstimate,
+  MemoryEstimateInput,
+  ModuleBuilding,
+  OptimizerState,
+  OptimizerStateHandling,
+  OptimizerStepOptions,
+  OptimizerStepResult,
+  PrecisionStepOptions,
+  ProcessGroup,
+} from "@fulgur/core";
+import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
+import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits } from "@fulgur/sharding";
+import {
+  DeviceMesh,
+  ParallelStrategy,
+  SoloGroup,
+  breakdown,
+  loadNamedOptimizerState,
+  modelBytes,
+  namedOptimizerState,
+  type StateEntry,
+} from "@fulgur/strategy-kit";
+import { type Tensor, noGrad, scope, withDevice, zeros } from "@fulgur/tensor";
+import { applyActivationCheckpointing } from "./activationCheckpointing";
+import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, parseFSDPOptions } from "./api";
+import { moduleListElements, selectModules } from "./wrapPolicy";
+
+export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling {
+  readonly name: string;
+  readonly options: ResolvedFSDPOptions;
+  private engine: ShardingEngine | null = null;
+  private groups: UnitGroups | null = null;
+  private undoCheckpointing: (() => void) | null = null;
+  /** The full-shape name of each segment the optimizer steps. */
+  private readonly segmentNames = new Map<Tensor, { unit: FlatUnit; index: number }>();
+
+  constructor(options: FSDPOptions = {}, name = "fsdp") {
+    const parsed = parseFSDPOptions(options, name);
+    super(parsed);
+    this.options = parsed;
+    this.name = name;
+  }
+
+  get shardingStrategy(): ShardingStrategy {
+    return this.options.shardingStrategy;
+  }
+
+  /** The sharding engine (after setupModule), for tests and tools. */
+  get sharding(): ShardingEngine {
+    if (!this.engine) throw new Error(`${this.name}: setupModule() must run first`);
+    return this.engine;
+  }
+
+  // ---- building and sharding -------------------------------------------------------------------
+
+  /**
+   * Builds the module on the `meta` device (shapes only), so no rank ever holds the whole model:
+   * setupModule then materialises, initialises and shards one unit at a time.
+   */
+  async buildModule(_module: Module, configure: () => void): Promise<void> {
+    withDevice("meta", configure);
+  }
+
+  private async processGroups(): Promise<UnitGroups> {
+    const world = this.processGroup;
+    const mode = this.options.shardingStrategy;
+    if (mode === "NO_SHARD") return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
+    if (mode !== "HYBRID_SHARD") return { shard: world, replicate: null };
+    const [replicas, shards] = this.options.deviceMesh ?? [this.context.numNodes, this.context.devices];
+    if (replicas * shards !== world.size) {
+      throw new FSDPOptionError(
+        "deviceMesh",
+        `${this.name} option deviceMesh: [${replicas}, ${shards}] holds ${replicas * shards} ranks; the world has ${world.size} (give [replicas, shards] whose product is the world size)`,
+      );
+    }
+    const mesh = await DeviceMesh.create(world, [replicas, shards], ["replicate", "shard"]);
+    return { shard: mesh.group("shard"), replicate: replicas > 1 ? mesh.group("replicate") : null };
+  }
+
+  private engineOptions(): EngineOptions {
+    const o = this.options;
+    const full = o.shardingStrategy === "FULL_SHARD" || o.shardingStrategy === "HYBRID_SHARD";
+    return Object.freeze({
+      shardingStrategy: o.shardingStrategy,
+      mixedPrecision: Object.freeze({ paramDtype: o.mixedPrecision.paramDtype ?? null, reduceDtype: o.mixedPrecision.reduceDtype ?? null }),
+      prefetch: o.forwardPrefetch || o.backwardPrefetch !== null ? o.limitAllGathers : 0,
+      reshardAfterForward: o.reshardAfterForward ?? full,
+      offload: o.cpuOffload,
+    });
+  }
+
+  override async setupModule(module: Module): Promise<Module> {
+    this.groups = await this.processGroups();
+    const device = this.rootDevice;
+    const paths = this.options.autoWrapPolicy === null ? moduleListElements(module) : selectModules(module, this.options.autoWrapPolicy);
+    if (this.options.activationCheckpointingPolicy !== null) {
+      const picked = selectModules(module, this.options.activationCheckpointingPolicy).map((p) => module.getSubmodule(p));
+      this.undoCheckpointing = applyActivationCheckpointing(picked);
+    }
+    const engine = new ShardingEngine(module, this.groups, this.engineOptions(), device);
+    const onMeta = module.parameters().some((p) => p.device === "meta");
+    if (!onMeta) module.to(device);
+    for (const plan of planUnits(module, paths)) {
+      // Deferred init: this unit's parameters get memory and their initial values now, are copied
+      // into this rank's slice, and are freed; the next unit follows.
+      if (onMeta) noGrad(() => scope(() => materializeUnit(module, plan.path, paths, device)));
+      const params = plan.params.map((p) => ({ fqn: p.fqn, tensor: module.getParameter(p.fqn) }));
+      if (!onMeta && this.worldSize > 1) await this.broadcastTensors(params.map((p) => p.tensor), 0);
+      engine.addUnit({ path: plan.path, params });
+    }
+    if (onMeta) materializeModule(module, device);
+    engine.ready();
+    this.engine = engine;
+    this.segmentNames.clear();
+    for (const unit of engine.units) unit.optimParams.forEach((p, index) => this.segmentNames.set(p, { unit, index }));
+    this.log(
+      `${this.name}: ${engine.units.length} unit(s) (${paths.length} wrapped), ${this.options.shardingStrategy} over ` +
+        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}`,
+    );
+    return module;
+  }
+
+  override async setupOptimizer(optimizer: Optimizer): Promise<Optimizer> {
+    const foreign = optimizer.paramGroups.flatMap((g) => g.params).filter((p) => !this.segmentNames.has(p));
+    if (foreign.length > 0) {
+      throw new Error(
+        `${this.name}: the optimizer holds ${foreign.length} tensor(s) that are not the sharded module's parameters; ` +
+          "build it in configureOptimizers from this.parameters() (FSDP replaces the parameters when it shards the module)",
+      );
+    }
+    return optimizer;
+  }
+
+  // ---- the step --------------------------------------------------------------------------------
+
+  override backward(loss: Tensor): void {
+    const engine = this.engine;
+    engine?.beginBackward();
+    try {
+      super.backward(loss);
+    } finally {
+      engine?.endBackward();
+    }
+  }
+
+  protected override async prepareStep(): Promise<Partial<PrecisionStepOptions>> {
+    const gradients = this.sharding.finishGradients();
+    const shard = this.groups!.shard;
+    return {
+      gradients,
+      collectives: {
+        allFinite: async (local) => (await this.reduce(local ? 1 : 0, "min")) === 1,
+        // Replicas hold the same slices: the norm is a sum over one shard group.
+        sumOverRanks: (local) => sumOver(shard, local),
+      },
+    };
+  }
+
+  override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
+    const result = await super.optimizerStep(optimizer, options);
+    this.sharding.afterStep();
+    return result;
+  }
+
+  // ---- checkpoints -----------------------------------------------------------------------------
+
+  /** The full module state on rank 0, gathered one unit at a time; other ranks return nothing. */
+  override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
+    const out: Record<string, Tensor> = {};
+    for (const unit of this.sharding.units) {
+      const full = unit.fullValues();
+      unit.layout.slots.forEach((slot, i) => {
+        if (this.isGlobalZero) out[slot.fqn] = full[i];
+        else full[i].dispose();
+      });
+    }
+    if (this.isGlobalZero) for (const [name, b] of module.namedBuffers()) out[name] = b;
+    return out;
+  }
+
+  /** Takes this rank's slices out of a full state (saved at any world size, by any strategy). */
+  override async loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void> {
+    const missing = this.sharding.units.flatMap((u) => u.layout.slots.map((s) => s.fqn)).filter((n) => !(n in state));
+    if (missing.length > 0) throw new Error(`${this.name}: the state has no ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", ..." : ""}`);
+    for (const unit of this.sharding.units) unit.loadFull(unit.layout.slots.map((s) => state[s.fqn]));
+    for (const [name, b] of module.namedBuffers()) if (state[name]) noGrad(() => b.copy_(state[name]));
+    this.sharding.afterStep();
+  }
+
+  async optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState> {
+    return namedOptimizerState(optimizer, (p) => this.fqnOf(p), (entries) => this.wholeStates(entries));
+  }
+
+  async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
+    loadNamedOptimizerState(optimizer, (p) => this.fqnOf(p), state, (p, whole) => {
+      const at = this.segmentNames.get(p)!;
+      return at.unit.sliceOf(at.index, whole);
+    });
+  }
+
+  private fqnOf(p: Tensor): string | undefined {
+    const at = this.segmentNames.get(p);
+    return at ? at.unit.layout.slots[at.index].fqn : undefined;
+  }
+
+  /**
+   * Each segment's state made whole: per unit and state name, the segments are laid into the
+   * unit's slice and gathered over its shard group once (every rank issues the same gathers in
+   * the same order: units in order, state names sorted).
+   */
+  private wholeStates(entries: readonly StateEntry[]): Tensor[] {
+    const out: Tensor[] = new Array(entries.length);
+    const groups = new Map<FlatUnit, Map<string, number[]>>();
+    entries.forEach((e, i) => {
+      const at = this.segmentNames.get(e.param)!;
+      const byKey = groups.get(at.unit) ?? new Map<string, number[]>();
+      groups.set(at.unit, byKey);
+      byKey.set(e.stateName, [...(byKey.get(e.stateName) ?? []), i]);
+    });
+    for (const unit of this.sharding.units) {
+      const byKey = groups.get(unit);
+      if (!byKey) continue;
+      for (const key of [...byKey.keys()].sort()) {
+        const indices = byKey.get(key)!;
+        const whole = unit.gatherSegments(indices.map((i) => ({ index: this.segmentNames.get(entries[i].param)!.index, tensor: entries[i].tensor })));
+        indices.forEach((i, k) => (out[i] = whole[k]));
+      }
+    }
+    return out;
+  }
+
+  // ---- memory ----------------------------------------------------------------------------------
+
+  /** Parameters, gradients and optimizer state divided over the shard group; one or two gathered units beside them. */
+  override estimateMemory(input: MemoryEstimateInput): MemoryEstimate {
+    const world = input.worldSize ?? this.worldSize;
+    const shards = this.options.shardingStrategy === "NO_SHARD" ? 1 : this.options.shardingStrategy === "HYBRID_SHARD" ? (this.options.deviceMesh?.[1] ?? world) : world;
+    const m = modelBytes(input);
+    const units = Math.max(1, moduleListElements(input.module).length);
+    const unitBytes = m.parameters / units;
+    const gathered = shards === 1 ? 0 : unitBytes * (1 + this.options.limitAllGathers) * 2;
+    return {
+      strategy: this.name,
+      perDevice: breakdown({
+        parameters: m.parameters / shards,
+        gradients: m.trainable / shards,
+        optimizerState: (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards,
+        gatheredUnits: gathered,
+        communication: 0,
+        activations: (input.activationBytesPerSample ?? 0) * input.microBatch,
+        workspace: 0,
+      }),
+      perHost: breakdown({ parameters: 0, gradients: 0, optimizerState: 0, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }),
+      disk: 0,
+      notes: [`${shards} shard(s); gathered: the computing unit, its gradient buffer and ${this.options.limitAllGathers} prefetched`],
+    };
+  }
+
+  protected override releaseModule(): void {
+    this.engine?.remove();
+    this.engine = null;
+    this.undoCheckpointing?.();
+    this.undoCheckpointing = null;
+    this.segmentNames.clear();
+  }
+}
+
+async function sumOver(group: ProcessGroup, value: number): Promise<number> {
+  if (group.size === 1) return value;
+  const t = zeros([1], { dtype: "float64" }).untrack();
+  noGrad(() => t.fill_(value));
+  try {
+    await group.allReduce(t, "sum").wait();
+    return t.item();
+  } finally {
+    t.dispose();
+  }
+}
+
+/** Materialises the parameters and buffers of the unit at `path`: its own, not those of units nested in it. */
+function materializeUnit(root: Module, path: string, wrapped: readonly string[], device: string): void {
+  const module = path === "" ? root : root.getSubmodule(path);
+  const inner = wrapped.filter((p) => p !== path && (path === "" || p.startsWith(`${path}.`)));
+  for (const [name, m] of module.namedModules()) {
+    const full = path === "" ? name : name === "" ? path : `${path}.${name}`;
+    if (inner.some((p) => full === p || full.startsWith(`${p}.`))) continue;
+    materializeModule(m, device, { recurse: false });
+  }
+}

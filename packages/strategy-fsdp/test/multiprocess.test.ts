@@ -1,0 +1,160 @@
+/**
+ * FSDP jobs of 2 to 4 processes on loopback, started as a user starts them (a script asking the
+ * Trainer for `devices: N`, which relaunches itself). Held to DESIGN.md decision 8: every sharding
+ * mode at every world size gives the per-step losses of one process on the same global batch, over
+ * 20 steps with gradient accumulation, clipping, a no-decay group and a schedule; to the memory
+ * promise of sharding; to checkpoints that load at another world size and in DDP; and to decision
+ * 12: a rank that fails ends the job, naming it.
+ *
+ * The fixture imports the BUILT packages (nx builds them before `test`).
+ */
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+
+const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "train.mjs");
+const RANK_VARS = /^(RANK|WORLD_SIZE|LOCAL_RANK|LOCAL_WORLD_SIZE|NODE_RANK|GROUP_RANK|MASTER_ADDR|MASTER_PORT|FULGUR_STORE_TOKEN|SLURM_.*)$/;
+const STEPS = 20;
+/** Samples per optimizer step: every world size below divides it. */
+const GLOBAL_BATCH = 24;
+
+const dirs: string[] = [];
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+function outDir(): string {
+  const d = mkdtempSync(join(tmpdir(), "fulgur-fsdp-"));
+  dirs.push(d);
+  return d;
+}
+
+/** Standard error without the Trainer's warning that more CPU processes than cores were asked for. */
+function quiet(stderr: string): string {
+  return stderr.replace(/^fulgur: devices: \d+ on the CPU accelerator starts .*\n/m, "");
+}
+
+interface Run {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly ms: number;
+}
+
+function train(args: readonly string[], limitMs = 120_000): Promise<Run> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !RANK_VARS.test(k)));
+  const started = Date.now();
+  const child = spawn(process.execPath, [FIXTURE, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), limitMs);
+  return new Promise((resolve) =>
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: Date.now() - started });
+    }),
+  );
+}
+
+interface RankResult {
+  rank: number;
+  losses: number[];
+  stateBytes: number;
+}
+
+function results(dir: string, world: number): RankResult[] {
+  return Array.from({ length: world }, (_, r) => JSON.parse(readFileSync(join(dir, `result-rank${r}.json`), "utf8")) as RankResult);
+}
+
+/** The job's per-step loss: the mean of the ranks' (equal-sized) batch losses. */
+function meanLosses(ranks: readonly RankResult[]): number[] {
+  return ranks[0].losses.map((_, k) => ranks.reduce((s, r) => s + r.losses[k], 0) / ranks.length);
+}
+
+async function job(strategy: string, world: number, options: object, extra: string[] = [], steps = STEPS): Promise<{ losses: number[]; ranks: RankResult[]; run: Run }> {
+  const dir = outDir();
+  const run = await train([
+    "--out", dir, "--strategy", strategy, "--devices", String(world), "--batch", String(GLOBAL_BATCH / world / 2),
+    "--accumulate", "2", "--steps", String(steps), "--options", JSON.stringify(options), ...extra,
+  ]);
+  timings.push(`${strategy} ×${world} ${JSON.stringify(options)}: ${run.ms} ms`);
+  expect(quiet(run.stderr), run.stderr).toBe("");
+  expect(run.code).toBe(0);
+  const ranks = results(dir, world);
+  return { losses: meanLosses(ranks), ranks, run };
+}
+
+function expectSameLosses(actual: readonly number[], expected: readonly number[]): void {
+  expect(actual).toHaveLength(expected.length);
+  actual.forEach((l, i) => expect(Math.abs(l - expected[i]), `step ${i + 1}: ${l} vs ${expected[i]}`).toBeLessThan(1e-5));
+}
+
+const timings: string[] = [];
+afterAll(() => console.log(`fsdp multi-process timings:\n  ${timings.join("\n  ")}`));
+
+let single: RankResult | null = null;
+async function reference(): Promise<RankResult> {
+  if (single) return single;
+  single = (await job("single_device", 1, {})).ranks[0];
+  expect(single.losses).toHaveLength(STEPS);
+  expect(single.losses.at(-1)!).toBeLessThan(single.losses[0] - 1);
+  return single;
+}
+
+describe("every sharding mode equals one process (DESIGN.md decision 8)", () => {
+  const cases: { world: number; options: Record<string, unknown> }[] = [
+    { world: 2, options: { shardingStrategy: "FULL_SHARD" } },
+    { world: 3, options: { shardingStrategy: "FULL_SHARD" } },
+    { world: 4, options: { shardingStrategy: "FULL_SHARD" } },
+    { world: 2, options: { shardingStrategy: "SHARD_GRAD_OP" } },
+    { world: 3, options: { shardingStrategy: "SHARD_GRAD_OP" } },
+    { world: 4, options: { shardingStrategy: "SHARD_GRAD_OP" } },
+    { world: 2, options: { shardingStrategy: "NO_SHARD" } },
+    { world: 3, options: { shardingStrategy: "NO_SHARD" } },
+    { world: 4, options: { shardingStrategy: "NO_SHARD" } },
+    { world: 4, options: { shardingStrategy: "HYBRID_SHARD", deviceMesh: [2, 2] } },
+    { world: 2, options: { activationCheckpointingPolicy: ["Block"] } },
+    { world: 2, options: { cpuOffload: true } },
+  ];
+  for (const c of cases) {
+    it(`${JSON.stringify(c.options)} at world ${c.world}`, async () => {
+      const ref = await reference();
+      const { losses, ranks, run } = await job("fsdp", c.world, c.options);
+      expectSameLosses(losses, ref.losses);
+      expect(run.stdout).toContain(`[rank 0] fsdp: ${c.world} process(es) joined`);
+      // Sharded modes hold about 1/N of parameters, gradients and optimizer state (plus padding).
+      const mode = (c.options.shardingStrategy as string | undefined) ?? "FULL_SHARD";
+      const shards = mode === "NO_SHARD" ? 1 : mode === "HYBRID_SHARD" ? 2 : c.world;
+      for (const r of ranks) expect(r.stateBytes / ref.stateBytes).toBeLessThan(1 / shards + 0.02);
+      if (c.world === 4 && mode === "FULL_SHARD") for (const r of ranks) expect(r.stateBytes).toBeLessThanOrEqual(0.3 * ref.stateBytes);
+    });
+  }
+});
+
+describe("checkpoints load at any world size and in other strategies", () => {
+  it("saved by FSDP at world 2, resumed at world 3, 1 and in DDP: the losses go on as if uninterrupted", async () => {
+    const ref = await reference();
+    const dir = outDir();
+    const path = join(dir, "half.safetensors");
+    const first = await job("fsdp", 2, {}, ["--save", path], STEPS / 2);
+    expectSameLosses(first.losses, ref.losses.slice(0, STEPS / 2));
+    expect(existsSync(path)).toBe(true);
+    for (const [strategy, world] of [["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) {
+      const resumed = await job(strategy, world, strategy === "ddp" ? { verbose: false } : {}, ["--resume", path]);
+      expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
+    }
+  });
+});
+
+describe("failures travel (DESIGN.md decision 12)", () => {
+  it("a rank that throws while the others wait in a gather ends the job, naming it", async () => {
+    const dir = outDir();
+    const run = await train(["--out", dir, "--strategy", "fsdp", "--devices", "3", "--batch", "2", "--steps", "5", "--fail-rank", "1", "--fail-step", "2"], 60_000);
+    expect(run.code).not.toBe(0);
+    expect(run.ms).toBeLessThan(60_000);
+    expect(run.stderr).toContain("[rank 1] Error: boom on purpose at batch 2");
+    expect(run.stderr).toMatch(/rank 1 (exited with code 1|failed)/);
+  });
+});
