@@ -31,4 +31,10 @@ export interface EngineOptions {
   readonly reshardAfterForward: boolean;
   /** Keep slices, gradients and optimizer state in host memory; units go up to the device to compute. */
   readonly offload: boolean;
+  /**
+   * Keep every unit gathered from step to step, gathered again right after each optimizer step
+   * (ZeRO stages 1 and 2: parameters replicated, gradients and optimizer state sharded). False:
+   * units are freed after backward (FSDP, ZeRO stage 3).
+   */
+  readonly keepGathered?: boolean;
 }

@@ -111,6 +111,7 @@ export class ShardingEngine {
    * place before they compute; between steps the module shows the optimizer its segments.
    */
   ready(): void {
+    this.gatherKept();
     const root = this.rootUnit;
     if (!root || root.resident) return;
     root.gather();
@@ -137,7 +138,7 @@ export class ShardingEngine {
   }
 
   private postForward(unit: FlatUnit): void {
-    if (this.options.reshardAfterForward && !this.inBackward) unit.reshard();
+    if (this.options.reshardAfterForward && !this.options.keepGathered && !this.inBackward) unit.reshard();
   }
 
   private preBackward(unit: FlatUnit): void {
@@ -157,7 +158,7 @@ export class ShardingEngine {
     unit.gradsSeen.add(slotIndex);
     if (unit !== this.rootUnit && unit.gradientsComplete) {
       unit.reduceGradients();
-      unit.reshard();
+      if (!this.options.keepGathered) unit.reshard();
     }
   }
 
@@ -165,6 +166,13 @@ export class ShardingEngine {
   beginBackward(): void {
     this.inBackward = true;
     for (const unit of this.units) if (unit.resident || unit === this.rootUnit) unit.prepareGradients();
+  }
+
+  /** Units kept gathered (ZeRO 1 and 2) are gathered before the first step, like the root unit. */
+  private gatherKept(): void {
+    if (!this.options.keepGathered) return;
+    for (const unit of this.wrapped) unit.startGather();
+    for (const unit of this.wrapped) unit.gather();
   }
 
   endBackward(): void {
@@ -182,7 +190,7 @@ export class ShardingEngine {
   finishGradients(): Tensor[] {
     for (const unit of this.units) {
       unit.reduceGradients();
-      if (unit !== this.rootUnit) unit.reshard();
+      if (unit !== this.rootUnit && !this.options.keepGathered) unit.reshard();
     }
     for (const unit of this.units) unit.finishReductions();
     const replicas = this.units.map((u) => u.averageReplicas());
@@ -199,10 +207,13 @@ export class ShardingEngine {
   /** After the optimizer step (or a load): slices changed, so the root unit is gathered again. */
   afterStep(): void {
     for (const unit of this.units) unit.stepped();
-    const root = this.rootUnit;
-    if (root && !root.resident) {
-      root.gather();
-      root.deactivate();
+    // Kept units are gathered again at once (all started before any is waited for, so the
+    // gathers overlap each other); otherwise only the root unit is.
+    const again = this.units.filter((u) => !u.resident && (this.options.keepGathered || u === this.rootUnit));
+    for (const unit of again) unit.startGather();
+    for (const unit of again) {
+      unit.gather();
+      unit.deactivate();
     }
   }
 

@@ -55,10 +55,12 @@ export function segmentsOf(layout: UnitLayout, rank: number): Segment[] {
   const lo = rank * layout.shardNumel;
   const hi = lo + layout.shardNumel;
   return layout.slots.map((slot) => {
-    const a = Math.min(Math.max(slot.offset, lo), hi);
-    const b = Math.max(Math.min(slot.offset + slot.numel, hi), lo);
-    const start = a - slot.offset;
-    const end = Math.max(start, b - slot.offset);
-    return { slot, start, end, localOffset: a - lo };
+    // The intersection of [offset, offset + numel) with [lo, hi); an empty one sits at the
+    // parameter's edge nearest the slice, so ranges stay inside the parameter.
+    const clamp = (x: number): number => Math.min(Math.max(x, 0), slot.numel);
+    const start = clamp(lo - slot.offset);
+    const end = Math.max(start, clamp(hi - slot.offset));
+    const localOffset = Math.min(Math.max(slot.offset + start - lo, 0), layout.shardNumel);
+    return { slot, start, end, localOffset };
   });
 }

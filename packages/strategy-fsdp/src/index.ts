@@ -10,6 +10,7 @@ export { FSDP_DEFAULTS, FSDPOptionError, parseFSDPOptions, type FSDPMixedPrecisi
 export { FSDPStrategy } from "./strategy";
 export { FSDP_STRATEGIES, PACKAGE_NAME, registerStrategies, type FSDPStrategyEntry } from "./registration";
 export { applyActivationCheckpointing } from "./activationCheckpointing";
+export { fullyShard, markedModules } from "./fullyShard";
 export { moduleListElements, selectModules } from "./wrapPolicy";
 
 registerStrategies(StrategyRegistry);

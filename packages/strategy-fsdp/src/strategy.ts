@@ -31,6 +31,7 @@ import {
 import { type Tensor, noGrad, scope, withDevice, zeros } from "@fulgur/tensor";
 import { applyActivationCheckpointing } from "./activationCheckpointing";
 import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, parseFSDPOptions } from "./api";
+import { markedModules } from "./fullyShard";
 import { moduleListElements, selectModules } from "./wrapPolicy";
 
 export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling {
@@ -100,7 +101,9 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   override async setupModule(module: Module): Promise<Module> {
     this.groups = await this.processGroups();
     const device = this.rootDevice;
-    const paths = this.options.autoWrapPolicy === null ? moduleListElements(module) : selectModules(module, this.options.autoWrapPolicy);
+    const marked = markedModules(module);
+    const paths =
+      marked.length > 0 ? marked : this.options.autoWrapPolicy === null ? moduleListElements(module) : selectModules(module, this.options.autoWrapPolicy);
     if (this.options.activationCheckpointingPolicy !== null) {
       const picked = selectModules(module, this.options.activationCheckpointingPolicy).map((p) => module.getSubmodule(p));
       this.undoCheckpointing = applyActivationCheckpointing(picked);

@@ -2,7 +2,7 @@
  * @fulgur/trainer: the Trainer, TrainingModule, callbacks, loggers, data loading and the `cpu`
  * accelerator. Strategies, precisions and checkpoint IO are found by name or taken as objects.
  */
-export { Trainer, type FitOptions } from "./trainer";
+export { NonFiniteLossError, Trainer, type FitOptions } from "./trainer";
 export {
   TrainingModule,
   type LogOptions,

@@ -29,7 +29,13 @@ export const trainerOptionsSchema = z
       .default("32-true"),
     /** Precision, CheckpointIO and ClusterEnvironment objects, recognised by shape (as Lightning's `plugins`). */
     plugins: z.array(plugin).default([]),
-    maxSteps: z.number().int().min(-1).default(-1),
+    // 0 would run the loop for no step and report a loss of NaN: refused, not a silent no-op.
+    maxSteps: z
+      .number()
+      .int()
+      .min(-1)
+      .refine((v) => v !== 0, { message: "expected -1 (no limit) or a positive integer (the optimizer steps to take); 0 would train no step" })
+      .default(-1),
     maxEpochs: z.number().int().min(-1).optional(),
     minSteps: z.number().int().min(0).default(0),
     accumulateGradBatches: positiveInt.default(1),
@@ -47,6 +53,10 @@ export const trainerOptionsSchema = z
     enableProgressBar: z.boolean().default(true),
     enableCheckpointing: z.boolean().default(true),
     seed: z.number().int().min(0).optional(),
+    /** Read every step's loss and check every gradient after backward; stop naming the step and the first non-finite gradient (slower: a sync per step). */
+    detectAnomaly: z.boolean().default(false),
+    /** Stop with a message naming the step when a logged loss is NaN or infinite (checked where losses are read). */
+    stopOnNonFiniteLoss: z.boolean().default(true),
   })
   .strict();
 

@@ -85,6 +85,21 @@ function parameterNames(module: TrainingModule): (p: Tensor) => string | undefin
   return (p) => names.get(p);
 }
 
+/** A logged loss was NaN or infinite (Trainer option stopOnNonFiniteLoss). */
+export class NonFiniteLossError extends Error {
+  override readonly name = "NonFiniteLossError";
+  constructor(
+    readonly step: number,
+    readonly loss: number,
+  ) {
+    super(
+      `the training loss is ${loss} at step ${step}: training stopped (the weights would be corrupted from here on). ` +
+        "Lower the learning rate, clip gradients (gradientClipVal), or find the first bad operation with detectAnomaly: true; " +
+        "stopOnNonFiniteLoss: false trains on anyway",
+    );
+  }
+}
+
 interface MetricAccumulator {
   sum: number;
   count: number;
@@ -457,10 +472,27 @@ export class Trainer {
       return lossOf(loss, `${strategy.name}.runBatch`).detach().keep();
     }
     const loss = trainingStep(batch);
+    if (this.options.detectAnomaly) this.checkFinite(module, loss, "loss", batchIdx);
     const scaled = accumulate > 1 ? loss.div(accumulate) : loss;
     if (!isLastMicro && hasBackwardSyncControl(strategy)) strategy.noBackwardSync(module, () => strategy.backward(scaled));
     else strategy.backward(scaled);
+    if (this.options.detectAnomaly) this.checkFinite(module, loss, "gradients", batchIdx);
     return loss.detach().keep();
+  }
+
+  /** detectAnomaly: the loss, then every gradient, read now; the first non-finite one ends training, named. */
+  private checkFinite(module: TrainingModule, loss: Tensor, what: "loss" | "gradients", batchIdx: number): void {
+    const where = `step ${this.globalStep + 1} (batch ${batchIdx} of epoch ${this.currentEpoch})`;
+    if (what === "loss") {
+      const v = loss.item();
+      if (!Number.isFinite(v)) throw new Error(`detectAnomaly: the loss is ${v} at ${where}, before backward`);
+      return;
+    }
+    for (const [name, p] of module.namedParameters()) {
+      if (!p.grad) continue;
+      const bad = noGrad(() => scope(() => p.grad!.cast("float32").sub(p.grad!.cast("float32")).abs().sum().item()));
+      if (bad !== 0) throw new Error(`detectAnomaly: the gradient of ${name} has NaN or infinite values after backward at ${where}`);
+    }
   }
 
   private limitVal(loader: DataLoader<any, any>): number {
@@ -516,6 +548,10 @@ export class Trainer {
       if (step >= 0) {
         last = micro.reduce((a, b) => a + b, 0) / micro.length;
         micro = [];
+        if (!Number.isFinite(last) && this.options.stopOnNonFiniteLoss) {
+          for (const p of pending) if (!p.loss.isDisposed) p.loss.dispose();
+          throw new NonFiniteLossError(step, last);
+        }
       }
     }
     this.lastLoss = last;
@@ -625,9 +661,16 @@ export class Trainer {
   // ---- checkpoints -------------------------------------------------------------------------------
 
   private hparams(module: TrainingModule): Record<string, unknown> {
-    const { callbacks: _c, logger: _l, accelerator, strategy, ...rest } = this.options;
+    const { callbacks: _c, logger: _l, plugins, accelerator, strategy, precision: _p, ...rest } = this.options;
+    // Hyper-parameters are JSON: objects given as options are recorded by name.
     return {
-      trainer: { ...rest, accelerator: typeof accelerator === "string" ? accelerator : this.accelerator?.name, strategy: this.strategy?.name ?? strategy },
+      trainer: {
+        ...rest,
+        accelerator: typeof accelerator === "string" ? accelerator : this.accelerator?.name,
+        strategy: this.strategy?.name ?? strategy,
+        precision: this.precision.name,
+        plugins: plugins.map((p) => (p as { name?: unknown }).name ?? p.constructor.name),
+      },
       module: module.constructor.name,
       parameters: module.numParameters(),
     };
