@@ -1,7 +1,7 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { StrategyRegistry } from "@fulgur/core";
 import { FullCheckpointIO } from "@fulgur/checkpoint-io";
 import { type Callback, DataLoader, GPTLanguageModel, ModelCheckpoint, TextDataset, Trainer, type TrainingModule } from "@fulgur/trainer";
@@ -28,6 +28,7 @@ describe("a third-party strategy registered by name", () => {
 
   it("trains like single_device and checkpoints the moving average of the weights", async () => {
     const dir = mkdtempSync(join(tmpdir(), "fulgur-ema-"));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const run = async (strategy: string, cbs: Callback[]): Promise<Recorder> => {
       const rec = new Recorder();
       await new Trainer({ strategy, strategyOptions: strategy === "ema_single_device" ? { decay: 0.5 } : {}, maxSteps: 5, logEveryNSteps: 1, logger: false, enableProgressBar: false, enableCheckpointing: false, callbacks: [rec, ...cbs] }).fit(

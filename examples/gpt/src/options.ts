@@ -16,6 +16,7 @@ export interface DemoOptions {
   out: string;
   resume: boolean;
   ckptPath?: string;
+  overwrite: boolean;
   everyNSteps: number;
   logEveryNSteps: number;
   seed: number;
@@ -57,6 +58,7 @@ export function demoCommand(defaultData: string[]): Command {
     .option("--out <dir>", "where logs and checkpoints go", "runs/gpt")
     .option("--resume", "continue from <out>/checkpoints/last.safetensors", false)
     .option("--ckpt-path <file>", "continue from this checkpoint")
+    .option("--overwrite", "start over even where <out>/checkpoints holds a later step's checkpoint (replaces it)", false)
     .option("--every-n-steps <n>", "save a checkpoint every n steps", int("--every-n-steps", 1), 20)
     .option("--log-every-n-steps <n>", "read and print the loss every n steps", int("--log-every-n-steps", 1), 5)
     .option("--seed <n>", "seed of the weights and the data order", int("--seed", 0), 0)

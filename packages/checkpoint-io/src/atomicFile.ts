@@ -19,6 +19,20 @@ export function temporaryPathFor(path: string): string {
   return `${path}.tmp-${process.pid}-${randomBytes(6).toString("hex")}`;
 }
 
+// Exactly what temporaryPathFor appends: the writer's pid and 6 random bytes in lower-case hex.
+const TEMPORARY_NAME = /^(.+)\.tmp-(\d+)-([0-9a-f]{12})$/;
+
+/**
+ * The target file name and writer pid of a temporary file name made by `temporaryPathFor`, or
+ * undefined for any other name. A write killed half-way (SIGKILL, OOM, power loss) leaves such a
+ * file behind; callers that list a checkpoint directory skip them, and may remove those whose
+ * writer is gone.
+ */
+export function parseTemporaryName(name: string): { target: string; pid: number } | undefined {
+  const m = TEMPORARY_NAME.exec(name);
+  return m ? { target: m[1], pid: Number(m[2]) } : undefined;
+}
+
 /**
  * Creates parent directories, lets `produce` stream the contents through `write`, then makes the
  * result visible at `path` in one rename. Rethrows whatever `produce` or the filesystem throws.

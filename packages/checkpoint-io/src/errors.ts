@@ -23,7 +23,9 @@ export type CheckpointFormatProblem =
   /** The file is a checkpoint of a format or format version this reader refuses. */
   | "format"
   /** A tensor's values cannot be represented in the Fulgur dtype it maps to. */
-  | "conversion";
+  | "conversion"
+  /** The path is a directory (or another non-file) where a checkpoint file was expected. */
+  | "not_a_file";
 
 export class CheckpointFormatError extends Error {
   override readonly name = "CheckpointFormatError";

@@ -9,7 +9,8 @@
  */
 import { CONTRACT_VERSION, type Checkpoint, type CheckpointIO, type CheckpointMeta } from "@fulgur/core";
 import type { Tensor } from "@fulgur/tensor";
-import { rm, stat } from "node:fs/promises";
+import { readdir, rm, stat } from "node:fs/promises";
+import { parseTemporaryName } from "./atomicFile";
 import { assertJsonValue } from "./checkpointMeta";
 import { CheckpointFormatError } from "./errors";
 import { hasOwn, setOwn } from "./safetensors/format";
@@ -77,6 +78,37 @@ export function decodeFullCheckpointMetadata(metadata: Readonly<Record<string, s
   return meta as CheckpointMeta;
 }
 
+/**
+ * The meta of a full checkpoint, read from its header alone (a few kilobytes, whatever the size of
+ * the tensors): what a caller needs to know which step a file holds before overwriting it.
+ * `{}` for a plain safetensors file, as `decodeFullCheckpointMetadata`.
+ */
+export async function readFullCheckpointMeta(path: string): Promise<CheckpointMeta> {
+  const file = await SafetensorsFile.open(path);
+  try {
+    return decodeFullCheckpointMetadata(file.header.metadata, path);
+  } finally {
+    await file.close();
+  }
+}
+
+/**
+ * The error for a directory given where a full checkpoint is expected (a resume's `ckptPath`
+ * pointing at the checkpoint directory is the usual slip), naming the checkpoints inside it so the
+ * user can pick one. Unfinished writes (temporary names) are not checkpoints and are not offered.
+ */
+async function directoryGiven(path: string): Promise<CheckpointFormatError> {
+  const names = (await readdir(path).catch(() => [] as string[]))
+    .filter((n) => n.endsWith(".safetensors") && parseTemporaryName(n) === undefined)
+    .sort();
+  const what = "is a directory, not a full checkpoint (one .safetensors file); ";
+  return new CheckpointFormatError(
+    path,
+    "not_a_file",
+    what + (names.length > 0 ? `pass one of the checkpoints in it: ${names.join(", ")}` : "it holds no .safetensors file"),
+  );
+}
+
 /** Checks a checkpoint's shape, naming the first bad field, before any file is touched. */
 export function assertCheckpoint(checkpoint: Checkpoint): void {
   if (typeof checkpoint !== "object" || checkpoint === null) {
@@ -105,6 +137,7 @@ export class FullCheckpointIO implements CheckpointIO {
   }
 
   async load(path: string, options: { device?: string } = {}): Promise<Checkpoint> {
+    if ((await stat(path).catch(() => undefined))?.isDirectory()) throw await directoryGiven(path);
     const file = await SafetensorsFile.open(path);
     try {
       const meta = decodeFullCheckpointMetadata(file.header.metadata, path);

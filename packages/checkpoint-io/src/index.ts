@@ -23,7 +23,7 @@ export {
   type SafetensorsContents,
 } from "./safetensors/reader";
 export { encodeSafetensors, writeSafetensors, writeSafetensorsLazy, type LazyTensor } from "./safetensors/writer";
-export { temporaryPathFor, writeFileAtomic, type WriteChunk } from "./atomicFile";
+export { parseTemporaryName, temporaryPathFor, writeFileAtomic, type WriteChunk } from "./atomicFile";
 export {
   fulgurDTypeOf,
   loadTensors,
@@ -39,5 +39,6 @@ export {
   FullCheckpointIO,
   decodeFullCheckpointMetadata,
   encodeFullCheckpointMetadata,
+  readFullCheckpointMeta,
 } from "./fullCheckpointIO";
 export { AsyncCheckpointIO } from "./asyncCheckpointIO";

@@ -1,15 +1,24 @@
-/** The "full" format end to end: round trips through real tensors, format checks, atomic saves. */
+/**
+ * The "full" format end to end: round trips through real tensors, format checks, atomic saves, and
+ * what a caller needs to handle checkpoint paths safely: a directory given where a checkpoint file
+ * is expected fails with a sentence (not a bare EISDIR), the temporary names of unfinished atomic
+ * writes can be recognised, and a checkpoint's meta can be read from its header alone.
+ */
 import { isCheckpointIO, CONTRACT_VERSION } from "@fulgur/core";
 import { fromHost, memoryStats, type Tensor } from "@fulgur/tensor";
 import { existsSync } from "node:fs";
-import { mkdir, readFile } from "node:fs/promises";
-import { join } from "node:path";
-import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
+import { basename, join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
 import {
   CheckpointFormatError,
   FullCheckpointIO,
+  SafetensorsFile,
+  parseTemporaryName,
+  readFullCheckpointMeta,
   readSafetensors,
   readSafetensorsHeader,
+  temporaryPathFor,
   writeSafetensors,
 } from "../src/index";
 import { le, makeTempDir, removeDir, temporaryFiles } from "./helpers";
@@ -223,5 +232,65 @@ describe("FullCheckpointIO", () => {
     await mkdir(sub);
     await expect(io.remove(sub)).rejects.toThrow(/is a directory, not a full checkpoint file/);
     expect(existsSync(sub)).toBe(true);
+  });
+});
+
+function checkpoint(step: number) {
+  return { tensors: { w: fromHost(new Float32Array([1, 2, 3]), [3], "float32") }, meta: { loop: { globalStep: step } } };
+}
+
+describe("a directory where a checkpoint file is expected", () => {
+  it("FullCheckpointIO.load names the directory and the checkpoints in it, ignoring unfinished writes", async () => {
+    await io.save(checkpoint(3), join(dir, "last.safetensors"));
+    await io.save(checkpoint(2), join(dir, "epoch=0-step=2.safetensors"));
+    await writeFile(temporaryPathFor(join(dir, "epoch=0-step=4.safetensors")), "half");
+    const err = await io.load(dir).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(CheckpointFormatError);
+    expect((err as CheckpointFormatError).problem).toBe("not_a_file");
+    expect((err as Error).message).toBe(
+      `${dir}: is a directory, not a full checkpoint (one .safetensors file); ` +
+        `pass one of the checkpoints in it: epoch=0-step=2.safetensors, last.safetensors`,
+    );
+  });
+
+  it("says so when the directory holds no checkpoint, and the bare reader refuses directories too", async () => {
+    const empty = join(dir, "empty");
+    await mkdir(empty);
+    await expect(io.load(empty)).rejects.toThrow(`${empty}: is a directory, not a full checkpoint (one .safetensors file); it holds no .safetensors file`);
+    await expect(SafetensorsFile.open(empty)).rejects.toThrow(`${empty}: is a directory, not a safetensors file`);
+  });
+});
+
+describe("temporary names of atomic writes", () => {
+  it("parseTemporaryName recognises exactly what temporaryPathFor makes", () => {
+    const tmp = basename(temporaryPathFor("/x/last.safetensors"));
+    expect(parseTemporaryName(tmp)).toEqual({ target: "last.safetensors", pid: process.pid });
+    expect(parseTemporaryName("last.safetensors")).toBeUndefined();
+    expect(parseTemporaryName("notes.tmp-12")).toBeUndefined();
+    expect(parseTemporaryName("a.safetensors.tmp-12-0123456789ab.bak")).toBeUndefined();
+    expect(parseTemporaryName("a.safetensors.tmp-12-0123456789AB")).toBeUndefined();
+  });
+});
+
+describe("readFullCheckpointMeta", () => {
+  it("reads the meta from the header without reading tensor data", async () => {
+    const path = join(dir, "c.safetensors");
+    await io.save(checkpoint(41), path);
+    const read = vi.spyOn(SafetensorsFile.prototype, "read");
+    try {
+      expect(await readFullCheckpointMeta(path)).toEqual({ loop: { globalStep: 41 } });
+      expect(read).not.toHaveBeenCalled();
+    } finally {
+      read.mockRestore();
+    }
+  });
+
+  it("gives {} for a plain safetensors file and refuses an unknown Fulgur format", async () => {
+    const plain = join(dir, "plain.safetensors");
+    await writeSafetensors(plain, { w: { dtype: "F32", shape: [1], data: new Uint8Array(4) } }, { format: "pt" });
+    expect(await readFullCheckpointMeta(plain)).toEqual({});
+    const other = join(dir, "other.safetensors");
+    await writeSafetensors(other, { w: { dtype: "F32", shape: [1], data: new Uint8Array(4) } }, { format: "fulgur.sharded" });
+    await expect(readFullCheckpointMeta(other)).rejects.toThrow(/is a checkpoint of format "fulgur.sharded"/);
   });
 });

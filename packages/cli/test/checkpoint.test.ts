@@ -42,7 +42,7 @@ describe("checkpoint inspect", () => {
     expect(r.out).toMatch(/^epoch\s+0$/m);
     expect(r.out).toMatch(/^strategy\s+single_device \(world size 1\)$/m);
     expect(r.out).toMatch(/^ {2}state_dict\.model\.pos\.weight\s+F32\s+\[16, 32\]\s+2\.00 KiB$/m);
-    expect(r.out).toMatch(/^ {2}optimizer\.state\.0\.exp_avg\s+F32\s+\[256, 32\]\s+32\.0 KiB$/m);
+    expect(r.out).toMatch(/^ {2}optimizer\.state\.model\.emb\.weight\.exp_avg\s+F32\s+\[256, 32\]\s+32\.0 KiB$/m);
     expect(r.out).toMatch(/^ {2}model weights \(state_dict\.\*\)\s+17 tensors\s+29,664 elements\s+116 KiB$/m);
     expect(r.out).toMatch(/^ {2}all\s+51 tensors\s+88,992 elements\s+348 KiB$/m);
   });

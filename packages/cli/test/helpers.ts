@@ -1,9 +1,10 @@
 /** Test helpers: run the program in-process with captured output, and build small corpora and configs. */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { afterAll } from "vitest";
 import { runCli } from "../src/index";
 
 export interface Captured {
@@ -28,8 +29,16 @@ export function spawnBin(args: string[], options: { cwd?: string; env?: NodeJS.P
   return { code: r.status ?? -1, out: r.stdout, err: r.stderr };
 }
 
+/** Directories made by tempDir in this test file, removed when the file's tests are done. */
+const made: string[] = [];
+afterAll(() => {
+  for (const d of made.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
 export function tempDir(prefix = "fulgur-cli-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  made.push(dir);
+  return dir;
 }
 
 const TEXT = `Fulgur trains models with billions of parameters in TypeScript, on one GPU or many.

@@ -18,7 +18,7 @@ export const KNOWN_STRATEGY_PACKAGES: Readonly<Record<string, string>> = {
   fsdp_full_shard: "@fulgur/strategy-fsdp",
   fsdp_shard_grad_op: "@fulgur/strategy-fsdp",
   fsdp_cpu_offload: "@fulgur/strategy-fsdp",
-  fsdp_activation_checkpointing: "@fulgur/strategy-fsdp",
+  fsdp_hybrid_shard: "@fulgur/strategy-fsdp",
   deepspeed: "@fulgur/strategy-zero",
   deepspeed_stage_1: "@fulgur/strategy-zero",
   deepspeed_stage_2: "@fulgur/strategy-zero",

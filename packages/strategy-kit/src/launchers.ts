@@ -9,7 +9,9 @@
  *   message names the rank that failed first even when others exit before it.
  *
  * Either way the launching process only waits: it is not a rank. A failed worker makes the launch
- * reject with WorkerFailureError naming the rank, so the user's script exits non-zero.
+ * reject with WorkerFailureError naming the rank, so the user's script exits non-zero. Either way,
+ * too, a rank never outlives the launching process: each watches a pipe at fd 3 that the kernel
+ * closes when the launcher dies, however it dies (@fulgur/distributed's [Note: launcher watch]).
  */
 import { fork, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -17,6 +19,12 @@ import { constants as osConstants } from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { findFreePort, launch, nodeArguments, rankEnvironment, resolveLaunchOptions, type LaunchResult } from "@fulgur/distributed";
+
+/**
+ * The fd of the pipe a worker watches for the launcher's death. @fulgur/distributed's launcher
+ * uses the same slot (the first after stdin, stdout and stderr); the IPC channel goes after it.
+ */
+const WATCH_FD = 3;
 
 /** The message a forked worker sends its launcher when it fails (see failureGuard.ts). */
 export const IPC_FAILURE_TYPE = "fulgur:ddp-failure";
@@ -163,13 +171,14 @@ export async function forkWorkers(o: WorkerLaunch): Promise<void> {
   process.on("SIGTERM", onSignal);
 
   const start = (localRank: number): Promise<void> => {
-    const rankEnv = rankEnvironment({ ...resolved, masterPort, storeToken }, localRank);
+    const rankEnv = rankEnvironment({ ...resolved, masterPort, storeToken }, localRank, WATCH_FD);
     const rank = Number(rankEnv.RANK);
     const child = fork(script, [...o.argv], {
       cwd: resolved.cwd,
       env: { ...env, ...rankEnv },
       execArgv,
-      stdio: ["ignore", "pipe", "pipe", "ipc"],
+      // fd 3: the watch pipe, never written; node finds the IPC channel at fd 4 through NODE_CHANNEL_FD.
+      stdio: ["ignore", "pipe", "pipe", "pipe", "ipc"],
     });
     const w: Worker = { rank, child, exited: false };
     workers.push(w);
@@ -184,6 +193,8 @@ export async function forkWorkers(o: WorkerLaunch): Promise<void> {
       const finish = (code: number | null, signal: NodeJS.Signals | null): void => {
         if (w.exited) return;
         w.exited = true;
+        // Our end of the watch pipe: an open handle would keep this process alive.
+        child.stdio[WATCH_FD]?.destroy();
         if (code !== 0 || signal !== null) {
           const how = signal ? `was killed by signal ${signal}` : `exited with code ${code}`;
           const exitCode = signal ? 128 + (osConstants.signals[signal] ?? 1) : (code ?? 1);

@@ -1,7 +1,7 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, onTestFinished } from "vitest";
 import { CSVLogger, GPTLanguageModel, LearningRateMonitor, ProgressBar, Trainer } from "../src";
 import { TINY, loader, tmp } from "./helpers";
 
@@ -33,6 +33,7 @@ describe("callbacks and loggers", () => {
 
   it("LearningRateMonitor logs the scheduled learning rate; CSV rows follow the steps", async () => {
     const dir = tmp();
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const logger = new CSVLogger({ saveDir: dir, name: "lr" });
     await new Trainer({
       maxSteps: 4,
@@ -57,3 +58,23 @@ describe("callbacks and loggers", () => {
   });
 });
 
+describe("the progress bar's loss", () => {
+  // With several ranks the Trainer's loss is rank 0's; a module that logs "loss" with
+  // `{ syncDist: true, progBar: true }` gets the mean over ranks shown instead.
+  function line(progressBarMetrics: Record<string, number>): string {
+    const out = sink();
+    const trainer = { isGlobalZero: true, globalStep: 1, startStep: 0, currentEpoch: 0, tokensPerSecond: 0, progressBarMetrics, estimatedStepping: () => 4 };
+    const bar = new ProgressBar(out.stream);
+    bar.onFitStart(trainer as unknown as Trainer);
+    bar.onTrainBatchEnd(trainer as unknown as Trainer, undefined, 2.5);
+    return out.text();
+  }
+
+  it("is the module's logged 'loss' when there is one (the mean over ranks with syncDist)", () => {
+    expect(line({ loss: 2.25 })).toMatch(/^epoch 0 step 1\/4 loss 2\.2500 - tok\/s ETA /);
+  });
+
+  it("is the Trainer's loss otherwise", () => {
+    expect(line({})).toMatch(/^epoch 0 step 1\/4 loss 2\.5000 - tok\/s ETA /);
+  });
+});

@@ -1,12 +1,16 @@
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { onTestFinished } from "vitest";
 import { DataLoader, TextDataset } from "../src";
 
 export const TEXT = "the quick brown fox jumps over the lazy dog; fulgur trains models in typescript. ".repeat(60);
 
 export function tmp(prefix = "fulgur-trainer-"): string {
-  return mkdtempSync(join(tmpdir(), prefix));
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  // Removed when the test that made it ends, passed or failed.
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
 }
 
 export const TINY = { dModel: 32, nLayers: 1, nHeads: 2, seqLen: 16, vocabSize: 256 } as const;

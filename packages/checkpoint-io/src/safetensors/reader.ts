@@ -68,6 +68,10 @@ async function readExactly(handle: FileHandle, into: Uint8Array, position: numbe
   }
 }
 
+function notAFile(path: string, directory = true): CheckpointFormatError {
+  return new CheckpointFormatError(path, "not_a_file", `is ${directory ? "a directory" : "not a regular file"}, not a safetensors file`);
+}
+
 /** An open file whose header has been validated; tensors are read from it one at a time. */
 export class SafetensorsFile {
   private constructor(
@@ -78,9 +82,15 @@ export class SafetensorsFile {
   ) {}
 
   static async open(path: string): Promise<SafetensorsFile> {
-    const handle = await open(path, "r");
+    const handle = await open(path, "r").catch((e: NodeJS.ErrnoException) => {
+      // Linux opens a directory for reading and fails at the first read; other systems fail here.
+      if (e.code === "EISDIR") throw notAFile(path);
+      throw e;
+    });
     try {
-      const { size } = await handle.stat();
+      const info = await handle.stat();
+      if (!info.isFile()) throw notAFile(path, info.isDirectory());
+      const { size } = info;
       if (size < 8) {
         throw new CheckpointFormatError(
           path,

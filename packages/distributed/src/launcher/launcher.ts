@@ -4,7 +4,8 @@
  * every line they print with `[rank N]`, and treats the ranks as one job — when one fails, the
  * others are stopped (SIGTERM, then SIGKILL after a grace period) and the launch ends with the
  * failing rank's exit code and a sentence naming it. A job whose rank died must never be left
- * half-alive holding GPUs.
+ * half-alive holding GPUs; nor may ranks outlive the launcher itself ([Note: launcher watch] in
+ * launcherWatch.ts).
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -16,6 +17,7 @@ import { createInterface } from "node:readline";
 import { pathToFileURL } from "node:url";
 import { findFreePort, isPortFree } from "../cluster/freePort";
 import { DistributedArgumentError } from "../errors";
+import { LAUNCHER_WATCH_FD, launcherWatchEnvironment, launcherWatchImport } from "./launcherWatch";
 import { optionError, resolveLaunchOptions, type LaunchOptions, type ResolvedLaunchOptions } from "./options";
 
 export interface LaunchResult {
@@ -29,11 +31,21 @@ export interface LaunchResult {
   readonly message?: string;
 }
 
-/** Everything the ranks of this node get in their environment; exported for tests and the CLI's dry runs. */
-export function rankEnvironment(o: ResolvedLaunchOptions & { masterPort: number; storeToken: string }, localRank: number): Record<string, string> {
+/**
+ * Everything the ranks of this node get in their environment; exported for tests, the CLI's dry
+ * runs and the strategies' own launchers. With `watchFd`, also the variables that make the rank
+ * watch this process through the pipe its spawner puts at that fd ([Note: launcher watch]); only
+ * pass it when that pipe is really there.
+ */
+export function rankEnvironment(
+  o: ResolvedLaunchOptions & { masterPort: number; storeToken: string },
+  localRank: number,
+  watchFd?: number,
+): Record<string, string> {
   const worldSize = o.nprocPerNode * o.nnodes;
   const rank = o.nodeRank * o.nprocPerNode + localRank;
   return {
+    ...(watchFd !== undefined ? launcherWatchEnvironment(watchFd) : {}),
     WORLD_SIZE: String(worldSize),
     RANK: String(rank),
     LOCAL_RANK: String(localRank),
@@ -46,10 +58,14 @@ export function rankEnvironment(o: ResolvedLaunchOptions & { masterPort: number;
   };
 }
 
-/** The node command line of a script: TypeScript goes through tsx, resolved from this package so the user's project needs none. */
+/**
+ * The node command line of a script: TypeScript goes through tsx, resolved from this package so the
+ * user's project needs none. The launcher-watch preload comes first; it does nothing in a process
+ * whose environment does not ask for it ([Note: launcher watch]).
+ */
 export function nodeArguments(script: string, args: readonly string[], nodeArgs: readonly string[] = []): string[] {
   const ts = /\.(ts|mts|cts)$/.test(script);
-  return [...nodeArgs, ...(ts ? ["--import", tsxLoaderUrl()] : []), script, ...args];
+  return [...nodeArgs, "--import", launcherWatchImport(), ...(ts ? ["--import", tsxLoaderUrl()] : []), script, ...args];
 }
 
 function tsxLoaderUrl(): string {
@@ -127,12 +143,13 @@ class Job {
   /** Spawns one rank; resolves when it has exited and its output is drained. */
   private start(localRank: number): Promise<void> {
     const o = this.o;
-    const env = { ...o.env, ...rankEnvironment(o, localRank) };
+    const env = { ...o.env, ...rankEnvironment(o, localRank, LAUNCHER_WATCH_FD) };
     const rank = Number(env.RANK);
     const child = spawn(process.execPath, nodeArguments(o.script, o.args, o.nodeArgs), {
       cwd: o.cwd,
       env,
-      stdio: ["ignore", "pipe", "pipe"],
+      // fd 3: the pipe the rank watches for this process's death ([Note: launcher watch]).
+      stdio: ["ignore", "pipe", "pipe", "pipe"],
     });
     const entry: Rank = { rank, localRank, child, exited: false };
     this.ranks.push(entry);
@@ -141,6 +158,8 @@ class Job {
       const finish = (code: number | null, signal: NodeJS.Signals | null) => {
         if (entry.exited) return;
         entry.exited = true;
+        // Our end of the watch pipe: nothing more to watch, and an open handle would keep us alive.
+        child.stdio[LAUNCHER_WATCH_FD]?.destroy();
         if ((code !== 0 || signal !== null) && !this.failure && !this.interrupted) {
           this.failure = { rank, code, signal };
           this.stopAll();

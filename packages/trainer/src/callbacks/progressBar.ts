@@ -1,6 +1,8 @@
 /**
  * Progress: a live bar on a terminal (cli-progress) with step, loss, tokens/s and ETA; plain lines
  * every `logEveryNSteps` steps when output is not a terminal (CI logs, files). Only rank 0 shows it.
+ * The loss shown is the one the module logs as "loss" with `progBar` when it does (with `syncDist`,
+ * the mean over ranks), else the Trainer's own, which is rank 0's.
  */
 import cliProgress from "cli-progress";
 import type { Callback } from "./callback";
@@ -52,9 +54,11 @@ export class ProgressBar implements Callback {
     const total = trainer.estimatedStepping();
     const done = trainer.globalStep - trainer.startStep;
     const eta = done > 0 ? (elapsed / done) * (total - trainer.globalStep) : NaN;
+    const logged = trainer.progressBarMetrics.loss;
+    const value = logged !== undefined && Number.isFinite(logged) ? logged : loss;
     const shown: Record<string, string | number> = {
       epoch: trainer.currentEpoch,
-      loss: Number.isFinite(loss) ? loss.toFixed(4) : "-",
+      loss: Number.isFinite(value) ? value.toFixed(4) : "-",
       tps: trainer.tokensPerSecond > 0 ? formatRate(trainer.tokensPerSecond) : "-",
       eta_h: formatDuration(eta),
     };

@@ -26,6 +26,26 @@ export interface TextDatasetOptions {
   maxBytes?: number;
 }
 
+/** How much of each file is looked at to tell text from binary data. */
+const SNIFF_BYTES = 1024;
+/** Above this share of invalid UTF-8 it is not text in any encoding worth training on (Latin-1 prose stays under 10%). */
+const MAX_INVALID_SHARE = 0.2;
+
+/**
+ * Why `bytes` (a file's first bytes) are not text, or undefined when they are: a NUL byte (no text
+ * encoding but UTF-16's has them, and UTF-16 read as bytes is not what a byte-level model should
+ * learn), or a large share of invalid UTF-8 (compressed, encrypted, image data).
+ */
+function binaryReason(bytes: Uint8Array): string | undefined {
+  const head = bytes.subarray(0, SNIFF_BYTES);
+  if (head.includes(0)) return `NUL bytes in its first KiB`;
+  // stream: a multi-byte character cut at the end of the sample is not counted as invalid.
+  const chars = [...new TextDecoder("utf-8").decode(head, { stream: true })];
+  const invalid = chars.filter((c) => c === "\uFFFD").length;
+  if (chars.length > 0 && invalid / chars.length > MAX_INVALID_SHARE) return `its first KiB is ${Math.round((100 * invalid) / chars.length)}% invalid UTF-8`;
+  return undefined;
+}
+
 const DEFAULT_EXTENSIONS = [".md", ".txt", ".ts", ".js", ".json", ".py", ".cu", ".yaml", ".yml"];
 const SKIP_DIRS = new Set(["node_modules", ".git", "dist", ".nx", "coverage"]);
 
@@ -68,6 +88,8 @@ export class TextDataset implements Dataset<Int32Array> {
     for (const f of this.files) {
       if (total >= maxBytes) break;
       const b = readFileSync(f);
+      const binary = binaryReason(b);
+      if (binary) throw new Error(`TextDataset: ${f} is not text (${binary}); give text files (UTF-8), or tokens through your own Dataset`);
       chunks.push(b.subarray(0, maxBytes - total));
       total += Math.min(b.length, maxBytes - total);
     }
