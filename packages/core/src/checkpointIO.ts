@@ -2,6 +2,14 @@
 import type { Tensor } from "@fulgur/tensor";
 import type { ContractVersioned } from "./plugin";
 
+/**
+ * How a Trainer checkpoint names its tensors: the module's state under `state_dict.<name>`, the
+ * optimizer's under `optimizer.<name>` (its layout in `meta.optimizer`). Strategies and tools that
+ * read or write checkpoints themselves use the same names.
+ */
+export const MODEL_PREFIX = "state_dict.";
+export const OPTIMIZER_PREFIX = "optimizer.";
+
 /** JSON-compatible values stored beside the tensors: step, epoch, RNG state, hyper-parameters. */
 export type CheckpointMeta = { [key: string]: unknown };
 

@@ -17,6 +17,7 @@ export type {
   StepCollectives,
 } from "./precision";
 export type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
+export { MODEL_PREFIX, OPTIMIZER_PREFIX } from "./checkpointIO";
 export type {
   BackwardSyncControl,
   BatchContext,

@@ -37,7 +37,7 @@ export interface Strategy extends ContractVersioned {
 
   /** Called once per process before anything else: picks the device, joins the process group. */
   setup(context: StrategyContext): Promise<void>;
-  /** Moves, wraps or shards the module; returns the module the training loop calls. */
+  /** Moves, wraps or shards the module in place, and returns it (the Trainer refuses another object). */
   setupModule(module: Module): Promise<Module>;
   /** Wraps the optimizer (ZeRO shards its state); returns the optimizer the loop steps. */
   setupOptimizer(optimizer: Optimizer): Promise<Optimizer>;

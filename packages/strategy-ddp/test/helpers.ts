@@ -35,11 +35,13 @@ export class RecordingGroup implements ProcessGroup {
 
   private work(done: () => void): Work {
     let completed = false;
+    const complete = (): void => {
+      if (!completed) done();
+      completed = true;
+    };
     return {
-      wait: async () => {
-        if (!completed) done();
-        completed = true;
-      },
+      wait: async () => complete(),
+      synchronize: complete,
       isCompleted: () => completed,
     };
   }

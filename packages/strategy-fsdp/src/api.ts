@@ -13,7 +13,7 @@ import { z } from "zod";
 export type ModuleClass = abstract new (...args: never[]) => Module;
 
 /** Which modules become units: a set of classes, or a function of the module and its parameter count. */
-export type WrapPolicy = readonly ModuleClass[] | ((module: Module, numParameters: number) => boolean);
+export type WrapPolicy = readonly (ModuleClass | string)[] | ((module: Module, numParameters: number) => boolean);
 
 export interface FSDPMixedPrecision {
   /** dtype of the gathered parameters the units compute with (default: the parameters' own). */

@@ -2,7 +2,7 @@
  * The kit's own strategy names, from one table (STYLE.md: registration from tables). The Trainer
  * registers these before resolving any name, so `single_device` needs no extra import.
  */
-import { type PluginOptions, type Strategy, StrategyRegistry } from "@fulgur/core";
+import { type CheckpointIO, type PluginOptions, type Strategy, StrategyRegistry } from "@fulgur/core";
 import { type SingleDeviceOptions, SingleDeviceStrategy } from "./singleDevice";
 
 export const PACKAGE_NAME = "@fulgur/strategy-kit";
@@ -27,7 +27,7 @@ export interface StrategyRegistryLike {
   register(
     name: string,
     factory: (options: PluginOptions) => Strategy,
-    options?: { description?: string; defaults?: PluginOptions; package?: string },
+    options?: { description?: string; defaults?: PluginOptions; package?: string; checkpointIO?: CheckpointIO | (() => CheckpointIO) },
   ): void;
 }
 
@@ -37,13 +37,21 @@ export interface StrategyRegistryLike {
  */
 export function registerTable(
   registry: StrategyRegistryLike,
-  table: readonly { readonly name: string; readonly description: string; readonly defaults?: PluginOptions; readonly create: (o: PluginOptions) => Strategy }[],
+  table: readonly {
+    readonly name: string;
+    readonly description: string;
+    readonly defaults?: PluginOptions;
+    readonly create: (o: PluginOptions) => Strategy;
+    /** The checkpoint IO this name uses unless the user picks one. */
+    readonly checkpointIO?: CheckpointIO | (() => CheckpointIO);
+  }[],
   packageName: string,
 ): string[] {
   const added: string[] = [];
   for (const entry of table) {
     if (registry.has(entry.name)) continue;
-    registry.register(entry.name, entry.create, { description: entry.description, defaults: { ...(entry.defaults ?? {}) }, package: packageName });
+    const io = entry.checkpointIO === undefined ? {} : { checkpointIO: entry.checkpointIO };
+    registry.register(entry.name, entry.create, { description: entry.description, defaults: { ...(entry.defaults ?? {}) }, package: packageName, ...io });
     added.push(entry.name);
   }
   return added;

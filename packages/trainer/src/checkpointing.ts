@@ -4,12 +4,11 @@
  * epoch), the optimizer's scalars, the scheduler, the loss scaler, the random state and the
  * callbacks' state. Resuming from it continues exactly where the run stopped.
  */
-import type { Checkpoint, CheckpointMeta, OptimizerState } from "@fulgur/core";
+import { type Checkpoint, type CheckpointMeta, MODEL_PREFIX, OPTIMIZER_PREFIX, type OptimizerState } from "@fulgur/core";
 import type { LRScheduler } from "@fulgur/nn";
 import type { Tensor } from "@fulgur/tensor";
 
-export const MODEL_PREFIX = "state_dict.";
-export const OPTIMIZER_PREFIX = "optimizer.";
+export { MODEL_PREFIX, OPTIMIZER_PREFIX };
 export const TRAINER_CHECKPOINT_VERSION = 1;
 
 export interface LoopPosition {

@@ -278,7 +278,12 @@ export class Trainer {
     if (buildsModule(strategy)) await strategy.buildModule(module, configure);
     else withDevice(strategy.rootDevice, configure);
     this.precision.convertModule(module);
-    await strategy.setupModule(module);
+    const setUp = await strategy.setupModule(module);
+    // The loop calls the TrainingModule itself (its trainingStep and hooks): a strategy wraps or
+    // shards it in place, as every built-in one does, rather than handing back another object.
+    if (setUp !== module) {
+      throw new TypeError(`${strategy.name}.setupModule returned another object than the module it was given; strategies set the module up in place and return it`);
+    }
   }
 
   private configureOptimizers(module: TrainingModule): void {
