@@ -15,4 +15,6 @@ export default defineConfig({
   // No shared chunks: the kit finds its worker script beside testing/index.js (new URL("./worker.js",
   // import.meta.url)), which holds only while the code that resolves it is in that file.
   splitting: false,
+  // Keep "node:" specifiers: a bare "stream" is resolved as a package by some test runners.
+  removeNodeProtocol: false,
 });
