@@ -4,13 +4,21 @@
  * here opens a GPU until setupDevice(); isAvailable() and deviceCount() never throw, they answer
  * false / 0 when the libraries or the driver are missing.
  */
-import type { Accelerator, AcceleratorMemoryStats, PluginFactory, ProcessGroupOptions, ProcessGroupProvider, RegisterOptions } from "@fulgur/core";
+import type {
+  Accelerator,
+  AcceleratorMemoryStats,
+  PluginFactory,
+  ProcessGroup,
+  ProcessGroupOptions,
+  ProcessGroupProvider,
+  RegisterOptions,
+} from "@fulgur/core";
 import { CONTRACT_VERSION } from "@fulgur/core";
 import { cudaBackend, registerCudaBackend } from "./cudaBackend";
 import { liveContexts } from "./context";
 import { deviceCount, parseDevice } from "./device";
 import { probeLibrary } from "./ffi/libraries";
-import { NcclProcessGroup } from "./nccl";
+import { createCudaProcessGroup } from "./cudaProcessGroup";
 
 export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
   readonly contractVersion = CONTRACT_VERSION;
@@ -48,8 +56,9 @@ export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
   }
 
   /** Data-parallel strategies reduce over NCCL on GPUs; the store carries the NCCL unique id. */
-  async createProcessGroup(options: ProcessGroupOptions): Promise<NcclProcessGroup> {
-    return NcclProcessGroup.create({ ...options });
+  /** NCCL, or the host-staged CPU transport when ranks share a GPU (or FULGUR_PROCESS_GROUP=host; DESIGN.md decision 16). */
+  async createProcessGroup(options: ProcessGroupOptions): Promise<ProcessGroup> {
+    return createCudaProcessGroup(options);
   }
 
   async teardown(): Promise<void> {

@@ -15,6 +15,7 @@ import { registerCudaBackend } from "./cudaBackend";
 export { CudaBackend, cudaBackend, registerCudaBackend } from "./cudaBackend";
 export { CudaAccelerator, registerAccelerators, type AcceleratorRegistryLike } from "./accelerator";
 export { NcclProcessGroup, NcclTimeoutError, type NcclProcessGroupOptions } from "./nccl";
+export { PROCESS_GROUP_ENV, chooseProcessGroup, createCudaProcessGroup, type CudaProcessGroupKind, type CudaProcessGroupOptions } from "./cudaProcessGroup";
 export {
   cudaEnvironmentReport,
   formatEnvironmentReport,

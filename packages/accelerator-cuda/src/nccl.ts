@@ -12,6 +12,18 @@
  * - `Work.wait()` polls the completion event without blocking the event loop, and a watchdog aborts
  *   the communicator (ncclCommAbort) when a collective has not finished within the timeout,
  *   rejecting with the group, the operation, and the last collectives this rank issued.
+ * - `Work.synchronize()` orders instead of waiting; see [Note: synchronize on the device].
+ *
+ * [Note: synchronize on the device] DESIGN.md decision 14: the compute stream waits on the
+ * collective's completion event (cudaStreamWaitEvent), so kernels queued afterwards read its result,
+ * and the host goes on at once; a hook that gathers a unit's parameters costs no host round trip.
+ * The host learns of failures later: an error already known (the watchdog's abort, an asynchronous
+ * NCCL error) is thrown at once; one that comes later reaches the next collective, `wait()` or
+ * `isCompleted()`. Works nobody waits for are finished as the group goes on (`reap()`), oldest
+ * first, since collectives of one stream complete in issue order. A caveat: the watchdog is a timer
+ * of the event loop, so a collective that hangs after `synchronize()` is aborted only while the
+ * host is not itself blocked in a device synchronisation (reading a value waits on the compute
+ * stream, which waits on the hung collective).
  */
 import type { ProcessGroup, ReduceOp, Store, Work } from "@fulgur/core";
 import type { DType, Tensor } from "@fulgur/tensor";
@@ -78,6 +90,8 @@ class NcclWork implements Work {
   private readonly controller = new AbortController();
   private readonly timer: NodeJS.Timeout;
   private waited: Promise<void> | null = null;
+  /** Whether the compute stream already waits on `done` (one cudaStreamWaitEvent is enough). */
+  private ordered = false;
 
   constructor(
     private readonly group: NcclProcessGroup,
@@ -130,6 +144,25 @@ class NcclWork implements Work {
     }
   }
 
+  /** See [Note: synchronize on the device]. */
+  synchronize(): void {
+    if (this.error) throw this.error;
+    if (this.completed) return;
+    const asyncError = this.group.asyncError();
+    if (asyncError) {
+      this.fail(asyncError);
+      throw asyncError;
+    }
+    this.orderCompute();
+  }
+
+  /** Compute work queued from now on is ordered after the collective, on the device. */
+  private orderCompute(): void {
+    if (this.ordered) return;
+    this.group.computeStream().waitEvent(this.done);
+    this.ordered = true;
+  }
+
   wait(): Promise<void> {
     this.waited ??= this.run();
     return this.waited;
@@ -139,7 +172,7 @@ class NcclWork implements Work {
     if (this.error) throw this.error;
     if (!this.completed) {
       // Compute work queued after wait() is ordered after the collective on the device.
-      this.group.computeStream().waitEvent(this.done);
+      this.orderCompute();
       for (;;) {
         const asyncError = this.group.asyncError();
         if (asyncError) {
@@ -269,6 +302,11 @@ export class NcclProcessGroup implements ProcessGroup {
     this.pending.delete(w);
   }
 
+  /** Finishes the works whose collectives are done, oldest first; see [Note: synchronize on the device]. */
+  private reap(): void {
+    for (const w of this.pending) if (!w.isCompleted()) return;
+  }
+
   private usable(): void {
     if (this.destroyed) throw new Error(`process group "${this.name}" was destroyed`);
     if (this.aborted) throw new Error(`process group "${this.name}" was aborted: ${this.aborted.message}`);
@@ -290,6 +328,7 @@ export class NcclProcessGroup implements ProcessGroup {
   /** Orders the collective after compute, runs `call` on the NCCL stream, returns its Work. */
   private enqueue(op: string, what: string, storages: CudaStorage[], call: (stream: Ptr) => number, callName: string): Work {
     this.usable();
+    this.reap();
     const ctx = this.device.ctx;
     const ready = CudaEvent.create(false).record(ctx.compute);
     this.stream.waitEvent(ready);

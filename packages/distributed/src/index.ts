@@ -6,7 +6,7 @@
 export { StoreServer, type StoreServerOptions } from "./store/server";
 export { TcpStore, type TcpStoreOptions } from "./store/client";
 
-export { CpuProcessGroup, createCpuProcessGroup } from "./processGroup/cpuProcessGroup";
+export { CpuProcessGroup, createCpuProcessGroup, type CpuProcessGroupOptions } from "./processGroup/cpuProcessGroup";
 export {
   HostProcessGroup,
   createHostProcessGroup,
@@ -39,7 +39,7 @@ export {
   type FailureWatch,
   type WatchOptions,
 } from "./failure";
-export { initProcessGroup, type Initialized, type InitProcessGroupOptions } from "./init";
+export { initProcessGroup, type HostedStoreServer, type Initialized, type InitProcessGroupOptions } from "./init";
 
 export {
   CollectiveMismatchError,

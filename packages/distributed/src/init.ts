@@ -2,14 +2,26 @@
  * `initProcessGroup`: the one call a training script makes to join its job. Rank 0 hosts the
  * store on the cluster environment's main address and port, every rank (rank 0 included)
  * connects to it with the job's token, and the world CPU process group is built on top.
+ *
+ * The store server runs in the group's transport thread, not on the caller's: a rank 0 blocked in
+ * `Work.synchronize()` must still answer the peers that are joining or looking up addresses (see
+ * [Note: the transport thread] in processGroup/cpuProcessGroup.ts).
  */
 import type { ClusterEnvironment } from "@fulgur/core";
 import { detectClusterEnvironment, type ClusterEnvironmentName } from "./cluster/detect";
-import { createCpuProcessGroup, type CpuProcessGroup } from "./processGroup/cpuProcessGroup";
+import { CpuProcessGroup } from "./processGroup/cpuProcessGroup";
 import { DEFAULT_TIMEOUT_MS, type HostGroupOptions } from "./processGroup/hostGroup";
+import { GroupThread } from "./processGroup/worker/thread";
 import { TcpStore } from "./store/client";
-import { StoreServer } from "./store/server";
 import { checkTimeout } from "./util/timers";
+
+/** The store server rank 0 hosts, running in its group's transport thread. */
+export interface HostedStoreServer {
+  readonly host: string;
+  readonly port: number;
+  /** Stops serving; clients' pending requests fail. Idempotent. */
+  close(): Promise<void>;
+}
 
 export interface InitProcessGroupOptions extends HostGroupOptions {
   /** Where this rank stands; default: detected from the environment (torchrun variables, SLURM, local). */
@@ -27,7 +39,7 @@ export interface Initialized {
   readonly store: TcpStore;
   readonly group: CpuProcessGroup;
   /** The store server, on rank 0 only. */
-  readonly server: StoreServer | undefined;
+  readonly server: HostedStoreServer | undefined;
   /**
    * Leaves the job: waits for every rank at a barrier (so rank 0 does not take the store away from
    * ranks still using it), then destroys the group and closes the store and, on rank 0, its server.
@@ -45,28 +57,24 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
   const token = options.token ?? env.FULGUR_STORE_TOKEN ?? "";
   // With one rank nobody else needs to know the port in advance; 0 lets the system pick one.
   const wantedPort = size === 1 && !env.MASTER_PORT ? 0 : cluster.mainPort();
-  const server = rank === 0 ? await StoreServer.start({ host, port: wantedPort, token }) : undefined;
-  const port = server ? server.port : wantedPort;
-  let store: TcpStore;
+  const thread = GroupThread.start();
+  let server: HostedStoreServer | undefined;
+  let store: TcpStore | undefined;
   try {
+    server = rank === 0 ? await hostStoreServer(thread, host, wantedPort, token) : undefined;
+    const port = server ? server.port : wantedPort;
     store = await TcpStore.connect({ host, port, token, timeoutMs, connectTimeoutMs: Math.min(timeoutMs, 300_000) });
+    const group = await CpuProcessGroup.join(thread, { store, rank, size, name: options.name, token, timeoutMs, smallTensorBytes: options.smallTensorBytes });
+    return joined(cluster, store, group, server);
   } catch (err) {
+    await store?.close();
     await server?.close();
+    await thread.stop();
     throw err;
   }
-  const group = await createCpuProcessGroup({
-    store,
-    rank,
-    size,
-    name: options.name,
-    token,
-    timeoutMs,
-    smallTensorBytes: options.smallTensorBytes,
-  }).catch(async (err: unknown) => {
-    await store.close();
-    await server?.close();
-    throw err;
-  });
+}
+
+function joined(cluster: ClusterEnvironment, store: TcpStore, group: CpuProcessGroup, server: HostedStoreServer | undefined): Initialized {
   let closed = false;
   return {
     cluster,
@@ -83,6 +91,24 @@ export async function initProcessGroup(options: InitProcessGroupOptions = {}): P
         await store.close();
         await server?.close();
       }
+    },
+  };
+}
+
+/** Starts the store server in `thread`, which lives on at least until the server is closed. */
+async function hostStoreServer(thread: GroupThread, host: string, port: number, token: string): Promise<HostedStoreServer> {
+  const bound = (await thread.request({ t: "serve", host, port, token })) as { port: number };
+  thread.retain();
+  thread.holdExit();
+  let closed = false;
+  return {
+    host,
+    port: bound.port,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await thread.request({ t: "closeServer" }).catch(() => undefined);
+      await thread.release();
     },
   };
 }

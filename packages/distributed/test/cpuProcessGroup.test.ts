@@ -4,18 +4,18 @@
  */
 import { afterEach, describe, expect, it } from "vitest";
 import { tensor, zeros, type Tensor } from "@fulgur/tensor";
-import { CpuProcessGroup } from "../src/processGroup/cpuProcessGroup";
-import { makeWorld, type World } from "./helpers";
+import type { CpuProcessGroup } from "../src/processGroup/cpuProcessGroup";
+import { makeCpuWorld, type CpuWorld } from "./helpers";
 
-let world: World | undefined;
+let world: CpuWorld | undefined;
 afterEach(async () => {
   await world?.close();
   world = undefined;
 });
 
-async function cpuWorld(size: number): Promise<CpuProcessGroup[]> {
-  world = await makeWorld(size);
-  return world.groups.map((g) => new CpuProcessGroup(g));
+async function cpuWorld(size: number, options: { timeoutMs?: number } = {}): Promise<CpuProcessGroup[]> {
+  world = await makeCpuWorld(size, options);
+  return world.groups;
 }
 
 const waitAll = (works: { wait(): Promise<void> }[]) => Promise.all(works.map((w) => w.wait()));
@@ -80,8 +80,7 @@ describe("CpuProcessGroup", () => {
   });
 
   it("a failed collective rejects wait() and never becomes an unhandled rejection", async () => {
-    world = await makeWorld(2, { timeoutMs: 100 });
-    const g = new CpuProcessGroup(world.groups[0]);
+    const [g] = await cpuWorld(2, { timeoutMs: 100 });
     const work = g.allReduce(tensor([1]));
     await expect(work.wait()).rejects.toThrow(/allReduce #1 .* timed out after 100 ms/);
     expect(work.isCompleted()).toBe(true);

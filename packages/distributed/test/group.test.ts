@@ -158,6 +158,36 @@ describe("mismatched collectives fail fast on every rank", () => {
   });
 });
 
+describe("a lost member", () => {
+  it("is noticed through the connection this rank sends on when the peer never sent to it", async () => {
+    world = await makeWorld(2, { timeoutMs: 30_000 });
+    const [g0, g1] = world.groups;
+    // Rank 0 has sent to rank 1; rank 1 never to rank 0: no connection from rank 1 exists.
+    await Promise.all([g0.send(f32(1), "float32", 1), g1.recv("float32", 1, 0)]);
+    const pending = g0.recv("float32", 1, 1);
+    const started = Date.now();
+    await g1.destroy();
+    const err = await pending.catch((e: unknown) => e);
+    expect(Date.now() - started).toBeLessThan(3_000);
+    expect(err).toBeInstanceOf(PeerLostError);
+    expect(err).toMatchObject({ peerGlobalRank: 1 });
+    expect((err as Error).message).toMatch(/the connection to global rank 1 closed and nothing listens at its address any more/);
+  });
+
+  it("is named by every member, also one waiting for another, live member", async () => {
+    world = await makeWorld(3, { timeoutMs: 30_000, smallTensorBytes: 0 });
+    await Promise.all(world.groups.map((g) => g.allReduce(f32(1), "float32")));
+    // Ring: rank 0 waits for rank 2, which waits for rank 1, which leaves instead of joining.
+    const pending = [0, 2].map((r) => world!.groups[r].allReduce(f32(1, 2, 3), "float32").catch((e: unknown) => e));
+    await world.groups[1].destroy();
+    const errs = await Promise.all(pending);
+    for (const err of errs) {
+      expect(err).toBeInstanceOf(PeerLostError);
+      expect(err).toMatchObject({ peerGlobalRank: 1 });
+    }
+  });
+});
+
 describe("destroy", () => {
   it("returns promptly and fails pending work even when a peer never joined", async () => {
     const server = await startStore();

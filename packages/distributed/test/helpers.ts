@@ -1,12 +1,16 @@
 /**
  * Test helpers: a store server on an ephemeral loopback port, and N host process groups running
- * as async tasks in this process over real sockets (fast: no process start-up per test).
+ * as async tasks in this process over real sockets (fast: no process start-up per test), or N
+ * tensor-level CPU process groups, each with its transport thread.
  */
 import type { ReduceOp } from "@fulgur/core";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits, type DType, type HostArray } from "@fulgur/tensor";
+import { PassThrough } from "node:stream";
+import { launch, type LaunchResult } from "../src/launcher/launcher";
 import { StoreServer } from "../src/store/server";
 import { TcpStore } from "../src/store/client";
 import { createHostProcessGroup, type HostGroupOptions, type HostProcessGroup } from "../src/processGroup/hostGroup";
+import { createCpuProcessGroup, type CpuProcessGroup } from "../src/processGroup/cpuProcessGroup";
 
 export const TOKEN = "test-token";
 
@@ -45,6 +49,51 @@ export async function makeWorld(size: number, options: HostGroupOptions = {}): P
       await server.close();
     },
   };
+}
+
+export interface CpuWorld {
+  readonly groups: CpuProcessGroup[];
+  close(): Promise<void>;
+}
+
+/**
+ * N tensor-level ranks in this process. The store server runs on this thread, so these groups may
+ * use wait() and isCompleted(), but not synchronize() (which would block the thread serving the
+ * store); the multi-process tests cover synchronize().
+ */
+export async function makeCpuWorld(size: number, options: HostGroupOptions = {}): Promise<CpuWorld> {
+  const server = await startStore();
+  const stores = await Promise.all(Array.from({ length: size }, () => connect(server)));
+  const name = `cw${worldCounter++}`;
+  const groups = await Promise.all(
+    stores.map((store, rank) => createCpuProcessGroup({ store, rank, size, name, token: TOKEN, failureKey: null, ...options })),
+  );
+  return {
+    groups,
+    async close() {
+      await Promise.all(groups.map((g) => g.destroy()));
+      await Promise.all(stores.map((s) => s.close()));
+      await server.close();
+    },
+  };
+}
+
+/** Runs `script` as a job of `nproc` local ranks through the launcher; returns what it printed. */
+export async function launchJob(
+  nproc: number,
+  script: string,
+  args: readonly string[],
+  killGraceMs = 2_000,
+): Promise<{ result: LaunchResult; out: string; err: string; ms: number }> {
+  const stdout = new PassThrough();
+  const stderr = new PassThrough();
+  let out = "";
+  let err = "";
+  stdout.on("data", (d) => (out += d));
+  stderr.on("data", (d) => (err += d));
+  const started = Date.now();
+  const result = await launch({ nprocPerNode: nproc, script, args: [...args], stdout, stderr, forwardSignals: false, killGraceMs });
+  return { result, out, err, ms: Date.now() - started };
 }
 
 /** A deterministic generator of small integers, so every dtype holds the values exactly. */

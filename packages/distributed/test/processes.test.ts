@@ -4,24 +4,14 @@
  * way decision 12 says: mismatches fail fast, a vanished peer is reported, a failure reaches
  * every rank through the store.
  */
-import { PassThrough } from "node:stream";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
-import { launch, type LaunchResult } from "../src/launcher/launcher";
+import { launchJob } from "./helpers";
 
 const WORKER = path.join(path.dirname(fileURLToPath(import.meta.url)), "fixtures", "worker.ts");
 
-async function run(nproc: number, mode: string): Promise<{ result: LaunchResult; out: string; err: string }> {
-  const stdout = new PassThrough();
-  const stderr = new PassThrough();
-  let out = "";
-  let err = "";
-  stdout.on("data", (d) => (out += d));
-  stderr.on("data", (d) => (err += d));
-  const result = await launch({ nprocPerNode: nproc, script: WORKER, args: [mode], stdout, stderr, forwardSignals: false, killGraceMs: 2_000 });
-  return { result, out, err };
-}
+const run = (nproc: number, mode: string) => launchJob(nproc, WORKER, [mode]);
 
 describe("multi-process jobs", () => {
   for (const n of [2, 3, 4]) {

@@ -1,9 +1,21 @@
-/** Unit tests of the pieces below the sockets: store framing, reductions, chunking, the Work handle. */
+/**
+ * Unit tests of the pieces below the sockets: store framing, reductions, chunking, the Work handle,
+ * errors crossing from the transport thread.
+ */
 import { describe, expect, it } from "vitest";
 import { bf16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "@fulgur/tensor";
 import { decode, encode, FrameDecoder, Op, ProtocolError, type Message } from "../src/store/protocol";
 import { accumulate, chunkBounds, finish, fromBytes, reduceInOrder, toAccumulator } from "../src/processGroup/reduce";
 import { PromiseWork } from "../src/processGroup/work";
+import { fromRecord, toRecord } from "../src/processGroup/worker/errorCodec";
+import {
+  CollectiveTimeoutError,
+  GroupAbortedError,
+  GroupFailedError,
+  PeerLostError,
+  RankFailureError,
+  StoreBindError,
+} from "../src/errors";
 import { armTimer, checkTimeout } from "../src/util/timers";
 
 describe("store protocol", () => {
@@ -86,6 +98,18 @@ describe("Work and timers", () => {
     expect(bad.isCompleted()).toBe(true);
   });
 
+  it("PromiseWork.synchronize() reports a finished work and refuses to guess about a pending one", async () => {
+    let finish!: () => void;
+    const pending = new PromiseWork(new Promise<void>((r) => (finish = r)));
+    expect(() => pending.synchronize()).toThrow(/completes on the event loop and has not finished yet; await wait\(\) instead/);
+    finish();
+    await pending.wait();
+    expect(() => pending.synchronize()).not.toThrow();
+    const bad = new PromiseWork(Promise.reject(new RangeError("y")));
+    await bad.wait().catch(() => {});
+    expect(() => bad.synchronize()).toThrow(RangeError);
+  });
+
   it("timeouts: validated, and never armed for delays Node cannot hold", () => {
     expect(() => checkTimeout(-5, "timeoutMs")).toThrow(/timeoutMs: got -5/);
     expect(() => checkTimeout("1s", "timeoutMs")).toThrow(/timeoutMs: got "1s"/);
@@ -95,5 +119,41 @@ describe("Work and timers", () => {
     const t = armTimer(10, () => {});
     expect(t).toBeDefined();
     clearTimeout(t);
+  });
+});
+
+describe("errors from the transport thread", () => {
+  const roundTrip = <E extends Error>(e: E): E => fromRecord(structuredClone(toRecord(e))) as E;
+
+  it("come back as the same class with the same message and fields", () => {
+    const ctx = { op: "allReduce", group: "default", rank: 1, globalRank: 3, seq: 7 };
+    const timeout = roundTrip(new CollectiveTimeoutError(ctx, 250, "data from group rank 0"));
+    expect(timeout).toBeInstanceOf(CollectiveTimeoutError);
+    expect(timeout.message).toBe(new CollectiveTimeoutError(ctx, 250, "data from group rank 0").message);
+    expect([timeout.name, timeout.context, timeout.timeoutMs, timeout.waitingFor]).toEqual(["CollectiveTimeoutError", ctx, 250, "data from group rank 0"]);
+
+    const lost = roundTrip(new PeerLostError(2, "the connection from global rank 2 closed unexpectedly"));
+    expect(lost).toBeInstanceOf(PeerLostError);
+    expect([lost.peerGlobalRank, lost.message]).toEqual([2, "the connection from global rank 2 closed unexpectedly"]);
+    expect(roundTrip(new GroupAbortedError("g", 1, "why"))).toMatchObject({ group: "g", fromGlobalRank: 1, reason: "why" });
+    expect(roundTrip(new RankFailureError(4, "oom", "stack"))).toMatchObject({ failingRank: 4, remoteStack: "stack" });
+    expect(roundTrip(new StoreBindError("h", 29500, "EADDRINUSE", "taken"))).toMatchObject({ port: 29500, code: "EADDRINUSE" });
+
+    const failed = roundTrip(new GroupFailedError("barrier #2 was not run", { cause: lost }));
+    expect(failed).toBeInstanceOf(GroupFailedError);
+    expect(failed.cause).toBeInstanceOf(PeerLostError);
+    expect(roundTrip(new TypeError("t"))).toBeInstanceOf(TypeError);
+  });
+
+  it("an unknown class comes back as an Error with its name; the stack shows both threads", () => {
+    class OddError extends Error {
+      override readonly name = "OddError";
+    }
+    const odd = roundTrip(new OddError("odd"));
+    expect(Object.getPrototypeOf(odd)).toBe(Error.prototype);
+    expect([odd.name, odd.message, String(odd)]).toEqual(["OddError", "odd", "OddError: odd"]);
+    expect(odd.stack).toMatch(/^OddError: odd\n/);
+    expect(odd.stack).toContain("--- in the process group's worker thread ---");
+    expect(fromRecord(toRecord("plain string"))).toMatchObject({ name: "Error", message: "plain string" });
   });
 });

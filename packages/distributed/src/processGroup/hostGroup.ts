@@ -10,6 +10,15 @@
  * compares them with its own before using the payload, so a rank that called allReduce while its
  * peer called broadcast, or with another size, fails at the first message instead of hanging. The
  * rank that notices tells every member (an abort), so the ones that did not notice fail too.
+ *
+ * [Note: a lost member] A rank waiting for data from a member whose process died fails at once
+ * with a PeerLostError (see [Note: noticing a dead peer] in tcpTransport.ts). The abort it then
+ * sends names the lost member, and the members that hear it fail with a PeerLostError naming it
+ * too, so a rank blocked waiting for another, live member (in a ring, its other neighbour) ends
+ * promptly as well, and every member reports the same dead rank whichever noticed first. A rank
+ * blocked in `synchronize()` cannot watch the failure channel: this is what ends its wait. Running
+ * collectives are not failed merely because a member left: a member that finished its part and
+ * destroyed its group has done nothing wrong.
  */
 import type { ReduceOp, Store } from "@fulgur/core";
 import type { DType, HostArray } from "@fulgur/tensor";
@@ -19,19 +28,30 @@ import {
   DistributedArgumentError,
   GroupAbortedError,
   GroupFailedError,
+  PeerLostError,
   type CollectiveContext,
 } from "../errors";
 import { armTimer, checkTimeout } from "../util/timers";
+import {
+  checkArray,
+  checkDType,
+  checkGroupRank,
+  checkMember,
+  checkNumel,
+  checkPeer,
+  checkReduceOp,
+  checkTag,
+  DTYPE_BYTES,
+  type GroupIdentity,
+} from "./checks";
 import { CollectiveLog, type CollectiveRecord } from "./collectiveLog";
 import { allGather, barrier, broadcast, directAllReduce, reduceScatter, ringAllReduce, type Link } from "./ring";
-import { asBytes, fromBytes, REDUCE_OPS, storageKind } from "./reduce";
+import { asBytes, fromBytes, storageKind } from "./reduce";
 import { TcpTransport, type Meta } from "./tcpTransport";
 
 export const DEFAULT_TIMEOUT_MS = 30 * 60 * 1000;
 /** Below this many bytes a collective takes the one-round direct path instead of the ring. */
 export const DEFAULT_SMALL_TENSOR_BYTES = 64 * 1024;
-
-const DTYPE_BYTES: Record<DType, number> = { float32: 4, float64: 8, bfloat16: 2, float16: 2, int32: 4 };
 
 export interface HostGroupOptions {
   /** Longest any collective or send/recv may wait, in ms (default 30 minutes). */
@@ -52,15 +72,20 @@ export interface CreateHostGroupOptions extends HostGroupOptions {
   readonly token?: string;
 }
 
-/** The world group: opens this rank's transport, publishes its address and returns the group. */
-export async function createHostProcessGroup(options: CreateHostGroupOptions): Promise<HostProcessGroup> {
-  const { store, rank, size } = options;
+/** Checks a world group's rank and size. */
+export function checkWorld(rank: number, size: number): void {
   if (!Number.isInteger(size) || size < 1) {
     throw new DistributedArgumentError(`size: got ${JSON.stringify(size)}; expected a positive integer (the world size)`);
   }
   if (!Number.isInteger(rank) || rank < 0 || rank >= size) {
     throw new DistributedArgumentError(`rank: got ${JSON.stringify(rank)}; expected an integer from 0 to ${size - 1}`);
   }
+}
+
+/** The world group: opens this rank's transport, publishes its address and returns the group. */
+export async function createHostProcessGroup(options: CreateHostGroupOptions): Promise<HostProcessGroup> {
+  const { store, rank, size } = options;
+  checkWorld(rank, size);
   const name = options.name ?? "default";
   const timeoutMs = checkTimeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, "timeoutMs");
   const transport = await TcpTransport.create({
@@ -76,7 +101,7 @@ export async function createHostProcessGroup(options: CreateHostGroupOptions): P
   return new HostProcessGroup(transport, name, ranks, new CollectiveLog(), { ...options, timeoutMs }, true);
 }
 
-export class HostProcessGroup {
+export class HostProcessGroup implements GroupIdentity {
   /** This rank's place in the group, or -1 when this process is not a member. */
   readonly rank: number;
   readonly size: number;
@@ -109,11 +134,14 @@ export class HostProcessGroup {
     this.timeoutMs = checkTimeout(options.timeoutMs ?? DEFAULT_TIMEOUT_MS, "timeoutMs");
     this.smallBytes = options.smallTensorBytes ?? DEFAULT_SMALL_TENSOR_BYTES;
     if (this.rank >= 0) {
-      transport.onAbort(name, (from, reason) => {
-        const err = new GroupAbortedError(name, from, reason);
-        this.failure ??= err;
-        for (const c of this.active) c.abort(err);
-      });
+      // See [Note: a lost member].
+      transport.onAbort(name, (from, reason, lost) =>
+        this.abort(
+          lost === undefined
+            ? new GroupAbortedError(name, from, reason)
+            : new PeerLostError(lost, `${reason} (noticed by global rank ${from}, which aborted group "${name}")`),
+        ),
+      );
     }
   }
 
@@ -124,6 +152,20 @@ export class HostProcessGroup {
   /** The last collectives this rank issued on any group sharing its transport, oldest first. */
   recentCollectives(): CollectiveRecord[] {
     return this.log.snapshot();
+  }
+
+  /**
+   * Fails the group with `err`: running operations reject with it, later ones with a
+   * GroupFailedError naming it. For failures learnt elsewhere (another rank's report in the store).
+   */
+  abort(err: Error): void {
+    this.failure ??= err;
+    for (const c of this.active) c.abort(err);
+  }
+
+  /** Runs `issue` (one call of this group) with `site` as the call site its log record names. */
+  attributedTo<T>(site: string, issue: () => T): T {
+    return this.log.attributedTo(site, issue);
   }
 
   allReduce(data: HostArray, dtype: DType, op: ReduceOp = "sum", shape?: readonly number[]): Promise<HostArray> {
@@ -137,7 +179,7 @@ export class HostProcessGroup {
 
   /** Returns `src`'s data on every rank; on other ranks `data` only gives the expected size. */
   broadcast(data: HostArray, dtype: DType, src: number, shape?: readonly number[]): Promise<HostArray> {
-    this.checkGroupRank("broadcast src", src);
+    checkGroupRank(this, "broadcast src", src);
     checkArray("broadcast", data, dtype);
     const bytes = data.length * DTYPE_BYTES[dtype];
     return this.collective("broadcast", dtype, data.length, src, shape, (link) =>
@@ -175,7 +217,7 @@ export class HostProcessGroup {
 
   /** Sends `data` to group rank `dst`; matched with the receiver's recv calls from this rank with the same tag, in order. */
   send(data: HostArray, dtype: DType, dst: number, tag = 0, shape?: readonly number[]): Promise<void> {
-    this.checkPeer("send dst", dst);
+    checkPeer(this, "send dst", dst);
     checkTag(tag);
     checkArray("send", data, dtype);
     const k = this.nextP2p(`s${dst}:${tag}`);
@@ -190,12 +232,10 @@ export class HostProcessGroup {
 
   /** Receives `numel` elements of `dtype` sent by group rank `src` with `tag`. */
   recv(dtype: DType, numel: number, src: number, tag = 0, shape?: readonly number[]): Promise<HostArray> {
-    this.checkPeer("recv src", src);
+    checkPeer(this, "recv src", src);
     checkTag(tag);
     checkDType("recv", dtype);
-    if (!Number.isInteger(numel) || numel < 0) {
-      throw new DistributedArgumentError(`recv numel: got ${JSON.stringify(numel)}; expected a non-negative integer`);
-    }
+    checkNumel(numel);
     const k = this.nextP2p(`r${src}:${tag}`);
     const ctx = this.context("recv", k);
     const update = this.log.add({ group: this.name, op: `recv(from ${src}, tag ${tag})`, seq: k, dtype, shape: shape ?? [numel] });
@@ -215,11 +255,11 @@ export class HostProcessGroup {
    * it too and get a handle whose operations reject.
    */
   async newGroup(ranks: readonly number[]): Promise<HostProcessGroup> {
-    if (this.rank < 0) throw this.notMember("newGroup");
+    checkMember(this, "newGroup");
     if (!Array.isArray(ranks) || ranks.length === 0) {
       throw new DistributedArgumentError(`newGroup ranks: got ${JSON.stringify(ranks)}; expected a non-empty array of group ranks`);
     }
-    for (const r of ranks) this.checkGroupRank("newGroup ranks", r);
+    for (const r of ranks) checkGroupRank(this, "newGroup ranks", r);
     if (new Set(ranks).size !== ranks.length) {
       throw new DistributedArgumentError(`newGroup ranks: got ${JSON.stringify(ranks)}; each rank may appear once`);
     }
@@ -256,7 +296,7 @@ export class HostProcessGroup {
     shape: readonly number[] | undefined,
     algorithm: (link: Link) => Promise<HostArray | void>,
   ): Promise<HostArray> {
-    if (this.rank < 0) throw this.notMember(op);
+    checkMember(this, op);
     const seq = ++this.seq;
     const ctx = this.context(op, seq);
     const update = this.log.add({ group: this.name, op: arg === "" ? op : `${op}(${arg})`, seq, dtype, shape: shape ?? [numel] });
@@ -338,7 +378,10 @@ export class HostProcessGroup {
         this.failure = err as Error;
         // Tell the others before the caller hears of it: a caller that destroys the group at once
         // must not cut the message off (sendAbort is bounded and never throws).
-        if (!(err instanceof GroupAbortedError)) await this.transport.sendAbort(this.ranks, this.name, (err as Error).message);
+        if (!(err instanceof GroupAbortedError)) {
+          const lost = err instanceof PeerLostError ? err.peerGlobalRank : undefined;
+          await this.transport.sendAbort(this.ranks, this.name, (err as Error).message, lost);
+        }
       }
       throw err;
     } finally {
@@ -357,65 +400,9 @@ export class HostProcessGroup {
     return k;
   }
 
-  private checkGroupRank(field: string, r: number): void {
-    if (!Number.isInteger(r) || r < 0 || r >= this.size) {
-      throw new DistributedArgumentError(
-        `${field}: got ${JSON.stringify(r)}; expected a group rank from 0 to ${this.size - 1} (group "${this.name}" has ${this.size} members)`,
-      );
-    }
-  }
-
-  private checkPeer(field: string, r: number): void {
-    if (this.rank < 0) throw this.notMember(field.split(" ")[0]);
-    this.checkGroupRank(field, r);
-    if (r === this.rank) throw new DistributedArgumentError(`${field}: got ${r}, this rank itself; send and recv need another rank`);
-  }
-
-  private notMember(op: string): DistributedArgumentError {
-    return new DistributedArgumentError(
-      `${op}: global rank ${this.globalRank} is not a member of group "${this.name}" (global ranks ${JSON.stringify(this.ranks)})`,
-    );
-  }
 }
 
 function describe(m: Meta): string {
   const arg = m.x === "" || m.x === undefined ? "" : `(${m.x})`;
   return `${m.o}${arg} #${m.s} of ${m.n} ${m.d} elements (step ${m.st})`;
-}
-
-function checkDType(op: string, dtype: unknown): void {
-  if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
-    throw new DistributedArgumentError(`${op} dtype: got ${JSON.stringify(dtype)}; expected one of ${Object.keys(DTYPE_BYTES).join(", ")}`);
-  }
-}
-
-const ARRAY_TYPES: Record<DType, string> = {
-  float32: "Float32Array",
-  float64: "Float64Array",
-  bfloat16: "Uint16Array",
-  float16: "Uint16Array",
-  int32: "Int32Array",
-};
-
-/** The host array must be the storage format of its dtype (16-bit floats as raw Uint16Array bits). */
-function checkArray(op: string, data: unknown, dtype: unknown): void {
-  checkDType(op, dtype);
-  const expected = ARRAY_TYPES[dtype as DType];
-  // The tag names the built-in type even for subclasses and arrays from another realm.
-  const got = ArrayBuffer.isView(data) ? (data as Float32Array)[Symbol.toStringTag] : undefined;
-  if (got !== expected) {
-    throw new DistributedArgumentError(`${op}: a ${dtype} host array must be a ${expected}; got ${got ?? typeof data}`);
-  }
-}
-
-function checkReduceOp(op: string, value: unknown): void {
-  if (!REDUCE_OPS.includes(value as ReduceOp)) {
-    throw new DistributedArgumentError(`${op} op: got ${JSON.stringify(value)}; expected one of ${REDUCE_OPS.join(", ")}`);
-  }
-}
-
-function checkTag(tag: unknown): void {
-  if (!Number.isInteger(tag) || (tag as number) < 0) {
-    throw new DistributedArgumentError(`tag: got ${JSON.stringify(tag)}; expected a non-negative integer`);
-  }
 }

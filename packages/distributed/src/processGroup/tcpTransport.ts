@@ -10,6 +10,14 @@
  * what lets collectives match messages by order instead of negotiating.
  *
  * Frame: `u32 length` then `u32 header length`, a JSON header, and the raw payload bytes.
+ *
+ * [Note: noticing a dead peer] A peer's connections close when its process dies. The connection
+ * it sends on tells us first and best (it says goodbye when the peer destroys its group on
+ * purpose). The one we send on is consulted only when there is no connection from the peer (a
+ * peer this rank sent to but never heard from), and its closing alone proves nothing: a live peer
+ * closes it too when it refuses our hello (another job's token). So the peer's listening address is
+ * probed: refused means its process is gone. Receives from a lost peer fail at once; see
+ * [Note: a lost member] in hostGroup.ts for how the rest of the group hears of it.
  */
 import net from "node:net";
 import { timingSafeEqual } from "node:crypto";
@@ -28,10 +36,11 @@ export interface Received {
 type Header =
   | { t: "hello"; rank: number; token: string }
   | { t: "msg"; ch: string; m: Meta }
-  | { t: "abort"; g: string; from: number; reason: string }
+  | { t: "abort"; g: string; from: number; reason: string; lost?: number }
   | { t: "bye" };
 
-export type AbortHandler = (fromRank: number, reason: string) => void;
+/** `lostPeer`: the abort is the loss of that global rank, noticed by `fromRank`. */
+export type AbortHandler = (fromRank: number, reason: string, lostPeer?: number) => void;
 
 export interface TcpTransportOptions {
   readonly store: Store;
@@ -59,13 +68,13 @@ export class TcpTransport {
   private readonly mailboxes = new Map<string, Mailbox>();
   /** Connections this rank sends on, one per peer, created on first send. */
   private readonly outgoing = new Map<number, Promise<net.Socket>>();
-  /** Connections peers send on; kept to close them on shutdown. */
-  private readonly incoming = new Set<net.Socket>();
+  /** Connections peers send on, by peer once its hello is read; kept to close them on shutdown. */
+  private readonly incoming = new Map<net.Socket, number>();
   /** Why a peer can no longer send to us; receives from it fail once its mailbox is drained. */
   private readonly lostPeers = new Map<number, Error>();
   private readonly abortHandlers = new Map<string, AbortHandler>();
   /** Aborts for groups not created here yet (a peer may be faster); delivered on registration. */
-  private readonly earlyAborts = new Map<string, { from: number; reason: string }>();
+  private readonly earlyAborts = new Map<string, { from: number; reason: string; lost?: number }>();
   private closed = false;
 
   private constructor(
@@ -148,12 +157,12 @@ export class TcpTransport {
     const early = this.earlyAborts.get(group);
     if (early) {
       this.earlyAborts.delete(group);
-      handler(early.from, early.reason);
+      handler(early.from, early.reason, early.lost);
     }
   }
 
-  /** Tells `peers` that `group` failed here; best effort, never throws. */
-  async sendAbort(peers: readonly number[], group: string, reason: string): Promise<void> {
+  /** Tells `peers` that `group` failed here (through the loss of `lostPeer`, if given); best effort, never throws. */
+  async sendAbort(peers: readonly number[], group: string, reason: string, lostPeer?: number): Promise<void> {
     await Promise.all(
       peers
         .filter((p) => p !== this.rank)
@@ -161,7 +170,7 @@ export class TcpTransport {
           try {
             const socket = await withTimeout(this.connection(p), 2_000);
             // Bounded too: a stuck peer that stopped reading must not hold up the failure here.
-            await withTimeout(writeFrame(socket, { t: "abort", g: group, from: this.rank, reason }, new Uint8Array(0)), 2_000);
+            await withTimeout(writeFrame(socket, { t: "abort", g: group, from: this.rank, reason, lost: lostPeer }, new Uint8Array(0)), 2_000);
           } catch {
             // The peer may be the one that is gone; the others still hear about it.
           }
@@ -182,7 +191,7 @@ export class TcpTransport {
         socket.end();
       }),
     );
-    for (const s of this.incoming) s.destroy();
+    for (const s of this.incoming.keys()) s.destroy();
     const reason = new Error("the transport was closed (group destroyed)");
     for (let peer = 0; peer < this.size; peer++) if (peer !== this.rank) this.markLost(peer, reason);
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
@@ -231,6 +240,15 @@ export class TcpTransport {
     socket.on("error", () => {});
     // Nothing is ever read on an outgoing connection; a close tells us the peer went away.
     socket.resume();
+    socket.on("close", () => {
+      // See [Note: noticing a dead peer]: a connection from the peer will say why, if there is one.
+      if (this.closed || [...this.incoming.values()].includes(peer)) return;
+      void isListening(host, port).then((alive) => {
+        if (alive || this.closed || [...this.incoming.values()].includes(peer)) return;
+        const why = "nothing listens at its address any more (its process exited or crashed, or it destroyed its process group)";
+        this.markLost(peer, new PeerLostError(peer, `the connection to global rank ${peer} closed and ${why}`));
+      });
+    });
     await writeFrame(socket, { t: "hello", rank, token }, new Uint8Array(0));
     return socket;
   }
@@ -240,7 +258,7 @@ export class TcpTransport {
       socket.destroy();
       return;
     }
-    this.incoming.add(socket);
+    this.incoming.set(socket, -1);
     socket.setNoDelay(true);
     const frames = new FrameDecoder(MAX_HELLO_BYTES);
     let peer = -1;
@@ -268,11 +286,12 @@ export class TcpTransport {
             return;
           }
           peer = header.rank;
+          this.incoming.set(socket, peer);
           frames.maxFrameBytes = 0xffffffff;
           continue;
         }
         if (header.t === "msg") this.deliver(peer, header.ch, { meta: header.m, payload });
-        else if (header.t === "abort") this.abortFrom(header.g, header.from, header.reason);
+        else if (header.t === "abort") this.abortFrom(header.g, header.from, header.reason, header.lost);
         else if (header.t === "bye") saidBye = true;
       }
     });
@@ -303,10 +322,10 @@ export class TcpTransport {
     else box.queue.push(message);
   }
 
-  private abortFrom(group: string, from: number, reason: string): void {
+  private abortFrom(group: string, from: number, reason: string, lost?: number): void {
     const handler = this.abortHandlers.get(group);
-    if (handler) handler(from, reason);
-    else if (!this.earlyAborts.has(group)) this.earlyAborts.set(group, { from, reason });
+    if (handler) handler(from, reason, lost);
+    else if (!this.earlyAborts.has(group)) this.earlyAborts.set(group, { from, reason, lost });
   }
 
   private markLost(peer: number, reason: Error): void {
@@ -359,6 +378,21 @@ function parseFrame(body: Buffer): { header: Header; payload: Uint8Array } | und
   } catch {
     return undefined;
   }
+}
+
+/** Whether something accepts connections at host:port (within 5 s); see [Note: noticing a dead peer]. */
+function isListening(host: string, port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const probe = net.connect({ host, port });
+    const done = (alive: boolean) => {
+      clearTimeout(timer);
+      probe.destroy();
+      resolve(alive);
+    };
+    const timer = setTimeout(() => done(false), 5_000);
+    probe.once("connect", () => done(true));
+    probe.once("error", () => done(false));
+  });
 }
 
 function withTimeout<T>(p: Promise<T>, ms: number): Promise<T> {

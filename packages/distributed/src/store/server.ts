@@ -167,8 +167,7 @@ export class StoreServer {
         this.fail(socket, req.id, "bad_request", "hello sent twice on one connection");
         return;
       case Op.Set:
-        this.write(req.key, req.value);
-        this.reply(socket, { op: Op.Ok, id: req.id });
+        this.write(req.key, req.value, () => this.reply(socket, { op: Op.Ok, id: req.id }));
         return;
       case Op.Get: {
         const key = req.key;
@@ -194,16 +193,16 @@ export class StoreServer {
           this.fail(socket, req.id, "bad_request", `add("${req.key}", ${req.amount}): the result ${next} is not a safe integer`);
           return;
         }
-        this.write(req.key, encoder.encode(String(next)));
-        this.reply(socket, { op: Op.Number, id: req.id, value: next });
+        this.write(req.key, encoder.encode(String(next)), () => this.reply(socket, { op: Op.Number, id: req.id, value: next }));
         return;
       }
       case Op.CompareSet: {
         const current = this.data.get(req.key);
         // An absent key matches "" (the Store contract), so "create if absent" is compareSet(key, "", v).
         const matches = current === undefined ? req.expected.byteLength === 0 : bytesEqual(current, req.expected);
-        if (matches) this.write(req.key, req.desired);
-        this.reply(socket, { op: Op.Value, id: req.id, value: this.data.get(req.key) ?? new Uint8Array(0) });
+        const answer = () => this.reply(socket, { op: Op.Value, id: req.id, value: this.data.get(req.key) ?? new Uint8Array(0) });
+        if (matches) this.write(req.key, req.desired, answer);
+        else answer();
         return;
       }
       case Op.Delete: {
@@ -230,8 +229,14 @@ export class StoreServer {
     this.waiters.add(waiter);
   }
 
-  private write(key: string, value: Uint8Array): void {
+  /**
+   * Stores a value, answers the writer, then wakes the requests waiting for the key. The writer
+   * hears first: a woken waiter may end its process at once, and the server with it when that
+   * process is rank 0 (whose server runs in another thread, so it may exit between two replies).
+   */
+  private write(key: string, value: Uint8Array, answerWriter: () => void): void {
     this.data.set(key, value);
+    answerWriter();
     for (const w of this.waiters) {
       if (w.keys.includes(key) && w.keys.every((k) => this.data.has(k))) {
         if (w.timer) clearTimeout(w.timer);
