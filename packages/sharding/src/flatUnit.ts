@@ -173,6 +173,10 @@ export class FlatUnit {
 
   /** Gives the unit's computing parameters gradient views into a zeroed flat buffer, before its backward. */
   prepareGradients(): void {
+    // Alone and resident, the unit's parameters are the optimizer's: autograd's own gradients are
+    // the step's, with no flat buffer to zero and no accumulation copy (FSDP at world 1 costs what
+    // single-device training costs).
+    if (this.resident && this.groups.replicate === null) return;
     if (this.resident) {
       if (!this.gradShard) this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
       else if (!this.gradFresh) noGrad(() => this.gradShard!.zero_());

@@ -79,7 +79,9 @@ export abstract class BaseStrategy implements Strategy, MemoryEstimating {
 
   async setup(context: StrategyContext): Promise<void> {
     this.contextValue = context;
-    this.device ??= context.accelerator.deviceFor(this.localRank);
+    // More ranks than devices only happens when ranks share devices (the host-staged group): wrap around.
+    const count = Math.max(1, Math.min(context.accelerator.deviceCount(), Number.MAX_SAFE_INTEGER));
+    this.device ??= context.accelerator.deviceFor(this.localRank % count);
     await context.accelerator.setupDevice(this.device);
   }
 

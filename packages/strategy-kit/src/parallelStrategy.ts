@@ -218,6 +218,7 @@ export abstract class ParallelStrategy extends BaseStrategy implements Launching
     if (!job) return;
     const guard = this.guard;
     if (!guard) {
+      await this.destroyAcceleratorGroup(job);
       await job.shutdown();
       return;
     }
@@ -230,12 +231,25 @@ export abstract class ParallelStrategy extends BaseStrategy implements Launching
     setTimeout(() => void this.shutdown(job, guard), 0);
   }
 
+  /**
+   * The accelerator's own group (NCCL) is ended here, while the process is whole: a communicator
+   * left to process exit meets a CUDA context already being torn down.
+   */
+  private async destroyAcceleratorGroup(job: Initialized): Promise<void> {
+    const group = this.group;
+    this.group = null;
+    if (group && group !== job.group) await group.destroy();
+  }
+
   private async shutdown(job: Initialized, guard: FailureGuard): Promise<void> {
     if (guard.isHandlingFailure) return;
     guard.beginClosing();
     try {
       if (guard.remoteFailure) await job.group.destroy();
-      else await guard.race(job.shutdown());
+      else {
+        await this.destroyAcceleratorGroup(job);
+        await guard.race(job.shutdown());
+      }
     } catch (err) {
       process.stderr.write(`${this.name}: rank ${this.rank} could not leave the job cleanly: ${(err as Error).message}\n`);
     } finally {

@@ -213,9 +213,13 @@ export class Trainer {
     this.accelerator = await resolveAccelerator(opts.accelerator);
     const available = this.accelerator.deviceCount();
     const devices = opts.devices === "auto" ? (this.accelerator.name === "cpu" ? 1 : Math.max(available, 1)) : opts.devices;
-    if (devices > available) {
+    // Ranks may share devices only through the host-staged process group (DESIGN.md decision 16):
+    // NCCL refuses two ranks on one GPU. That is for testing many ranks on few GPUs, not for speed.
+    const sharing = process.env.FULGUR_PROCESS_GROUP === "host" || opts.strategyOptions.processGroupBackend === "host";
+    if (devices > available && !(sharing && available > 0)) {
       throw new RangeError(
-        `devices: got ${devices}; only ${available} ${this.accelerator.name} device(s) are available on this machine`,
+        `devices: got ${devices}; only ${available} ${this.accelerator.name} device(s) are available on this machine` +
+          (available > 0 ? ' (several ranks can share a device through strategyOptions { processGroupBackend: "host" }, for tests)' : ""),
       );
     }
     if (this.accelerator.name === "cpu") this.checkCpuDevices(devices);
