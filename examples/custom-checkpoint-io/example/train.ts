@@ -2,7 +2,8 @@
 // strategy (one process: with no rank variables and devices: 1, DDP trains here), then resumes
 // from the checkpoint it wrote, which is verified against its SHA-256 sidecar first.
 import { join } from "node:path";
-import { DataLoader, GPTLanguageModel, TextDataset, Trainer } from "@fulgur/trainer";
+import { DataLoader, TextDataset, Trainer } from "@fulgur/trainer";
+import { GPTLanguageModel } from "@fulgur/trainer/demos";
 import { registerDdpHashed } from "./ddpHashed";
 
 registerDdpHashed();

@@ -14,7 +14,8 @@ import { promisify } from "node:util";
 import { afterAll, describe, expect, it } from "vitest";
 import { KNOWN_STRATEGY_PACKAGES, Registry, type Strategy, StrategyRegistry, assertStrategy } from "@fulgur/core";
 import { tensor } from "@fulgur/tensor";
-import { DataLoader, GPTLanguageModel, TextDataset, Trainer, type TrainerOptionsInput } from "@fulgur/trainer";
+import { DataLoader, TextDataset, Trainer, type TrainerOptionsInput } from "@fulgur/trainer";
+import { GPTLanguageModel } from "@fulgur/trainer/demos";
 import { CheckpointIntegrityError, HashedCheckpointIO, SIDECAR_FORMAT, sidecarPath } from "../src/index";
 import { registerDdpHashed } from "../example/ddpHashed";
 

@@ -4,7 +4,8 @@ import { join } from "node:path";
 import { describe, expect, it, onTestFinished } from "vitest";
 import { StrategyRegistry } from "@fulgur/core";
 import { FullCheckpointIO } from "@fulgur/checkpoint-io";
-import { type Callback, DataLoader, GPTLanguageModel, ModelCheckpoint, TextDataset, Trainer, type TrainingModule } from "@fulgur/trainer";
+import { type Callback, DataLoader, ModelCheckpoint, TextDataset, Trainer, type TrainingModule } from "@fulgur/trainer";
+import { GPTLanguageModel } from "@fulgur/trainer/demos";
 import "../src/index";
 
 const config = { dModel: 16, nLayers: 1, nHeads: 2, seqLen: 8, vocabSize: 256 } as const;

@@ -11,16 +11,8 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { GPT, GPT_CONFIGS } from "@fulgur/nn";
 import { type Tensor, manualSeed } from "@fulgur/tensor";
-import {
-  type Callback,
-  DataLoader,
-  GPTLanguageModel,
-  type GPTLanguageModelOptions,
-  ModelCheckpoint,
-  TextDataset,
-  Trainer,
-  TrainingModule,
-} from "@fulgur/trainer";
+import { type Callback, DataLoader, ModelCheckpoint, TextDataset, Trainer, TrainingModule } from "@fulgur/trainer";
+import { GPTLanguageModel, type GPTLanguageModelOptions } from "@fulgur/trainer/demos";
 import { type DataFingerprint, defaultCorpus, describeDataChange, fingerprint } from "./corpus";
 import { demoCommand, readOptions } from "./options";
 

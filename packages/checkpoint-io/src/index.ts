@@ -42,3 +42,4 @@ export {
   readFullCheckpointMeta,
 } from "./fullCheckpointIO";
 export { AsyncCheckpointIO } from "./asyncCheckpointIO";
+export * from "./sharded/index";

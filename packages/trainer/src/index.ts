@@ -38,4 +38,3 @@ export { DataLoader, defaultCollate, type Collate, type DataLoaderOptions } from
 export { DistributedSampler, RandomSampler, SequentialSampler, permutation, type Sampler, type DistributedSamplerOptions } from "./data/sampler";
 export { ByteTokenizer, TextDataset, listTextFiles, type TextDatasetOptions } from "./data/textDataset";
 export { MODEL_PREFIX, OPTIMIZER_PREFIX, buildCheckpoint, moduleStateOf } from "./checkpointing";
-export { GPTLanguageModel, type GPTLanguageModelOptions } from "./demos/gptLanguageModel";

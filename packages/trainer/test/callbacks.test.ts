@@ -2,7 +2,8 @@ import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { Writable } from "node:stream";
 import { describe, expect, it, onTestFinished } from "vitest";
-import { CSVLogger, GPTLanguageModel, LearningRateMonitor, ProgressBar, Trainer } from "../src";
+import { CSVLogger, LearningRateMonitor, ProgressBar, Trainer } from "../src";
+import { GPTLanguageModel } from "../src/demos";
 import { TINY, loader, tmp } from "./helpers";
 
 function sink(): { stream: NodeJS.WriteStream; text: () => string } {

@@ -226,7 +226,8 @@ describe("unfinished writes", () => {
 
 describe("through the Trainer", () => {
   it("resuming a copied run from the copy's last.safetensors leaves the original untouched", async () => {
-    const { GPTLanguageModel, Trainer } = await import("../src");
+    const { Trainer } = await import("../src");
+    const { GPTLanguageModel } = await import("../src/demos");
     const { TINY, loader } = await import("./helpers");
     const quiet = { enableProgressBar: false, logger: false, logEveryNSteps: 1 } as const;
     const fit = async (dir: string, maxSteps: number, ckptPath?: string) => {

@@ -109,7 +109,8 @@ describe("resuming needs the optimizer state", () => {
 
 describe("through the Trainer", () => {
   it("fit with a directory as ckptPath names the checkpoints inside it", async () => {
-    const { GPTLanguageModel, ModelCheckpoint, Trainer } = await import("../src");
+    const { ModelCheckpoint, Trainer } = await import("../src");
+    const { GPTLanguageModel } = await import("../src/demos");
     const { TINY, loader } = await import("./helpers");
     const run = join(dir, "trained");
     const quiet = { enableProgressBar: false, logger: false } as const;

@@ -11,7 +11,8 @@ import { type Optimizer, SGD, StepLR } from "@fulgur/nn";
 import { SingleDeviceStrategy, createPrecision } from "@fulgur/strategy-kit";
 import type { Module } from "@fulgur/nn";
 import { type Tensor, withDevice } from "@fulgur/tensor";
-import { type Callback, EarlyStopping, GPTLanguageModel, NonFiniteLossError, Trainer, type TrainingModule } from "../src";
+import { type Callback, EarlyStopping, NonFiniteLossError, Trainer, type TrainingModule } from "../src";
+import { GPTLanguageModel } from "../src/demos";
 import { TINY, loader, tmp } from "./helpers";
 
 const quiet = { enableProgressBar: false, logEveryNSteps: 1, logger: false, enableCheckpointing: false } as const;

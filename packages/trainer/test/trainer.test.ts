@@ -3,17 +3,8 @@ import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { memoryStats } from "@fulgur/tensor";
 import { CONTRACT_VERSION } from "@fulgur/core";
-import {
-  type Callback,
-  CpuAccelerator,
-  CSVLogger,
-  EarlyStopping,
-  GPTLanguageModel,
-  JSONLinesLogger,
-  ModelCheckpoint,
-  Trainer,
-  TrainingModule,
-} from "../src";
+import { type Callback, CpuAccelerator, CSVLogger, EarlyStopping, JSONLinesLogger, ModelCheckpoint, Trainer, TrainingModule } from "../src";
+import { GPTLanguageModel } from "../src/demos";
 import { TINY, loader, tmp } from "./helpers";
 
 class LossRecorder implements Callback {

@@ -8,7 +8,8 @@
 import type { Accelerator } from "@fulgur/core";
 import { GPT_CONFIGS, type GPTConfigName, gptFlopsPerStep, gptParamCount } from "@fulgur/nn";
 import { getBackend, randint } from "@fulgur/tensor";
-import { type Callback, DataLoader, type Dataset, GPTLanguageModel, Trainer } from "@fulgur/trainer";
+import { type Callback, DataLoader, type Dataset, Trainer } from "@fulgur/trainer";
+import { GPTLanguageModel } from "@fulgur/trainer/demos";
 
 export interface GptBenchOptions {
   readonly config: GPTConfigName;

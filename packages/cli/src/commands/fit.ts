@@ -5,7 +5,8 @@
  */
 import { Command, Option } from "commander";
 import { isLaunching } from "@fulgur/core";
-import { DataLoader, type Dataset, GPTLanguageModel, TextDataset, Trainer } from "@fulgur/trainer";
+import { DataLoader, type Dataset, TextDataset, Trainer } from "@fulgur/trainer";
+import { GPTLanguageModel } from "@fulgur/trainer/demos";
 import { UsageError } from "../errors";
 import type { CliContext } from "../context";
 import { type FitConfig, type Override, applyOverrides, loadConfigFile, parseOverride, validateFitConfig } from "../fit/config";

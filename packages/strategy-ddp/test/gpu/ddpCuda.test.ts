@@ -3,7 +3,8 @@
 // single-device training on the same GPU. Several GPUs are covered by the benchmark runs.
 import { describe, expect, it } from "vitest";
 import { CudaAccelerator } from "@fulgur/accelerator-cuda";
-import { type Callback, DataLoader, GPTLanguageModel, TextDataset, Trainer, type TrainingModule } from "@fulgur/trainer";
+import { type Callback, DataLoader, TextDataset, Trainer, type TrainingModule } from "@fulgur/trainer";
+import { GPTLanguageModel } from "@fulgur/trainer/demos";
 import "../../src/index";
 
 const gpu = new CudaAccelerator().isAvailable();
