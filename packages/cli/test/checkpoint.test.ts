@@ -165,12 +165,31 @@ describe("checkpoint convert", () => {
   });
 });
 
-describe("checkpoint reshard", () => {
-  it("says sharded checkpoints come with FSDP/ZeRO instead of pretending", async () => {
-    const r = await cli("checkpoint", "reshard", ckpt, join(dir, "out"), "--world-size", "4");
-    expect(r.code).toBe(1);
-    expect(r.err).toContain("sharded checkpoints come with the FSDP and ZeRO strategies");
-    expect(r.err).toContain("every strategy loads it at any world size");
-    expect(existsSync(join(dir, "out"))).toBe(false);
+describe("checkpoint reshard and sharded convert", () => {
+  it("reshards a full checkpoint to 4 ranks, then to 2, and converts back to one file with the same tensors", async () => {
+    const four = join(dir, "x4");
+    const r = await cli("checkpoint", "reshard", ckpt, four, "--world-size", "4");
+    expect(r.code, r.err).toBe(0);
+    expect(r.out).toMatch(/^wrote .*x4: \d+ tensors over 4 rank file\(s\)/);
+    expect(existsSync(join(four, "index.json"))).toBe(true);
+    expect(existsSync(join(four, "rank-00003-of-00004.safetensors"))).toBe(true);
+    const two = join(dir, "x2");
+    expect((await cli("checkpoint", "reshard", four, two, "--world-size", "2", "--layout", "whole")).code).toBe(0);
+    const back = join(dir, "back.safetensors");
+    const c = await cli("checkpoint", "convert", two, back);
+    expect(c.code, c.err).toBe(0);
+    expect(c.out).toContain("from a sharded checkpoint, one tensor at a time");
+    const original = await new FullCheckpointIO().load(ckpt);
+    const restored = await new FullCheckpointIO().load(back);
+    expect(Object.keys(restored.tensors).sort()).toEqual(Object.keys(original.tensors).sort());
+    for (const [name, t] of Object.entries(original.tensors)) expect(restored.tensors[name].toArray(), name).toEqual(t.toArray());
+    expect((await cli("checkpoint", "convert", two, back)).err).toContain("exists; pass --force to replace it");
+  });
+
+  it("refuses a world size that is not a positive integer, naming the option", async () => {
+    const r = await cli("checkpoint", "reshard", ckpt, join(dir, "bad"), "--world-size", "0");
+    expect(r.code).toBe(2);
+    expect(r.err).toContain("--world-size");
+    expect(existsSync(join(dir, "bad"))).toBe(false);
   });
 });

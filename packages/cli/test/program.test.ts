@@ -1,7 +1,9 @@
 /** Global behaviour of the program: version, help, exit codes, stack traces only on request. */
 import { afterEach, describe, expect, it } from "vitest";
 import { CLI_VERSION, EXIT_USAGE } from "../src/index";
-import { cli } from "./helpers";
+import { mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { cli, tempDir } from "./helpers";
 
 describe("fulgur", () => {
   afterEach(() => {
@@ -40,12 +42,16 @@ describe("fulgur", () => {
   });
 
   it("shows a failure's message without a stack unless FULGUR_DEBUG=1", async () => {
-    const quiet = await cli("checkpoint", "reshard", "in.safetensors");
+    // A directory that claims to be a sharded checkpoint but whose index is not JSON.
+    const bad = join(tempDir(), "broken");
+    mkdirSync(bad);
+    writeFileSync(join(bad, "index.json"), "{ not json");
+    const quiet = await cli("checkpoint", "reshard", bad, join(bad, "..", "out"), "--world-size", "2");
     expect(quiet.code).toBe(1);
-    expect(quiet.err).toMatch(/^fulgur: checkpoint reshard: sharded checkpoints come with the FSDP and ZeRO strategies/);
+    expect(quiet.err).toMatch(/^fulgur: .*index\.json/);
     expect(quiet.err).not.toMatch(/\n\s+at /);
     process.env.FULGUR_DEBUG = "1";
-    const loud = await cli("checkpoint", "reshard", "in.safetensors");
+    const loud = await cli("checkpoint", "reshard", bad, join(bad, "..", "out"), "--world-size", "2");
     expect(loud.code).toBe(1);
     expect(loud.err).toMatch(/\n\s+at /);
   });

@@ -312,11 +312,11 @@ export class FlatUnit {
 
   /** Every parameter's whole value (master dtype), in slot order; all ranks call it together. */
   fullValues(): Tensor[] {
-    return this.gatherSegments(this.layout.slots.map((_, index) => ({ index, tensor: this.segmentOf(index) })));
+    return this.gatherSegments(this.layout.slots.map((_, index) => ({ index, tensor: this.localSegment(index) })));
   }
 
-  /** This rank's segment of slot `index` in the master slice (a view). */
-  private segmentOf(index: number): Tensor {
+  /** This rank's segment of slot `index` in the master slice (a view, flat). */
+  localSegment(index: number): Tensor {
     const seg = this.segments[index];
     return this.master.narrow(0, seg.localOffset, seg.end - seg.start);
   }
@@ -341,7 +341,7 @@ export class FlatUnit {
       scope(() => {
         values.forEach((v, i) => {
           const seg = this.segments[i];
-          if (seg.end > seg.start) this.segmentOf(i).copy_(this.sliceOf(i, v.device === this.master.device ? v : v.to(this.master.device)).reshape([seg.end - seg.start]));
+          if (seg.end > seg.start) this.localSegment(i).copy_(this.sliceOf(i, v.device === this.master.device ? v : v.to(this.master.device)).reshape([seg.end - seg.start]));
         });
       }),
     );

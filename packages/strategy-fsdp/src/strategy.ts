@@ -5,6 +5,12 @@
  * activation checkpointing); the engine moves the data. Checkpoints name each parameter by its
  * fully qualified name, so FSDP at any world size, DDP and single_device read each other's.
  */
+import {
+  type Checkpoint,
+  type CheckpointIO,
+  MODEL_PREFIX,
+  OPTIMIZER_PREFIX,
+} from "@fulgur/core";
 import type {
   MemoryEstimate,
   MemoryEstimateInput,
@@ -16,6 +22,7 @@ import type {
   PrecisionStepOptions,
   ProcessGroup,
 } from "@fulgur/core";
+import { type PieceDescription, SHARDED_PIECES_KEY, ShardedCheckpointIO } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
 import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits } from "@fulgur/sharding";
 import {
@@ -175,8 +182,59 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   // ---- checkpoints -----------------------------------------------------------------------------
 
-  /** The full module state on rank 0, gathered one unit at a time; other ranks return nothing. */
+  /** "sharded": every rank writes its own slices, one file per rank and an index (checkpoint-io's sharded format). */
+  protected override defaultCheckpointIO(): CheckpointIO {
+    if (this.options.stateDictType !== "sharded") return super.defaultCheckpointIO();
+    return new ShardedCheckpointIO({
+      rank: this.globalRank,
+      worldSize: this.worldSize,
+      barrier: () => this.barrier("checkpoint"),
+      broadcast: (v) => this.broadcast(v),
+    });
+  }
+
+  private get sharded(): boolean {
+    return this.options.stateDictType === "sharded";
+  }
+
+  /** Every rank saves: its slices are described as pieces of the named whole tensors. */
+  override async saveCheckpoint(checkpoint: Checkpoint, path: string): Promise<void> {
+    if (!this.sharded) return super.saveCheckpoint(checkpoint, path);
+    if (this.checkpointIO.name !== "sharded") {
+      throw new Error(`${this.name}: stateDictType "sharded" needs the sharded checkpoint IO; the chosen one is "${this.checkpointIO.name}" (use stateDictType "full" with it)`);
+    }
+    const bySlot = new Map<string, { shape: readonly number[]; start: number; end: number }>();
+    for (const unit of this.sharding.units) {
+      if (unit.resident) continue;
+      unit.segments.forEach((seg) => bySlot.set(seg.slot.fqn, { shape: seg.slot.shape, start: seg.start, end: seg.end }));
+    }
+    const tensors: Record<string, Tensor> = {};
+    const pieces: Record<string, PieceDescription> = {};
+    for (const [key, t] of Object.entries(checkpoint.tensors)) {
+      const fqn = key.startsWith(MODEL_PREFIX) ? key.slice(MODEL_PREFIX.length) : stateParam(key, bySlot);
+      const seg = fqn === undefined ? undefined : bySlot.get(fqn);
+      if (!seg) {
+        tensors[key] = t;
+        continue;
+      }
+      // An empty piece says nothing: the other ranks' pieces cover the tensor.
+      if (seg.end === seg.start) continue;
+      tensors[key] = t;
+      pieces[key] = { name: key, shape: seg.shape, start: seg.start, end: seg.end };
+    }
+    await this.checkpointIO.save({ tensors, meta: { ...checkpoint.meta, [SHARDED_PIECES_KEY]: pieces } }, path);
+  }
+
+  /** The full module state on rank 0, gathered one unit at a time; other ranks return nothing. Sharded: this rank's slices. */
   override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
+    if (this.sharded) {
+      const out: Record<string, Tensor> = {};
+      for (const unit of this.sharding.units) {
+        unit.layout.slots.forEach((slot, i) => (out[slot.fqn] = unit.resident ? unit.optimParams[i] : unit.localSegment(i)));
+      }
+      for (const [name, b] of module.namedBuffers()) out[name] = b;
+      return out;
+    }
     const out: Record<string, Tensor> = {};
     for (const unit of this.sharding.units) {
       const full = unit.fullValues();
@@ -199,6 +257,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   }
 
   async optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState> {
+    // Sharded: each rank's segments as they are, described as pieces when saved.
+    if (this.sharded) return namedOptimizerState(optimizer, (p) => this.fqnOf(p));
     return namedOptimizerState(optimizer, (p) => this.fqnOf(p), (entries) => this.wholeStates(entries));
   }
 
@@ -274,6 +334,15 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     this.undoCheckpointing = null;
     this.segmentNames.clear();
   }
+}
+
+/** The parameter an optimizer-state tensor key ("optimizer.state.<fqn>.<name>") belongs to, if it is one of `slots`. */
+function stateParam(key: string, slots: ReadonlyMap<string, unknown>): string | undefined {
+  const prefix = `${OPTIMIZER_PREFIX}state.`;
+  if (!key.startsWith(prefix)) return undefined;
+  const rest = key.slice(prefix.length);
+  const fqn = rest.slice(0, rest.lastIndexOf("."));
+  return slots.has(fqn) ? fqn : undefined;
 }
 
 async function sumOver(group: ProcessGroup, value: number): Promise<number> {

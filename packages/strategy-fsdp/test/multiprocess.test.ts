@@ -141,18 +141,23 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
 });
 
 describe("checkpoints load at any world size and in other strategies", () => {
-  it("saved by FSDP at world 2, resumed at world 3, 1 and in DDP: the losses go on as if uninterrupted", async () => {
-    const ref = await reference();
-    const dir = outDir();
-    const path = join(dir, "half.safetensors");
-    const first = await job("fsdp", 2, {}, ["--save", path], STEPS / 2);
-    expectSameLosses(first.losses, ref.losses.slice(0, STEPS / 2));
-    expect(existsSync(path)).toBe(true);
-    for (const [strategy, world] of [["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) {
-      const resumed = await job(strategy, world, strategy === "ddp" ? { verbose: false } : {}, ["--resume", path]);
-      expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
-    }
-  });
+  for (const format of ["full", "sharded"] as const) {
+    it(`saved by FSDP at world 2 (${format}), resumed in FSDP at world 3 and in ${format === "full" ? "FSDP at world 1 and DDP" : "single_device"}: the losses go on as if uninterrupted`, async () => {
+      const ref = await reference();
+      const dir = outDir();
+      // Full: one safetensors file; sharded: a directory of one file per rank and an index.
+      const path = join(dir, format === "full" ? "half.safetensors" : "half");
+      const first = await job("fsdp", 2, { stateDictType: format }, ["--save", path], STEPS / 2);
+      expectSameLosses(first.losses, ref.losses.slice(0, STEPS / 2));
+      expect(existsSync(format === "full" ? path : join(path, "index.json"))).toBe(true);
+      if (format === "sharded") expect(existsSync(join(path, "rank-00001-of-00002.safetensors"))).toBe(true);
+      const resumes = format === "full" ? ([["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) : ([["fsdp", 3], ["single_device", 1]] as const);
+      for (const [strategy, world] of resumes) {
+        const resumed = await job(strategy, world, strategy === "ddp" ? { verbose: false } : {}, ["--resume", path]);
+        expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
+      }
+    });
+  }
 });
 
 describe("failures travel (DESIGN.md decision 12)", () => {

@@ -20,10 +20,19 @@ import {
   type Strategy,
   type StrategyContext,
 } from "@fulgur/core";
-import { FullCheckpointIO } from "@fulgur/checkpoint-io";
+import { existsSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { FullCheckpointIO, SHARDED_INDEX_FILE, ShardedCheckpointIO } from "@fulgur/checkpoint-io";
 import type { Module, Optimizer } from "@fulgur/nn";
 import { type Tensor, normalizeDevice, noGrad } from "@fulgur/tensor";
 import { estimateReplicatedMemory } from "./memoryEstimate";
+
+/** Reading a checkpoint needs no other rank: the coordination a sharded IO asks for is never used by `load`. */
+const LOCAL_READER = Object.freeze({ rank: 0, worldSize: 1, barrier: async () => {}, broadcast: async <T>(v: T) => v });
+
+function isShardedCheckpoint(path: string): boolean {
+  return existsSync(path) && statSync(path).isDirectory() && existsSync(join(path, SHARDED_INDEX_FILE));
+}
 
 export interface BaseStrategyOptions {
   /** The device to train on; default: the accelerator's device for this process's local rank. */
@@ -143,7 +152,14 @@ export abstract class BaseStrategy implements Strategy, MemoryEstimating {
     await this.barrier("saveCheckpoint");
   }
 
+  /**
+   * Reads with the chosen checkpoint IO, except that a sharded checkpoint (a directory with an
+   * index) is recognised whatever IO writes here: any strategy loads any format (decision 9).
+   */
   async loadCheckpoint(path: string): Promise<Checkpoint> {
+    if (this.checkpointIO.name !== "sharded" && isShardedCheckpoint(path)) {
+      return new ShardedCheckpointIO(LOCAL_READER).load(path, { device: this.rootDevice });
+    }
     return this.checkpointIO.load(path, { device: this.rootDevice });
   }
 

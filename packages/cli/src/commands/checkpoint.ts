@@ -5,11 +5,15 @@
  * for Python's `load_state_dict`, and casting floating tensors. Reshard waits for sharded
  * checkpoints, which only the FSDP/ZeRO strategies will write; it says so instead of pretending.
  */
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, statSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { Command, Option } from "commander";
 import {
   CheckpointFormatError,
+  SHARDED_INDEX_FILE,
+  convertFullToSharded,
+  convertShardedToFull,
+  reshardCheckpoint,
   type LazyTensor,
   type SafetensorsDType,
   SafetensorsFile,
@@ -26,7 +30,7 @@ import type { DType } from "@fulgur/tensor";
 import { UsageError, invalidOption } from "../errors";
 import type { CliContext } from "../context";
 import { formatBytes, formatCount, table } from "../format";
-import { oneOf } from "../parsers";
+import { oneOf, positiveInt } from "../parsers";
 
 const FLOATING: ReadonlySet<SafetensorsDType> = new Set(["F32", "F64", "BF16", "F16"]);
 export const CONVERT_DTYPES = ["float32", "float64", "bfloat16", "float16"] as const;
@@ -209,6 +213,11 @@ export async function convertCheckpoint(input: string, output: string, options: 
   }
 }
 
+/** A sharded checkpoint is a directory holding an index. */
+function isShardedDirectory(path: string): boolean {
+  return existsSync(join(path, SHARDED_INDEX_FILE)) && statSync(path).isDirectory();
+}
+
 function wrapFormatError<T>(path: string, run: () => Promise<T>): Promise<T> {
   return run().catch((err: unknown) => {
     const code = (err as NodeJS.ErrnoException).code;
@@ -235,8 +244,8 @@ export function checkpointCommand(ctx: CliContext): Command {
 
   cmd
     .command("convert")
-    .description("write a new safetensors file: weights only, renamed, cast (atomic write)")
-    .argument("<in>", "checkpoint to read")
+    .description("write a new safetensors file: weights only, renamed, cast; or a sharded checkpoint as one file (atomic write)")
+    .argument("<in>", "checkpoint to read (a .safetensors file, or a sharded checkpoint directory)")
     .argument("<out>", "safetensors file to write")
     .option("--weights-only", `keep only the model weights (the ${MODEL_PREFIX}* tensors), with PyTorch's metadata`)
     .option("--strip-prefix <prefix>", `remove this prefix from tensor names (default with --weights-only: "${MODEL_PREFIX}")`)
@@ -254,6 +263,15 @@ Examples:
   $ fulgur checkpoint convert last.safetensors weights.safetensors --weights-only --strip-prefix ""`,
     )
     .action(async (input: string, output: string, opts: ConvertOptions) => {
+      if (isShardedDirectory(input)) {
+        if (opts.weightsOnly || opts.stripPrefix !== undefined || opts.dtype) {
+          throw new UsageError(`${input} is a sharded checkpoint: convert it to one file first (no options), then rename or cast that file`);
+        }
+        if (existsSync(output) && !opts.force) throw new UsageError(`${output} exists; pass --force to replace it`);
+        const summary = await convertShardedToFull(input, output);
+        ctx.io.out(`wrote ${output}: ${summary.tensors} tensors, ${formatBytes(summary.bytes)} (from a sharded checkpoint, one tensor at a time)\n`);
+        return;
+      }
       const s = await wrapFormatError(input, () => convertCheckpoint(input, output, opts));
       ctx.io.out(
         `wrote ${output}: ${s.written} tensors, ${formatBytes(s.bytes)}` +
@@ -265,16 +283,24 @@ Examples:
 
   cmd
     .command("reshard")
-    .description("reshard a sharded checkpoint to another world size (comes with the FSDP/ZeRO strategies)")
-    .allowUnknownOption()
-    .allowExcessArguments()
-    .argument("[args...]")
-    .action(() => {
-      throw new Error(
-        "checkpoint reshard: sharded checkpoints come with the FSDP and ZeRO strategies (@fulgur/strategy-fsdp, @fulgur/strategy-zero), " +
-          "which are not available yet, so there is nothing to reshard. A full checkpoint (one .safetensors file, what the Trainer writes today) " +
-          "needs no resharding: every strategy loads it at any world size. To rename or cast one, use `fulgur checkpoint convert`.",
-      );
+    .description("rewrite a checkpoint as a sharded one for another world size, one tensor at a time (no GPU, bounded memory)")
+    .argument("<in>", "a sharded checkpoint directory, or a full .safetensors file")
+    .argument("<out>", "the sharded checkpoint directory to write (replaced atomically)")
+    .addOption(new Option("--world-size <n>", "ranks of the new checkpoint").argParser(positiveInt("ranks")).makeOptionMandatory())
+    .addOption(new Option("--layout <layout>", 'how tensors are split: "even" (each tensor\'s flattened range in equal contiguous parts, as FSDP) or "whole" (whole tensors, balanced by bytes)').argParser(oneOf(["even", "whole"])))
+    .addHelpText(
+      "after",
+      `
+Examples:
+  $ fulgur checkpoint reshard runs/fsdp/checkpoints/step-1000 step-1000-x8 --world-size 8
+  $ fulgur checkpoint reshard last.safetensors last-sharded --world-size 4 --layout whole`,
+    )
+    .action(async (input: string, output: string, opts: { worldSize: number; layout?: "even" | "whole" }) => {
+      const layout = opts.layout ?? "even";
+      const summary = isShardedDirectory(input)
+        ? await reshardCheckpoint(input, output, opts.worldSize, layout)
+        : await wrapFormatError(input, () => convertFullToSharded(input, output, opts.worldSize, layout));
+      ctx.io.out(`wrote ${output}: ${summary.tensors} tensors over ${opts.worldSize} rank file(s), ${formatBytes(summary.bytes)}\n`);
     });
 
   return cmd;
