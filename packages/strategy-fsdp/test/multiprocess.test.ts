@@ -71,6 +71,8 @@ interface RankResult {
   stateBytes: number;
   /** Highest tensor memory while the model was built, sharded and the optimizer made. */
   initPeak: number;
+  /** Highest tensor memory of each step. */
+  stepPeaks: number[];
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -137,6 +139,8 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
       const mode = (c.options.shardingStrategy as string | undefined) ?? "FULL_SHARD";
       const shards = mode === "NO_SHARD" ? 1 : mode === "HYBRID_SHARD" ? 2 : c.world;
       for (const r of ranks) expect(r.stateBytes / ref.stateBytes).toBeLessThan(1 / shards + 0.02);
+      // Deterministic memory (decision 2): from the second step on (the optimizer's state exists), every step peaks alike.
+      for (const r of ranks) expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
       if (c.world === 4 && mode === "FULL_SHARD") {
         for (const r of ranks) expect(r.stateBytes).toBeLessThanOrEqual(0.3 * ref.stateBytes);
         // Deferred init: no rank ever holds the model. Parameters are a quarter of the state bytes
