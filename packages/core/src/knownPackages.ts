@@ -21,6 +21,7 @@ export const KNOWN_STRATEGY_PACKAGES: Readonly<Record<string, string>> = {
   fsdp_hybrid_shard: "@fulgur/strategy-fsdp",
   deepspeed: "@fulgur/strategy-zero",
   deepspeed_stage_1: "@fulgur/strategy-zero",
+  deepspeed_stage_1_offload: "@fulgur/strategy-zero",
   deepspeed_stage_2: "@fulgur/strategy-zero",
   deepspeed_stage_2_offload: "@fulgur/strategy-zero",
   deepspeed_stage_3: "@fulgur/strategy-zero",

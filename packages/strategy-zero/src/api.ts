@@ -1,0 +1,172 @@
+/**
+ * The options of the DeepSpeed strategies, Lightning's `DeepSpeedStrategy` arguments in camel case,
+ * validated once at construction with the kit's option parser (DESIGN.md decision 10): a bad option
+ * names the field, the value and what is allowed, before any process starts. Parsed options are
+ * frozen. An option left out is `null` here, not a default: config.ts turns the options that were
+ * given into DeepSpeed config keys and merges them with the config, so an option and a config that
+ * disagree are told apart from an option nobody set.
+ */
+import type { Module } from "@fulgur/nn";
+import {
+  type OptionSpec,
+  PARALLEL_ALLOWED,
+  PARALLEL_DEFAULTS,
+  PARALLEL_SHAPE,
+  type ParallelOptions,
+  StrategyOptionError,
+  parseStrategyOptions,
+} from "@fulgur/strategy-kit";
+import { z } from "zod";
+
+/** 0: no sharding (data parallel); 1: optimizer state; 2: and gradients; 3: and parameters. */
+export type ZeroStage = 0 | 1 | 2 | 3;
+
+/** Where offloaded state goes. Only "cpu" is implemented; "nvme" is refused when the job starts. */
+export type OffloadTarget = "cpu" | "nvme";
+
+/** A module class, for policies given as sets of classes. */
+export type ModuleClass = abstract new (...args: never[]) => Module;
+
+/** Which modules become units (FSDP's option of the same name): classes or class names, or a function. */
+export type WrapPolicy = readonly (ModuleClass | string)[] | ((module: Module, numParameters: number) => boolean);
+
+export interface DeepSpeedOptions extends ParallelOptions {
+  /**
+   * A DeepSpeed config: the path of a JSON file, or the object. Default: the file named by the
+   * environment variable FULGUR_DEEPSPEED_CONFIG_PATH when it is set, else none (the options alone).
+   */
+  readonly config?: string | Readonly<Record<string, unknown>> | null;
+  /** The ZeRO stage; default: the config's, else 2 (Lightning's default). */
+  readonly stage?: ZeroStage;
+  /** Keep optimizer state (with the parameter slices and gradients) in host memory. */
+  readonly offloadOptimizer?: boolean;
+  /** Stage 3: keep the parameter slices in host memory; units go up to the device to compute. */
+  readonly offloadParameters?: boolean;
+  /** Where offloadOptimizer puts the state (default "cpu"). */
+  readonly offloadOptimizerDevice?: OffloadTarget;
+  /** Where offloadParameters puts the slices (default "cpu"). */
+  readonly offloadParamsDevice?: OffloadTarget;
+  /** Where the model is first made (DeepSpeed's zero.Init): here always the meta device, unit by unit; "nvme" is refused. */
+  readonly remoteDevice?: OffloadTarget | null;
+  /** Directory for NVMe offload (default "/local_nvme"); NVMe offload is not implemented yet. */
+  readonly nvmePath?: string;
+  /** Gradients in one contiguous buffer per unit: always the case here (false is reported as having no effect). */
+  readonly contiguousGradients?: boolean;
+  /** Overlap communication with compute (false: no unit is gathered ahead of the one computing). */
+  readonly overlapComm?: boolean;
+  /** Elements gathered at once; units are the buckets here, so it has no effect on what is sent together. */
+  readonly allgatherBucketSize?: number;
+  /** Elements reduced at once; units are the buckets here. */
+  readonly reduceBucketSize?: number;
+  /** fp16 ("16-mixed"): a static loss scale, or 0 for dynamic scaling (DeepSpeed's rule). */
+  readonly lossScale?: number;
+  /** fp16: the dynamic scale starts at 2^initialScalePower (default 16). */
+  readonly initialScalePower?: number;
+  /** fp16: clean steps before the dynamic scale doubles (default 1000). */
+  readonly lossScaleWindow?: number;
+  /** fp16: overflows in a row before the scale halves (default 2). */
+  readonly hysteresis?: number;
+  /** fp16: the dynamic scale never goes below this (default 1). */
+  readonly minLossScale?: number;
+  /** Which modules are units (default: every element of a ModuleList, e.g. each transformer block). */
+  readonly autoWrapPolicy?: WrapPolicy | null;
+}
+
+/** The ZeRO options proper (everything but the launch options ParallelOptions shares). */
+export type ZeroOptionName = Exclude<keyof DeepSpeedOptions, keyof ParallelOptions>;
+
+/** Parsed options: the launch options with their defaults, the rest null where not given. */
+export type ResolvedDeepSpeedOptions = Readonly<Required<ParallelOptions>> & {
+  readonly [K in ZeroOptionName]-?: Exclude<DeepSpeedOptions[K], undefined> | null;
+};
+
+const NOT_GIVEN: { readonly [K in ZeroOptionName]: null } = {
+  config: null,
+  stage: null,
+  offloadOptimizer: null,
+  offloadParameters: null,
+  offloadOptimizerDevice: null,
+  offloadParamsDevice: null,
+  remoteDevice: null,
+  nvmePath: null,
+  contiguousGradients: null,
+  overlapComm: null,
+  allgatherBucketSize: null,
+  reduceBucketSize: null,
+  lossScale: null,
+  initialScalePower: null,
+  lossScaleWindow: null,
+  hysteresis: null,
+  minLossScale: null,
+  autoWrapPolicy: null,
+};
+
+/** A bad DeepSpeed strategy option; `option` names it. */
+export class DeepSpeedOptionError extends StrategyOptionError {
+  override readonly name = "DeepSpeedOptionError";
+}
+
+export const DEEPSPEED_DEFAULTS: ResolvedDeepSpeedOptions = Object.freeze({ ...PARALLEL_DEFAULTS, ...NOT_GIVEN });
+
+const target = z.enum(["cpu", "nvme"]);
+const elements = z.number().int().positive();
+const policy = z.union([
+  z.array(z.union([z.string().min(1), z.custom<ModuleClass>((v) => typeof v === "function")])),
+  z.custom<(m: Module, n: number) => boolean>((v) => typeof v === "function"),
+]);
+
+const schema = z.strictObject({
+  ...PARALLEL_SHAPE,
+  config: z.union([z.string().min(1), z.record(z.string(), z.unknown())]).nullable().optional(),
+  stage: z.union([z.literal(0), z.literal(1), z.literal(2), z.literal(3)]).optional(),
+  offloadOptimizer: z.boolean().optional(),
+  offloadParameters: z.boolean().optional(),
+  offloadOptimizerDevice: target.optional(),
+  offloadParamsDevice: target.optional(),
+  remoteDevice: target.nullable().optional(),
+  nvmePath: z.string().min(1).optional(),
+  contiguousGradients: z.boolean().optional(),
+  overlapComm: z.boolean().optional(),
+  allgatherBucketSize: elements.optional(),
+  reduceBucketSize: elements.optional(),
+  lossScale: z.number().min(0).finite().optional(),
+  initialScalePower: z.number().int().min(0).max(63).optional(),
+  lossScaleWindow: z.number().int().positive().optional(),
+  hysteresis: z.number().int().positive().optional(),
+  minLossScale: z.number().positive().finite().optional(),
+  autoWrapPolicy: policy.nullable().optional(),
+});
+
+const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
+  ...PARALLEL_ALLOWED,
+  config: "the path of a DeepSpeed JSON config, or the config object",
+  stage: "0, 1, 2 or 3",
+  offloadOptimizer: "true or false",
+  offloadParameters: "true or false",
+  offloadOptimizerDevice: '"cpu" or "nvme"',
+  offloadParamsDevice: '"cpu" or "nvme"',
+  remoteDevice: '"cpu", "nvme" or null',
+  nvmePath: "a directory path",
+  contiguousGradients: "true or false",
+  overlapComm: "true or false",
+  allgatherBucketSize: "a positive integer number of elements",
+  reduceBucketSize: "a positive integer number of elements",
+  lossScale: "a number ≥ 0 (0: dynamic loss scaling)",
+  initialScalePower: "an integer from 0 to 63",
+  lossScaleWindow: "a positive integer number of steps",
+  hysteresis: "a positive integer number of overflows",
+  minLossScale: "a number greater than 0",
+  autoWrapPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
+};
+
+const SPEC: OptionSpec<DeepSpeedOptions> = {
+  schema,
+  allowed: ALLOWED,
+  defaults: DEEPSPEED_DEFAULTS as unknown as Required<DeepSpeedOptions>,
+  error: (option, message) => new DeepSpeedOptionError(option, message),
+};
+
+/** Validates the options (launch options get their defaults, the others stay null when not given). */
+export function parseDeepSpeedOptions(input: unknown, strategyName = "deepspeed"): ResolvedDeepSpeedOptions {
+  return parseStrategyOptions(SPEC, input, strategyName) as unknown as ResolvedDeepSpeedOptions;
+}

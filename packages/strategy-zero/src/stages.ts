@@ -1,0 +1,100 @@
+/**
+ * ZeRO stages on the sharding engine (DESIGN.md decision 15): which engine options and process
+ * groups each stage is, how deep stage 3 prefetches, and what is refused because the engine cannot
+ * do it yet (NVMe).
+ *
+ * [Note: stages on the engine]
+ * - stage 0 (ZeRO off): NO_SHARD. Every rank holds every unit whole (resident, as single-device
+ *   training does); gradients are averaged over the world once per optimizer step.
+ * - stages 1 and 2: `keepGathered`. Each unit is gathered once before the first step and again
+ *   right after each optimizer step, so parameters are replicated for compute; gradients are
+ *   reduce-scattered per unit as soon as its backward ends, and each rank steps the optimizer
+ *   over its own slice. The engine keeps only this rank's gradient slice in both stages, so stage
+ *   1 here holds what DeepSpeed's stage 2 holds (same numbers, less memory than DeepSpeed's 1).
+ * - stage 3: FULL_SHARD, the engine's default. A unit is gathered before its forward (with
+ *   prefetch), freed after it, gathered again for its backward and freed once its gradients are
+ *   reduce-scattered.
+ *
+ * [Note: prefetch depth from stage3 keys] DeepSpeed prefetches parameters by element counts
+ * (stage3_prefetch_bucket_size) and caps what is gathered at once (stage3_max_live_parameters);
+ * the engine gathers whole units, counted ahead of the computing one. So the depth is the number
+ * of units whose parameters fit in the prefetch bucket, lowered until the computing unit and the
+ * prefetched ones fit in max_live_parameters, measured with the largest unit. Neither key given:
+ * one unit ahead (FSDP's default). overlap_comm false: none.
+ */
+import type { ProcessGroup } from "@fulgur/core";
+import { type EngineOptions, FULL_PRECISION, type UnitGroups } from "@fulgur/sharding";
+import { SoloGroup } from "@fulgur/strategy-kit";
+import type { ZeroStage } from "./api";
+import type { ZeroPlan } from "./config";
+
+/** Units gathered ahead when no stage3 key says otherwise. */
+export const DEFAULT_PREFETCH = 1;
+
+/** Units gathered ahead of the computing one in stage 3 (see [Note: prefetch depth from stage3 keys]). */
+export function prefetchDepth(plan: ZeroPlan, wrappedUnitSizes: readonly number[]): number {
+  if (plan.stage !== 3 || plan.overlapComm === false) return 0;
+  const largest = Math.max(1, ...wrappedUnitSizes);
+  let depth = plan.prefetchBucket === null ? DEFAULT_PREFETCH : Math.floor(plan.prefetchBucket / largest);
+  if (plan.maxLiveParameters !== null) depth = Math.min(depth, Math.floor(plan.maxLiveParameters / largest) - 1);
+  return Math.max(0, Math.min(depth, wrappedUnitSizes.length - 1));
+}
+
+/** Whether slices, gradients and optimizer state live in host memory (the engine has one switch for all). */
+export function offloaded(plan: ZeroPlan): boolean {
+  return plan.offloadOptimizer === "cpu" || (plan.stage === 3 && plan.offloadParam === "cpu");
+}
+
+/** The engine options of a stage (see [Note: stages on the engine]). */
+export function engineOptionsFor(plan: ZeroPlan, prefetch: number): EngineOptions {
+  const stage = plan.stage;
+  return Object.freeze({
+    shardingStrategy: stage === 0 ? "NO_SHARD" : stage === 3 ? "FULL_SHARD" : "SHARD_GRAD_OP",
+    // Compute casts are the precision's (autocast); gathered copies stay in the master dtype.
+    mixedPrecision: FULL_PRECISION,
+    prefetch,
+    reshardAfterForward: stage === 3,
+    offload: offloaded(plan),
+    keepGathered: stage === 1 || stage === 2,
+  });
+}
+
+/** Stage 0 shards over nobody and averages over the world; stages 1 to 3 shard over the world. */
+export function unitGroupsFor(stage: ZeroStage, world: ProcessGroup): UnitGroups {
+  if (stage !== 0) return { shard: world, replicate: null };
+  return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
+}
+
+/** Something the config asks for that the engine cannot do yet. */
+export class NotImplementedError extends Error {
+  override readonly name = "NotImplementedError";
+}
+
+/**
+ * Refuses NVMe offload, naming what asked for it and what is missing. Not at construction: the
+ * registry builds one instance of every entry when the package loads, `deepspeed_stage_3_offload_nvme`
+ * included, so the refusal comes when a job starts (launch or setup), before any rank trains.
+ */
+export function refuseUnimplemented(plan: ZeroPlan, strategyName: string): void {
+  const asked = [
+    plan.offloadOptimizer === "nvme" ? 'zero_optimization.offload_optimizer.device "nvme"' : null,
+    plan.offloadParam === "nvme" ? 'zero_optimization.offload_param.device "nvme"' : null,
+    plan.remoteDevice === "nvme" ? 'remoteDevice "nvme"' : null,
+  ].filter((s): s is string => s !== null);
+  if (asked.length === 0) return;
+  const path = plan.nvmePath === null ? "" : ` at ${JSON.stringify(plan.nvmePath)}`;
+  throw new NotImplementedError(
+    `${strategyName}: NVMe offload${path} is not implemented (asked for by ${asked.join(", ")} in ${plan.source}). ` +
+      "@fulgur/sharding offloads slices and optimizer state to host memory only; it has no tier that swaps them to files on a drive " +
+      '(DeepSpeed\'s ZeRO-Infinity with its async I/O, the "aio" block). Offload to "cpu" instead (the strategy "deepspeed_stage_3_offload").',
+  );
+}
+
+/** One line for the log: the stage, the layout and what is offloaded. */
+export function describeLayout(plan: ZeroPlan, units: number, wrapped: number, world: number, prefetch: number): string {
+  const what = ["replicated (ZeRO off)", "optimizer state sharded", "gradients and optimizer state sharded", "parameters, gradients and optimizer state sharded"][plan.stage];
+  const parts = [`ZeRO stage ${plan.stage}: ${what} over ${world} rank(s)`, `${units} unit(s) (${wrapped} wrapped)`];
+  if (plan.stage === 3) parts.push(`prefetch ${prefetch}`);
+  if (offloaded(plan)) parts.push("slices and optimizer state offloaded to host memory");
+  return parts.join("; ");
+}

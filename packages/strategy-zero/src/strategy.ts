@@ -1,0 +1,227 @@
+/**
+ * DeepSpeedStrategy: DeepSpeed's ZeRO (Lightning's DeepSpeedStrategy) as a thin facade over the
+ * kit's ParallelStrategy and the sharding engine. The strategy reads a DeepSpeed config into a plan
+ * at construction (config.ts), maps the stage onto the engine (stages.ts), takes from the Trainer
+ * what the config leaves "auto" (trainerValues.ts), and names at start every key it does not act
+ * on (keys.ts). The engine moves the data. Checkpoints name each parameter by its fully qualified
+ * name (shardedState.ts), so ZeRO at any stage and world size, FSDP, DDP and single_device read
+ * each other's.
+ */
+import type { MemoryEstimate, MemoryEstimateInput, ModuleBuilding, OptimizerState, OptimizerStateHandling, StrategyContext } from "@fulgur/core";
+import type { OptimizerStepOptions, OptimizerStepResult, PrecisionStepOptions } from "@fulgur/core";
+import type { ConfigProblem } from "@fulgur/deepspeed-config-schema";
+import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
+import { ShardingEngine, type UnitPlan, planUnits } from "@fulgur/sharding";
+import { ParallelStrategy, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
+import { type Tensor, materialize, noGrad, scope, withDevice } from "@fulgur/tensor";
+import { type DeepSpeedOptions, type ResolvedDeepSpeedOptions, type ZeroStage, parseDeepSpeedOptions } from "./api";
+import { ZeroConfigError, type ZeroPlan, resolvePlan } from "./config";
+import { idleKeysWarning, keysWithoutEffect } from "./keys";
+import { installLossScaler } from "./lossScaler";
+import { estimateZeroMemory } from "./memory";
+import { SegmentIndex, gatherModuleState, loadModuleState, wholeSegmentStates, withinBackward } from "./shardedState";
+import { DEFAULT_PREFETCH, describeLayout, engineOptionsFor, prefetchDepth, refuseUnimplemented, unitGroupsFor } from "./stages";
+import { batchSizeProblems, clippingFor, clippingProblem, precisionProblems, trainerSettingsOf } from "./trainerValues";
+import { unitPaths } from "./wrapPolicy";
+
+/** When a config that cannot run is refused. */
+export interface DeepSpeedConstruction {
+  /**
+   * "construction" (the default): by the constructor. "start": by launch or setup, still before
+   * any rank trains. The registry uses "start": it builds one instance of every name when the
+   * package loads, and a config from FULGUR_DEEPSPEED_CONFIG_PATH (which every name reads) must
+   * not stop the package from loading.
+   */
+  readonly refuseConfigAt?: "construction" | "start";
+}
+
+export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling {
+  readonly name: string;
+  readonly options: ResolvedDeepSpeedOptions;
+  private readonly resolved: ZeroPlan | null = null;
+  /** Why the config cannot run, kept for launch and setup ("start"). */
+  private readonly refusal: Error | null = null;
+  private engine: ShardingEngine | null = null;
+  private index: SegmentIndex | null = null;
+  private prefetch = DEFAULT_PREFETCH;
+  /** Puts the precision's own loss scaler back at teardown (16-mixed only). */
+  private restoreScaler: (() => void) | null = null;
+
+  constructor(options: DeepSpeedOptions = {}, name = "deepspeed", construction: DeepSpeedConstruction = {}) {
+    const parsed = parseDeepSpeedOptions(options, name);
+    super(parsed);
+    this.options = parsed;
+    this.name = name;
+    try {
+      this.resolved = resolvePlan(parsed, name);
+    } catch (err) {
+      if (construction.refuseConfigAt !== "start") throw err;
+      this.refusal = err as Error;
+    }
+  }
+
+  /** What the config and the options resolved to (frozen); throws the config's problems if it cannot run. */
+  get plan(): ZeroPlan {
+    if (this.refusal) throw this.refusal;
+    return this.resolved!;
+  }
+
+  /** The DeepSpeed config this strategy runs with (Lightning's `strategy.config`): the options merged in, the stage resolved. */
+  get config(): Readonly<Record<string, unknown>> {
+    return this.plan.config;
+  }
+
+  get stage(): ZeroStage {
+    return this.plan.stage;
+  }
+
+  /** The sharding engine (after setupModule), for tests and tools. */
+  get sharding(): ShardingEngine {
+    if (!this.engine) throw new Error(`${this.name}: setupModule() must run first`);
+    return this.engine;
+  }
+
+  private fail(problems: readonly ConfigProblem[]): void {
+    if (problems.length > 0) throw new ZeroConfigError(this.name, this.plan.source, problems);
+  }
+
+  // ---- starting --------------------------------------------------------------------------------
+
+  override async launch(context: { devices: number; numNodes: number; script: string; argv: readonly string[] }): Promise<"continue" | "done"> {
+    refuseUnimplemented(this.plan, this.name);
+    return super.launch(context);
+  }
+
+  /** Refuses what cannot run before joining the job (every rank refuses alike), then joins it and warns once. */
+  override async setup(context: StrategyContext): Promise<void> {
+    refuseUnimplemented(this.plan, this.name);
+    const precision = context.precision;
+    this.fail(precisionProblems(this.plan, precision.name));
+    this.restoreScaler = installLossScaler(precision, this.plan.lossScaler);
+    await super.setup(context);
+    const idle = keysWithoutEffect(this.plan.config, { stage: this.plan.stage, precision: precision.name, scalerReachable: this.restoreScaler !== null });
+    const warning = idleKeysWarning(this.name, this.plan.source, idle);
+    if (warning !== null && this.globalRank === 0) process.stderr.write(`${warning}\n`);
+  }
+
+  // ---- building and sharding -------------------------------------------------------------------
+
+  /** Builds the module on the `meta` device: setupModule materialises and shards it one unit at a time. */
+  async buildModule(_module: Module, configure: () => void): Promise<void> {
+    withDevice("meta", configure);
+  }
+
+  override async setupModule(module: Module): Promise<Module> {
+    const trainer = trainerSettingsOf(module);
+    if (trainer) {
+      const clip = clippingProblem(this.plan, trainer.gradientClipVal, trainer.gradientClipAlgorithm);
+      this.fail([...batchSizeProblems(this.plan, this.worldSize, trainer.accumulateGradBatches), ...(clip ? [clip] : [])]);
+    }
+    const device = this.rootDevice;
+    const deferred = module.parameters().some((p) => p.device === "meta");
+    if (!deferred) module.to(device);
+    const paths = unitPaths(module, this.options.autoWrapPolicy);
+    const plans = planUnits(module, paths);
+    const wrappedSizes = plans.filter((u) => u.path !== "").map(unitNumel);
+    this.prefetch = prefetchDepth(this.plan, wrappedSizes);
+    const engine = new ShardingEngine(module, unitGroupsFor(this.plan.stage, this.processGroup), engineOptionsFor(this.plan, this.prefetch), device);
+    for (const plan of plans) {
+      const tensors = plan.params.map((p) => p.tensor);
+      // Deferred init: this unit gets memory and its initial values, goes into this rank's slice and
+      // is freed before the next unit is made. A module built eagerly takes rank 0's values instead.
+      if (deferred) noGrad(() => scope(() => void materialize(tensors, device)));
+      else if (this.worldSize > 1) await this.broadcastTensors(tensors, 0);
+      engine.addUnit(plan);
+    }
+    if (deferred) materializeModule(module, device);
+    engine.ready();
+    this.engine = engine;
+    this.index = new SegmentIndex(engine);
+    this.log(`${this.name}: ${describeLayout(this.plan, engine.units.length, wrappedSizes.length, this.worldSize, this.prefetch)}`);
+    return module;
+  }
+
+  override async setupOptimizer(optimizer: Optimizer): Promise<Optimizer> {
+    const foreign = this.segments.countForeign(optimizer.paramGroups.flatMap((g) => g.params));
+    if (foreign > 0) {
+      throw new Error(
+        `${this.name}: ${foreign} tensor(s) in the optimizer are not the sharded module's parameters; ` +
+          "create the optimizer in configureOptimizers from this.parameters() (ZeRO replaces the parameters by their slices when it shards the module)",
+      );
+    }
+    return optimizer;
+  }
+
+  private get segments(): SegmentIndex {
+    if (!this.index) throw new Error(`${this.name}: setupModule() must run first`);
+    return this.index;
+  }
+
+  // ---- the step --------------------------------------------------------------------------------
+
+  override backward(loss: Tensor): void {
+    withinBackward(this.engine, () => super.backward(loss));
+  }
+
+  /** Gradients reduced into this rank's slices; overflow and the clipping norm decided over every rank. */
+  protected override async prepareStep(): Promise<Partial<PrecisionStepOptions>> {
+    const gradients = this.sharding.finishGradients();
+    // Stage 0's ranks hold the same averaged gradients, so the norm is one rank's; otherwise each holds a slice.
+    const sharded = this.plan.stage !== 0;
+    return {
+      gradients,
+      collectives: {
+        allFinite: async (local) => (await this.reduce(local ? 1 : 0, "min")) === 1,
+        sumOverRanks: async (local) => (sharded ? this.reduce(local, "sum") : local),
+      },
+    };
+  }
+
+  override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
+    const { step, problem } = clippingFor(this.plan, options);
+    if (problem) this.fail([problem]);
+    const result = await super.optimizerStep(optimizer, step);
+    this.sharding.afterStep();
+    return result;
+  }
+
+  // ---- checkpoints -----------------------------------------------------------------------------
+
+  /** The full module state on rank 0, gathered one unit at a time (stage3_gather_16bit_weights_on_model_save). */
+  override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
+    return gatherModuleState(this.sharding, module, this.isGlobalZero);
+  }
+
+  /** This rank's slices out of a full state saved by any strategy at any world size. */
+  override async loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void> {
+    loadModuleState(this.sharding, module, state, this.name);
+  }
+
+  async optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState> {
+    const index = this.segments;
+    return namedOptimizerState(optimizer, (p) => index.nameOf(p), (entries) => wholeSegmentStates(index, entries));
+  }
+
+  async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
+    const index = this.segments;
+    loadNamedOptimizerState(optimizer, (p) => index.nameOf(p), state, (p, whole) => index.partOf(p, whole));
+  }
+
+  // ---- memory and teardown -----------------------------------------------------------------------
+
+  override estimateMemory(input: MemoryEstimateInput): MemoryEstimate {
+    return estimateZeroMemory(this.name, this.plan, input, { worldSize: input.worldSize ?? this.worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy });
+  }
+
+  protected override releaseModule(): void {
+    this.engine?.remove();
+    this.engine = null;
+    this.index = null;
+    this.restoreScaler?.();
+    this.restoreScaler = null;
+  }
+}
+
+function unitNumel(plan: UnitPlan): number {
+  return plan.params.reduce((n, p) => n + p.tensor.numel, 0);
+}
