@@ -48,7 +48,7 @@ export interface DeepSpeedOptions extends ParallelOptions {
   readonly offloadParamsDevice?: OffloadTarget;
   /** Where the model is first made (DeepSpeed's zero.Init): here always the meta device, unit by unit; "nvme" is refused. */
   readonly remoteDevice?: OffloadTarget | null;
-  /** Directory for NVMe offload (default "/local_nvme"); NVMe offload is not implemented yet. */
+  /** Directory for NVMe offload (default "/local_nvme"); NVMe offload is not available yet. */
   readonly nvmePath?: string;
   /** Gradients in one contiguous buffer per unit: always the case here (false is reported as having no effect). */
   readonly contiguousGradients?: boolean;

@@ -4,7 +4,7 @@
  * package registers `deepspeed`, `deepspeed_stage_1`, `deepspeed_stage_1_offload`,
  * `deepspeed_stage_2`, `deepspeed_stage_2_offload`, `deepspeed_stage_3`,
  * `deepspeed_stage_3_offload`, `deepspeed_stage_3_offload_nvme` (refused when a job starts: NVMe
- * offload is not implemented), `zero1`, `zero2` and `zero3`.
+ * offload is not available yet), `zero1`, `zero2` and `zero3`.
  */
 import { StrategyRegistry } from "@fulgur/core";
 import { registerStrategies } from "./registration";

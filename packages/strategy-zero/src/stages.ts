@@ -84,7 +84,7 @@ export function refuseUnimplemented(plan: ZeroPlan, strategyName: string): void 
   if (asked.length === 0) return;
   const path = plan.nvmePath === null ? "" : ` at ${JSON.stringify(plan.nvmePath)}`;
   throw new NotImplementedError(
-    `${strategyName}: NVMe offload${path} is not implemented (asked for by ${asked.join(", ")} in ${plan.source}). ` +
+    `${strategyName}: NVMe offload${path} is not available yet (asked for by ${asked.join(", ")} in ${plan.source}). ` +
       "@fulgur/sharding offloads slices and optimizer state to host memory only; it has no tier that swaps them to files on a drive " +
       '(DeepSpeed\'s ZeRO-Infinity with its async I/O, the "aio" block). Offload to "cpu" instead (the strategy "deepspeed_stage_3_offload").',
   );
