@@ -6,6 +6,7 @@
  */
 import { Command, CommanderError } from "commander";
 import { benchCommand } from "./commands/bench";
+import { pipelineCommand } from "./commands/pipeline";
 import { checkpointCommand } from "./commands/checkpoint";
 import { envCommand } from "./commands/env";
 import { fitCommand } from "./commands/fit";
@@ -52,7 +53,8 @@ export function createProgram(ctx: CliContext): Command {
     .addCommand(checkpointCommand(ctx))
     .addCommand(strategiesCommand(ctx))
     .addCommand(envCommand(ctx))
-    .addCommand(benchCommand(ctx));
+    .addCommand(benchCommand(ctx))
+    .addCommand(pipelineCommand(ctx));
   configure(program, ctx.io);
   return program;
 }

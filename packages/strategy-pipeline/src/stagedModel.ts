@@ -1,0 +1,158 @@
+/**
+ * One rank's view of a model cut into pipeline stages between the blocks of a ModuleList (the GPT:
+ * embeddings → blocks → final norm, head and loss). Every rank builds the whole model (simplest
+ * first: the memory saving of a pipeline is in gradients, optimizer state and activations; building
+ * only the rank's stages is the next slice). Parameters of stages on other ranks are frozen
+ * (`requiresGrad` false): they get no gradient, so the optimizer, which skips parameters without
+ * one, never moves them, and clipping never counts them.
+ *
+ * [Note: running one stage through the user's training step] The executor runs the user's
+ * `trainingStep` on a micro-batch for every forward, so the loss stays the user's code. While a
+ * stage s with blocks [start, end) runs, blocks before `start` return their input unchanged, block
+ * `start` takes the activation received from stage s−1 instead of what reached it, and, unless s is
+ * the last stage, the output of block `end − 1` is kept and the rest of the step is cut short (a
+ * private exception caught by `forward`). So stage s computes exactly its blocks (plus the
+ * embeddings' lookup, whose result is dropped) and the last stage returns the loss. Limits: a
+ * model that does work between blocks, or recomputes blocks (activation checkpointing), does not
+ * cut this way; dropout draws differ from one device's.
+ */
+import { type Module, ModuleList } from "@fulgur/nn";
+import type { Tensor } from "@fulgur/tensor";
+import { type StageBounds, balancedBounds, boundsFromSplitPoints } from "./partition";
+
+const CUT_SHORT = Symbol("pipeline stage output captured");
+
+interface Active {
+  readonly start: number;
+  readonly end: number;
+  readonly input: Tensor | null;
+  readonly capture: boolean;
+  captured: Tensor | null;
+}
+
+/** The ModuleList to cut between: the named one, else the one holding the most parameters. */
+export function findBlocks(root: Module, name: string | null): { name: string; list: Module[] } {
+  const lists = root.namedModules().filter(([, m]) => m instanceof ModuleList || m.constructor.name === "ModuleList");
+  const chosen = name === null ? lists.sort((a, b) => b[1].numParameters() - a[1].numParameters())[0] : lists.find(([n]) => n === name);
+  if (!chosen) {
+    const found = lists.map(([n]) => JSON.stringify(n)).join(", ") || "none";
+    throw new RangeError(`pipeline: ${name === null ? "the model has no ModuleList of blocks to cut between" : `no ModuleList named ${JSON.stringify(name)}`} (ModuleLists found: ${found})`);
+  }
+  return { name: chosen[0], list: chosen[1].children() as Module[] };
+}
+
+export interface StagedModelOptions {
+  readonly blocks: string | null;
+  readonly splitPoints: readonly number[] | null;
+  readonly balance: "blocks" | "params";
+  /** Virtual stages in all, p·v. */
+  readonly stages: number;
+}
+
+export class StagedModel {
+  readonly bounds: StageBounds;
+  /** The stage of each parameter of the root module, by qualified name. */
+  readonly stageOf: ReadonlyMap<string, number>;
+  private readonly blocks: Module[];
+  private active: Active | null = null;
+  private readonly undo: (() => void)[] = [];
+
+  constructor(
+    private readonly root: Module,
+    options: StagedModelOptions,
+  ) {
+    const found = findBlocks(root, options.blocks);
+    this.blocks = found.list;
+    const S = options.stages;
+    const prefix = found.name === "" ? "" : `${found.name}.`;
+    const named = root.namedParameters();
+    const blockOf = (n: string): number => {
+      if (!n.startsWith(prefix)) return -1;
+      const i = Number(n.slice(prefix.length).split(".")[0]);
+      return Number.isInteger(i) ? i : -1;
+    };
+    const firstBlockParam = named.findIndex(([n]) => blockOf(n) >= 0);
+    if (options.splitPoints) this.bounds = boundsFromSplitPoints(options.splitPoints, this.blocks.length, S);
+    else {
+      const weights = this.blocks.map((b) => (options.balance === "params" ? b.numParameters() : 1));
+      if (options.balance === "params") {
+        // What precedes the blocks runs on stage 0 and what follows on the last: count it there.
+        named.forEach(([n, p], i) => {
+          if (blockOf(n) >= 0) return;
+          weights[i < firstBlockParam ? 0 : weights.length - 1] += p.numel;
+        });
+      }
+      this.bounds = balancedBounds(weights, S);
+    }
+    const stageOfBlock = (i: number) => this.bounds.findIndex((b, s) => s < S && i >= b && i < this.bounds[s + 1]);
+    this.stageOf = new Map(named.map(([n], i) => [n, blockOf(n) >= 0 ? stageOfBlock(blockOf(n)) : i < firstBlockParam ? 0 : S - 1]));
+  }
+
+  get stageCount(): number {
+    return this.bounds.length - 1;
+  }
+
+  /** Parameters of the given stages, in the module's order. */
+  parametersOf(stages: readonly number[]): Tensor[] {
+    return this.root.namedParameters().filter(([n]) => stages.includes(this.stageOf.get(n)!)).map(([, p]) => p);
+  }
+
+  /** Freezes every parameter outside `owned` and routes the blocks' forwards through the stage cut. */
+  install(owned: readonly number[]): void {
+    for (const [n, p] of this.root.namedParameters()) {
+      if (owned.includes(this.stageOf.get(n)!) || !p.requiresGrad) continue;
+      p.requiresGrad_(false);
+      this.undo.push(() => p.requiresGrad_(true));
+    }
+    this.blocks.forEach((block, i) => {
+      const own = Object.hasOwn(block, "forward");
+      const original = block.forward;
+      const call = original.bind(block);
+      (block as { forward: (...a: unknown[]) => unknown }).forward = (...args: unknown[]) => this.blockForward(i, call, args);
+      this.undo.push(() => {
+        if (own) (block as { forward: unknown }).forward = original;
+        else delete (block as { forward?: unknown }).forward;
+      });
+    });
+  }
+
+  release(): void {
+    while (this.undo.length) this.undo.pop()!();
+  }
+
+  /**
+   * Runs `step` (the user's training step on one micro-batch) as stage `stage` with `input` as its
+   * incoming activation (null on stage 0); returns the stage's output activation, or the loss on
+   * the last stage. See [Note: running one stage through the user's training step]. An activation
+   * belongs to no scope: the caller disposes of it.
+   */
+  forward(stage: number, input: Tensor | null, step: () => Tensor): Tensor {
+    const last = stage === this.stageCount - 1;
+    const active: Active = { start: this.bounds[stage], end: this.bounds[stage + 1], input, capture: !last, captured: null };
+    this.active = active;
+    try {
+      const loss = step();
+      if (!last) throw new Error(`pipeline: stage ${stage} never ran its last block (block ${active.end - 1}); does the training step call every block in order?`);
+      return loss;
+    } catch (err) {
+      if (err !== CUT_SHORT || !active.captured) throw err;
+      return active.captured;
+    } finally {
+      this.active = null;
+    }
+  }
+
+  private blockForward(i: number, call: (...a: unknown[]) => unknown, args: unknown[]): unknown {
+    const a = this.active;
+    if (!a) return call(...args);
+    if (i < a.start) return args[0];
+    const out = call(...(i === a.start && a.input ? [a.input, ...args.slice(1)] : args));
+    if (a.capture && i === a.end - 1) {
+      // Out of every scope: the step's own scopes (the loss's, the modules') close as the exception
+      // passes; the caller owns the activation and disposes of it after its backward.
+      a.captured = (out as Tensor).untrack();
+      throw CUT_SHORT;
+    }
+    return out;
+  }
+}

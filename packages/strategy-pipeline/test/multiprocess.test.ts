@@ -1,0 +1,112 @@
+/**
+ * Pipeline jobs of 2 to 4 processes on loopback, started as a user starts them (a script asking
+ * the Trainer for `devices: N`, which relaunches itself). Held to DESIGN.md decision 8: each
+ * schedule gives the per-step losses of one process on the same batches within 1e-5, over 10 steps
+ * of a 4-block GPT with gradient accumulation (2 batches a step), 4 micro-batches and clipping.
+ * The fixture imports the BUILT packages (`npx tsup` first).
+ */
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { afterAll, describe, expect, it } from "vitest";
+import { type Timeline, renderSvg, renderText } from "../src/index";
+
+const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "train.mjs");
+const RANK_VARS = /^(RANK|WORLD_SIZE|LOCAL_RANK|LOCAL_WORLD_SIZE|NODE_RANK|GROUP_RANK|MASTER_ADDR|MASTER_PORT|FULGUR_STORE_TOKEN|SLURM_.*)$/;
+const STEPS = 10;
+
+const dirs: string[] = [];
+const timings: string[] = [];
+afterAll(() => {
+  dirs.forEach((d) => rmSync(d, { recursive: true, force: true }));
+  console.log(`pipeline multi-process timings:\n  ${timings.join("\n  ")}`);
+});
+
+interface RankResult {
+  rank: number;
+  losses: number[];
+  timeline: Timeline | null;
+}
+
+function train(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
+  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !RANK_VARS.test(k)));
+  const started = Date.now();
+  const child = spawn(process.execPath, [FIXTURE, ...args], { env, stdio: ["ignore", "pipe", "pipe"] });
+  let stdout = "";
+  let stderr = "";
+  child.stdout.on("data", (d) => (stdout += d));
+  child.stderr.on("data", (d) => (stderr += d));
+  const timer = setTimeout(() => child.kill("SIGKILL"), 120_000);
+  return new Promise((resolve) =>
+    child.on("close", (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr, ms: Date.now() - started });
+    }),
+  );
+}
+
+/** The Trainer warns when more CPU processes than cores are asked for; nothing else may reach stderr. */
+const quiet = (stderr: string) => stderr.replace(/^fulgur: devices: \d+ on the CPU accelerator starts .*\n/m, "");
+
+async function job(strategy: string, world: number, options: object, batch = 8): Promise<{ ranks: RankResult[]; stdout: string }> {
+  const dir = mkdtempSync(join(tmpdir(), "fulgur-pipeline-"));
+  dirs.push(dir);
+  const run = await train(["--out", dir, "--strategy", strategy, "--devices", String(world), "--batch", String(batch), "--accumulate", "2", "--steps", String(STEPS), "--options", JSON.stringify(options)]);
+  timings.push(`${strategy} ×${world} ${JSON.stringify(options)}: ${run.ms} ms`);
+  expect(quiet(run.stderr), run.stderr).toBe("");
+  expect(run.code).toBe(0);
+  const ranks = Array.from({ length: world }, (_, r) => JSON.parse(readFileSync(join(dir, `result-rank${r}.json`), "utf8")) as RankResult);
+  return { ranks, stdout: run.stdout };
+}
+
+function expectSameLosses(actual: readonly number[], expected: readonly number[]): void {
+  expect(actual).toHaveLength(expected.length);
+  actual.forEach((l, i) => expect(Math.abs(l - expected[i]), `step ${i + 1}: ${l} vs ${expected[i]}`).toBeLessThan(1e-5));
+}
+
+let reference: number[] | null = null;
+async function single(): Promise<number[]> {
+  if (reference) return reference;
+  const { ranks } = await job("single_device", 1, {});
+  reference = ranks[0].losses;
+  expect(reference).toHaveLength(STEPS);
+  expect(reference.at(-1)!).toBeLessThan(reference[0] - 1);
+  return reference;
+}
+
+describe("every schedule equals one process (DESIGN.md decision 8)", () => {
+  const cases: { strategy: string; world: number; options: Record<string, unknown> }[] = [
+    { strategy: "pipeline_gpipe", world: 2, options: { microBatches: 4 } },
+    { strategy: "pipeline", world: 2, options: { microBatches: 4 } },
+    { strategy: "pipeline_1f1b", world: 3, options: { microBatches: 4, balance: "params" } },
+    { strategy: "pipeline", world: 2, options: { microBatches: 4, schedule: "interleaved", virtualStages: 2 } },
+    { strategy: "pipeline", world: 2, options: { microBatches: 4, schedule: "zb-h1", splitPoints: [1] } },
+  ];
+  for (const c of cases) {
+    it(`${c.strategy} ${JSON.stringify(c.options)} at world ${c.world}`, async () => {
+      const ref = await single();
+      const { ranks, stdout } = await job(c.strategy, c.world, c.options);
+      // Every rank reports the same loss: the last stage's, broadcast.
+      for (const r of ranks) expectSameLosses(r.losses, ref);
+      expect(stdout).toContain(`[rank 0] ${c.strategy}: ${c.world} process(es) joined`);
+      // The timeline the executor recorded on the last batch: every compute action of every rank, drawable.
+      const t = ranks[0].timeline!;
+      const m = 4;
+      const v = (c.options.virtualStages as number | undefined) ?? 1;
+      const perRank = m * v * (c.options.schedule === "zb-h1" ? 3 : 2);
+      expect(t.ranks.map((l) => l.length)).toEqual(new Array(c.world).fill(perRank));
+      const text = renderText(t, { maxColumns: 80 });
+      expect(text.split("\n")).toHaveLength(c.world + 3);
+      expect(renderSvg(t).match(/<rect /g)).toHaveLength(c.world * perRank);
+    });
+  }
+
+  it("dataParallel ddp: 2 stages × 2 replicas equal one process on the same global batch", async () => {
+    const ref = await single();
+    const { ranks, stdout } = await job("pipeline", 4, { stages: 2, microBatches: 2, dataParallel: "ddp" }, 4);
+    for (const r of ranks) expectSameLosses(r.losses, ref);
+    expect(stdout).toContain("2 stages × 2 replicas");
+  });
+});
