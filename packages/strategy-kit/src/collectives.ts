@@ -69,6 +69,36 @@ export async function broadcastTensors(
   }
 }
 
+/**
+ * Reduces `tensors` across the group in place, flattened per dtype and device into a few large
+ * buffers (one message per chunk, never one per tensor; DESIGN.md decision 5).
+ */
+export async function allReduceTensors(
+  group: ProcessGroup,
+  tensors: readonly Tensor[],
+  op: ReduceOp = "sum",
+  race: Race = identityRace,
+  capBytes = STATE_BROADCAST_BYTES,
+): Promise<void> {
+  for (const chunk of chunks(tensors.filter((t) => t.numel > 0), capBytes)) {
+    const flat = noGrad(() => scope(() => cat(chunk.map((t) => t.reshape([t.numel])), 0))).untrack();
+    try {
+      await race(group.allReduce(flat, op).wait());
+      noGrad(() =>
+        scope(() => {
+          let offset = 0;
+          for (const t of chunk) {
+            t.copy_(flat.narrow(0, offset, t.numel).reshape(t.shape));
+            offset += t.numel;
+          }
+        }),
+      );
+    } finally {
+      flat.dispose();
+    }
+  }
+}
+
 /** All-reduces one number across the group (in float64, so sums of counts stay exact). */
 export async function reduceScalar(group: ProcessGroup, value: number, op: ReduceOp, race: Race = identityRace): Promise<number> {
   if (typeof value !== "number") throw new TypeError(`reduce: value must be a number, got ${typeof value}`);

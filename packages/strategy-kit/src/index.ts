@@ -30,7 +30,7 @@ export {
   type ParallelOptions,
   type StartMethod,
 } from "./options";
-export { type Race, STATE_BROADCAST_BYTES, broadcastJson, broadcastTensors, identityRace, reduceScalar } from "./collectives";
+export { type Race, STATE_BROADCAST_BYTES, allReduceTensors, broadcastJson, broadcastTensors, identityRace, reduceScalar } from "./collectives";
 export { FailureGuard, type FailureGuardOptions } from "./failureGuard";
 export { WorkerFailureError, forkWorkers, relaunchScript, workerNodeFlags, type WorkerLaunch } from "./launchers";
 export { OPTIMIZER_FORMAT, OPTIMIZER_FORMAT_VERSION, loadNamedOptimizerState, namedOptimizerState, type StateEntry } from "./optimizerState";

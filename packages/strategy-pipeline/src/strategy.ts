@@ -10,8 +10,8 @@
  */
 import type { BatchContext, BatchRunning, DataParallelLayout, PrecisionStepOptions, ProcessGroup, StrategyContext } from "@fulgur/core";
 import type { Module, Optimizer } from "@fulgur/nn";
-import { DeviceMesh, ParallelStrategy, StrategySetupError, broadcastJson, broadcastTensors, reduceScalar } from "@fulgur/strategy-kit";
-import { type Tensor, cat, noGrad, scope, zeros } from "@fulgur/tensor";
+import { DeviceMesh, ParallelStrategy, StrategySetupError, allReduceTensors, broadcastJson, broadcastTensors, reduceScalar } from "@fulgur/strategy-kit";
+import { type Tensor, noGrad, zeros } from "@fulgur/tensor";
 import { type PipelineOptions, type ResolvedPipelineOptions, parsePipelineOptions } from "./api";
 import { runActions } from "./executor";
 import { splitBatch } from "./microBatches";
@@ -142,24 +142,8 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
   protected override async prepareStep(optimizer: Optimizer): Promise<Partial<PrecisionStepOptions>> {
     const replicas = this.mesh!.group("replica");
     if (replicas.size > 1) {
-      const grads = optimizer.paramGroups.flatMap((g) => g.params).filter((p) => p.grad).map((p) => p.grad!);
-      if (grads.length > 0) {
-        const flat = noGrad(() => scope(() => cat(grads.map((g) => g.reshape([g.numel])), 0))).untrack();
-        try {
-          await this.race(replicas.allReduce(flat, "avg").wait());
-          noGrad(() =>
-            scope(() => {
-              let offset = 0;
-              for (const g of grads) {
-                g.copy_(flat.narrow(0, offset, g.numel).reshape(g.shape));
-                offset += g.numel;
-              }
-            }),
-          );
-        } finally {
-          flat.dispose();
-        }
-      }
+      const grads = optimizer.paramGroups.flatMap((g) => g.params).flatMap((p) => (p.grad ? [p.grad] : []));
+      await allReduceTensors(replicas, grads, "avg", this.race);
     }
     const pipe = this.pipeGroup;
     return {

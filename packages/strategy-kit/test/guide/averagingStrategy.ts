@@ -8,8 +8,7 @@
  */
 import type { PrecisionStepOptions } from "@fulgur/core";
 import type { Module, Optimizer } from "@fulgur/nn";
-import { ParallelStrategy } from "@fulgur/strategy-kit";
-import { cat, noGrad, scope } from "@fulgur/tensor";
+import { ParallelStrategy, allReduceTensors } from "@fulgur/strategy-kit";
 
 export class AveragingStrategy extends ParallelStrategy {
   readonly name: string = "averaging";
@@ -23,24 +22,9 @@ export class AveragingStrategy extends ParallelStrategy {
   /** Runs before the precision's step (unscale, clip, step, zero gradients). */
   protected override async prepareStep(optimizer: Optimizer): Promise<Partial<PrecisionStepOptions>> {
     const grads = optimizer.paramGroups.flatMap((g) => g.params).flatMap((p) => (p.grad ? [p.grad] : []));
-    if (this.worldSize === 1 || grads.length === 0) return {};
-    // One flat buffer and one message rather than one all-reduce per parameter (DESIGN.md decision 5).
-    const flat = noGrad(() => scope(() => cat(grads.map((g) => g.reshape([g.numel])), 0))).untrack();
-    try {
-      // `race`: fail at once, naming the rank, if another rank has failed (decision 12).
-      await this.race(this.processGroup.allReduce(flat, "avg").wait());
-      noGrad(() =>
-        scope(() => {
-          let offset = 0;
-          for (const g of grads) {
-            g.copy_(flat.narrow(0, offset, g.numel).reshape(g.shape));
-            offset += g.numel;
-          }
-        }),
-      );
-    } finally {
-      flat.dispose();
-    }
+    // Flattened into a few large buffers, one message each, not one per parameter (decision 5);
+    // `race` fails at once, naming the rank, if another rank has failed (decision 12).
+    if (this.worldSize > 1) await allReduceTensors(this.processGroup, grads, "avg", this.race);
     // Every rank now holds the same gradients: the step needs no collectives of its own.
     return {};
   }
