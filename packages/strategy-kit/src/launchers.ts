@@ -103,11 +103,9 @@ function failure(what: string, result: LaunchResult): WorkerFailureError {
   return new WorkerFailureError(result.failedRank, result.exitCode, `${what}: ${detail}${where}`);
 }
 
-/** Strategy `ddp`: runs the script again once per rank of this node and waits for all of them. */
-export async function relaunchScript(o: WorkerLaunch): Promise<void> {
-  const script = checkScript(o.script, "ddp");
-  const env = o.env ?? process.env;
-  const result = await launch({
+/** What both ways of starting the ranks take from the launch request and this node's variables. */
+function launchRequest(o: WorkerLaunch, script: string, env: Readonly<Record<string, string | undefined>>) {
+  return {
     nprocPerNode: o.devices,
     nnodes: o.numNodes,
     nodeRank: env.NODE_RANK !== undefined ? Number(env.NODE_RANK) : 0,
@@ -116,8 +114,17 @@ export async function relaunchScript(o: WorkerLaunch): Promise<void> {
     script,
     args: [...o.argv],
     env: { ...env },
-    nodeArgs: workerNodeFlags(script),
     killGraceMs: o.killGraceMs,
+  };
+}
+
+/** Strategy `ddp`: runs the script again once per rank of this node and waits for all of them. */
+export async function relaunchScript(o: WorkerLaunch): Promise<void> {
+  const script = checkScript(o.script, "ddp");
+  const env = o.env ?? process.env;
+  const result = await launch({
+    ...launchRequest(o, script, env),
+    nodeArgs: workerNodeFlags(script),
     stdout: o.stdout,
     stderr: o.stderr,
   });
@@ -134,17 +141,7 @@ interface Worker {
 export async function forkWorkers(o: WorkerLaunch): Promise<void> {
   const script = checkScript(o.script, "ddp_spawn");
   const env = o.env ?? process.env;
-  const resolved = resolveLaunchOptions({
-    nprocPerNode: o.devices,
-    nnodes: o.numNodes,
-    nodeRank: env.NODE_RANK !== undefined ? Number(env.NODE_RANK) : 0,
-    masterAddr: env.MASTER_ADDR || undefined,
-    masterPort: env.MASTER_PORT ? Number(env.MASTER_PORT) : undefined,
-    script,
-    args: [...o.argv],
-    env: { ...env },
-    killGraceMs: o.killGraceMs,
-  });
+  const resolved = resolveLaunchOptions(launchRequest(o, script, env));
   const masterPort = resolved.masterPort ?? (resolved.nnodes === 1 ? await findFreePort(resolved.masterAddr) : 29500);
   if (resolved.nnodes > 1 && !resolved.storeToken) {
     throw new WorkerFailureError(undefined, 1, "ddp_spawn: a job over several nodes needs the same FULGUR_STORE_TOKEN in the environment of every node");
