@@ -6,7 +6,7 @@
  * in hostGroup.ts); the worker checks again for callers of the array-level API.
  */
 import type { ReduceOp } from "@fulgur/core";
-import type { DType } from "@fulgur/tensor";
+import { DTYPES, type DType, itemsize } from "@fulgur/tensor";
 import { DistributedArgumentError } from "../errors";
 import { REDUCE_OPS } from "./reduce";
 
@@ -21,7 +21,8 @@ export interface GroupIdentity {
   readonly globalRank: number;
 }
 
-export const DTYPE_BYTES: Record<DType, number> = { float32: 4, float64: 8, bfloat16: 2, float16: 2, int32: 4 };
+/** Bytes of an element of each dtype: tensor's own table (itemsize), keyed for lookups by dtype name. */
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = Object.freeze(Object.fromEntries(DTYPES.map((d) => [d, itemsize(d)])) as Record<DType, number>);
 
 const ARRAY_TYPES: Record<DType, string> = {
   float32: "Float32Array",
