@@ -145,12 +145,10 @@ describe("Trainer options are validated at the door", () => {
     );
   });
 
-  it("unknown strategies and strategies of uninstalled packages are explained", async () => {
+  // (A name of a first-party package that is not installed: @fulgur/core's registry tests hold the message.)
+  it("unknown strategies are explained, with the closest registered name", async () => {
     const fit = (strategy: string) =>
       new Trainer({ ...quiet, strategy, logger: false, enableCheckpointing: false, maxSteps: 1 }).fit(new GPTLanguageModel({ config: TINY }), loader());
-    await expect(fit("pipeline_gpipe")).rejects.toThrow(
-      /provided by @fulgur\/strategy-pipeline, which is not installed or not loaded: run `npm install @fulgur\/strategy-pipeline` \(inside the Fulgur repository.*`npm ci && npm run build`/,
-    );
     await expect(fit("warp_drive")).rejects.toThrow(/strategy "warp_drive" is not registered\. Registered strategy names: .*single_device/);
     await expect(fit("singel_device")).rejects.toThrow(/strategy "singel_device" is not registered\. Did you mean "single_device" \(from @fulgur\/strategy-kit\)\?/);
   });
