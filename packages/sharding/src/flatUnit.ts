@@ -335,6 +335,21 @@ export class FlatUnit {
     return whole.contiguous().reshape([slot.numel]).narrow(0, seg.start, seg.end - seg.start);
   }
 
+  /** Copies this rank's segments (slot order, each flat and of the segment's length) into the master slice. */
+  loadSegments(values: readonly Tensor[]): void {
+    noGrad(() =>
+      scope(() => {
+        values.forEach((v, i) => {
+          const seg = this.segments[i];
+          const length = seg.end - seg.start;
+          if (v.numel !== length) throw new RangeError(`${seg.slot.fqn}: a segment of ${v.numel} elements where this rank holds ${length}`);
+          if (length > 0) this.localSegment(i).copy_(v.device === this.master.device ? v.reshape([length]) : v.to(this.master.device).reshape([length]));
+        });
+      }),
+    );
+    this.master.markModified();
+  }
+
   /** Copies this rank's parts of whole parameter values (slot order) into the master slice. */
   loadFull(values: readonly Tensor[]): void {
     noGrad(() =>

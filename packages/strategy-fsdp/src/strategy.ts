@@ -22,7 +22,9 @@ import type {
   PrecisionStepOptions,
   ProcessGroup,
 } from "@fulgur/core";
-import { type PieceDescription, SHARDED_PIECES_KEY, ShardedCheckpointIO } from "@fulgur/checkpoint-io";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
 import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits } from "@fulgur/sharding";
 import {
@@ -225,6 +227,41 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     await this.checkpointIO.save({ tensors, meta: { ...checkpoint.meta, [SHARDED_PIECES_KEY]: pieces } }, path);
   }
 
+  /**
+   * A sharded checkpoint is read range by range: each rank reads only its segments of the sharded
+   * parameters and their optimizer state (whatever world size wrote it), and the rest whole. The
+   * segments then go straight into the slices ([Note: local segments]).
+   */
+  override async loadCheckpoint(path: string): Promise<Checkpoint> {
+    if (!existsSync(join(path, SHARDED_INDEX_FILE))) return super.loadCheckpoint(path);
+    const reader = await openShardedCheckpoint(path);
+    try {
+      const mine = new Map<string, { start: number; end: number }>();
+      for (const unit of this.sharding.units) {
+        if (unit.resident) continue;
+        for (const seg of unit.segments) mine.set(seg.slot.fqn, { start: seg.start, end: seg.end });
+      }
+      const tensors: Record<string, Tensor> = {};
+      for (const name of reader.names()) {
+        const fqn = name.startsWith(MODEL_PREFIX) ? name.slice(MODEL_PREFIX.length) : stateParam(name, mine);
+        const range = fqn === undefined ? undefined : mine.get(fqn);
+        tensors[name] = range
+          ? await reader.read(name, range.start, range.end, { device: this.rootDevice })
+          : await reader.read(name, undefined, undefined, { device: this.rootDevice });
+      }
+      this.localSegments = true;
+      return { tensors, meta: reader.meta };
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /**
+   * [Note: local segments] After `loadCheckpoint` read a sharded checkpoint, the sharded
+   * parameters' values (and optimizer state) are this rank's segments already, not whole tensors.
+   */
+  private localSegments = false;
+
   /** The full module state on rank 0, gathered one unit at a time; other ranks return nothing. Sharded: this rank's slices. */
   override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
     if (this.sharded) {
@@ -251,7 +288,11 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   override async loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void> {
     const missing = this.sharding.units.flatMap((u) => u.layout.slots.map((s) => s.fqn)).filter((n) => !(n in state));
     if (missing.length > 0) throw new Error(`${this.name}: the state has no ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", ..." : ""}`);
-    for (const unit of this.sharding.units) unit.loadFull(unit.layout.slots.map((s) => state[s.fqn]));
+    for (const unit of this.sharding.units) {
+      const values = unit.layout.slots.map((s) => state[s.fqn]);
+      if (this.localSegments && !unit.resident) unit.loadSegments(values);
+      else unit.loadFull(values);
+    }
     for (const [name, b] of module.namedBuffers()) if (state[name]) noGrad(() => b.copy_(state[name]));
     this.sharding.afterStep();
   }
@@ -263,9 +304,11 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   }
 
   async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
-    loadNamedOptimizerState(optimizer, (p) => this.fqnOf(p), state, (p, whole) => {
+    const local = this.localSegments;
+    this.localSegments = false;
+    loadNamedOptimizerState(optimizer, (p) => this.fqnOf(p), state, (p, value) => {
       const at = this.segmentNames.get(p)!;
-      return at.unit.sliceOf(at.index, whole);
+      return local && !at.unit.resident ? value : at.unit.sliceOf(at.index, value);
     });
   }
 
