@@ -12,9 +12,9 @@
  *   PeerLostError, and the failure is reported in the lost rank's name.
  *
  * [Note: exit order] The launcher names the first rank to exit non-zero, so the rank where the
- * failure started exits first: it reports and exits (rank 0, which hosts the store, waits until
- * every other rank has read the report, at most a few seconds), while ranks that merely learnt of
- * the failure acknowledge it and linger briefly; the launcher stops them.
+ * failure started exits first: it reports, waits until every other rank has read the report (at
+ * most a few seconds; rank 0 also hosts the store they read it from) and exits, while ranks that
+ * merely learnt of the failure acknowledge it and linger briefly; the launcher stops them.
  */
 import type { Store } from "@fulgur/core";
 import { FailureChannel, RankFailureError, reportFailure, type FailureWatch } from "@fulgur/distributed";
@@ -137,7 +137,9 @@ export class FailureGuard {
         case "own":
           await this.report(err);
           this.tellLauncher(err);
-          if (this.o.rank === 0) await this.waitForAcks();
+          // Every rank hears of it before this one exits (the launcher stops the others when it
+          // does): rank 0 also keeps the store it hosts up for them. Bounded by ACK_WAIT_MS.
+          await this.waitForAcks();
           break;
       }
     } finally {
@@ -161,7 +163,7 @@ export class FailureGuard {
     process.send(message);
   }
 
-  /** Rank 0 hosts the store: keep it up until every other rank has read the report. */
+  /** Waits (bounded) until every other rank has read the report: they name the failure, and rank 0's store stays up for them. */
   private async waitForAcks(): Promise<void> {
     const deadline = Date.now() + ACK_WAIT_MS;
     while (Date.now() < deadline) {
