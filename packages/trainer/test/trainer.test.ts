@@ -153,6 +153,23 @@ describe("Trainer options are validated at the door", () => {
     await expect(fit("singel_device")).rejects.toThrow(/strategy "singel_device" is not registered\. Did you mean "single_device" \(from @fulgur\/strategy-kit\)\?/);
   });
 
+  it("more CPU processes than cores are warned about, naming both numbers", async () => {
+    const { availableParallelism } = await import("node:os");
+    const cores = availableParallelism();
+    const written: string[] = [];
+    const write = process.stderr.write.bind(process.stderr);
+    process.stderr.write = ((chunk: string) => (written.push(String(chunk)), true)) as typeof process.stderr.write;
+    try {
+      // single_device refuses several devices right after the warning, so nothing is launched.
+      await new Trainer({ ...quiet, logger: false, enableCheckpointing: false, maxSteps: 1, accelerator: "cpu", devices: cores + 1, strategy: "single_device" })
+        .fit(new GPTLanguageModel({ config: TINY }), loader())
+        .catch(() => undefined);
+    } finally {
+      process.stderr.write = write;
+    }
+    expect(written.join("")).toContain(`devices: ${cores + 1} on the CPU accelerator starts ${cores + 1} processes on a machine with ${cores} cores`);
+  });
+
   it("16-mixed on the CPU and single_device on two devices are refused before anything starts", async () => {
     const fit = (o: Record<string, unknown>) =>
       new Trainer({ ...quiet, logger: false, enableCheckpointing: false, maxSteps: 1, ...o }).fit(new GPTLanguageModel({ config: TINY }), loader());
