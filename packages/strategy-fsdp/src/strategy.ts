@@ -20,7 +20,6 @@ import type {
   OptimizerStepOptions,
   OptimizerStepResult,
   PrecisionStepOptions,
-  ProcessGroup,
 } from "@fulgur/core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -37,7 +36,7 @@ import {
   namedOptimizerState,
   type StateEntry,
 } from "@fulgur/strategy-kit";
-import { type Tensor, noGrad, scope, withDevice, zeros } from "@fulgur/tensor";
+import { type Tensor, noGrad, scope, withDevice } from "@fulgur/tensor";
 import { applyActivationCheckpointing } from "./activationCheckpointing";
 import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, parseFSDPOptions } from "./api";
 import { markedModules } from "./fullyShard";
@@ -165,15 +164,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   protected override async prepareStep(): Promise<Partial<PrecisionStepOptions>> {
     const gradients = this.sharding.finishGradients();
-    const shard = this.groups!.shard;
-    return {
-      gradients,
-      collectives: {
-        allFinite: async (local) => (await this.reduce(local ? 1 : 0, "min")) === 1,
-        // Replicas hold the same slices: the norm is a sum over one shard group.
-        sumOverRanks: (local) => sumOver(shard, local),
-      },
-    };
+    // Replicas hold the same slices: the norm is a sum over one shard group.
+    return { gradients, collectives: this.stepCollectives(this.groups!.shard) };
   }
 
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
@@ -386,18 +378,6 @@ function stateParam(key: string, slots: ReadonlyMap<string, unknown>): string | 
   const rest = key.slice(prefix.length);
   const fqn = rest.slice(0, rest.lastIndexOf("."));
   return slots.has(fqn) ? fqn : undefined;
-}
-
-async function sumOver(group: ProcessGroup, value: number): Promise<number> {
-  if (group.size === 1) return value;
-  const t = zeros([1], { dtype: "float64" }).untrack();
-  noGrad(() => t.fill_(value));
-  try {
-    await group.allReduce(t, "sum").wait();
-    return t.item();
-  } finally {
-    t.dispose();
-  }
 }
 
 /** Materialises the parameters and buffers of the unit at `path`: its own, not those of units nested in it. */

@@ -187,11 +187,16 @@ export abstract class ParallelStrategy extends BaseStrategy implements Launching
     if (this.world > 1) await broadcastTensors(this.liveGroup("broadcastTensors"), tensors, src, this.race);
   }
 
-  /** For sharded strategies' optimizer step: overflow and clipping norms decided over every rank. */
-  protected stepCollectives(): StepCollectives {
+  /**
+   * For the optimizer step of strategies whose ranks hold different gradients: overflow is decided
+   * over every rank, the clipping norm summed over `normGroup`, the ranks whose gradients together
+   * make the whole (the world; one shard group when replicas hold the same slices; null when every
+   * rank already holds whole gradients).
+   */
+  protected stepCollectives(normGroup: ProcessGroup | null = this.processGroup): StepCollectives {
     return {
       allFinite: async (local) => (await this.reduce(local ? 1 : 0, "min")) === 1,
-      sumOverRanks: (local) => this.reduce(local, "sum"),
+      sumOverRanks: async (local) => (normGroup && normGroup.size > 1 ? reduceScalar(normGroup, local, "sum", this.race) : local),
     };
   }
 

@@ -10,7 +10,7 @@
  */
 import type { BatchContext, BatchRunning, DataParallelLayout, PrecisionStepOptions, ProcessGroup, StrategyContext } from "@fulgur/core";
 import type { Module, Optimizer } from "@fulgur/nn";
-import { DeviceMesh, ParallelStrategy, StrategySetupError, allReduceTensors, broadcastJson, broadcastTensors, reduceScalar } from "@fulgur/strategy-kit";
+import { DeviceMesh, ParallelStrategy, StrategySetupError, allReduceTensors, broadcastJson, broadcastTensors } from "@fulgur/strategy-kit";
 import { type Tensor, noGrad, zeros } from "@fulgur/tensor";
 import { type PipelineOptions, type ResolvedPipelineOptions, parsePipelineOptions } from "./api";
 import { runActions } from "./executor";
@@ -145,13 +145,7 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
       const grads = optimizer.paramGroups.flatMap((g) => g.params).flatMap((p) => (p.grad ? [p.grad] : []));
       await allReduceTensors(replicas, grads, "avg", this.race);
     }
-    const pipe = this.pipeGroup;
-    return {
-      collectives: {
-        allFinite: async (local) => (await this.reduce(local ? 1 : 0, "min")) === 1,
-        sumOverRanks: (local) => (pipe.size > 1 ? reduceScalar(pipe, local, "sum", this.race) : Promise.resolve(local)),
-      },
-    };
+    return { collectives: this.stepCollectives(this.pipeGroup) };
   }
 
   /** Brings every stage's trained parameters to every rank of the pipeline, then the full state as usual. */

@@ -168,13 +168,7 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
     const gradients = this.sharding.finishGradients();
     // Stage 0's ranks hold the same averaged gradients, so the norm is one rank's; otherwise each holds a slice.
     const sharded = this.plan.stage !== 0;
-    return {
-      gradients,
-      collectives: {
-        allFinite: async (local) => (await this.reduce(local ? 1 : 0, "min")) === 1,
-        sumOverRanks: async (local) => (sharded ? this.reduce(local, "sum") : local),
-      },
-    };
+    return { gradients, collectives: this.stepCollectives(sharded ? this.processGroup : null) };
   }
 
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {

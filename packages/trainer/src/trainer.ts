@@ -41,7 +41,7 @@ import { CSVLogger } from "./loggers/fileLoggers";
 import type { Logger, Metrics } from "./loggers/logger";
 import { type TrainerOptions, type TrainerOptionsInput, parseTrainerOptions } from "./options";
 import { type ChosenPlugins, resolveAccelerator, resolveStrategy, sortPlugins } from "./plugins";
-import { loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
+import { gradientsAreFinite, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
 import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
 
 export interface FitOptions {
@@ -499,8 +499,7 @@ export class Trainer {
     }
     for (const [name, p] of module.namedParameters()) {
       if (!p.grad) continue;
-      const bad = noGrad(() => scope(() => p.grad!.cast("float32").sub(p.grad!.cast("float32")).abs().sum().item()));
-      if (bad !== 0) throw new Error(`detectAnomaly: the gradient of ${name} has NaN or infinite values after backward at ${where}`);
+      if (!gradientsAreFinite([p.grad])) throw new Error(`detectAnomaly: the gradient of ${name} has NaN or infinite values after backward at ${where}`);
     }
   }
 
