@@ -138,11 +138,15 @@ export class ShardingEngine {
   }
 
   private postForward(unit: FlatUnit): void {
-    if (this.options.reshardAfterForward && !this.options.keepGathered && !this.inBackward) unit.reshard();
+    if (!this.options.reshardAfterForward || this.options.keepGathered || this.inBackward) return;
+    unit.reshard();
+    // A resident unit has nothing to free but its autocast copies ([Note: autocast copies reshard too]).
+    if (unit.resident) unit.releaseCastCopies();
   }
 
   private preBackward(unit: FlatUnit): void {
     unit.activate();
+    unit.restoreCastCopies();
     unit.prepareGradients();
     this.prefetch(unit, -1);
   }

@@ -14,7 +14,7 @@
  */
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
-import { type DType, type Tensor, noGrad, scope, zeros } from "@fulgur/tensor";
+import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
@@ -162,8 +162,28 @@ export class FlatUnit {
     if (this.resident || this.state === "sharded") return;
     if (this.state === "gathering") this.gather();
     this.deactivate();
+    this.releaseCastCopies();
     if (this.gathered) releaseMemory(this.gathered);
     this.state = "sharded";
+  }
+
+  /**
+   * [Note: autocast copies reshard too] Under autocast each parameter the unit computes with has a
+   * low-precision copy kept from step to step. Kept for every unit, they would be a whole model in
+   * bf16 on every rank (world > 1) or every layer's bf16 weights alive through the activation peak
+   * (world 1), which FSDP2 does not hold: its gathered bf16 copy is freed after forward. So a unit
+   * that reshards frees its copies' memory too; the views autograd saved of them stay, and
+   * `restoreCastCopies` casts them again before the unit's backward reads them.
+   */
+  releaseCastCopies(): void {
+    for (const p of this.computeParams()) releaseAutocastCopy(p);
+  }
+
+  /** Before the unit's backward: its released copies allocated and cast again from the parameters. */
+  restoreCastCopies(): void {
+    noGrad(() => {
+      for (const p of this.computeParams()) restoreAutocastCopy(p);
+    });
   }
 
   /** Called for each full-shape view when it is made (the engine hooks gradient arrival here). */

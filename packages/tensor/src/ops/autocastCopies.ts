@@ -33,6 +33,7 @@ export function autocastCopy(p: Tensor, dtype: DType): Tensor {
   const e = entries.get(p);
   if (e && !e.copy.isDisposed && e.copy.dtype === dtype) {
     const version = p.version;
+    if (!e.copy.storageRef.hasMemory) e.copy.storageRef.restoreMemory();
     if (e.version !== version) {
       p.backend.copy(p, e.copy);
       e.version = version;
@@ -53,7 +54,7 @@ export function autocastCopy(p: Tensor, dtype: DType): Tensor {
 /** The copy an optimizer step should write beside `p`'s update, if autocast made one. */
 export function lowPrecisionCopyOf(p: Tensor): Tensor | null {
   const e = entries.get(p);
-  return e && !e.copy.isDisposed ? e.copy : null;
+  return e && !e.copy.isDisposed && e.copy.storageRef.hasMemory ? e.copy : null;
 }
 
 /**
@@ -73,6 +74,35 @@ export function dropAutocastCopy(p: Tensor): void {
   if (e && !e.copy.isDisposed) e.copy.dispose();
   entries.delete(p);
   orphans.unregister(p);
+}
+
+// A version no range ever has: the copy must be cast again before it is read.
+const STALE = -1;
+
+/**
+ * Returns the memory of `p`'s copy to the backend while the copy object stays, with every view
+ * autograd saved of it (a sharded unit resharding after forward: FSDP2 frees the low-precision
+ * gathered copy the same way, so a FULL_SHARD step never holds every layer's copy at once). The
+ * next use under autocast, or `restoreAutocastCopy`, allocates and casts it again.
+ */
+export function releaseAutocastCopy(p: Tensor): void {
+  const e = entries.get(p);
+  if (!e || e.copy.isDisposed || !e.copy.storageRef.hasMemory) return;
+  e.copy.storageRef.releaseMemory();
+  e.version = STALE;
+}
+
+/**
+ * Puts back a released copy, cast afresh from `p`, before a backward reads the views of it that
+ * autograd saved in forward. A no-op for a copy that was never released.
+ */
+export function restoreAutocastCopy(p: Tensor): void {
+  const e = entries.get(p);
+  if (!e || e.copy.isDisposed || e.copy.storageRef.hasMemory) return;
+  e.copy.storageRef.restoreMemory();
+  p.backend.copy(p, e.copy);
+  e.version = p.version;
+  stats.casts++;
 }
 
 export interface AutocastCopyStats {

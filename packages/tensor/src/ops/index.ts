@@ -9,6 +9,8 @@ export * from "./geluMlp";
 export {
   autocastCopyStats,
   dropAutocastCopy,
+  releaseAutocastCopy,
+  restoreAutocastCopy,
   lowPrecisionCopyOf,
   markCopyWritten,
   resetAutocastCopyStats,
