@@ -235,6 +235,8 @@ while IFS=$'\t' read -r -u 3 pair amode fstrat pipeline target options reason; d
   # Then Fulgur.
   fcmd=(node "$bin_rel" bench --config "$config" --devices "$devices" --strategy "$fstrat")
   [ "$options" != - ] && fcmd+=(--strategy-options "$options")
+  # The pipeline's batch is PP_MICRO micro-batches of the config's, as the anchor's.
+  [ "$pipeline" = 1 ] && fcmd+=(--micro-batches "$pp_micro")
   [ $dry_run = 1 ] && fcmd+=(--accelerator cpu --steps 2 --warmup 1)
   fcmd_s=$(quote "${fcmd[@]}")
   echo "sweep.sh: $pair: Fulgur $fstrat ..." >&2

@@ -52,3 +52,19 @@ export function pluginName(kind: string): (value: string) => string {
 export function collect<T>(parse: (value: string) => T): (value: string, previous: T[] | undefined) => T[] {
   return (value, previous) => [...(previous ?? []), parse(value)];
 }
+
+/** A JSON object (`--strategy-options '{"stages": 2}'`). */
+export function jsonObject(what: string): (value: string) => Record<string, unknown> {
+  return (value) => {
+    let parsed: unknown;
+    try {
+      parsed = JSON.parse(value);
+    } catch (e) {
+      throw new InvalidArgumentError(`expected a JSON object (${what}); ${(e as Error).message}`);
+    }
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) {
+      throw new InvalidArgumentError(`expected a JSON object (${what}), got ${Array.isArray(parsed) ? "an array" : JSON.stringify(parsed)}`);
+    }
+    return parsed as Record<string, unknown>;
+  };
+}

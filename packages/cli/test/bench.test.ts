@@ -54,15 +54,39 @@ describe("fulgur bench", () => {
     [["--config", "tiny", "--strategy", "d d p"], "error: option '--strategy <name>' argument 'd d p' is invalid. expected a strategy name: letters, digits, '_', '.', ':' or '-' (see `fulgur strategies`)"],
     [["--steps", "3"], "error: option '--steps <n>' argument '3' is invalid. applies to the GPT benchmark only; add --config tiny|small|1b"],
     [["--config", "tiny", "--devices", "2", "--strategy", "single_device"], "error: option '--devices <n>' argument '2' is invalid. expected 1 with --strategy single_device (pick a distributed strategy such as ddp for several devices)"],
+    [["--config", "tiny", "--strategy-options", "[1]"], "error: option '--strategy-options <json>' argument '[1]' is invalid. expected a JSON object (strategy options), got an array"],
+    [["--config", "tiny", "--strategy-options", "{stages"], expect.stringMatching(/^error: option '--strategy-options <json>' argument '\{stages' is invalid\. expected a JSON object \(strategy options\); /) as never],
+    [["--config", "tiny", "--micro-batches", "4", "--accelerator", "cpu"], "error: option '--micro-batches <m>' argument '4' is invalid. applies to strategies that run the whole batch (pipeline, pipeline_gpipe); single_device does not"],
+    [["--micro-batches", "4"], "error: option '--micro-batches <m>' argument '4' is invalid. applies to the GPT benchmark only; add --config tiny|small|1b"],
   ];
   for (const [args, message] of bad) {
     it(`rejects ${args.join(" ")} with exit code 2`, async () => {
       const r = await cli("bench", ...args);
       expect(r.code).toBe(2);
-      expect(r.err.trim()).toBe(message);
+      expect(r.err.trim()).toEqual(message);
       expect(r.out).toBe("");
     });
   }
+
+  it("--micro-batches runs the pipeline on B·M rows a step and counts their tokens, as the anchor's pp modes", async () => {
+    const r = await cli("bench", "--config", "tiny", "--strategy", "pipeline", "--micro-batches", "2", "--steps", "1", "--warmup", "0", "--accelerator", "cpu");
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.out.trim());
+    expect(Object.keys(res)).toEqual([...ANCHOR_FIELDS.slice(0, 8), "micro_batches", ...ANCHOR_FIELDS.slice(8), "bubble_rank0"]);
+    expect(res.bubble_rank0).toBeGreaterThanOrEqual(0);
+    expect(res.bubble_rank0).toBeLessThan(1);
+    expect(res).toMatchObject({ strategy: "pipeline", devices: 1, B: 8, micro_batches: 2 });
+    expect(res.tok_s_gpu).toBeCloseTo((2 * 8 * 64) / (res.step_ms / 1e3), -2);
+  });
+
+  it("--strategy-options reach the strategy, whose validation names a bad field before training", async () => {
+    const r = await cli("bench", "--config", "tiny", "--strategy", "fsdp", "--strategy-options", '{"shardingStrategy":"HALF_SHARD"}', "--steps", "1", "--warmup", "0", "--accelerator", "cpu");
+    expect(r.code).toBe(1);
+    expect(r.err).toMatch(/shardingStrategy/);
+    expect(r.err).toMatch(/HALF_SHARD/);
+    expect(r.out).toBe("");
+  });
 
   it("passes a strategy by name to the Trainer, which names what is registered", async () => {
     const r = await cli("bench", "--config", "tiny", "--strategy", "my_strategy", "--steps", "1", "--warmup", "0", "--accelerator", "cpu");

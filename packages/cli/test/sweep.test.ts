@@ -43,24 +43,26 @@ function expectHeader(h: Record<string, unknown>, commandPart: string): void {
 describe("bench/sweep.sh --dry-run", () => {
   it("runs Fulgur for each pair on the CPU beside the anchor command it would run, and appends to one file", () => {
     const out = join(tempDir("fulgur-sweep-"), "sweep.jsonl");
-    const r = sweep("--dry-run", "--devices", "2", "--only", "fsdp,fsdp_grad_op", "--out", out);
+    const r = sweep("--dry-run", "--devices", "2", "--only", "fsdp,fsdp_grad_op,pp_1f1b", "--out", out);
     expect(r.code, r.err).toBe(0);
     const lines = jsonLines(out);
     // header, then per pair the anchor's line and Fulgur's line, pair by pair, in the table's order
-    expect(lines).toHaveLength(5);
-    expectHeader(lines[0], "--dry-run --devices 2 --only fsdp,fsdp_grad_op --out");
-    expect((lines[0].pairs as { pair: string }[]).map((p) => p.pair)).toEqual(["fsdp", "fsdp_grad_op"]);
-    const expected: [string, string, string][] = [
-      ["fsdp", "fsdp", "fsdp"],
-      ["fsdp_grad_op", "fsdp_grad_op", "fsdp_shard_grad_op"],
+    expect(lines).toHaveLength(7);
+    expectHeader(lines[0], "--dry-run --devices 2 --only fsdp,fsdp_grad_op,pp_1f1b --out");
+    expect((lines[0].pairs as { pair: string }[]).map((p) => p.pair)).toEqual(["fsdp", "fsdp_grad_op", "pp_1f1b"]);
+    const expected: [string, string, string, string][] = [
+      ["fsdp", "fsdp", "fsdp", ""],
+      ["fsdp_grad_op", "fsdp_grad_op", "fsdp_shard_grad_op", ""],
+      ["pp_1f1b", "pp_1f1b", "pipeline", " --micro-batches 8"],
     ];
-    for (const [i, [pair, mode, strategy]] of expected.entries()) {
+    for (const [i, [pair, mode, strategy, micro]] of expected.entries()) {
       const anchor = lines[1 + 2 * i];
       const fulgur = lines[2 + 2 * i];
       expect(anchor).toMatchObject({ pair, anchor: mode, dry_run: true });
-      expect(anchor.would_run).toMatch(new RegExp(`^torchrun --nproc_per_node 2 \\S*gpt_torch\\.py ${mode} 64 2 4 64 8$`));
+      const env = micro ? "PP_MICRO=8 " : "";
+      expect(anchor.would_run).toMatch(new RegExp(`^${env}torchrun --nproc_per_node 2 \\S*gpt_torch\\.py ${mode} 64 2 4 64 8$`));
       expect(fulgur).toMatchObject({ pair, fulgur: strategy });
-      expect(fulgur.command).toBe(`node packages/cli/dist/bin.js bench --config tiny --devices 2 --strategy ${strategy} --accelerator cpu --steps 2 --warmup 1`);
+      expect(fulgur.command).toBe(`node packages/cli/dist/bin.js bench --config tiny --devices 2 --strategy ${strategy}${micro} --accelerator cpu --steps 2 --warmup 1`);
       const res = fulgur.result as Record<string, number | string>;
       expect(res).toMatchObject({ framework: "fulgur", strategy, devices: 2 });
       expect(res.step_ms as number).toBeGreaterThan(0);

@@ -5,7 +5,7 @@
  * last step. It runs the real Trainer with GPTLanguageModel, so the number includes what a user's
  * training pays (scopes, precision, strategy), and several devices go through the strategy by name.
  */
-import type { Accelerator } from "@fulgur/core";
+import { type Accelerator, hasDataParallelLayout } from "@fulgur/core";
 import { GPT_CONFIGS, type GPTConfigName, gptFlopsPerStep, gptParamCount } from "@fulgur/nn";
 import { getBackend, randint } from "@fulgur/tensor";
 import { type Callback, DataLoader, type Dataset, Trainer } from "@fulgur/trainer";
@@ -21,6 +21,14 @@ export interface GptBenchOptions {
   readonly precision: string;
   /** A registered accelerator name, already resolved from "auto". */
   readonly accelerator: string;
+  /** Options for the strategy (`--strategy-options`), as the Trainer's `strategyOptions`. */
+  readonly strategyOptions: Readonly<Record<string, unknown>>;
+  /**
+   * Micro-batches of the config's micro-batch in one step's batch (`--micro-batches`, the anchor's
+   * PP_MICRO): the batch has B·M rows and a strategy that runs the whole batch (the pipeline) splits
+   * it into M. 1 for every other strategy.
+   */
+  readonly microBatches: number;
 }
 
 /** The anchor's RESULT fields, in its order. */
@@ -33,11 +41,15 @@ export interface GptBenchResult {
   readonly L: number;
   readonly T: number;
   readonly B: number;
+  /** Present when the step's batch is several micro-batches (the anchor's pipeline modes print it). */
+  readonly micro_batches?: number;
   readonly step_ms: number;
   readonly tok_s_gpu: number;
   readonly tflops_gpu: number;
   readonly peak_gib: number;
   readonly loss: number;
+  /** A pipeline's measured bubble on rank 0 (idle over its span of the last batch). */
+  readonly bubble_rank0?: number;
 }
 
 /** The anchor rounds to fixed decimals; on a CPU the figures are tiny, so keep 3 significant digits there instead of printing 0. */
@@ -100,14 +112,15 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
   const cfg = GPT_CONFIGS[o.config];
   const B = cfg.microBatch;
   const T = cfg.seqLen;
+  const M = o.microBatches;
   const total = o.warmup + o.steps;
-  const tokens = randint(0, cfg.vocabSize, [B, T + 1], { seed: 1234 });
+  const tokens = randint(0, cfg.vocabSize, [B * M, T + 1], { seed: 1234 });
   const flat = Int32Array.from(tokens.toArray());
   tokens.dispose();
-  const rows = Array.from({ length: B }, (_, i) => flat.subarray(i * (T + 1), (i + 1) * (T + 1)));
-  // Every rank sees B rows per step: the sampler splits length / devices samples per rank.
-  const data = new RepeatedBatch(rows, B * total * o.devices);
-  const loader = new DataLoader(data, { batchSize: B, shuffle: false });
+  const rows = Array.from({ length: B * M }, (_, i) => flat.subarray(i * (T + 1), (i + 1) * (T + 1)));
+  // Every rank sees B·M rows per step: the sampler splits length / devices samples per rank.
+  const data = new RepeatedBatch(rows, B * M * total * o.devices);
+  const loader = new DataLoader(data, { batchSize: B * M, shuffle: false });
   // The anchor's optimizer: torch.optim.AdamW(lr=1e-4) with PyTorch's defaults.
   const module = new GPTLanguageModel({ config: o.config, lr: 1e-4, weightDecay: 0.01, betas: [0.9, 0.999], seed: 0 });
   const timer = new StepTimer(o.warmup, total);
@@ -115,6 +128,7 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
     accelerator: o.accelerator as "cpu",
     devices: o.devices,
     strategy: o.strategy,
+    strategyOptions: { ...o.strategyOptions, ...(M > 1 ? { microBatches: M } : {}) },
     precision: o.precision,
     maxSteps: total,
     // Read the loss once, at the last step (reading it earlier would synchronise mid-measurement).
@@ -131,7 +145,12 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
     throw new Error(`bench: the Trainer stopped at step ${trainer.globalStep} of ${total}; no timing was taken`);
   }
   const seconds = (timer.end - timer.start) / 1e3 / o.steps;
-  const tok = B * T;
+  const bubble = rankBubble(trainer.strategy);
+  // Tokens per step per device, as the anchor counts them: each data-parallel replica takes B·M rows
+  // and a pipeline's ranks share theirs.
+  const s = trainer.strategy!;
+  const replicas = hasDataParallelLayout(s) ? s.dataParallelSize : trainer.worldSize;
+  const tok = (B * M * T * replicas) / trainer.worldSize;
   return {
     framework: "fulgur",
     strategy: o.strategy,
@@ -141,10 +160,31 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
     L: cfg.nLayers,
     T,
     B,
+    ...(M > 1 ? { micro_batches: M } : {}),
     step_ms: round(seconds * 1e3, 1),
     tok_s_gpu: Math.round(tok / seconds),
     tflops_gpu: round(gptFlopsPerStep(o.config, tok) / seconds / 1e12, 1),
     peak_gib: round(timer.peakBytes / 2 ** 30, 2),
     loss: round(trainer.lastLoss, 3),
+    ...(bubble === null ? {} : { bubble_rank0: round(bubble, 3) }),
   };
+}
+
+interface Span {
+  readonly start: number;
+  readonly end: number;
+}
+
+/**
+ * Rank 0's idle share of its last batch, from the compute timeline a pipeline strategy records
+ * (`lastTimeline()`), or null for strategies without one. The times are the host's: on a GPU they
+ * are when the host issued each action, which a receive's wait ties to the data's arrival.
+ */
+function rankBubble(strategy: unknown): number | null {
+  const timeline = (strategy as { lastTimeline?: () => readonly Span[] }).lastTimeline?.();
+  if (!timeline || timeline.length === 0) return null;
+  const first = Math.min(...timeline.map((a) => a.start));
+  const last = Math.max(...timeline.map((a) => a.end));
+  const busy = timeline.reduce((sum, a) => sum + (a.end - a.start), 0);
+  return last > first ? Math.max(0, 1 - busy / (last - first)) : 0;
 }

@@ -16,6 +16,7 @@ import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
 import { Command, Option } from "commander";
 import { writeFileAtomic } from "@fulgur/checkpoint-io";
+import { runsBatch } from "@fulgur/core";
 import { launch } from "@fulgur/distributed";
 import { GPT_CONFIGS, type GPTConfigName } from "@fulgur/nn";
 import { PRECISION_ALIASES, resolveAccelerator, resolveStrategy } from "@fulgur/trainer";
@@ -24,7 +25,7 @@ import { cpuMatmulBench } from "../bench/matmul";
 import type { CliContext } from "../context";
 import { invalidOption } from "../errors";
 import { writableOf } from "../io";
-import { nonEmpty, nonNegativeInt, oneOf, pluginName, positiveInt } from "../parsers";
+import { jsonObject, nonEmpty, nonNegativeInt, oneOf, pluginName, positiveInt } from "../parsers";
 
 const CONFIGS = Object.keys(GPT_CONFIGS) as GPTConfigName[];
 const ACCELERATORS = ["auto", "cpu", "cuda"] as const;
@@ -39,6 +40,8 @@ interface BenchFlags {
   warmup?: number;
   precision?: string;
   accelerator?: (typeof ACCELERATORS)[number];
+  strategyOptions?: Record<string, unknown>;
+  microBatches?: number;
   out?: string;
 }
 
@@ -50,6 +53,8 @@ const GPT_ONLY: [keyof BenchFlags, string][] = [
   ["warmup", "--warmup <n>"],
   ["precision", "--precision <p>"],
   ["accelerator", "--accelerator <name>"],
+  ["strategyOptions", "--strategy-options <json>"],
+  ["microBatches", "--micro-batches <m>"],
 ];
 
 /** The CLI entry this code runs from, for starting ranks: dist/bin.js when built, src/bin.ts under tests. */
@@ -78,6 +83,13 @@ export async function resolveGptBench(flags: BenchFlags): Promise<GptBenchOption
     throw invalidOption("--devices <n>", String(devices), "expected 1 with --strategy single_device (pick a distributed strategy such as ddp for several devices)");
   }
   const accelerator = await resolveAccelerator(flags.accelerator ?? "auto");
+  const strategyOptions = flags.strategyOptions ?? {};
+  const microBatches = flags.microBatches ?? 1;
+  // The strategy's own validation names a bad option here, before any rank starts.
+  const { strategy: resolved } = await resolveStrategy(strategy, strategyOptions, devices);
+  if (microBatches > 1 && !runsBatch(resolved)) {
+    throw invalidOption("--micro-batches <m>", String(microBatches), `applies to strategies that run the whole batch (pipeline, pipeline_gpipe); ${strategy} does not`);
+  }
   return {
     config: flags.config!,
     strategy,
@@ -87,16 +99,17 @@ export async function resolveGptBench(flags: BenchFlags): Promise<GptBenchOption
     // The anchor trains in bf16 autocast on GPUs; the CPU backend's reference path is float32.
     precision: flags.precision ?? (accelerator.name === "cpu" ? "32-true" : "bf16-mixed"),
     accelerator: accelerator.name,
+    strategyOptions,
+    microBatches,
   };
 }
 
 /** Starts one rank per device and returns rank 0's JSON line. */
 async function launchRanks(o: GptBenchOptions, ctx: CliContext): Promise<string> {
-  // Fail here, clearly, if the strategy's package is missing, rather than once in every rank.
-  await resolveStrategy(o.strategy, {}, o.devices);
   const resultFile = join(tmpdir(), `fulgur-bench-${process.pid}-${randomBytes(4).toString("hex")}.json`);
   const args = ["bench", "--config", o.config, "--strategy", o.strategy, "--devices", String(o.devices), "--steps", String(o.steps),
-    "--warmup", String(o.warmup), "--precision", o.precision, "--accelerator", o.accelerator];
+    "--warmup", String(o.warmup), "--precision", o.precision, "--accelerator", o.accelerator,
+    "--strategy-options", JSON.stringify(o.strategyOptions), "--micro-batches", String(o.microBatches)];
   try {
     const result = await launch({
       nprocPerNode: o.devices,
@@ -124,6 +137,12 @@ export function benchCommand(ctx: CliContext): Command {
     .addOption(new Option("--warmup <n>", "untimed steps first (default 3)").argParser(nonNegativeInt("untimed warm-up steps")))
     .addOption(new Option("--precision <p>", "precision (default bf16-mixed on CUDA, 32-true on CPU)").argParser(oneOf(Object.keys(PRECISION_ALIASES))))
     .addOption(new Option("--accelerator <name>", "where to run (default auto: CUDA when usable, else CPU)").argParser(oneOf(ACCELERATORS)))
+    .addOption(new Option("--strategy-options <json>", "options for the strategy, a JSON object (as the Trainer's strategyOptions)").argParser(jsonObject("strategy options")))
+    .addOption(
+      new Option("--micro-batches <m>", "a step's batch is m micro-batches of the config's (the anchor's PP_MICRO); for strategies that run the whole batch").argParser(
+        positiveInt("micro-batches a step"),
+      ),
+    )
     .addOption(new Option("--out <file>", "also append the JSON line to this file (directories are created)").argParser(nonEmpty("a file path")))
     .addHelpText(
       "after",
@@ -136,7 +155,9 @@ Examples:
   $ fulgur bench                                      # CPU matmul 512x512x512
   $ fulgur bench --config tiny --steps 5 --warmup 1   # on the CPU when no GPU is usable
   $ npm run bench -- --config 1b --devices 1 --out results/bench.jsonl
-  $ fulgur bench --config 1b --devices 8 --strategy ddp`,
+  $ fulgur bench --config 1b --devices 8 --strategy ddp
+  $ fulgur bench --config 1b --devices 2 --strategy fsdp --strategy-options '{"activationCheckpointingPolicy":["Block"]}'
+  $ fulgur bench --config 1b --devices 1 --strategy pipeline --micro-batches 8   # beside PP_MICRO=8 ... pp_1f1b`,
     )
     .action(async (flags: BenchFlags) => {
       if (!flags.config) {
