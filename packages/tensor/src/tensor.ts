@@ -571,6 +571,17 @@ export const leafAccumulator = {
     }
     for (const hook of leaf.postAccumulateGradHooks) hook(leaf);
   },
+  takeGrad(leaf: Tensor, accept: (t: Tensor) => boolean): Tensor | null {
+    const existing = leaf.grad;
+    if (!existing || existing.isDisposed || leaf.leafGradHooks.length > 0 || !existing.isContiguous() || !accept(existing)) return null;
+    return existing.viewAs(existing.shape, existing.strides, existing.offset, false);
+  },
+  accumulated(leaf: Tensor): void {
+    // The backward wrote through the tensor API's back door (the product's beta): stamp the write
+    // so values derived from the gradient are known stale.
+    leaf.grad!.markModified();
+    for (const hook of leaf.postAccumulateGradHooks) hook(leaf);
+  },
   alias(t: Tensor): Tensor {
     return t.viewAs(t.shape, t.strides, t.offset, false);
   },

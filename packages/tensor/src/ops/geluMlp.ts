@@ -47,16 +47,16 @@ export function geluMlp(x0: Tensor, w1_0: Tensor, b1_0: Tensor | null, w2_0: Ten
   const y = reshape(y2, [...lead, outF]);
   y2.dispose();
   const xNeedsGrad = x.requiresGrad;
-  const result = record(y, "GeluMLP", [x2, w1_0, b1_0, w2_0, b2_0], [x2, w1, w2, pre, h], (g, [sx, sw1, sw2, spre, sh]) => {
+  const result = record(y, "GeluMLP", [x2, w1_0, b1_0, w2_0, b2_0], [x2, w1, w2, pre, h], (g, [sx, sw1, sw2, spre, sh], ctx) => {
     const g2 = gradRows(g, sh.dtype, outF);
-    const [gw2, gb2] = linearParamGrads(g2, sh, w2_0, b2_0);
+    const [gw2, gb2] = linearParamGrads(g2, sh, w2_0, b2_0, { ctx, index: 3 });
     const needsPre = xNeedsGrad || w1_0.requiresGrad || (b1_0 !== null && b1_0.requiresGrad);
     if (!needsPre) return [null, null, null, gw2, gb2];
     // d(pre) = (g @ W2) * GELU'(pre) in the product's epilogue; fc1's bias gradient then comes out
     // of fc1's weight-gradient product like any linear layer's. (cuBLASLt's DGELU_BGRAD would sum it
     // in the first product, but runs that sum as a separate kernel 12x slower than the BGRADB one.)
     const dpre = productWithWeight(g2, sw2, { geluGradAux: spre });
-    const [gw1, gb1] = linearParamGrads(dpre, sx, w1_0, b1_0);
+    const [gw1, gb1] = linearParamGrads(dpre, sx, w1_0, b1_0, { ctx, index: 1 });
     const gx = xNeedsGrad ? productWithWeight(dpre, sw1) : null;
     dpre.dispose();
     return [gx, gw1, gb1, gw2, gb2];

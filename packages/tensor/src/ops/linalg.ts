@@ -2,7 +2,8 @@
 import type { MatmulOptions, View } from "../backend";
 import type { DType } from "../dtype";
 import { autocastDType } from "../gradMode";
-import { broadcastShapes, formatShape, numel, viewStrides } from "../shape";
+import type { BackwardContext } from "../autograd";
+import { broadcastShapes, formatShape, numel, shapesEqual, viewStrides } from "../shape";
 import type { Tensor } from "../tensor";
 import { batch1, emptyTensor, record, sameDevice } from "./util";
 import { autocastCopy } from "./autocastCopies";
@@ -99,19 +100,33 @@ function transposedView(t: Tensor): View {
 /**
  * Gradients of a linear layer's weight (g2^T @ x2, [out, in]) and bias (column sums of g2, fused
  * into the same product) for `weight` and `bias` as the user holds them: in their own dtype.
+ * With `ctx` and the weight's input index, a weight that already holds a gradient gets this one
+ * added by the product itself ([Note: accumulating in the product] in autograd.ts).
  */
-export function linearParamGrads(g2: Tensor, x2: Tensor, weight: Tensor | null, bias: Tensor | null): [Tensor | null, Tensor | null] {
+export function linearParamGrads(
+  g2: Tensor,
+  x2: Tensor,
+  weight: Tensor | null,
+  bias: Tensor | null,
+  accumulateInto?: { readonly ctx: BackwardContext; readonly index: number },
+): [Tensor | null, Tensor | null] {
   const wantW = weight !== null && weight.requiresGrad;
   const wantB = bias !== null && bias.requiresGrad;
   if (!wantW && !wantB) return [null, null];
   if (!wantW) return [null, castTo(sum(g2, 0), bias!.dtype)];
   const ab = g2.dtype;
-  const wdt = writesDirectly(ab, weight!.dtype) ? weight!.dtype : ab;
+  const direct = writesDirectly(ab, weight!.dtype);
+  const wdt = direct ? weight!.dtype : ab;
   const bdt = wantB ? (writesDirectly(ab, bias!.dtype) ? bias!.dtype : ab) : ab;
-  const gw = emptyTensor([g2.shape[1], x2.shape[1]], wdt, g2.device);
+  const shape = [g2.shape[1], x2.shape[1]];
+  const into = direct
+    ? (accumulateInto?.ctx.takeLeafGrad(accumulateInto.index, (t) => t.dtype === wdt && t.device === g2.device && shapesEqual(t.shape, shape)) ?? null)
+    : null;
+  const gw = into ?? emptyTensor(shape, wdt, g2.device);
   const gb = wantB ? emptyTensor([g2.shape[1]], bdt, g2.device) : null;
-  g2.backend.matmul(batch1(transposedView(g2)), batch1(x2), batch1(gw), gb ? { aRowSums: gb } : undefined);
-  return [castTo(gw, weight!.dtype), gb ? castTo(gb, bias!.dtype) : null];
+  const options = { ...(gb ? { aRowSums: gb } : {}), ...(into ? { beta: 1 } : {}) };
+  g2.backend.matmul(batch1(transposedView(g2)), batch1(x2), batch1(gw), gb || into ? options : undefined);
+  return [into ?? castTo(gw, weight!.dtype), gb ? castTo(gb, bias!.dtype) : null];
 }
 
 function castTo(t: Tensor, dtype: DType): Tensor {
@@ -165,9 +180,9 @@ export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tens
   const out = reshape(out2, [...lead, outF]);
   out2.dispose();
   const xNeedsGrad = x.requiresGrad;
-  const result = record(out, "Linear", [x2, weight0, bias0 ?? null], [x2, w], (g, [sx, sw]) => {
+  const result = record(out, "Linear", [x2, weight0, bias0 ?? null], [x2, w], (g, [sx, sw], ctx) => {
     const g2 = gradRows(g, sx.dtype, outF);
-    const [gw, gb] = linearParamGrads(g2, sx, weight0, bias0 ?? null);
+    const [gw, gb] = linearParamGrads(g2, sx, weight0, bias0 ?? null, { ctx, index: 1 });
     return [xNeedsGrad ? productWithWeight(g2, sw) : null, gw, gb];
   });
   if (x2 !== x) x2.dispose();
