@@ -139,7 +139,7 @@ export class ShardingEngine {
 
   private postForward(unit: FlatUnit): void {
     if (!this.options.reshardAfterForward || this.options.keepGathered || this.inBackward) return;
-    unit.reshard();
+    unit.reshardToPostForwardGroup();
     // A resident unit has nothing to free but its autocast copies ([Note: autocast copies reshard too]).
     if (unit.resident) unit.releaseCastCopies();
   }

@@ -18,14 +18,23 @@ import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCo
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
-/** What a unit is doing (FSDP2's TrainingState, for this unit's parameters). */
-export type UnitState = "sharded" | "gathering" | "gathered";
+/**
+ * What a unit is doing (FSDP2's TrainingState, for this unit's parameters). "partial": resharded
+ * after forward to the post-forward group (FSDP2's `reshard_after_forward: int`), which gathers it
+ * for backward without the other groups.
+ */
+export type UnitState = "sharded" | "gathering" | "gathered" | "partial";
 
 export interface UnitGroups {
   /** The ranks this unit is sharded over (the whole world for FULL_SHARD). */
   readonly shard: ProcessGroup;
   /** The ranks holding the same shard (HYBRID_SHARD across nodes, NO_SHARD across the world), or null. */
   readonly replicate: ProcessGroup | null;
+  /**
+   * The consecutive ranks of the shard group that a unit stays sharded over between its forward and
+   * its backward (FSDP2's `reshard_after_forward: int`, e.g. the GPUs of one node), or null.
+   */
+  readonly postForward?: ProcessGroup | null;
 }
 
 export class FlatUnit {
@@ -41,6 +50,8 @@ export class FlatUnit {
   /** Full-shape views into the gathered buffer (sharded layout), made once and re-pointed never. */
   private unsharded: Tensor[] = [];
   private gathered: Tensor | null = null;
+  /** This rank's 1/k of the gathered buffer between forward and backward (state "partial"). */
+  private partial: Tensor | null = null;
   private gatherSource: Tensor | null = null;
   private gatherWork: Work | null = null;
   /** The flat gradient buffer of the current backward (sharded layout). */
@@ -105,6 +116,12 @@ export class FlatUnit {
 
   /** Starts gathering the flat parameters (does not wait); a no-op when gathered or gathering. */
   startGather(): void {
+    if (this.state === "partial") {
+      restoreMemory(this.gathered!);
+      this.gatherWork = this.groups.postForward!.allGather(this.gathered!, this.partial!);
+      this.state = "gathering";
+      return;
+    }
     if (this.state !== "sharded") return;
     const group = this.groups.shard;
     noGrad(() => {
@@ -127,6 +144,7 @@ export class FlatUnit {
     this.gatherWork = null;
     this.gatherSource?.dispose();
     this.gatherSource = null;
+    if (this.partial) releaseMemory(this.partial);
     // The transport may write behind the tensor API (NCCL): copies derived from the old values are stale.
     this.gathered!.markModified();
     if (this.unsharded.length === 0) {
@@ -164,7 +182,32 @@ export class FlatUnit {
     this.deactivate();
     this.releaseCastCopies();
     if (this.gathered) releaseMemory(this.gathered);
+    if (this.partial) releaseMemory(this.partial);
     this.state = "sharded";
+  }
+
+  /**
+   * After forward with a post-forward group of k ranks: keeps this rank's 1/k of the gathered
+   * buffer (its place in the group; the group's ranks together hold all of it) and frees the rest,
+   * so backward gathers within the group only (over a node's links instead of the network), for
+   * k times the memory of a shard. The gathered buffer's layout is the ranks' slices in order, and
+   * the group is consecutive ranks, so each rank's 1/k is contiguous.
+   */
+  reshardToPostForwardGroup(): void {
+    const group = this.groups.postForward;
+    if (!group) return this.reshard();
+    if (this.resident || this.state === "sharded" || this.state === "partial") return;
+    if (this.state === "gathering") this.gather();
+    this.deactivate();
+    this.releaseCastCopies();
+    const part = this.layout.paddedNumel / group.size;
+    noGrad(() => {
+      if (!this.partial) this.partial = zeros([part], { dtype: this.computeDtype, device: this.device }).untrack();
+      else restoreMemory(this.partial);
+      this.partial.copy_(this.gathered!.narrow(0, group.rank * part, part));
+    });
+    releaseMemory(this.gathered!);
+    this.state = "partial";
   }
 
   /**

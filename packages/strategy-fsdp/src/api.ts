@@ -26,8 +26,13 @@ export interface FSDPOptions extends ParallelOptions {
   /** Which modules are sharded units (default: every element of a ModuleList, e.g. each transformer block). */
   readonly autoWrapPolicy?: WrapPolicy;
   readonly shardingStrategy?: ShardingStrategy;
-  /** Free a unit's gathered parameters after its forward (default: true for FULL_SHARD and HYBRID_SHARD). */
-  readonly reshardAfterForward?: boolean;
+  /**
+   * Free a unit's gathered parameters after its forward (default: true for FULL_SHARD and
+   * HYBRID_SHARD). An integer k (FULL_SHARD; FSDP2's int form) keeps each unit sharded over groups
+   * of k consecutive ranks between forward and backward, e.g. the GPUs of a node: backward gathers
+   * within the group, for k times a shard's memory. k must divide the world size, 1 < k < world.
+   */
+  readonly reshardAfterForward?: boolean | number;
   /** Modules whose forward is recomputed in backward instead of keeping activations (a set of classes, or a function). */
   readonly activationCheckpointingPolicy?: WrapPolicy;
   /** Keep the parameter slices and optimizer state in host memory (the GPU holds only what a unit computes with). */
@@ -49,7 +54,7 @@ export type ResolvedFSDPOptions = Readonly<
   Required<Omit<FSDPOptions, "reshardAfterForward" | "activationCheckpointingPolicy" | "mixedPrecision" | "deviceMesh" | "autoWrapPolicy">>
 > & {
   readonly autoWrapPolicy: WrapPolicy | null;
-  readonly reshardAfterForward: boolean | null;
+  readonly reshardAfterForward: boolean | number | null;
   readonly activationCheckpointingPolicy: WrapPolicy | null;
   readonly mixedPrecision: Readonly<FSDPMixedPrecision>;
   readonly deviceMesh: readonly [number, number] | null;
@@ -80,7 +85,7 @@ const schema = z.strictObject({
   ...PARALLEL_SHAPE,
   autoWrapPolicy: policy.nullable().optional(),
   shardingStrategy: z.enum(["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]).optional(),
-  reshardAfterForward: z.boolean().nullable().optional(),
+  reshardAfterForward: z.union([z.boolean(), z.number().int().min(2)]).nullable().optional(),
   activationCheckpointingPolicy: policy.nullable().optional(),
   cpuOffload: z.boolean().optional(),
   mixedPrecision: z.strictObject({ paramDtype: dtype.optional(), reduceDtype: dtype.optional() }).optional(),
@@ -95,7 +100,7 @@ const ALLOWED: Record<keyof FSDPOptions, string> = {
   ...PARALLEL_ALLOWED,
   autoWrapPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
   shardingStrategy: 'one of "FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"',
-  reshardAfterForward: "true or false",
+  reshardAfterForward: "true, false, or an integer k >= 2 dividing the world size (groups of k consecutive ranks keep each unit sharded between forward and backward)",
   activationCheckpointingPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
   cpuOffload: "true or false",
   mixedPrecision: `an object { paramDtype?, reduceDtype? } with dtypes among ${DTYPES.join(", ")}`,

@@ -82,6 +82,17 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     const world = this.processGroup;
     const mode = this.options.shardingStrategy;
     if (mode === "NO_SHARD") return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
+    const k = this.options.reshardAfterForward;
+    if (typeof k === "number") {
+      if (mode !== "FULL_SHARD" || k >= world.size || world.size % k !== 0) {
+        throw new FSDPOptionError(
+          "reshardAfterForward",
+          `${this.name} option reshardAfterForward: ${k} with ${mode} over ${world.size} rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < ${world.size} (or use true or false)`,
+        );
+      }
+      const mesh = await DeviceMesh.create(world, [world.size / k, k], ["outer", "postForward"]);
+      return { shard: world, replicate: null, postForward: mesh.group("postForward") };
+    }
     if (mode !== "HYBRID_SHARD") return { shard: world, replicate: null };
     const [replicas, shards] = this.options.deviceMesh ?? [this.context.numNodes, this.context.devices];
     if (replicas * shards !== world.size) {
@@ -101,7 +112,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       shardingStrategy: o.shardingStrategy,
       mixedPrecision: Object.freeze({ paramDtype: o.mixedPrecision.paramDtype ?? null, reduceDtype: o.mixedPrecision.reduceDtype ?? null }),
       prefetch: o.forwardPrefetch || o.backwardPrefetch !== null ? o.limitAllGathers : 0,
-      reshardAfterForward: o.reshardAfterForward ?? full,
+      reshardAfterForward: o.reshardAfterForward === null ? full : o.reshardAfterForward !== false,
       offload: o.cpuOffload,
     });
   }

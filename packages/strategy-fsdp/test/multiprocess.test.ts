@@ -126,13 +126,17 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
     { world: 3, options: { shardingStrategy: "NO_SHARD" } },
     { world: 4, options: { shardingStrategy: "NO_SHARD" } },
     { world: 4, options: { shardingStrategy: "HYBRID_SHARD", deviceMesh: [2, 2] } },
+    { world: 4, options: { reshardAfterForward: 2 } },
     { world: 2, options: { activationCheckpointingPolicy: ["Block"] } },
     { world: 2, options: { cpuOffload: true } },
   ];
+  // Rank 0's step peak by case, for comparing modes at world 4.
+  const peaks = new Map<string, number>();
   for (const c of cases) {
     it(`${JSON.stringify(c.options)} at world ${c.world}`, async () => {
       const ref = await reference();
       const { losses, ranks, run } = await job("fsdp", c.world, c.options);
+      peaks.set(`${c.world} ${JSON.stringify(c.options)}`, ranks[0].stepPeaks.at(-1)!);
       expectSameLosses(losses, ref.losses);
       expect(run.stdout).toContain(`[rank 0] fsdp: ${c.world} process(es) joined`);
       // Sharded modes hold about 1/N of parameters, gradients and optimizer state (plus padding).
@@ -141,6 +145,13 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
       for (const r of ranks) expect(r.stateBytes / ref.stateBytes).toBeLessThan(1 / shards + 0.02);
       // Deterministic memory (decision 2): from the second step on (the optimizer's state exists), every step peaks alike.
       for (const r of ranks) expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
+      if (c.options.reshardAfterForward === 2) {
+        // Between forward and backward each unit stays sharded over pairs of ranks: more memory
+        // than FULL_SHARD's slices, less than SHARD_GRAD_OP's whole units.
+        const peak = peaks.get(`4 ${JSON.stringify(c.options)}`)!;
+        expect(peak).toBeGreaterThan(peaks.get('4 {"shardingStrategy":"FULL_SHARD"}')!);
+        expect(peak).toBeLessThan(peaks.get('4 {"shardingStrategy":"SHARD_GRAD_OP"}')!);
+      }
       if (c.world === 4 && mode === "FULL_SHARD") {
         for (const r of ranks) expect(r.stateBytes).toBeLessThanOrEqual(0.3 * ref.stateBytes);
         // Deferred init: no rank ever holds the model. Parameters are a quarter of the state bytes

@@ -21,6 +21,11 @@ describe("FSDP options", () => {
     expect(() => new FSDPStrategy({ limitAllGathers: -1 })).toThrow("fsdp option limitAllGathers: got -1; expected a non-negative integer");
     expect(() => new FSDPStrategy({ mixedPrecision: { paramDtype: "fp8" as never } })).toThrow(/fsdp option mixedPrecision: got \{"paramDtype":"fp8"\}/);
     expect(() => new FSDPStrategy({ deviceMesh: [2] as never })).toThrow(/fsdp option deviceMesh: got \[2\]; expected \[replicas, shards\]/);
+    for (const k of [1, 2.5, "2"]) {
+      expect(() => new FSDPStrategy({ reshardAfterForward: k as never })).toThrow(
+        `fsdp option reshardAfterForward: got ${JSON.stringify(k)}; expected true, false, or an integer k >= 2 dividing the world size`,
+      );
+    }
     const err = (() => {
       try {
         new FSDPStrategy({ wrapPolicy: [] } as never, "fsdp_cpu_offload");
