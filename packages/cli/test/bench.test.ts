@@ -57,6 +57,8 @@ describe("fulgur bench", () => {
     [["--config", "tiny", "--strategy-options", "[1]"], "error: option '--strategy-options <json>' argument '[1]' is invalid. expected a JSON object (strategy options), got an array"],
     [["--config", "tiny", "--strategy-options", "{stages"], expect.stringMatching(/^error: option '--strategy-options <json>' argument '\{stages' is invalid\. expected a JSON object \(strategy options\); /) as never],
     [["--config", "tiny", "--micro-batches", "4", "--accelerator", "cpu"], "error: option '--micro-batches <m>' argument '4' is invalid. applies to strategies that run the whole batch (pipeline, pipeline_gpipe); single_device does not"],
+    [["--config", "tiny", "--size", "64,2,3,64,8"], "error: option '--size <d,L,H,T,B>' argument '64,2,3,64,8' is invalid. expected heads (3) dividing the width (64)"],
+    [["--config", "tiny", "--size", "64,2,4,64"], "error: option '--size <d,L,H,T,B>' argument '64,2,4,64' is invalid. expected five positive integers d,L,H,T,B (model width, layers, heads, sequence length, micro-batch)"],
     [["--micro-batches", "4"], "error: option '--micro-batches <m>' argument '4' is invalid. applies to the GPT benchmark only; add --config tiny|small|1b"],
   ];
   for (const [args, message] of bad) {
@@ -78,6 +80,15 @@ describe("fulgur bench", () => {
     expect(res.bubble_rank0).toBeLessThan(1);
     expect(res).toMatchObject({ strategy: "pipeline", devices: 1, B: 8, micro_batches: 2 });
     expect(res.tok_s_gpu).toBeCloseTo((2 * 8 * 64) / (res.step_ms / 1e3), -2);
+  });
+
+  it("--size trains the anchor's d L H T B with the config's vocabulary", async () => {
+    const r = await cli("bench", "--config", "tiny", "--size", "32,3,2,16,2", "--steps", "1", "--warmup", "0", "--accelerator", "cpu");
+    expect(r.err).toBe("");
+    expect(r.code).toBe(0);
+    const res = JSON.parse(r.out.trim());
+    expect(res).toMatchObject({ d: 32, L: 3, T: 16, B: 2, params: gptParamCount({ dModel: 32, nLayers: 3, nHeads: 2, seqLen: 16, vocabSize: 256 }) });
+    expect(res.tok_s_gpu).toBeCloseTo((2 * 16) / (res.step_ms / 1e3), -2);
   });
 
   it("--strategy-options reach the strategy, whose validation names a bad field before training", async () => {

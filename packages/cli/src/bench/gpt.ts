@@ -11,8 +11,19 @@ import { getBackend, randint } from "@fulgur/tensor";
 import { type Callback, DataLoader, type Dataset, Trainer } from "@fulgur/trainer";
 import { GPTLanguageModel } from "@fulgur/trainer/demos";
 
+/** The anchor's sizes after its mode (`d L H T B`), replacing the named config's. */
+export interface GptBenchSize {
+  readonly dModel: number;
+  readonly nLayers: number;
+  readonly nHeads: number;
+  readonly seqLen: number;
+  readonly microBatch: number;
+}
+
 export interface GptBenchOptions {
   readonly config: GPTConfigName;
+  /** `--size d,L,H,T,B`: the model and micro-batch, with the named config's vocabulary; null: the config's. */
+  readonly size: GptBenchSize | null;
   readonly strategy: string;
   /** Devices of this node (= the world size: the benchmark runs on one node). */
   readonly devices: number;
@@ -109,7 +120,8 @@ class StepTimer implements Callback {
 
 /** Runs the benchmark in this process (one rank). Returns the result on global rank 0, null elsewhere. */
 export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResult | null> {
-  const cfg = GPT_CONFIGS[o.config];
+  const cfg = { ...GPT_CONFIGS[o.config], ...(o.size ?? {}) };
+  const { microBatch: _b, ...model } = cfg;
   const B = cfg.microBatch;
   const T = cfg.seqLen;
   const M = o.microBatches;
@@ -122,7 +134,7 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
   const data = new RepeatedBatch(rows, B * M * total * o.devices);
   const loader = new DataLoader(data, { batchSize: B * M, shuffle: false });
   // The anchor's optimizer: torch.optim.AdamW(lr=1e-4) with PyTorch's defaults.
-  const module = new GPTLanguageModel({ config: o.config, lr: 1e-4, weightDecay: 0.01, betas: [0.9, 0.999], seed: 0 });
+  const module = new GPTLanguageModel({ config: model, lr: 1e-4, weightDecay: 0.01, betas: [0.9, 0.999], seed: 0 });
   const timer = new StepTimer(o.warmup, total);
   const trainer = new Trainer({
     accelerator: o.accelerator as "cpu",
@@ -155,7 +167,7 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
     framework: "fulgur",
     strategy: o.strategy,
     devices: trainer.worldSize,
-    params: gptParamCount(o.config),
+    params: gptParamCount(model),
     d: cfg.dModel,
     L: cfg.nLayers,
     T,
@@ -163,7 +175,7 @@ export async function gptTrainingBench(o: GptBenchOptions): Promise<GptBenchResu
     ...(M > 1 ? { micro_batches: M } : {}),
     step_ms: round(seconds * 1e3, 1),
     tok_s_gpu: Math.round(tok / seconds),
-    tflops_gpu: round(gptFlopsPerStep(o.config, tok) / seconds / 1e12, 1),
+    tflops_gpu: round(gptFlopsPerStep(model, tok) / seconds / 1e12, 1),
     peak_gib: round(timer.peakBytes / 2 ** 30, 2),
     loss: round(trainer.lastLoss, 3),
     ...(bubble === null ? {} : { bubble_rank0: round(bubble, 3) }),

@@ -14,13 +14,13 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { randomBytes } from "node:crypto";
-import { Command, Option } from "commander";
+import { Command, InvalidArgumentError, Option } from "commander";
 import { writeFileAtomic } from "@fulgur/checkpoint-io";
 import { runsBatch } from "@fulgur/core";
 import { launch } from "@fulgur/distributed";
 import { GPT_CONFIGS, type GPTConfigName } from "@fulgur/nn";
 import { PRECISION_ALIASES, resolveAccelerator, resolveStrategy } from "@fulgur/trainer";
-import { type GptBenchOptions, gptTrainingBench } from "../bench/gpt";
+import { type GptBenchOptions, type GptBenchSize, gptTrainingBench } from "../bench/gpt";
 import { cpuMatmulBench } from "../bench/matmul";
 import type { CliContext } from "../context";
 import { invalidOption } from "../errors";
@@ -42,6 +42,7 @@ interface BenchFlags {
   accelerator?: (typeof ACCELERATORS)[number];
   strategyOptions?: Record<string, unknown>;
   microBatches?: number;
+  size?: GptBenchSize;
   out?: string;
 }
 
@@ -55,6 +56,7 @@ const GPT_ONLY: [keyof BenchFlags, string][] = [
   ["accelerator", "--accelerator <name>"],
   ["strategyOptions", "--strategy-options <json>"],
   ["microBatches", "--micro-batches <m>"],
+  ["size", "--size <d,L,H,T,B>"],
 ];
 
 /** The CLI entry this code runs from, for starting ranks: dist/bin.js when built, src/bin.ts under tests. */
@@ -73,6 +75,18 @@ async function writeLine(ctx: CliContext, line: string, out: string | undefined)
     await mkdir(dirname(out), { recursive: true });
     await appendFile(out, line + "\n");
   }
+}
+
+/** `--size 4096,32,32,1024,1`: five positive integers, the heads dividing the width. */
+function gptSize(value: string): GptBenchSize {
+  const parts = value.split(",").map((p) => p.trim());
+  const n = parts.map(Number);
+  if (parts.length !== 5 || !n.every((v, i) => /^\d+$/.test(parts[i]) && Number.isSafeInteger(v) && v > 0)) {
+    throw new InvalidArgumentError("expected five positive integers d,L,H,T,B (model width, layers, heads, sequence length, micro-batch)");
+  }
+  const [dModel, nLayers, nHeads, seqLen, microBatch] = n;
+  if (dModel % nHeads !== 0) throw new InvalidArgumentError(`expected heads (${nHeads}) dividing the width (${dModel})`);
+  return { dModel, nLayers, nHeads, seqLen, microBatch };
 }
 
 /** Checks the flags and settles the defaults that depend on the machine (accelerator, precision, strategy). */
@@ -101,6 +115,7 @@ export async function resolveGptBench(flags: BenchFlags): Promise<GptBenchOption
     accelerator: accelerator.name,
     strategyOptions,
     microBatches,
+    size: flags.size ?? null,
   };
 }
 
@@ -109,7 +124,8 @@ async function launchRanks(o: GptBenchOptions, ctx: CliContext): Promise<string>
   const resultFile = join(tmpdir(), `fulgur-bench-${process.pid}-${randomBytes(4).toString("hex")}.json`);
   const args = ["bench", "--config", o.config, "--strategy", o.strategy, "--devices", String(o.devices), "--steps", String(o.steps),
     "--warmup", String(o.warmup), "--precision", o.precision, "--accelerator", o.accelerator,
-    "--strategy-options", JSON.stringify(o.strategyOptions), "--micro-batches", String(o.microBatches)];
+    "--strategy-options", JSON.stringify(o.strategyOptions), "--micro-batches", String(o.microBatches),
+    ...(o.size ? ["--size", [o.size.dModel, o.size.nLayers, o.size.nHeads, o.size.seqLen, o.size.microBatch].join(",")] : [])];
   try {
     const result = await launch({
       nprocPerNode: o.devices,
@@ -143,6 +159,9 @@ export function benchCommand(ctx: CliContext): Command {
         positiveInt("micro-batches a step"),
       ),
     )
+    .addOption(
+      new Option("--size <d,L,H,T,B>", "model width, layers, heads, sequence and micro-batch, as the anchor's `d L H T B` (vocabulary from --config)").argParser(gptSize),
+    )
     .addOption(new Option("--out <file>", "also append the JSON line to this file (directories are created)").argParser(nonEmpty("a file path")))
     .addHelpText(
       "after",
@@ -157,7 +176,8 @@ Examples:
   $ npm run bench -- --config 1b --devices 1 --out results/bench.jsonl
   $ fulgur bench --config 1b --devices 8 --strategy ddp
   $ fulgur bench --config 1b --devices 2 --strategy fsdp --strategy-options '{"activationCheckpointingPolicy":["Block"]}'
-  $ fulgur bench --config 1b --devices 1 --strategy pipeline --micro-batches 8   # beside PP_MICRO=8 ... pp_1f1b`,
+  $ fulgur bench --config 1b --devices 1 --strategy pipeline --micro-batches 8   # beside PP_MICRO=8 ... pp_1f1b
+  $ fulgur bench --config 1b --size 4096,32,32,1024,1 --strategy deepspeed_stage_3_offload   # beside ... fsdp_offload 4096 32 32 1024 1`,
     )
     .action(async (flags: BenchFlags) => {
       if (!flags.config) {
