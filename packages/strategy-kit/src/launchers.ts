@@ -46,6 +46,8 @@ export interface WorkerLaunch {
   readonly stderr?: NodeJS.WritableStream;
   /** Environment of the workers (default process.env). */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /** The strategy's name, which failures are reported under (default "ddp" / "ddp_spawn"). */
+  readonly strategyName?: string;
 }
 
 /** A worker of a launch failed; the others were stopped. */
@@ -120,7 +122,8 @@ function launchRequest(o: WorkerLaunch, script: string, env: Readonly<Record<str
 
 /** Strategy `ddp`: runs the script again once per rank of this node and waits for all of them. */
 export async function relaunchScript(o: WorkerLaunch): Promise<void> {
-  const script = checkScript(o.script, "ddp");
+  const what = o.strategyName ?? "ddp";
+  const script = checkScript(o.script, what);
   const env = o.env ?? process.env;
   const result = await launch({
     ...launchRequest(o, script, env),
@@ -128,7 +131,7 @@ export async function relaunchScript(o: WorkerLaunch): Promise<void> {
     stdout: o.stdout,
     stderr: o.stderr,
   });
-  if (result.exitCode !== 0) throw failure("ddp", result);
+  if (result.exitCode !== 0) throw failure(what, result);
 }
 
 interface Worker {
@@ -139,12 +142,13 @@ interface Worker {
 
 /** Strategies `ddp_spawn` / `ddp_fork`: forks one worker per rank of this node and joins them. */
 export async function forkWorkers(o: WorkerLaunch): Promise<void> {
-  const script = checkScript(o.script, "ddp_spawn");
+  const what = o.strategyName ?? "ddp_spawn";
+  const script = checkScript(o.script, what);
   const env = o.env ?? process.env;
   const resolved = resolveLaunchOptions(launchRequest(o, script, env));
   const masterPort = resolved.masterPort ?? (resolved.nnodes === 1 ? await findFreePort(resolved.masterAddr) : 29500);
   if (resolved.nnodes > 1 && !resolved.storeToken) {
-    throw new WorkerFailureError(undefined, 1, "ddp_spawn: a job over several nodes needs the same FULGUR_STORE_TOKEN in the environment of every node");
+    throw new WorkerFailureError(undefined, 1, `${what}: a job over several nodes needs the same FULGUR_STORE_TOKEN in the environment of every node`);
   }
   const storeToken = resolved.storeToken ?? randomBytes(16).toString("hex");
   // fork() takes node's flags apart from the script: everything nodeArguments puts before it.
@@ -220,7 +224,7 @@ export async function forkWorkers(o: WorkerLaunch): Promise<void> {
     const detail = first.reported !== undefined ? `failed: ${first.reported}` : first.how;
     const message = `rank ${first.rank} ${detail}; the other ranks were stopped`;
     stderr.write(`[ddp_spawn] ${message}\n`);
-    throw new WorkerFailureError(first.rank, first.code, `ddp_spawn: ${message} (see the output prefixed [rank ${first.rank}])`);
+    throw new WorkerFailureError(first.rank, first.code, `${what}: ${message} (see the output prefixed [rank ${first.rank}])`);
   }
 }
 

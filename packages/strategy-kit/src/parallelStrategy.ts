@@ -81,7 +81,7 @@ export abstract class ParallelStrategy extends BaseStrategy implements Launching
 
   async launch(context: { devices: number; numNodes: number; script: string; argv: readonly string[] }): Promise<"continue" | "done"> {
     this.launcherOnly = true;
-    const o = { ...context, killGraceMs: this.parallel.killGraceMs };
+    const o = { ...context, killGraceMs: this.parallel.killGraceMs, strategyName: this.name };
     if (this.parallel.startMethod === "spawn") await forkWorkers(o);
     else await relaunchScript(o);
     return "done";

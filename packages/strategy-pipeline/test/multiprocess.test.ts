@@ -50,11 +50,11 @@ function train(args: readonly string[]): Promise<{ code: number | null; stdout: 
 /** The Trainer warns when more CPU processes than cores are asked for; nothing else may reach stderr. */
 const quiet = (stderr: string) => stderr.replace(/^fulgur: devices: \d+ on the CPU accelerator starts .*\n/m, "");
 
-async function job(strategy: string, world: number, options: object, batch = 8): Promise<{ ranks: RankResult[]; stdout: string }> {
+async function job(strategy: string, world: number, options: object, batch = 8, layers = 4): Promise<{ ranks: RankResult[]; stdout: string }> {
   const dir = mkdtempSync(join(tmpdir(), "fulgur-pipeline-"));
   dirs.push(dir);
-  const run = await train(["--out", dir, "--strategy", strategy, "--devices", String(world), "--batch", String(batch), "--accumulate", "2", "--steps", String(STEPS), "--options", JSON.stringify(options)]);
-  timings.push(`${strategy} ×${world} ${JSON.stringify(options)}: ${run.ms} ms`);
+  const run = await train(["--out", dir, "--strategy", strategy, "--devices", String(world), "--batch", String(batch), "--accumulate", "2", "--steps", String(STEPS), "--layers", String(layers), "--options", JSON.stringify(options)]);
+  timings.push(`${strategy} ×${world} ${layers} blocks ${JSON.stringify(options)}: ${run.ms} ms`);
   expect(quiet(run.stderr), run.stderr).toBe("");
   expect(run.code).toBe(0);
   const ranks = Array.from({ length: world }, (_, r) => JSON.parse(readFileSync(join(dir, `result-rank${r}.json`), "utf8")) as RankResult);
@@ -66,34 +66,47 @@ function expectSameLosses(actual: readonly number[], expected: readonly number[]
   actual.forEach((l, i) => expect(Math.abs(l - expected[i]), `step ${i + 1}: ${l} vs ${expected[i]}`).toBeLessThan(1e-5));
 }
 
-let reference: number[] | null = null;
-async function single(): Promise<number[]> {
-  if (reference) return reference;
-  const { ranks } = await job("single_device", 1, {});
-  reference = ranks[0].losses;
+const references = new Map<string, number[]>();
+/** One process's losses for a GPT of `layers` blocks on batches of `batch`, run once per pair. */
+async function single(layers = 4, batch = 8): Promise<number[]> {
+  const key = `${layers} ${batch}`;
+  const known = references.get(key);
+  if (known) return known;
+  const { ranks } = await job("single_device", 1, {}, batch, layers);
+  const reference = ranks[0].losses;
   expect(reference).toHaveLength(STEPS);
   expect(reference.at(-1)!).toBeLessThan(reference[0] - 1);
+  references.set(key, reference);
   return reference;
 }
 
 describe("every schedule equals one process (DESIGN.md decision 8)", () => {
-  const cases: { strategy: string; world: number; options: Record<string, unknown> }[] = [
+  // Every schedule at 2, 3 and 4 stages; interleaved cuts 2 chunks a rank, so its GPT has 8 blocks.
+  // Interleaving needs micro-batches in multiples of the stages: 3 stages take 3 of a batch of 6.
+  const cases: { strategy: string; world: number; options: Record<string, unknown>; layers?: number; batch?: number }[] = [
     { strategy: "pipeline_gpipe", world: 2, options: { microBatches: 4 } },
+    { strategy: "pipeline_gpipe", world: 3, options: { microBatches: 4 } },
+    { strategy: "pipeline_gpipe", world: 4, options: { microBatches: 4 } },
     { strategy: "pipeline", world: 2, options: { microBatches: 4 } },
     { strategy: "pipeline_1f1b", world: 3, options: { microBatches: 4, balance: "params" } },
+    { strategy: "pipeline", world: 4, options: { microBatches: 4 } },
     { strategy: "pipeline", world: 2, options: { microBatches: 4, schedule: "interleaved", virtualStages: 2 } },
+    { strategy: "pipeline", world: 3, options: { microBatches: 3, schedule: "interleaved", virtualStages: 2 }, layers: 8, batch: 6 },
+    { strategy: "pipeline", world: 4, options: { microBatches: 4, schedule: "interleaved", virtualStages: 2 }, layers: 8 },
     { strategy: "pipeline", world: 2, options: { microBatches: 4, schedule: "zb-h1", splitPoints: [1] } },
+    { strategy: "pipeline", world: 3, options: { microBatches: 4, schedule: "zb-h1" } },
+    { strategy: "pipeline", world: 4, options: { microBatches: 4, schedule: "zb-h1" } },
   ];
   for (const c of cases) {
-    it(`${c.strategy} ${JSON.stringify(c.options)} at world ${c.world}`, async () => {
-      const ref = await single();
-      const { ranks, stdout } = await job(c.strategy, c.world, c.options);
+    it(`${c.strategy} ${JSON.stringify(c.options)} at world ${c.world}${c.layers ? ` (${c.layers} blocks)` : ""}`, async () => {
+      const ref = await single(c.layers, c.batch);
+      const { ranks, stdout } = await job(c.strategy, c.world, c.options, c.batch, c.layers);
       // Every rank reports the same loss: the last stage's, broadcast.
       for (const r of ranks) expectSameLosses(r.losses, ref);
       expect(stdout).toContain(`[rank 0] ${c.strategy}: ${c.world} process(es) joined`);
       // The timeline the executor recorded on the last batch: every compute action of every rank, drawable.
       const t = ranks[0].timeline!;
-      const m = 4;
+      const m = c.options.microBatches as number;
       const v = (c.options.virtualStages as number | undefined) ?? 1;
       const perRank = m * v * (c.options.schedule === "zb-h1" ? 3 : 2);
       expect(t.ranks.map((l) => l.length)).toEqual(new Array(c.world).fill(perRank));
