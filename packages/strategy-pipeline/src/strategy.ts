@@ -64,19 +64,33 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     return this.mesh.group("pipe");
   }
 
-  override async setup(context: StrategyContext): Promise<void> {
-    await super.setup(context);
-    const world = this.worldSize;
-    const p = this.stages;
+  /** The schedule for `world` processes, or the error that names what does not fit. */
+  private planFor(world: number): PipelineSchedule {
+    const p = this.options.stages ?? (this.options.dataParallel === "none" ? world : 1);
     if (world % p !== 0 || (this.options.dataParallel === "none" && p !== world)) {
       throw new StrategySetupError(
         `${this.name}: ${p} stages on ${world} processes; with dataParallel ${JSON.stringify(this.options.dataParallel)} ` +
           (this.options.dataParallel === "none" ? "stages must equal the world size" : "stages must divide the world size"),
       );
     }
-    this.plan = assertValidSchedule(
-      buildSchedule(this.options.schedule, { stages: p, microBatches: this.options.microBatches, virtualStages: this.virtualStages }),
-    );
+    try {
+      return assertValidSchedule(buildSchedule(this.options.schedule, { stages: p, microBatches: this.options.microBatches, virtualStages: this.virtualStages }));
+    } catch (e) {
+      throw new StrategySetupError(`${this.name}: ${(e as Error).message}`);
+    }
+  }
+
+  /** Refuses a shape that cannot run before any rank starts (the launcher knows the world size). */
+  override async launch(context: { devices: number; numNodes: number; script: string; argv: readonly string[] }): Promise<"continue" | "done"> {
+    this.planFor(context.devices * context.numNodes);
+    return super.launch(context);
+  }
+
+  override async setup(context: StrategyContext): Promise<void> {
+    await super.setup(context);
+    const world = this.worldSize;
+    this.plan = this.planFor(world);
+    const p = this.stages;
     this.mesh = await DeviceMesh.create(this.processGroup, [p, world / p], ["pipe", "replica"]);
   }
 

@@ -116,6 +116,16 @@ describe("every schedule equals one process (DESIGN.md decision 8)", () => {
     });
   }
 
+  it("a schedule that cannot run at the world size is refused before any rank starts, naming the numbers", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "fulgur-pipeline-"));
+    dirs.push(dir);
+    const options = { microBatches: 4, schedule: "interleaved", virtualStages: 2 };
+    const run = await train(["--out", dir, "--strategy", "pipeline", "--devices", "3", "--batch", "8", "--steps", "1", "--layers", "8", "--options", JSON.stringify(options)]);
+    expect(run.code).not.toBe(0);
+    expect(run.stderr).toContain("pipeline: interleaved schedule microBatches: got 4; expected a multiple of stages (3)");
+    expect(run.stdout + run.stderr).not.toMatch(/\[rank \d\]/);
+  });
+
   it("dataParallel ddp: 2 stages × 2 replicas equal one process on the same global batch", async () => {
     const ref = await single();
     const { ranks, stdout } = await job("pipeline", 4, { stages: 2, microBatches: 2, dataParallel: "ddp" }, 4);
