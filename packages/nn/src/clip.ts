@@ -51,7 +51,9 @@ export function gradNormPart(grads: readonly Tensor[], normType = 2): number {
   if (grads.length === 0) return 0;
   return noGrad(() =>
     scope(() => {
-      let acc: Tensor | null = null;
+      // One accumulator per device (a model partly offloaded to the host has gradients on both),
+      // each read once.
+      const acc = new Map<string, Tensor>();
       for (const g of grads) {
         // Reduce in at least float32 so bf16 gradients do not lose the sum.
         const x = g.dtype === "float64" || g.dtype === "float32" ? g : g.to("float32");
@@ -60,10 +62,12 @@ export function gradNormPart(grads: readonly Tensor[], normType = 2): number {
         else if (normType === 2) part = x.square().sum();
         else if (normType === 1) part = x.abs().sum();
         else part = x.abs().pow(normType).sum();
-        if (acc === null) acc = part;
-        else acc = normType === Infinity ? maximum(acc, part.to(acc.dtype)) : acc.add(part.to(acc.dtype));
+        const prev = acc.get(g.device);
+        if (prev === undefined) acc.set(g.device, part);
+        else acc.set(g.device, normType === Infinity ? maximum(prev, part.to(prev.dtype)) : prev.add(part.to(prev.dtype)));
       }
-      return acc!.item();
+      const parts = [...acc.values()].map((t) => t.item());
+      return normType === Infinity ? Math.max(...parts) : parts.reduce((s, v) => s + v, 0);
     }),
   );
 }
