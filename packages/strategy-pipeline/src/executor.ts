@@ -3,9 +3,10 @@
  * the gradient received from the next stage, activations and gradients exchanged with send/recv on
  * the pipeline group. Receives block where they stand in the list (`synchronize()`, decision 14);
  * sends are issued and left in flight, and settled before the batch returns, so two ranks sending
- * to each other never wait on each other. W (deferred weight gradients) needs an autograd engine
- * that can hold weight gradients back; until it can, B computes both and W does nothing: ZB-H1 runs
- * with 1F1B's timing on real tensors (its order is kept, its bubble saving is not).
+ * to each other never wait on each other. In schedules with W actions (ZB-H1), B is the input pass
+ * of a split backward (@fulgur/tensor's `deferWeightGradients`): it computes the gradient of the
+ * stage's input, which is sent upstream, and leaves the weights' products for W, which runs them
+ * when the schedule has nothing else to do ([Note: the weight pass] in the tensor package).
  *
  * [Note: activation headers] A receiving stage does not know the shape of what comes (the micro-
  * batch's last one may be smaller, a model may change widths), so each activation is preceded on
@@ -16,7 +17,9 @@ import type { ProcessGroup, Work } from "@fulgur/core";
 import {
   DTYPES,
   type DType,
+  type DeferredWeightGradients,
   type Tensor,
+  deferWeightGradients,
   fromHost,
   noGrad,
   zeros,
@@ -65,6 +68,7 @@ export function runActions(input: RunInput): RunResult {
   const inputs = new Map<string, Tensor>();
   const outputs = new Map<string, Tensor>();
   const grads = new Map<string, Tensor>();
+  const weightPasses = new Map<string, DeferredWeightGradients>();
   const inFlight: { work: Work; tensor: Tensor }[] = [];
   const timeline: TimedAction[] = [];
   let lossSum: Tensor | null = null;
@@ -142,17 +146,24 @@ export function runActions(input: RunInput): RunResult {
         case "B":
           timed(a, () => {
             const out = outputs.get(k)!;
-            if (a.stage === last) input.backwardLoss(out.mul(input.lossScale));
-            else {
-              const g =
-                grads.get(k) ??
-                inputs.get(key(a.microBatch, a.stage + 1))?.grad;
-              if (!g)
-                throw new Error(
-                  `pipeline: no gradient for micro-batch ${a.microBatch} of stage ${a.stage}`
-                );
-              out.backward(g);
-            }
+            const backward = () => {
+              if (a.stage === last) input.backwardLoss(out.mul(input.lossScale));
+              else {
+                const g =
+                  grads.get(k) ??
+                  inputs.get(key(a.microBatch, a.stage + 1))?.grad;
+                if (!g)
+                  throw new Error(
+                    `pipeline: no gradient for micro-batch ${a.microBatch} of stage ${a.stage}`
+                  );
+                out.backward(g);
+              }
+            };
+            if (schedule.splitBackward) {
+              // The stage's input gradient now (it is sent upstream); the weights' in W.
+              const x = inputs.get(k);
+              weightPasses.set(k, deferWeightGradients(backward, x ? [x] : []));
+            } else backward();
             if (a.stage !== last) out.dispose();
             outputs.delete(k);
             grads.get(k)?.dispose();
@@ -168,13 +179,18 @@ export function runActions(input: RunInput): RunResult {
           break;
         }
         case "W":
-          // Folded into B (see the header): kept in the timeline as an instant, so the order shows.
-          timed(a, () => undefined);
+          timed(a, () => {
+            const pass = weightPasses.get(k);
+            if (!pass) throw new Error(`pipeline: W before B for micro-batch ${a.microBatch} of stage ${a.stage}`);
+            weightPasses.delete(k);
+            pass.run();
+          });
           break;
       }
     }
     for (const f of inFlight) f.work.synchronize();
   } finally {
+    for (const pass of weightPasses.values()) pass.dispose();
     // Activations are untracked (see StagedModel.forward): those of a failed batch are freed here.
     for (const [k, out] of outputs) if (!k.endsWith(`:${last}`)) out.dispose();
   }

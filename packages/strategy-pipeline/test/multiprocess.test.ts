@@ -110,6 +110,11 @@ describe("every schedule equals one process (DESIGN.md decision 8)", () => {
       const v = (c.options.virtualStages as number | undefined) ?? 1;
       const perRank = m * v * (c.options.schedule === "zb-h1" ? 3 : 2);
       expect(t.ranks.map((l) => l.length)).toEqual(new Array(c.world).fill(perRank));
+      if (c.options.schedule === "zb-h1") {
+        // W runs the weight-gradient products B left (about half of a backward's work), not nothing.
+        const total = (kind: string) => t.ranks.flat().reduce((sum, x) => sum + (x.kind === kind ? x.end - x.start : 0), 0);
+        expect(total("W")).toBeGreaterThan(0.1 * total("B"));
+      }
       const text = renderText(t, { maxColumns: 80 });
       expect(text.split("\n")).toHaveLength(c.world + 3);
       expect(renderSvg(t).match(/<rect /g)).toHaveLength(c.world * perRank);

@@ -31,9 +31,27 @@ export interface BackwardContext {
    * gradient yet, or has gradient hooks that must see the new gradient alone.
    */
   takeLeafGrad(i: number, accept: (t: Tensor) => boolean): Tensor | null;
+  /**
+   * Whether input i's gradient is wanted in this call ([Note: the weight pass]). False in the input
+   * pass of a split backward for a weight (a leaf not kept for now), and in the weight pass for
+   * everything but the deferred weights. A backward that asks and gets false returns null for i and
+   * skips its work; one that never asks computes everything, as before, and its weights get their
+   * gradients at once.
+   */
+  wantsGrad(i: number): boolean;
+  /** Input pass: tensors the weight pass of this node will need (e.g. a product it shares with the input gradient). */
+  keepForWeightPass(...tensors: Tensor[]): void;
+  /** Weight pass: what the input pass kept, in order (empty otherwise). */
+  readonly kept: readonly Tensor[];
 }
 
-const NO_PENDING: BackwardContext = { takePending: () => null, takeLeafGrad: () => null };
+const NO_PENDING: BackwardContext = {
+  takePending: () => null,
+  takeLeafGrad: () => null,
+  wantsGrad: () => true,
+  keepForWeightPass: () => {},
+  kept: [],
+};
 
 /** Receives the output gradient and the node's saved tensors (in the order they were saved). */
 export type BackwardFn = (grad: Tensor, saved: readonly Tensor[], ctx: BackwardContext) => (Tensor | null)[];
@@ -75,7 +93,8 @@ export class Node {
     this.backwardFn = null;
   }
 
-  apply(grad: Tensor, retainGraph: boolean, ctx: BackwardContext = NO_PENDING): (Tensor | null)[] {
+  /** `keepSaved`: the weight pass still needs the saved tensors (it releases them). */
+  apply(grad: Tensor, retainGraph: boolean, ctx: BackwardContext = NO_PENDING, keepSaved = false): (Tensor | null)[] {
     if (this.consumed || !this.backwardFn) {
       throw new Error(
         `backward through ${this.name} a second time: its saved tensors were already freed; pass { retainGraph: true } to the first backward`,
@@ -84,8 +103,16 @@ export class Node {
     const grads = this.backwardFn(grad, this.saved, ctx);
     if (!retainGraph) {
       this.consumed = true;
-      this.releaseSaved();
+      if (!keepSaved) this.releaseSaved();
     }
+    return grads;
+  }
+
+  /** The deferred weight gradients of a split backward: the backward again, wanting only those. */
+  applyWeights(grad: Tensor, ctx: BackwardContext, retainGraph: boolean): (Tensor | null)[] {
+    if (!this.backwardFn) throw new Error(`the weight pass of ${this.name}: its saved tensors were already freed`);
+    const grads = this.backwardFn(grad, this.saved, ctx);
+    if (!retainGraph) this.releaseSaved();
     return grads;
   }
 }
@@ -101,6 +128,8 @@ export interface LeafAccumulator {
   takeGrad(leaf: Tensor, accept: (t: Tensor) => boolean): Tensor | null;
   /** After a backward added into the leaf's gradient in place: what follows an accumulation. */
   accumulated(leaf: Tensor): void;
+  /** A contiguous copy outside every scope. */
+  copy(t: Tensor): Tensor;
   alias(t: Tensor): Tensor;
   add(a: Tensor, b: Tensor): Tensor;
 }
@@ -112,12 +141,116 @@ export function setLeafAccumulator(a: LeafAccumulator): void {
 }
 
 /**
+ * [Note: the weight pass] A split backward (zero-bubble pipeline schedules: Qi et al. 2023) runs in
+ * two passes. The input pass computes the gradients that flow to other nodes and to the leaves the
+ * caller keeps for now (a pipeline stage's received activation, whose gradient is sent upstream);
+ * for the other leaves (the weights) a node whose backward asks `ctx.wantsGrad(i)` is told no, and
+ * the engine keeps the node's output gradient and saved tensors. The weight pass runs those nodes'
+ * backwards again, wanting only the deferred weights, in the order the input pass ran them, and
+ * accumulates as an ordinary backward would, hooks included: the gradients are the same products
+ * of the same operands, so they are bit-identical. Memory: the deferred nodes' saved tensors and
+ * output gradients live until the weight pass.
+ */
+export class DeferredWeightGradients {
+  /** Nodes whose weights wait, with the output gradient, the deferred inputs and what they kept. */
+  readonly pending: { node: Node; grad: Tensor; inputs: ReadonlySet<number>; kept: Tensor[] }[] = [];
+  private done = false;
+
+  constructor(
+    /** Leaves whose gradients the input pass computes at once. */
+    readonly now: ReadonlySet<Tensor>,
+    readonly retainGraph: boolean,
+  ) {}
+
+  /** Whether the input pass has left work for `run`. */
+  get isEmpty(): boolean {
+    return this.pending.length === 0;
+  }
+
+  /** The weight pass: every deferred weight gradient computed and accumulated. Runs once. */
+  run(): void {
+    if (this.done) throw new Error("DeferredWeightGradients.run: the weight pass already ran");
+    this.done = true;
+    const acc = accumulator!;
+    noGrad(() => {
+      for (const entry of this.pending.splice(0)) {
+        const { node, grad, inputs, kept } = entry;
+        const edges = node.edges;
+        let taken = new Map<number, Tensor>();
+        const ctx: BackwardContext = {
+          takePending: () => null,
+          takeLeafGrad: (i, accept) => {
+            const e = edges[i];
+            if (!e || !("leaf" in e) || !inputs.has(i) || taken.has(i)) return null;
+            const g = acc.takeGrad(e.leaf, accept);
+            if (g) taken.set(i, g);
+            return g;
+          },
+          wantsGrad: (i) => inputs.has(i),
+          keepForWeightPass: () => {},
+          kept,
+        };
+        const returned = scope(() => node.applyWeights(grad, ctx, this.retainGraph));
+        const owned = returned.map((r, i) => (r && inputs.has(i) ? acc.alias(r) : null));
+        for (const r of new Set(returned)) r?.dispose();
+        grad.dispose();
+        for (const k of kept) k.dispose();
+        edges.forEach((e, i) => {
+          const gi = owned[i];
+          if (!gi || !e || !("leaf" in e)) return gi?.dispose();
+          if (taken.has(i)) {
+            gi.dispose();
+            acc.accumulated(e.leaf);
+          } else acc.accumulate(e.leaf, gi);
+        });
+        taken = new Map();
+        node.release();
+      }
+    });
+  }
+
+  /** Drops the deferred work without computing it (a failed step). */
+  dispose(): void {
+    for (const { node, grad, kept } of this.pending.splice(0)) {
+      grad.dispose();
+      for (const k of kept) k.dispose();
+      node.releaseSaved();
+      node.release();
+    }
+    this.done = true;
+  }
+}
+
+let deferring: DeferredWeightGradients | null = null;
+
+/**
+ * Runs `fn` (which calls backward) as the input pass of a split backward: weight gradients that the
+ * ops can defer are left for the returned handle's `run()`; `now` lists leaves whose gradients are
+ * needed at once. See [Note: the weight pass].
+ */
+export function deferWeightGradients(fn: () => void, now: readonly Tensor[] = [], options: BackwardOptions = {}): DeferredWeightGradients {
+  if (deferring) throw new Error("deferWeightGradients: already inside a split backward");
+  const handle = new DeferredWeightGradients(new Set(now), options.retainGraph ?? false);
+  deferring = handle;
+  try {
+    fn();
+  } catch (e) {
+    handle.dispose();
+    throw e;
+  } finally {
+    deferring = null;
+  }
+  return handle;
+}
+
+/**
  * Runs backward from `root` with `grad` (which the engine takes ownership of). Nodes run in reverse
  * topological order; each gradient is freed as soon as its consumer has used it.
  */
 export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptions = {}): void {
   const acc = accumulator!;
   const retainGraph = options.retainGraph ?? false;
+  const split = deferring;
   const deps = new Map<Node, number>();
   const stack: Node[] = [rootNode];
   const seen = new Set<Node>([rootNode]);
@@ -138,7 +271,23 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
   let running: Edge[] = [];
   // The gradients handed out by `ctx.takeLeafGrad` during the running node's backward, by input.
   let taken = new Map<number, Tensor>();
+  // Split backward: the weights of the running node that its backward was told to leave.
+  let asked = new Set<number>();
+  let kept: Tensor[] = [];
+  const deferrable = (i: number): boolean => {
+    const e = running[i];
+    return split !== null && !!e && "leaf" in e && !split.now.has(e.leaf);
+  };
   const ctx: BackwardContext = {
+    wantsGrad: (i) => {
+      if (!deferrable(i)) return true;
+      asked.add(i);
+      return false;
+    },
+    keepForWeightPass: (...tensors) => {
+      if (split) for (const t of tensors) kept.push(t.untrack());
+    },
+    kept: [],
     takeLeafGrad: (i, accept) => {
       const e = running[i];
       if (!e || !("leaf" in e) || taken.has(i)) return null;
@@ -175,8 +324,25 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
       const edges = node.edges;
       running = edges;
       taken = new Map();
+      asked = new Set();
+      kept = [];
+      const weightsLeft = split !== null && edges.some((_, i) => deferrable(i));
       // Each node runs in its own scope so its temporaries are freed before the next node runs.
-      const returned = scope(() => node.apply(g, retainGraph, ctx));
+      const returned = scope(() => node.apply(g, retainGraph, ctx, weightsLeft));
+      if (weightsLeft) {
+        if (asked.size > 0) {
+          // The weight pass needs the node (its saved tensors) and this output gradient. A gradient
+          // shared with other consumers is copied: holding its memory would stop a later backward
+          // from adding into it in place (takePending), and the input pass must run as an
+          // ordinary backward does.
+          node.retain();
+          const held = g.storageRef.refCount === 1 ? acc.alias(g) : acc.copy(g);
+          split!.pending.push({ node, grad: held, inputs: asked, kept });
+        } else {
+          for (const k of kept) k.dispose();
+          if (!retainGraph) node.releaseSaved();
+        }
+      }
       // Take an alias of each returned gradient so that the same tensor returned for two inputs
       // (add's backward) or the incoming gradient passed through are owned once per consumer.
       const owned = returned.map((r) => (r ? acc.alias(r) : null));

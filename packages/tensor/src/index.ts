@@ -5,6 +5,7 @@
 export { Tensor, isTensor, type HookHandle, type PostAccumulateGradHook } from "./tensor";
 export * from "./ops";
 export type { BackwardOptions, GradHook } from "./autograd";
+export { DeferredWeightGradients, deferWeightGradients } from "./autograd";
 export { checkpoint } from "./checkpoint";
 export { materialize, recordInit } from "./materialize";
 export { autocast, autocastDType, enableGrad, isGradEnabled, noGrad, setGradEnabled } from "./gradMode";

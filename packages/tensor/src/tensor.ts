@@ -585,6 +585,9 @@ export const leafAccumulator = {
   alias(t: Tensor): Tensor {
     return t.viewAs(t.shape, t.strides, t.offset, false);
   },
+  copy(t: Tensor): Tensor {
+    return ops.contiguousCopy(t).untrack();
+  },
   add(a: Tensor, b: Tensor): Tensor {
     return ops.add(a, b);
   },

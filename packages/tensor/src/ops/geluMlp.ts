@@ -48,17 +48,23 @@ export function geluMlp(x0: Tensor, w1_0: Tensor, b1_0: Tensor | null, w2_0: Ten
   y2.dispose();
   const xNeedsGrad = x.requiresGrad;
   const result = record(y, "GeluMLP", [x2, w1_0, b1_0, w2_0, b2_0], [x2, w1, w2, pre, h], (g, [sx, sw1, sw2, spre, sh], ctx) => {
+    // A split backward's passes ([Note: the weight pass] in autograd.ts) ask for x, or for the weights.
+    const [wantX, wantW1, wantB1, wantW2, wantB2] = [0, 1, 2, 3, 4].map((i) => ctx.wantsGrad(i));
     const g2 = gradRows(g, sh.dtype, outF);
-    const [gw2, gb2] = linearParamGrads(g2, sh, w2_0, b2_0, { ctx, index: 3 });
-    const needsPre = xNeedsGrad || w1_0.requiresGrad || (b1_0 !== null && b1_0.requiresGrad);
+    const [gw2, gb2] = linearParamGrads(g2, sh, wantW2 ? w2_0 : null, wantB2 ? b2_0 : null, { ctx, index: 3 });
+    const firstWeights = (wantW1 && w1_0.requiresGrad) || (wantB1 && b1_0 !== null && b1_0.requiresGrad);
+    const needsPre = (wantX && xNeedsGrad) || firstWeights;
     if (!needsPre) return [null, null, null, gw2, gb2];
     // d(pre) = (g @ W2) * GELU'(pre) in the product's epilogue; fc1's bias gradient then comes out
     // of fc1's weight-gradient product like any linear layer's. (cuBLASLt's DGELU_BGRAD would sum it
     // in the first product, but runs that sum as a separate kernel 12x slower than the BGRADB one.)
-    const dpre = productWithWeight(g2, sw2, { geluGradAux: spre });
-    const [gw1, gb1] = linearParamGrads(dpre, sx, w1_0, b1_0, { ctx, index: 1 });
-    const gx = xNeedsGrad ? productWithWeight(dpre, sw1) : null;
-    dpre.dispose();
+    // The weight pass takes the d(pre) the input pass made, rather than making it again.
+    const dpre = ctx.kept[0] ?? productWithWeight(g2, sw2, { geluGradAux: spre });
+    const [gw1, gb1] = linearParamGrads(dpre, sx, wantW1 ? w1_0 : null, wantB1 ? b1_0 : null, { ctx, index: 1 });
+    const gx = wantX && xNeedsGrad ? productWithWeight(dpre, sw1) : null;
+    const deferred = [1, 2].some((i) => !ctx.wantsGrad(i));
+    if (deferred && wantX) ctx.keepForWeightPass(dpre);
+    else if (dpre !== ctx.kept[0]) dpre.dispose();
     return [gx, gw1, gb1, gw2, gb2];
   });
   if (x2 !== x) x2.dispose();

@@ -67,9 +67,9 @@ export function matmul(a0: Tensor, b0: Tensor): Tensor {
   bv.temp?.dispose();
   const out = reshape(out3, [...batch, m, n]);
   out3.dispose();
-  return record(out, "MatMul", [a, b], [a, b], (g, [sa, sb]) => [
-    a.requiresGrad ? sumToShape(matmul(g, transpose(sb, -1, -2)), sa.shape) : null,
-    b.requiresGrad ? sumToShape(matmul(transpose(sa, -1, -2), g), sb.shape) : null,
+  return record(out, "MatMul", [a, b], [a, b], (g, [sa, sb], ctx) => [
+    a.requiresGrad && ctx.wantsGrad(0) ? sumToShape(matmul(g, transpose(sb, -1, -2)), sa.shape) : null,
+    b.requiresGrad && ctx.wantsGrad(1) ? sumToShape(matmul(transpose(sa, -1, -2), g), sb.shape) : null,
   ]);
 }
 
@@ -181,9 +181,10 @@ export function linear(x0: Tensor, weight0: Tensor, bias0?: Tensor | null): Tens
   out2.dispose();
   const xNeedsGrad = x.requiresGrad;
   const result = record(out, "Linear", [x2, weight0, bias0 ?? null], [x2, w], (g, [sx, sw], ctx) => {
+    // A split backward's passes ([Note: the weight pass] in autograd.ts) ask for x, or for the weights.
     const g2 = gradRows(g, sx.dtype, outF);
-    const [gw, gb] = linearParamGrads(g2, sx, weight0, bias0 ?? null, { ctx, index: 1 });
-    return [xNeedsGrad ? productWithWeight(g2, sw) : null, gw, gb];
+    const [gw, gb] = linearParamGrads(g2, sx, ctx.wantsGrad(1) ? weight0 : null, ctx.wantsGrad(2) ? (bias0 ?? null) : null, { ctx, index: 1 });
+    return [xNeedsGrad && ctx.wantsGrad(0) ? productWithWeight(g2, sw) : null, gw, gb];
   });
   if (x2 !== x) x2.dispose();
   return result;

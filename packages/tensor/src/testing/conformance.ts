@@ -20,7 +20,7 @@ export const CONFORMANCE_TOLERANCE: Readonly<Record<DType, number>> = {
   int32: 0,
 };
 
-interface InputSpec {
+export interface InputSpec {
   shape: number[];
   /**
    * "normal" (default), "positive" (for log/sqrt), "distinct" (a shuffled ramp of integers, exact in
@@ -128,7 +128,7 @@ export function conformanceCases(): ConformanceCase[] {
   ];
 }
 
-function drawInput(spec: InputSpec, gen: Generator): Tensor {
+export function drawInput(spec: InputSpec, gen: Generator): Tensor {
   const kind = spec.kind ?? "normal";
   if (typeof kind === "object") return ops.randint(kind.low, kind.high, spec.shape, { generator: gen });
   if (kind === "distinct") {

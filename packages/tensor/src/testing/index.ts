@@ -8,3 +8,4 @@ export {
   type ConformanceCase,
   type ConformanceResult,
 } from "./conformance";
+export { runSplitBackwardCase, type SplitBackwardResult } from "./splitBackward";
