@@ -3,7 +3,7 @@
  * forward and backward through the frontend (autograd, views, casts) on the GPU in float32 and
  * bfloat16 and is compared with the CPU backend in float64, with the suite's own tolerances.
  */
-import { conformanceCases, runConformanceCase } from "@fulgur/tensor/testing";
+import { conformanceCases, runConformanceCase, runSplitBackwardCase } from "@fulgur/tensor/testing";
 import { describe, expect, it } from "vitest";
 import { NO_GPU, hasGpu } from "./harness";
 
@@ -13,6 +13,17 @@ describe.skipIf(!hasGpu)("tensor conformance suite on cuda:0", () => {
       it(`${c.name} (${dtype})`, () => {
         const r = runConformanceCase(c, "cuda:0", dtype, 1234);
         expect(r.ok, `${r.name}: ${r.detail} (tolerance ${r.tolerance})`).toBe(true);
+      });
+    }
+  }
+});
+
+// The input/weight split of backward on the GPU's kernels: bit-identical to the ordinary backward.
+describe.skipIf(!hasGpu)("split backward on cuda:0", () => {
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    for (const c of conformanceCases().filter((c) => c.inputs.some((s) => s.grad))) {
+      it(`${c.name} (${dtype})`, () => {
+        expect(runSplitBackwardCase(c, "cuda:0", dtype, 1234).mismatches).toEqual([]);
       });
     }
   }
