@@ -15,7 +15,7 @@ import { assertJsonValue } from "./checkpointMeta";
 import { CheckpointFormatError } from "./errors";
 import { hasOwn, setOwn } from "./safetensors/format";
 import { SafetensorsFile } from "./safetensors/reader";
-import { writeSafetensorsLazy } from "./safetensors/writer";
+import { type LazyTensor, writeSafetensorsInOrder, writeSafetensorsLazy } from "./safetensors/writer";
 import { assertTensorLike, lazyTensor, rawToTensor } from "./tensorBytes";
 
 export const FULL_FORMAT = "fulgur.full";
@@ -134,6 +134,15 @@ export class FullCheckpointIO implements CheckpointIO {
     const metadata = encodeFullCheckpointMetadata(checkpoint.meta);
     const lazy = Object.entries(checkpoint.tensors).map(([name, t]) => lazyTensor(name, t));
     await writeSafetensorsLazy(path, lazy, metadata);
+  }
+
+  /**
+   * The streamed form of `save`: each tensor's bytes are produced when the writer reaches it, in
+   * the order given (a sharded strategy gathers one unit at a time for a run of its tensors), so
+   * the host holds about one unit, never the model. The same file as `save` writes, read the same.
+   */
+  async saveStreamed(tensors: readonly LazyTensor[], meta: CheckpointMeta, path: string): Promise<void> {
+    await writeSafetensorsInOrder(path, tensors, encodeFullCheckpointMetadata(meta));
   }
 
   async load(path: string, options: { device?: string } = {}): Promise<Checkpoint> {

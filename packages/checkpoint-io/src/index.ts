@@ -22,10 +22,11 @@ export {
   type ReadSafetensorsOptions,
   type SafetensorsContents,
 } from "./safetensors/reader";
-export { encodeSafetensors, writeSafetensors, writeSafetensorsLazy, type LazyTensor } from "./safetensors/writer";
+export { encodeSafetensors, writeSafetensors, writeSafetensorsInOrder, writeSafetensorsLazy, type LazyTensor } from "./safetensors/writer";
 export { parseTemporaryName, temporaryPathFor, writeFileAtomic, type WriteChunk } from "./atomicFile";
 export {
   fulgurDTypeOf,
+  lazyTensor,
   loadTensors,
   rawToTensor,
   safetensorsDTypeOf,

@@ -34,6 +34,8 @@ export type {
   OptimizerStateHandling,
   Strategy,
   StrategyContext,
+  StreamedSaveInput,
+  StreamedSaving,
 } from "./strategy";
 export {
   buildsModule,
@@ -44,6 +46,7 @@ export {
   isExceptionAware,
   isLaunching,
   runsBatch,
+  savesStreamed,
 } from "./strategy";
 export {
   assertAccelerator,

@@ -178,6 +178,27 @@ export interface MemoryEstimate {
   readonly notes: readonly string[];
 }
 
+/** What the Trainer hands a strategy that writes its own checkpoint (see StreamedSaving). */
+export interface StreamedSaveInput {
+  readonly module: Module;
+  readonly optimizer: Optimizer | null;
+  /**
+   * The checkpoint from the module's and the optimizer's state, as the Trainer builds it. The
+   * strategy may pass placeholder tensors (on the `meta` device) and produce their values while
+   * the file is written.
+   */
+  build(moduleState: Record<string, Tensor>, optimizerState: OptimizerState | null): Checkpoint;
+}
+
+/**
+ * Optional ability: writes a training checkpoint while producing its tensors, so a full save of a
+ * sharded model gathers one unit at a time instead of holding the model on one rank. Returns false
+ * when it does not stream this save (the Trainer then saves as usual). Every rank calls it.
+ */
+export interface StreamedSaving {
+  saveStreamed(input: StreamedSaveInput, path: string): Promise<boolean>;
+}
+
 /** Optional ability: what a model and its options will hold per device, per host and on disk. */
 export interface MemoryEstimating {
   estimateMemory(input: MemoryEstimateInput): MemoryEstimate;
@@ -193,6 +214,7 @@ export const runsBatch = (s: object): s is BatchRunning => hasFunction(s, "runBa
 export const handlesOptimizerState = (s: object): s is OptimizerStateHandling =>
   hasFunction(s, "optimizerStateDict") && hasFunction(s, "loadOptimizerStateDict");
 export const estimatesMemory = (s: object): s is MemoryEstimating => hasFunction(s, "estimateMemory");
+export const savesStreamed = (s: object): s is StreamedSaving => hasFunction(s, "saveStreamed");
 
 export function hasDataParallelLayout(s: object): s is DataParallelLayout {
   const l = s as Partial<DataParallelLayout>;

@@ -357,10 +357,13 @@ export class FlatUnit {
       const slice = zeros([this.layout.shardNumel], { dtype, device }).untrack();
       const whole = zeros([this.layout.paddedNumel], { dtype, device }).untrack();
       try {
-        for (const { index, tensor } of items) {
-          const seg = this.segments[index];
-          if (seg.end > seg.start) slice.narrow(0, seg.localOffset, seg.end - seg.start).copy_(tensor.reshape([seg.end - seg.start]).to(device));
-        }
+        // In a scope: the views would otherwise hold the slice's memory after it is disposed.
+        scope(() => {
+          for (const { index, tensor } of items) {
+            const seg = this.segments[index];
+            if (seg.end > seg.start) slice.narrow(0, seg.localOffset, seg.end - seg.start).copy_(tensor.reshape([seg.end - seg.start]).to(device));
+          }
+        });
         this.groups.shard.allGather(whole, slice).synchronize();
         return items.map(({ index }) => {
           const slot = this.layout.slots[index];

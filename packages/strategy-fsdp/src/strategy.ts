@@ -8,6 +8,7 @@
 import {
   type Checkpoint,
   type CheckpointIO,
+  type CheckpointMeta,
   MODEL_PREFIX,
   OPTIMIZER_PREFIX,
 } from "@fulgur/core";
@@ -20,12 +21,14 @@ import type {
   OptimizerStepOptions,
   OptimizerStepResult,
   PrecisionStepOptions,
+  StreamedSaveInput,
+  StreamedSaving,
 } from "@fulgur/core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
+import { type LazyTensor, type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits } from "@fulgur/sharding";
+import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits, saveFullStreamed } from "@fulgur/sharding";
 import {
   DeviceMesh,
   ParallelStrategy,
@@ -42,7 +45,12 @@ import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, parseFSDPO
 import { markedModules } from "./fullyShard";
 import { moduleListElements, selectModules } from "./wrapPolicy";
 
-export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling {
+/** A checkpoint IO that writes tensors produced one at a time, in order (@fulgur/checkpoint-io's FullCheckpointIO). */
+interface StreamingIO {
+  saveStreamed(tensors: readonly LazyTensor[], meta: CheckpointMeta, path: string): Promise<void>;
+}
+
+export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling, StreamedSaving {
   readonly name: string;
   readonly options: ResolvedFSDPOptions;
   private engine: ShardingEngine | null = null;
@@ -200,6 +208,19 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   private get sharded(): boolean {
     return this.options.stateDictType === "sharded";
+  }
+
+  /**
+   * A full save streamed unit by unit (streamedSave.ts) when the checkpoint IO can take its tensors
+   * one at a time; a sharded save, or another IO, goes the usual way.
+   */
+  async saveStreamed(input: StreamedSaveInput, path: string): Promise<boolean> {
+    const io = this.checkpointIO as CheckpointIO & Partial<StreamingIO>;
+    if (this.sharded || typeof io.saveStreamed !== "function") return false;
+    const save = io.saveStreamed.bind(io);
+    await saveFullStreamed(input, this.sharding.units, (p) => this.segmentNames.get(p), this.isGlobalZero, (tensors, meta) => save(tensors, meta, path));
+    await this.barrier("saveCheckpoint");
+    return true;
   }
 
   /** Every rank saves: its slices are described as pieces of the named whole tensors. */

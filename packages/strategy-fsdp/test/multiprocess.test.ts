@@ -73,6 +73,8 @@ interface RankResult {
   initPeak: number;
   /** Highest tensor memory of each step. */
   stepPeaks: number[];
+  /** Tensor memory the final save added at its highest, or null without --save. */
+  savePeak: number | null;
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -179,6 +181,17 @@ describe("checkpoints load at any world size and in other strategies", () => {
       expectSameLosses(first.losses, ref.losses.slice(0, STEPS / 2));
       expect(existsSync(format === "full" ? path : join(path, "index.json"))).toBe(true);
       if (format === "sharded") expect(existsSync(join(path, "rank-00001-of-00002.safetensors"))).toBe(true);
+      if (format === "full") {
+        // Streamed unit by unit: rank 0 holds about one unit's whole tensors (the largest is the root:
+        // embeddings, head and final norm; a gather also holds the padded buffer), never the whole
+        // model and its optimizer state, which a save gathering everything first would hold.
+        const largestUnit = (256 * 32 + 16 * 32 + 256 * 32 + 2 * 32) * 4;
+        const paramBytes = ref.stateBytes / 4;
+        const [rank0, rank1] = first.ranks;
+        expect(rank0.savePeak!).toBeLessThanOrEqual(3 * largestUnit);
+        expect(rank0.savePeak!).toBeLessThan(paramBytes);
+        expect(rank1.savePeak!).toBeLessThanOrEqual(3 * largestUnit);
+      }
       const resumes = format === "full" ? ([["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) : ([["fsdp", 3], ["single_device", 1]] as const);
       for (const [strategy, world] of resumes) {
         const resumed = await job(strategy, world, strategy === "ddp" ? { verbose: false } : {}, ["--resume", path]);
@@ -198,20 +211,23 @@ describe("failures travel (DESIGN.md decision 12)", () => {
     expect(run.stderr).toMatch(/rank 1 (exited with code 1|failed)/);
   });
 
-  it("a rank killed during a sharded save ends the job naming it, and the last good checkpoint still loads", async () => {
-    const ref = await reference();
-    const dir = outDir();
-    const path = join(dir, "ckpt");
-    const args = (extra: string[]) => ["--out", dir, "--strategy", "fsdp", "--devices", "2", "--batch", String(GLOBAL_BATCH / 4), "--accumulate", "2",
-      "--options", JSON.stringify({ stateDictType: "sharded" }), ...extra];
-    const good = await train(args(["--steps", String(STEPS / 2), "--save", path]));
-    expect(good.code, good.stderr).toBe(0);
-    const killed = await train(args(["--steps", String(STEPS / 2), "--save", path, "--kill-during-save", "1"]), 60_000);
-    expect(killed.code).not.toBe(0);
-    expect(killed.ms).toBeLessThan(60_000);
-    expect(killed.stderr).toMatch(/rank 1 was killed by signal SIGKILL|global rank 1|rank 1 .*vanished/);
-    // The good checkpoint is whole: it resumes as if the killed run had never happened.
-    const resumed = await job("single_device", 1, {}, ["--resume", path]);
-    expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
-  });
+  // Sharded: rank 1 writes its own file; full: rank 1 takes part in the gathers rank 0 streams from.
+  for (const [format, file] of [["sharded", "ckpt"], ["full", "ckpt.safetensors"]] as const) {
+    it(`a rank killed during a ${format} save ends the job naming it, and the last good checkpoint still loads`, async () => {
+      const ref = await reference();
+      const dir = outDir();
+      const path = join(dir, file);
+      const args = (extra: string[]) => ["--out", dir, "--strategy", "fsdp", "--devices", "2", "--batch", String(GLOBAL_BATCH / 4), "--accumulate", "2",
+        "--options", JSON.stringify({ stateDictType: format }), ...extra];
+      const good = await train(args(["--steps", String(STEPS / 2), "--save", path]));
+      expect(good.code, good.stderr).toBe(0);
+      const killed = await train(args(["--steps", String(STEPS / 2), "--save", path, "--kill-during-save", "1"]), 60_000);
+      expect(killed.code).not.toBe(0);
+      expect(killed.ms).toBeLessThan(60_000);
+      expect(killed.stderr).toMatch(/rank 1 was killed by signal SIGKILL|global rank 1|rank 1 .*vanished/);
+      // The good checkpoint is whole: it resumes as if the killed run had never happened.
+      const resumed = await job("single_device", 1, {}, ["--resume", path]);
+      expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
+    });
+  }
 });

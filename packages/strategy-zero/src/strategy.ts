@@ -7,11 +7,23 @@
  * name (shardedState.ts), so ZeRO at any stage and world size, FSDP, DDP and single_device read
  * each other's.
  */
-import type { MemoryEstimate, MemoryEstimateInput, ModuleBuilding, OptimizerState, OptimizerStateHandling, StrategyContext } from "@fulgur/core";
+import type {
+  CheckpointIO,
+  CheckpointMeta,
+  MemoryEstimate,
+  MemoryEstimateInput,
+  ModuleBuilding,
+  OptimizerState,
+  OptimizerStateHandling,
+  StrategyContext,
+  StreamedSaveInput,
+  StreamedSaving,
+} from "@fulgur/core";
+import type { LazyTensor } from "@fulgur/checkpoint-io";
 import type { OptimizerStepOptions, OptimizerStepResult, PrecisionStepOptions } from "@fulgur/core";
 import type { ConfigProblem } from "@fulgur/deepspeed-config-schema";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { ShardingEngine, type UnitPlan, planUnits } from "@fulgur/sharding";
+import { ShardingEngine, type UnitPlan, planUnits, saveFullStreamed } from "@fulgur/sharding";
 import { ParallelStrategy, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
 import { type Tensor, materialize, noGrad, scope, withDevice } from "@fulgur/tensor";
 import { type DeepSpeedOptions, type ResolvedDeepSpeedOptions, type ZeroStage, parseDeepSpeedOptions } from "./api";
@@ -35,7 +47,7 @@ export interface DeepSpeedConstruction {
   readonly refuseConfigAt?: "construction" | "start";
 }
 
-export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling {
+export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling, StreamedSaving {
   readonly name: string;
   readonly options: ResolvedDeepSpeedOptions;
   private readonly resolved: ZeroPlan | null = null;
@@ -180,6 +192,29 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   }
 
   // ---- checkpoints -----------------------------------------------------------------------------
+
+  /**
+   * A full save streamed unit by unit when the checkpoint IO writes tensors one at a time: rank 0
+   * never holds the model (@fulgur/sharding's saveFullStreamed).
+   */
+  async saveStreamed(input: StreamedSaveInput, path: string): Promise<boolean> {
+    const io = this.checkpointIO as CheckpointIO & { saveStreamed?: (t: readonly LazyTensor[], meta: CheckpointMeta, path: string) => Promise<void> };
+    if (typeof io.saveStreamed !== "function") return false;
+    const save = io.saveStreamed.bind(io);
+    const index = this.segments;
+    await saveFullStreamed(
+      input,
+      this.sharding.units,
+      (p) => {
+        const at = index.locate(p);
+        return at && { unit: at.unit, index: at.slot };
+      },
+      this.isGlobalZero,
+      (tensors, meta) => save(tensors, meta, path),
+    );
+    await this.barrier("saveCheckpoint");
+    return true;
+  }
 
   /** The full module state on rank 0, gathered one unit at a time (stage3_gather_16bit_weights_on_model_save). */
   override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {

@@ -21,6 +21,7 @@ import {
   isExceptionAware,
   isLaunching,
   runsBatch,
+  savesStreamed,
 } from "@fulgur/core";
 import { FullCheckpointIO } from "@fulgur/checkpoint-io";
 import { detectClusterEnvironment } from "@fulgur/distributed";
@@ -694,26 +695,29 @@ export class Trainer {
     const extra: Record<string, unknown> = {};
     module.onSaveCheckpoint(extra);
     const optimizer = this.optimizer;
+    const build = (moduleState: Record<string, Tensor>, optimizerState: OptimizerState | null): Checkpoint =>
+      buildCheckpoint({
+        moduleState,
+        optimizerState,
+        scheduler: this.scheduler,
+        position: this.position,
+        extra: {
+          fulgur: { package: "@fulgur/trainer", strategy: strategy.name, worldSize: strategy.worldSize },
+          precision: this.precision.stateDict(),
+          rng: defaultGenerator().getState() as unknown as Record<string, unknown>,
+          callbacks,
+          module: extra,
+          hparams: this.hparams(module),
+        },
+      });
+    // A sharded strategy streams a full save unit by unit rather than gathering the model first.
+    if (savesStreamed(strategy) && (await strategy.saveStreamed({ module, optimizer, build }, path))) return;
     const optimizerState: OptimizerState | null = !optimizer
       ? null
       : handlesOptimizerState(strategy)
         ? await strategy.optimizerStateDict(optimizer)
         : namedOptimizerState(optimizer, parameterNames(module));
-    const checkpoint: Checkpoint = buildCheckpoint({
-      moduleState: await strategy.moduleStateDict(module),
-      optimizerState,
-      scheduler: this.scheduler,
-      position: this.position,
-      extra: {
-        fulgur: { package: "@fulgur/trainer", strategy: strategy.name, worldSize: strategy.worldSize },
-        precision: this.precision.stateDict(),
-        rng: defaultGenerator().getState() as unknown as Record<string, unknown>,
-        callbacks,
-        module: extra,
-        hparams: this.hparams(module),
-      },
-    });
-    await strategy.saveCheckpoint(checkpoint, path);
+    await strategy.saveCheckpoint(build(await strategy.moduleStateDict(module), optimizerState), path);
   }
 
   async removeCheckpoint(path: string): Promise<void> {

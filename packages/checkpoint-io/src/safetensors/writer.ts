@@ -52,7 +52,19 @@ export async function writeSafetensorsLazy(
   tensors: readonly LazyTensor[],
   metadata: Readonly<Record<string, string>> = {},
 ): Promise<void> {
-  const ordered = layoutOrder(tensors);
+  await writeSafetensorsInOrder(path, layoutOrder(tensors), metadata);
+}
+
+/**
+ * As `writeSafetensorsLazy`, but the data lies in the order given and `bytes()` is called in that
+ * order: a producer that gathers a sharded unit for a run of tensors can count on it. Readers take
+ * any order (they sort by offset); Python's writer sorts by dtype and name, which this skips.
+ */
+export async function writeSafetensorsInOrder(
+  path: string,
+  ordered: readonly LazyTensor[],
+  metadata: Readonly<Record<string, string>> = {},
+): Promise<void> {
   // Built before the file is opened so a bad name, dtype or shape never creates a temporary file.
   const { prefix } = encodeHeader(ordered, metadata, path);
   await writeFileAtomic(path, async (write) => {
