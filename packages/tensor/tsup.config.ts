@@ -1,7 +1,8 @@
 import { defineConfig } from "tsup";
 
 export default defineConfig({
-  entry: { index: "src/index.ts", "testing/index": "src/testing/index.ts" },
+  // The CPU optimizer's worker thread runs its own file, found beside the bundle (cpu/optimizerThreads.ts).
+  entry: { index: "src/index.ts", "testing/index": "src/testing/index.ts", cpuOptimizerWorker: "src/cpu/optimizerWorker.ts" },
   format: ["esm"],
   dts: true,
   sourcemap: true,

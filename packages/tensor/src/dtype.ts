@@ -26,17 +26,22 @@ export function assertDType(value: unknown, field = "dtype"): DType {
 }
 
 /** Allocates a zeroed host array able to hold `n` elements of `dtype` in its storage format. */
-export function allocHost(dtype: DType, n: number): HostArray {
+/**
+ * A zeroed host array. `shared`: over a SharedArrayBuffer, which worker threads can update in
+ * place (the CPU optimizer's threads; see cpu/optimizerThreads.ts).
+ */
+export function allocHost(dtype: DType, n: number, shared = false): HostArray {
+  const buffer = shared ? new SharedArrayBuffer(n * itemsize(dtype)) : null;
   switch (dtype) {
     case "float32":
-      return new Float32Array(n);
+      return buffer ? new Float32Array(buffer) : new Float32Array(n);
     case "float64":
-      return new Float64Array(n);
+      return buffer ? new Float64Array(buffer) : new Float64Array(n);
     case "int32":
-      return new Int32Array(n);
+      return buffer ? new Int32Array(buffer) : new Int32Array(n);
     case "bfloat16":
     case "float16":
-      return new Uint16Array(n);
+      return buffer ? new Uint16Array(buffer) : new Uint16Array(n);
   }
 }
 

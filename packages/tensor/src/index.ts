@@ -66,4 +66,5 @@ export {
   type Shape,
 } from "./shape";
 export { cpuBackend, philox4x32 } from "./cpu";
+export { cpuOptimizerThreads, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
 export { MetaBackend, metaBackend } from "./meta";

@@ -19,8 +19,12 @@ import type {
   View,
 } from "../backend";
 import type { DType, HostArray } from "../dtype";
-import { allocHost, encodeElement, isStorageArray } from "../dtype";
+import { allocHost, encodeElement, isStorageArray, itemsize } from "../dtype";
 import { adamw } from "./adamw";
+import { adamwThreaded } from "./optimizerThreads";
+
+/** Storages from this size up are SharedArrayBuffers (see optimizerThreads.ts). */
+const SHARED_MIN_BYTES = 1 << 20;
 import { attention, attentionBackward } from "./attention";
 import { crossEntropy, crossEntropyBackward } from "./crossEntropy";
 import { binary, copy, fill, unary, where } from "./elementwise";
@@ -43,7 +47,8 @@ export class CpuBackend implements Backend {
     if (!Number.isInteger(length) || length < 0) {
       throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
     }
-    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length)));
+    // Large storages are shared memory, which the optimizer's worker threads update in place.
+    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length, length * itemsize(dtype) >= SHARED_MIN_BYTES)));
   }
 
   private track(s: CpuStorage): CpuStorage {
@@ -194,7 +199,7 @@ export class CpuBackend implements Backend {
   }
 
   adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): void {
-    adamw(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
+    if (!adamwThreaded(params, grads, expAvg, expAvgSq, hyper, lowPrecision)) adamw(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
   }
 }
 

@@ -1,0 +1,185 @@
+/**
+ * The CPU optimizer on several threads, for training with state offloaded to host memory (FSDP's
+ * cpuOffload, ZeRO-Offload), where the optimizer step over billions of parameters runs on the CPU.
+ * Storages of 1 MiB and more live in SharedArrayBuffers (storage.ts), so worker threads update
+ * ranges of the very memory the tensors view: the elements are split evenly over the threads (the
+ * calling thread takes a share), and the caller waits on a shared counter (`Atomics.wait`), which
+ * keeps `Backend.adamw` synchronous as every backend's is. Each element's update depends on that
+ * element alone, so the result is bit-identical to one thread's.
+ *
+ * Threads: `setCpuOptimizerThreads(n)`, else FULGUR_CPU_OPTIMIZER_THREADS, else the machine's
+ * available parallelism (at most 16). Workers start at the first large step, never keep the process
+ * alive, and a failing worker fails the step with its error.
+ */
+import { availableParallelism } from "node:os";
+import { Worker } from "node:worker_threads";
+import type { AdamWHyper, View } from "../backend";
+import { dataOf } from "./storage";
+import { type AdamWJob, type AdamWTensor, type Piece, type SharedRange, runPieces } from "./optimizerJob";
+import { numelOf } from "./strided";
+import { adamwRange, rangeOf } from "./adamw";
+
+// Stands in for a tensor the threads do not take (no piece refers to it).
+const NONE: SharedRange = { buffer: -1, dtype: "float32", offset: 0 };
+const EMPTY: AdamWTensor = { p: NONE, g: NONE, m: NONE, v: NONE, lp: null };
+
+/** Below this many elements a step is done on the calling thread: handing it out costs more. */
+export const THREADED_MIN_ELEMENTS = 1 << 18;
+const MAX_DEFAULT_THREADS = 16;
+
+let requested: number | null = null;
+// Steps that went to the threads: what a test checks to know they ran.
+let threadedSteps = 0;
+
+/** How many AdamW steps ran on worker threads in this process. */
+export function threadedStepCount(): number {
+  return threadedSteps;
+}
+let pool: Worker[] = [];
+
+function fromEnv(): number | null {
+  const raw = process.env.FULGUR_CPU_OPTIMIZER_THREADS;
+  if (raw === undefined || raw === "") return null;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) {
+    throw new RangeError(`FULGUR_CPU_OPTIMIZER_THREADS: got ${JSON.stringify(raw)}; expected a positive integer (threads for the CPU optimizer step, 1 = the calling thread only)`);
+  }
+  return n;
+}
+
+/** Threads the CPU optimizer step uses, the calling one included. */
+export function cpuOptimizerThreads(): number {
+  return requested ?? fromEnv() ?? Math.max(1, Math.min(MAX_DEFAULT_THREADS, availableParallelism()));
+}
+
+/** Sets the threads of the CPU optimizer step (1: the calling thread only); extra workers stop. */
+export function setCpuOptimizerThreads(n: number): void {
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`setCpuOptimizerThreads: got ${n}; expected a positive integer`);
+  requested = n;
+  for (const w of pool.splice(n - 1)) void w.terminate();
+}
+
+/** Stops every worker (they are started again when needed). */
+export function stopCpuOptimizerThreads(): void {
+  for (const w of pool.splice(0)) void w.terminate();
+}
+
+/** Node flags a worker cannot take (a script given with -e or --input-type). */
+const workerExecArgv = (): string[] => process.execArgv.filter((a) => !/tsx|^--input-type|^-e$|^--eval/.test(a));
+
+/**
+ * Starts a worker and waits (synchronously, bounded) until it says it is ready: a worker that
+ * cannot start fails here, with its reason, instead of leaving a step waiting for it.
+ */
+function spawn(): Worker {
+  const ready = new SharedArrayBuffer(4);
+  const worker = import.meta.url.endsWith(".ts")
+    ? new Worker(new URL("./tsxBootstrap.mjs", import.meta.url), {
+        workerData: { entry: new URL("./optimizerWorker.ts", import.meta.url).href, ready },
+        execArgv: workerExecArgv(),
+      })
+    : new Worker(new URL("./cpuOptimizerWorker.js", import.meta.url), { workerData: { ready }, execArgv: workerExecArgv() });
+  worker.unref();
+  worker.on("exit", () => {
+    pool = pool.filter((w) => w !== worker);
+  });
+  if (Atomics.wait(new Int32Array(ready), 0, 0, 30_000) === "timed-out") {
+    void worker.terminate();
+    throw new Error("CPU optimizer: a worker thread did not start within 30 s (set FULGUR_CPU_OPTIMIZER_THREADS=1 to step on the calling thread only)");
+  }
+  return worker;
+}
+
+/** Each tensor's ranges in SharedArrayBuffers, or null for a tensor whose memory is not shared. */
+function sharedTensors(lists: readonly (readonly (View | null)[])[], count: number): { buffers: SharedArrayBuffer[]; tensors: (AdamWTensor | null)[] } {
+  const buffers: SharedArrayBuffer[] = [];
+  const index = new Map<SharedArrayBuffer, number>();
+  const shared = (v: View): SharedRange | null => {
+    const data = dataOf(v);
+    if (!(data.buffer instanceof SharedArrayBuffer)) return null;
+    let b = index.get(data.buffer);
+    if (b === undefined) {
+      b = buffers.length;
+      buffers.push(data.buffer);
+      index.set(data.buffer, b);
+    }
+    return { buffer: b, dtype: v.storage.dtype, offset: v.offset + data.byteOffset / data.BYTES_PER_ELEMENT };
+  };
+  const tensors: (AdamWTensor | null)[] = [];
+  for (let t = 0; t < count; t++) {
+    const [p, g, m, v] = lists.slice(0, 4).map((l) => shared(l[t]!));
+    const lpView = lists[4]?.[t] ?? null;
+    const lp = lpView ? shared(lpView) : null;
+    tensors.push(!p || !g || !m || !v || (lpView && !lp) ? null : { p, g, m, v, lp });
+  }
+  return { buffers, tensors };
+}
+
+/** Splits the elements of every tensor into `threads` runs of about equal size (a size of 0: a tensor left out). */
+function split(sizes: readonly number[], threads: number): Piece[][] {
+  const total = sizes.reduce((s, n) => s + n, 0);
+  const share = Math.ceil(total / threads);
+  const out: Piece[][] = Array.from({ length: threads }, () => []);
+  let k = 0;
+  let room = share;
+  sizes.forEach((n, tensor) => {
+    let start = 0;
+    while (start < n) {
+      const count = Math.min(room, n - start);
+      out[k].push({ tensor, start, count });
+      start += count;
+      room -= count;
+      if (room === 0 && k < threads - 1) {
+        k++;
+        room = share;
+      }
+    }
+  });
+  return out;
+}
+
+/**
+ * The fused AdamW step over worker threads. Returns false, having done nothing, when it does not
+ * apply (one thread, a small step, or memory that is not shared): the caller runs it in place.
+ */
+export function adamwThreaded(
+  params: View[],
+  grads: View[],
+  expAvg: View[],
+  expAvgSq: View[],
+  hyper: AdamWHyper,
+  lowPrecision?: readonly (View | null)[],
+): boolean {
+  const threads = cpuOptimizerThreads();
+  if (threads <= 1) return false;
+  const shared = sharedTensors([params, grads, expAvg, expAvgSq, lowPrecision ?? []], params.length);
+  // Tensors in shared memory (storages of 1 MiB and more) go to the threads; the rest stay here.
+  const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
+  const total = sizes.reduce((s, n) => s + n, 0);
+  if (total < THREADED_MIN_ELEMENTS) return false;
+  while (pool.length < threads - 1) pool.push(spawn());
+  const pieces = split(sizes, threads);
+  const control = new SharedArrayBuffer(8 + 2048);
+  const flags = new Int32Array(control, 0, 2);
+  const helpers = pool.slice(0, threads - 1);
+  const job = { buffers: shared.buffers, tensors: shared.tensors.map((t) => t ?? EMPTY), hyper };
+  helpers.forEach((w, k) => w.postMessage({ ...job, pieces: pieces[k + 1], control } satisfies AdamWJob));
+  runPieces({ ...job, pieces: pieces[0] });
+  for (let t = 0; t < params.length; t++) {
+    if (shared.tensors[t]) continue;
+    const lp = lowPrecision?.[t];
+    adamwRange(rangeOf(params[t]), rangeOf(grads[t]), rangeOf(expAvg[t]), rangeOf(expAvgSq[t]), numelOf(params[t].shape), hyper, lp ? rangeOf(lp) : null);
+  }
+  // Generous: a worker that stopped (killed, out of memory) must not hang the step for ever.
+  const deadline = Date.now() + Math.max(120_000, total / 5_000);
+  for (let done = Atomics.load(flags, 0); done < helpers.length; done = Atomics.load(flags, 0)) {
+    if (Date.now() > deadline) throw new Error(`CPU optimizer: ${helpers.length - done} of ${helpers.length} worker thread(s) did not finish the step`);
+    Atomics.wait(flags, 0, done, 1000);
+  }
+  if (Atomics.load(flags, 1) !== 0) {
+    const text = new TextDecoder().decode(new Uint8Array(control, 8, 2048).slice()).replace(/\0+$/, "");
+    throw new Error(`CPU optimizer: a worker thread failed: ${text}`);
+  }
+  threadedSteps++;
+  return true;
+}

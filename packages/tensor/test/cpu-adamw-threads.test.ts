@@ -1,0 +1,71 @@
+// The CPU optimizer on worker threads (optimizer state offloaded to host memory): large storages are
+// shared memory, the elements are split over the threads, and the step is bit-identical to one
+// thread's, with 16-bit state, bf16 weight copies and several tensors cut across threads.
+import { afterAll, describe, expect, it } from "vitest";
+import * as T from "../src";
+import type { View } from "../src/backend";
+import { THREADED_MIN_ELEMENTS, threadedStepCount } from "../src/cpu/optimizerThreads";
+
+const viewOf = (t: T.Tensor): View => ({ storage: t.storageRef.storage, shape: t.shape, strides: t.strides, offset: t.offset });
+
+afterAll(() => {
+  T.setCpuOptimizerThreads(1);
+  T.stopCpuOptimizerThreads();
+});
+
+/** Parameters of several sizes (one large enough to be cut between threads), their state, gradients. */
+function world(seed: number, dtype: T.DType) {
+  const gen = new T.Generator(seed);
+  // The first is shared memory in every dtype (bf16 too: over 1 MiB) and cut between threads; the others stay on the calling thread.
+  const sizes = [2 * THREADED_MIN_ELEMENTS + 12_345, 70_001, 3];
+  return sizes.map((n) => ({
+    p: T.randn([n], { dtype: "float32", generator: gen }).untrack(),
+    g: T.randn([n], { dtype: "float32", generator: gen }).untrack(),
+    m: T.cast(T.randn([n], { dtype: "float32", generator: gen }), dtype).untrack(),
+    v: T.cast(T.abs(T.randn([n], { dtype: "float32", generator: gen })), dtype).untrack(),
+    lp: T.zeros([n], { dtype: "bfloat16" }).untrack(),
+  }));
+}
+
+function step(threads: number, dtype: T.DType): Float64Array[] {
+  T.setCpuOptimizerThreads(threads);
+  const w = world(7, dtype);
+  const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 };
+  const views = (k: "p" | "g" | "m" | "v" | "lp") => w.map((e) => viewOf(e[k]));
+  T.cpuBackend().adamw(views("p"), views("g"), views("m"), views("v"), hyper, views("lp"));
+  const out = w.flatMap((e) => [e.p, e.m, e.v, e.lp].map((t) => t.toFloat64Array()));
+  for (const e of w) for (const t of Object.values(e)) t.dispose();
+  return out;
+}
+
+describe("the CPU AdamW step on worker threads", () => {
+  for (const dtype of ["float32", "bfloat16"] as const) {
+    it(`is bit-identical to one thread's (${dtype} state)`, () => {
+      const before = threadedStepCount();
+      const one = step(1, dtype);
+      expect(threadedStepCount()).toBe(before);
+      const three = step(3, dtype);
+      expect(threadedStepCount()).toBe(before + 1);
+      expect(three.length).toBe(one.length);
+      one.forEach((a, i) => {
+        const at = a.findIndex((x, k) => !Object.is(x, three[i][k]));
+        expect(at, `array ${i} element ${at}`).toBe(-1);
+      });
+      expect(T.cpuOptimizerThreads()).toBe(3);
+    });
+  }
+
+  it("large storages are shared memory; small ones are not", () => {
+    const big = T.zeros([THREADED_MIN_ELEMENTS]).untrack();
+    const small = T.zeros([16]).untrack();
+    const data = (t: T.Tensor) => (t.storageRef.storage as unknown as { data: ArrayBufferView }).data;
+    expect(data(big).buffer).toBeInstanceOf(SharedArrayBuffer);
+    expect(data(small).buffer).toBeInstanceOf(ArrayBuffer);
+    big.dispose();
+    small.dispose();
+  });
+
+  it("refuses a thread count that is not a positive integer", () => {
+    expect(() => T.setCpuOptimizerThreads(0)).toThrow("setCpuOptimizerThreads: got 0; expected a positive integer");
+  });
+});
