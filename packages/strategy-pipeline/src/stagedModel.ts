@@ -1,10 +1,9 @@
 /**
  * One rank's view of a model cut into pipeline stages between the blocks of a ModuleList (the GPT:
- * embeddings → blocks → final norm, head and loss). Every rank builds the whole model (simplest
- * first: the memory saving of a pipeline is in gradients, optimizer state and activations; building
- * only the rank's stages is the next slice). Parameters of stages on other ranks are frozen
- * (`requiresGrad` false): they get no gradient, so the optimizer, which skips parameters without
- * one, never moves them, and clipping never counts them.
+ * embeddings → blocks → final norm, head and loss). The strategy builds the model on `meta` and
+ * materialises only this rank's stages (see strategy.ts, [Note: a rank holds its stages]).
+ * Parameters of stages on other ranks are frozen (`requiresGrad` false): they get no gradient, so
+ * the optimizer, which skips parameters without one, never moves them, and clipping never counts them.
  *
  * [Note: running one stage through the user's training step] The executor runs the user's
  * `trainingStep` on a micro-batch for every forward, so the loss stays the user's code. While a
@@ -57,6 +56,8 @@ export class StagedModel {
   private active: Active | null = null;
   private readonly undo: (() => void)[] = [];
 
+  private readonly beforeBlocks: string[];
+
   constructor(
     private readonly root: Module,
     options: StagedModelOptions,
@@ -84,12 +85,23 @@ export class StagedModel {
       }
       this.bounds = balancedBounds(weights, S);
     }
+    this.beforeBlocks = named.filter(([n], i) => blockOf(n) < 0 && i < firstBlockParam).map(([n]) => n);
     const stageOfBlock = (i: number) => this.bounds.findIndex((b, s) => s < S && i >= b && i < this.bounds[s + 1]);
     this.stageOf = new Map(named.map(([n], i) => [n, blockOf(n) >= 0 ? stageOfBlock(blockOf(n)) : i < firstBlockParam ? 0 : S - 1]));
   }
 
   get stageCount(): number {
     return this.bounds.length - 1;
+  }
+
+  /** Names of the parameters of the given stages, in the module's order. */
+  namesOf(stages: readonly number[]): string[] {
+    return this.root.namedParameters().filter(([n]) => stages.includes(this.stageOf.get(n)!)).map(([n]) => n);
+  }
+
+  /** Names of the parameters registered before the blocks (the embeddings: every stage runs them). */
+  namesBeforeBlocks(): string[] {
+    return this.beforeBlocks;
   }
 
   /** Parameters of the given stages, in the module's order. */

@@ -7,11 +7,45 @@
  *
  * The step: each rank steps the parameters of its own stages; clipping by global norm sums the
  * stages' squared norms over the pipeline group (the kit's StepCollectives).
+ *
+ * [Note: a rank holds its stages] The model is built on the `meta` device (shapes, no memory) and
+ * each rank materialises only its stages' parameters, plus what precedes the blocks (the
+ * embeddings: every stage runs the user's step from the start and drops the lookup's result), with
+ * the values one device would give. Parameters of other stages stay on `meta`. Checkpoints are
+ * sharded (one file per rank and an index, @fulgur/checkpoint-io): each stage's first replica
+ * writes its parameters and their optimizer state whole, keyed by name, so a pipeline checkpoint
+ * loads into FSDP, DDP or single_device, and any of theirs loads here, each rank reading its own.
  */
-import type { BatchContext, BatchRunning, DataParallelLayout, PrecisionStepOptions, ProcessGroup, StrategyContext } from "@fulgur/core";
+import {
+  type BatchContext,
+  type BatchRunning,
+  type Checkpoint,
+  type CheckpointIO,
+  type DataParallelLayout,
+  MODEL_PREFIX,
+  type ModuleBuilding,
+  OPTIMIZER_PREFIX,
+  type OptimizerState,
+  type OptimizerStateHandling,
+  type PrecisionStepOptions,
+  type ProcessGroup,
+  type StrategyContext,
+} from "@fulgur/core";
+import {
+  type PieceDescription,
+  SHARDED_INDEX_FILE,
+  SHARDED_PIECES_KEY,
+  SafetensorsFile,
+  ShardedCheckpointIO,
+  decodeFullCheckpointMetadata,
+  openShardedCheckpoint,
+  rawToTensor,
+} from "@fulgur/checkpoint-io";
 import type { Module, Optimizer } from "@fulgur/nn";
-import { DeviceMesh, ParallelStrategy, StrategySetupError, allReduceTensors, broadcastJson, broadcastTensors } from "@fulgur/strategy-kit";
-import { type Tensor, noGrad, zeros } from "@fulgur/tensor";
+import { DeviceMesh, ParallelStrategy, StrategySetupError, allReduceTensors, broadcastJson, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
+import { type Tensor, materialize, noGrad, withDevice, zeros } from "@fulgur/tensor";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { type PipelineOptions, type ResolvedPipelineOptions, parsePipelineOptions } from "./api";
 import { runActions } from "./executor";
 import { splitBatch } from "./microBatches";
@@ -21,13 +55,16 @@ import { assertValidSchedule } from "./schedules/validate";
 import { type Timeline, type TimedAction, summarize } from "./simulator";
 import { StagedModel } from "./stagedModel";
 
-export class PipelineStrategy extends ParallelStrategy implements BatchRunning, DataParallelLayout {
+export class PipelineStrategy extends ParallelStrategy implements BatchRunning, DataParallelLayout, ModuleBuilding, OptimizerStateHandling {
   readonly name: string;
   readonly options: ResolvedPipelineOptions;
   private mesh: DeviceMesh | null = null;
   private plan: PipelineSchedule | null = null;
   private staged: StagedModel | null = null;
   private recorded: TimedAction[] = [];
+  /** Each parameter's name, and the names of the parameters this rank trains (its stages'). */
+  private names = new Map<Tensor, string>();
+  private owned = new Set<string>();
 
   constructor(options: PipelineOptions = {}, name = "pipeline") {
     const parsed = parsePipelineOptions(options, name);
@@ -99,12 +136,26 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     return Array.from({ length: this.virtualStages }, (_, c) => c * this.stages + this.stageRank);
   }
 
+  /** Builds the model on `meta`; setupModule gives this rank's stages memory ([Note: a rank holds its stages]). */
+  async buildModule(_module: Module, configure: () => void): Promise<void> {
+    withDevice("meta", configure);
+  }
+
   override async setupModule(module: Module): Promise<Module> {
-    await super.setupModule(module);
     const o = this.options;
+    const onMeta = module.parameters().some((p) => p.device === "meta");
     this.staged = new StagedModel(module, { blocks: o.blocks, splitPoints: o.splitPoints, balance: o.balance, stages: this.stages * this.virtualStages });
-    this.staged.install(this.ownedStages);
-    const count = this.staged.parametersOf(this.ownedStages).reduce((s, p) => s + p.numel, 0);
+    const owned = this.ownedStages;
+    this.names = new Map(module.namedParameters().map(([n, p]) => [p, n]));
+    this.owned = new Set(this.staged.namesOf(owned));
+    if (onMeta) {
+      // This rank's stages, and what precedes the blocks (every stage runs the step from the start).
+      const needed = new Set([...this.owned, ...this.staged.namesBeforeBlocks()]);
+      const tensors = module.namedParameters().filter(([n]) => needed.has(n)).map(([, p]) => p);
+      noGrad(() => materialize([...tensors, ...module.buffers()], this.rootDevice));
+    } else await super.setupModule(module);
+    this.staged.install(owned);
+    const count = this.staged.parametersOf(owned).reduce((sum, p) => sum + p.numel, 0);
     this.log(
       `${this.name}: ${o.schedule} schedule, ${this.stages} stages × ${this.dataParallelSize} replicas, ${o.microBatches} micro-batches; ` +
         `blocks cut at [${this.staged.bounds.join(", ")}]; rank 0 trains ${count.toLocaleString("en-US")} parameters`,
@@ -162,17 +213,128 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     return { collectives: this.stepCollectives(this.pipeGroup) };
   }
 
-  /** Brings every stage's trained parameters to every rank of the pipeline, then the full state as usual. */
+  // ---- checkpoints ([Note: a rank holds its stages]) ------------------------------------------------
+
+  /** One file per rank and an index: each rank writes its own stages. */
+  protected override defaultCheckpointIO(): CheckpointIO {
+    return new ShardedCheckpointIO({
+      rank: this.globalRank,
+      worldSize: this.worldSize,
+      barrier: () => this.barrier("checkpoint"),
+      broadcast: (v) => this.broadcast(v),
+    });
+  }
+
+  /** The parameters (and buffers) this rank trains, whole; nothing of other stages. */
   override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
-    const staged = this.staged;
-    const group = this.pipeGroup;
-    if (staged && group.size > 1) {
-      for (let r = 0; r < group.size; r++) {
-        const stages = Array.from({ length: this.virtualStages }, (_, c) => c * this.stages + r);
-        await broadcastTensors(group, staged.parametersOf(stages), r, this.race);
+    const out: Record<string, Tensor> = {};
+    for (const [name, p] of module.namedParameters()) if (this.owned.has(name)) out[name] = p;
+    for (const [name, b] of module.namedBuffers()) if (b.device !== "meta") out[name] = b;
+    return out;
+  }
+
+  /** This rank's parameters out of a state from any strategy (a full state, or this rank's part of a sharded one). */
+  override async loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void> {
+    const missing = [...this.owned].filter((n) => !(n in state));
+    if (missing.length > 0) throw new Error(`${this.name}: the checkpoint has no ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", ..." : ""}`);
+    noGrad(() => {
+      for (const [name, p] of [...module.namedParameters(), ...module.namedBuffers()]) {
+        const value = state[name];
+        if (value && p.device !== "meta") p.copy_(value.to(p.device));
       }
+    });
+    for (const t of Object.values(state)) t.dispose();
+  }
+
+  /** This rank's optimizer state by name, with every stage's step counts (gathered) so any strategy can load it. */
+  async optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState> {
+    const mine = namedOptimizerState(optimizer, (p) => this.names.get(p));
+    const meta = mine.meta as unknown as { state: Record<string, Record<string, number>> };
+    const all: Record<string, Record<string, number>> = {};
+    for (let r = 0; r < this.worldSize; r++) Object.assign(all, await this.broadcast(meta.state, r));
+    return { tensors: mine.tensors, meta: { ...mine.meta, state: all } as never };
+  }
+
+  async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
+    loadNamedOptimizerState(optimizer, (p) => this.names.get(p), state);
+  }
+
+  /** The first replica of each stage writes its parameters whole, as pieces of the named tensors. */
+  override async saveCheckpoint(checkpoint: Checkpoint, path: string): Promise<void> {
+    if (this.checkpointIO.name !== "sharded") {
+      throw new Error(
+        `${this.name}: pipeline checkpoints are sharded (each stage's rank writes its own parameters); the chosen checkpoint IO is ` +
+          `"${this.checkpointIO.name}". Use the default one, then \`fulgur checkpoint convert\` for a single file.`,
+      );
     }
-    return super.moduleStateDict(module);
+    const writes = this.dataParallelRank === 0;
+    const tensors: Record<string, Tensor> = {};
+    const pieces: Record<string, PieceDescription> = {};
+    for (const [key, t] of Object.entries(checkpoint.tensors)) {
+      const name = this.paramOfKey(key);
+      if (name === undefined) {
+        tensors[key] = t;
+        continue;
+      }
+      if (!writes) continue;
+      tensors[key] = t;
+      pieces[key] = { name: key, shape: t.shape, start: 0, end: t.numel };
+    }
+    await this.checkpointIO.save({ tensors, meta: { ...checkpoint.meta, [SHARDED_PIECES_KEY]: pieces } }, path);
+  }
+
+  /** Reads this rank's parameters and their state from a sharded checkpoint, and everything else whole. */
+  override async loadCheckpoint(path: string): Promise<Checkpoint> {
+    if (!existsSync(join(path, SHARDED_INDEX_FILE))) return this.loadFullFile(path);
+    const reader = await openShardedCheckpoint(path);
+    try {
+      const tensors: Record<string, Tensor> = {};
+      for (const key of reader.names()) {
+        const name = this.paramOfKey(key);
+        if (name !== undefined && !this.owned.has(name)) continue;
+        tensors[key] = await reader.read(key, undefined, undefined, { device: this.rootDevice });
+      }
+      // The optimizer tensors the checkpoint lists, as far as this rank read them (the Trainer checks they are all there).
+      const meta = { ...reader.meta };
+      if (Array.isArray(meta.optimizer_tensors)) meta.optimizer_tensors = meta.optimizer_tensors.filter((n) => typeof n === "string" && n in tensors);
+      return { tensors, meta };
+    } finally {
+      await reader.close();
+    }
+  }
+
+  /** A full checkpoint file (single_device, DDP, FSDP "full"): only this rank's parameters and their state are read. */
+  private async loadFullFile(path: string): Promise<Checkpoint> {
+    const file = await SafetensorsFile.open(path);
+    const tensors: Record<string, Tensor> = {};
+    try {
+      const meta = decodeFullCheckpointMetadata(file.header.metadata, path);
+      for (const entry of file.select()) {
+        const name = this.paramOfKey(entry.name);
+        if (name !== undefined && !this.owned.has(name)) continue;
+        tensors[entry.name] = rawToTensor(await file.read(entry), entry.name, { device: this.rootDevice, path });
+      }
+      if (Array.isArray(meta.optimizer_tensors)) meta.optimizer_tensors = meta.optimizer_tensors.filter((n) => typeof n === "string" && n in tensors);
+      return { tensors, meta };
+    } catch (e) {
+      for (const t of Object.values(tensors)) t.dispose();
+      throw e;
+    } finally {
+      await file.close();
+    }
+  }
+
+  /** The parameter a checkpoint key belongs to (model.<name> or optimizer.state.<name>.<state>), or undefined. */
+  private paramOfKey(key: string): string | undefined {
+    if (key.startsWith(MODEL_PREFIX)) {
+      const name = key.slice(MODEL_PREFIX.length);
+      return [...this.names.values()].includes(name) ? name : undefined;
+    }
+    const prefix = `${OPTIMIZER_PREFIX}state.`;
+    if (!key.startsWith(prefix)) return undefined;
+    const rest = key.slice(prefix.length);
+    const name = rest.slice(0, rest.lastIndexOf("."));
+    return [...this.names.values()].includes(name) ? name : undefined;
   }
 
   protected override releaseModule(): void {
