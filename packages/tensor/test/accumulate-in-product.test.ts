@@ -78,6 +78,22 @@ describe("gradient accumulation inside the weight-gradient product", () => {
     params.forEach((p, k) => close(p.grad!.toArray(), a[k].map((v, i) => v + c[k][i])));
   });
 
+  it("embedding: the second backward scatters into the same .grad, equal to the sum of the two", () => {
+    const ids = [T.fromHost(Int32Array.from([0, 3, 3, 1]), [4], "int32"), T.fromHost(Int32Array.from([2, 3, 0, 0]), [4], "int32")];
+    const probe = r(4, 5);
+    const w = r(4, 5).requiresGrad_();
+    T.sum(T.mul(T.embedding(ids[0], w), probe)).backward();
+    const storage = w.grad!.storageRef;
+    T.sum(T.mul(T.embedding(ids[1], w), probe)).backward();
+    expect(w.grad!.storageRef).toBe(storage);
+    const fresh = ids.map((i) => {
+      const w1 = w.detach().requiresGrad_();
+      T.sum(T.mul(T.embedding(i, w1), probe)).backward();
+      return w1.grad!.toArray();
+    });
+    close(w.grad!.toArray(), fresh[0].map((v, i) => v + fresh[1][i]));
+  });
+
   it("a weight with a gradient hook gets the new gradient alone, as the hook expects", () => {
     const [x, probe] = [r(6, 4), r(6, 3)];
     const w = r(3, 4).requiresGrad_();

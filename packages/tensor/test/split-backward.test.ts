@@ -13,6 +13,7 @@ describe.each<T.DType>(["float32", "bfloat16"])("split backward in %s", (dtype) 
   for (const c of conformanceCases().filter((c) => c.inputs.some((s) => s.grad))) {
     it(c.name, () => {
       const r = runSplitBackwardCase(c, "cpu", dtype, 11);
+      expect(r.deterministic).toBe(true);
       expect(r.mismatches).toEqual([]);
       if (SPLITTING.test(c.name) && c.inputs.filter((s) => s.grad).length > 1) expect(r.deferredNodes).toBeGreaterThan(0);
     });

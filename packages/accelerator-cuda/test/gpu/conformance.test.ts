@@ -23,7 +23,10 @@ describe.skipIf(!hasGpu)("split backward on cuda:0", () => {
   for (const dtype of ["float32", "bfloat16"] as const) {
     for (const c of conformanceCases().filter((c) => c.inputs.some((s) => s.grad))) {
       it(`${c.name} (${dtype})`, () => {
-        expect(runSplitBackwardCase(c, "cuda:0", dtype, 1234).mismatches).toEqual([]);
+        const r = runSplitBackwardCase(c, "cuda:0", dtype, 1234);
+        // Atomics (the embedding's scatter) reorder sums between any two runs: held to rounding there.
+        if (r.deterministic) expect(r.mismatches).toEqual([]);
+        else expect(r.maxRelativeDifference).toBeLessThan(dtype === "float32" ? 1e-5 : 2e-2);
       });
     }
   }

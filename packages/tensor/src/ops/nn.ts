@@ -131,8 +131,11 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   const flat = contiguous(reshape(ids, [-1]));
   const out = emptyTensor([flat.shape[0], dim], weight.dtype, weight.device);
   weight.backend.embedding(weight, flat, out);
-  const y = record(out, "Embedding", [null, weight], [flat], (g, [sids]) => {
-    const gw = zerosOf([num, dim], g);
+  const y = record(out, "Embedding", [null, weight], [flat], (g, [sids], ctx) => {
+    // The backend adds rows into gw: a weight that already holds a gradient gets these added to it
+    // in place, with no zeroed buffer and no separate sum ([Note: accumulating in the product]).
+    const held = ctx.takeLeafGrad(1, (t) => t.dtype === g.dtype && t.device === g.device && shapesEqual(t.shape, [num, dim]));
+    const gw = held ?? zerosOf([num, dim], g);
     g.backend.embeddingBackward(contiguous(reshape(g, [-1, dim])), sids, gw);
     return [null, gw];
   });

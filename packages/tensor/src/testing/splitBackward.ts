@@ -16,6 +16,13 @@ import { type ConformanceCase, drawInput } from "./conformance";
 
 export interface SplitBackwardResult {
   readonly name: string;
+  /**
+   * Whether two ordinary backwards agree bit for bit on this device. Kernels that add with atomics
+   * (the embedding's scatter on CUDA) do not; only those that do are held to bit identity.
+   */
+  readonly deterministic: boolean;
+  /** The largest difference between the split's and the ordinary gradients, relative to the largest magnitude. */
+  readonly maxRelativeDifference: number;
   /** "grad<i>[<element>]: <ordinary> vs <split>" for the first differing element of each input; empty when identical. */
   readonly mismatches: readonly string[];
   /** Inputs whose gradient the split left for the weight pass in at least one node (0 when no op split). */
@@ -56,13 +63,20 @@ export function runSplitBackwardCase(c: ConformanceCase, device: string, dtype: 
         return { grads, deferred };
       });
     const ordinary = run(false);
+    const again = run(false);
+    const deterministic = ordinary.grads.every((g, i) => g.every((v, k) => Object.is(v, again.grads[i][k])));
     const split = run(true);
+    let maxRelativeDifference = 0;
+    ordinary.grads.forEach((g, i) => {
+      const scale = g.reduce((m, v) => Math.max(m, Math.abs(v)), 0) || 1;
+      g.forEach((v, k) => (maxRelativeDifference = Math.max(maxRelativeDifference, Math.abs(v - split.grads[i][k]) / scale)));
+    });
     const mismatches: string[] = [];
     ordinary.grads.forEach((g, i) => {
       const s = split.grads[i];
       const at = g.findIndex((v, k) => !Object.is(v, s[k]));
       if (at >= 0) mismatches.push(`grad${i}[${at}]: ${g[at]} vs ${s[at]}`);
     });
-    return { name: c.name, mismatches, deferredNodes: split.deferred };
+    return { name: c.name, deterministic, maxRelativeDifference, mismatches, deferredNodes: split.deferred };
   });
 }
