@@ -141,6 +141,13 @@ export interface Backend {
   fromHost(data: HostArray, dtype: DType): Storage;
   /** Contiguous copy of a view in storage format (16-bit floats as raw bits); waits for pending work. */
   read(view: View): HostArray;
+  /**
+   * Optional: the view's elements for reading only, without a copy where the backend can (a host
+   * backend's contiguous view is a slice of its memory). Used to move a tensor to another device.
+   */
+  readShared?(view: View): HostArray;
+  /** True when `alloc` returns zeroed memory (host arrays), so zeros need no fill. */
+  readonly allocatesZeroed?: boolean;
   memoryStats(): BackendMemoryStats;
   resetPeak(): void;
   /** Waits for all queued work. */

@@ -21,6 +21,7 @@ import type {
 import type { DType, HostArray } from "../dtype";
 import { allocHost, encodeElement, isStorageArray, itemsize } from "../dtype";
 import { adamw } from "./adamw";
+import { dataOf } from "./storage";
 import { adamwThreaded } from "./optimizerThreads";
 
 /** Storages from this size up are SharedArrayBuffers (see optimizerThreads.ts). */
@@ -81,8 +82,17 @@ export class CpuBackend implements Backend {
     return s;
   }
 
+  /** Typed arrays and SharedArrayBuffers start zeroed. */
+  readonly allocatesZeroed = true;
+
   read(view: View): HostArray {
     return gatherRaw(view);
+  }
+
+  /** A contiguous view's own memory, not a copy (the caller checked it is contiguous): what moving an offloaded slice to a GPU reads. */
+  readShared(view: View): HostArray {
+    const n = view.shape.reduce((a, b) => a * b, 1);
+    return dataOf(view).subarray(view.offset, view.offset + n);
   }
 
   memoryStats(): BackendMemoryStats {

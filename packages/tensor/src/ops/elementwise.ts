@@ -32,7 +32,8 @@ export function to(x: Tensor, target: DType | string): Tensor {
   if (device === x.device) return x;
   if (x.device === "meta") throw metaHasNoData(`copying a meta tensor to ${device}`);
   const backend = getBackend(device);
-  const host = x.toHost();
+  // The source is only read: a host tensor's memory goes to the device without a copy first.
+  const host = x.backend.readShared && x.isContiguous() ? x.backend.readShared(x) : x.toHost();
   const out = new Tensor(new StorageRef(backend.fromHost(host, x.dtype), backend), [...x.shape], contiguousStrides(x.shape), 0);
   const from = x.device;
   return record(out, "ToDevice", [x], [], (g) => [to(g, from)]);
