@@ -124,10 +124,17 @@ export class CudaBackend implements Backend {
   }
 
   read(view: View): HostArray {
+    const out = allocHost(view.storage.dtype, numelOf(view.shape));
+    this.readInto(view, out);
+    return out;
+  }
+
+  /** Copies the view into host memory the caller owns (an offloaded gradient slice), with no array in between. */
+  readInto(view: View, out: HostArray): void {
     cudaStorageOf(view, this);
     const dtype = view.storage.dtype;
     const n = numelOf(view.shape);
-    const out = allocHost(dtype, n);
+    if (out.length !== n) throw new RangeError(`readInto: ${n} elements into a host array of ${out.length}`);
     const ctx = this.ctx;
     if (isContiguous(view.shape, view.strides)) {
       ctx.staging.download(ptrOf(view, this), bytesOf(out), () => ctx.status.queueRead());
@@ -141,7 +148,6 @@ export class CudaBackend implements Backend {
       }
     }
     ctx.status.raiseIfSet();
-    return out;
   }
 
   memoryStats(): BackendMemoryStats {

@@ -301,11 +301,15 @@ export class FlatUnit {
           this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
           this.gradFresh = false;
         }
-        // Offloaded: the reduced slice comes down to the host here, once per micro-batch.
-        const down = scope(() => out.to(this.master.device).to(this.master.dtype).keep());
-        if (this.gradFresh) this.gradShard.add_(down);
-        else this.gradShard.copy_(down);
-        down.dispose();
+        // Offloaded: the reduced slice comes down to the host here, once per micro-batch; the
+        // first one straight into the slice's memory.
+        if (!this.gradFresh && out.dtype === this.gradShard.dtype) this.gradShard.copy_(out);
+        else {
+          const down = scope(() => out.to(this.master.device).to(this.master.dtype).keep());
+          if (this.gradFresh) this.gradShard.add_(down);
+          else this.gradShard.copy_(down);
+          down.dispose();
+        }
         this.gradFresh = true;
       });
       out.dispose();

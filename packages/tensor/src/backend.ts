@@ -142,10 +142,13 @@ export interface Backend {
   /** Contiguous copy of a view in storage format (16-bit floats as raw bits); waits for pending work. */
   read(view: View): HostArray;
   /**
-   * Optional: the view's elements for reading only, without a copy where the backend can (a host
-   * backend's contiguous view is a slice of its memory). Used to move a tensor to another device.
+   * Optional: a contiguous view's own memory, not a copy (a host backend's storage is a host array).
+   * Moving a tensor to another device reads from it; copying a device tensor into a host one
+   * writes into it (with `readInto` of the device's backend).
    */
   readShared?(view: View): HostArray;
+  /** Optional: copies a view into a host array of exactly its size (the memory of a host tensor: `readShared`). */
+  readInto?(view: View, out: HostArray): void;
   /** True when `alloc` returns zeroed memory (host arrays), so zeros need no fill. */
   readonly allocatesZeroed?: boolean;
   memoryStats(): BackendMemoryStats;

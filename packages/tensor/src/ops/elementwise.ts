@@ -41,6 +41,11 @@ export function to(x: Tensor, target: DType | string): Tensor {
 
 /** dst[...] = src broadcast and cast; no autograd (in-place). */
 export function copyInto(src: Tensor, dst: Tensor): void {
+  // A device tensor into a host tensor of its shape and dtype: straight into the host memory.
+  if (src.device !== dst.device && src.backend.readInto && dst.backend.readShared && src.dtype === dst.dtype && shapesEqual(src.shape, dst.shape) && dst.isContiguous()) {
+    src.backend.readInto(src, dst.backend.readShared(dst));
+    return;
+  }
   const s = src.device === dst.device ? src : to(src, dst.device);
   dst.backend.copy(broadcastView(s, dst.shape), dst);
   if (s !== src) s.dispose();
