@@ -214,7 +214,7 @@ export class CudaBackend implements Backend {
     weight: View | null,
     mean: View,
     rstd: View,
-    gx: View,
+    gx: View | null,
     gw: View | null,
     gb: View | null,
     accumulateGx = false,

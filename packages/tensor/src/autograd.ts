@@ -244,6 +244,25 @@ export function deferWeightGradients(fn: () => void, now: readonly Tensor[] = []
 }
 
 /**
+ * Runs `fn` (a backward nested in a node's backward) with `leaves` among the leaves whose gradients
+ * a split backward's input pass computes at once. A checkpointed function's recomputation inputs
+ * are leaves the checkpoint node returns the gradients of, not weights: deferring them would lose
+ * the gradient of whatever fed the checkpoint.
+ */
+export function withGradientsNow(leaves: readonly Tensor[], fn: () => void): void {
+  const split = deferring;
+  if (!split) return fn();
+  const now = split.now as Set<Tensor>;
+  const added = leaves.filter((t) => !now.has(t));
+  for (const t of added) now.add(t);
+  try {
+    fn();
+  } finally {
+    for (const t of added) now.delete(t);
+  }
+}
+
+/**
  * Runs backward from `root` with `grad` (which the engine takes ownership of). Nodes run in reverse
  * topological order; each gradient is freed as soon as its consumer has used it.
  */
@@ -272,6 +291,7 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
   // The gradients handed out by `ctx.takeLeafGrad` during the running node's backward, by input.
   let taken = new Map<number, Tensor>();
   // Split backward: the weights of the running node that its backward was told to leave.
+  let weightsLeft = false;
   let asked = new Set<number>();
   let kept: Tensor[] = [];
   const deferrable = (i: number): boolean => {
@@ -285,7 +305,7 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
       return false;
     },
     keepForWeightPass: (...tensors) => {
-      if (split) for (const t of tensors) kept.push(t.untrack());
+      if (weightsLeft) for (const t of tensors) kept.push(t.untrack());
     },
     kept: [],
     takeLeafGrad: (i, accept) => {
@@ -324,9 +344,12 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
       const edges = node.edges;
       running = edges;
       taken = new Map();
-      asked = new Set();
-      kept = [];
-      const weightsLeft = split !== null && edges.some((_, i) => deferrable(i));
+      // Only a split backward allocates more per node: the ordinary one runs as it did before.
+      weightsLeft = split !== null && edges.some((_, i) => deferrable(i));
+      if (weightsLeft) {
+        asked = new Set();
+        kept = [];
+      }
       // Each node runs in its own scope so its temporaries are freed before the next node runs.
       const returned = scope(() => node.apply(g, retainGraph, ctx, weightsLeft));
       if (weightsLeft) {
