@@ -143,13 +143,21 @@ export function setLeafAccumulator(a: LeafAccumulator): void {
 /**
  * [Note: the weight pass] A split backward (zero-bubble pipeline schedules: Qi et al. 2023) runs in
  * two passes. The input pass computes the gradients that flow to other nodes and to the leaves the
- * caller keeps for now (a pipeline stage's received activation, whose gradient is sent upstream);
- * for the other leaves (the weights) a node whose backward asks `ctx.wantsGrad(i)` is told no, and
- * the engine keeps the node's output gradient and saved tensors. The weight pass runs those nodes'
- * backwards again, wanting only the deferred weights, in the order the input pass ran them, and
- * accumulates as an ordinary backward would, hooks included: the gradients are the same products
- * of the same operands, so they are bit-identical. Memory: the deferred nodes' saved tensors and
- * output gradients live until the weight pass.
+ * caller keeps for now (a pipeline stage's received activation, whose gradient is sent upstream;
+ * a checkpoint's recomputation inputs, which `withGradientsNow` adds); every other leaf requiring
+ * grad is a weight: a node whose backward asks `ctx.wantsGrad(i)` for it is told no, and the
+ * engine keeps the node's output gradient and saved tensors. A backward that never asks computes
+ * all its gradients in the input pass (correct, only not deferred). The weight pass runs the kept
+ * nodes' backwards again, wanting only the deferred weights, in the order the input pass ran them,
+ * and accumulates as an ordinary backward would, hooks included: the gradients are the same
+ * products of the same operands, so they are bit-identical.
+ *
+ * Memory: a deferred node's saved tensors (for a linear layer its input, which an ordinary backward
+ * frees as soon as the node has run), its output gradient (copied if other consumers share it) and
+ * what it kept for the weight pass (the fused MLP's d(pre)) all live until the weight pass; for a
+ * layer norm that is its input and output gradient, for an embedding its ids and output gradient.
+ * A split backward therefore holds, per micro-batch between B and W, about one input and one output
+ * gradient of every op with weights. Everything else is freed as in an ordinary backward.
  */
 export class DeferredWeightGradients {
   /** Nodes whose weights wait, with the output gradient, the deferred inputs and what they kept. */
