@@ -220,7 +220,7 @@ export class CudaBackend implements Backend {
     weight: View | null,
     mean: View,
     rstd: View,
-    gx: View,
+    gx: View | null,
     gw: View | null,
     gb: View | null,
     accumulateGx = false,

@@ -143,13 +143,21 @@ export function setLeafAccumulator(a: LeafAccumulator): void {
 /**
  * [Note: the weight pass] A split backward (zero-bubble pipeline schedules: Qi et al. 2023) runs in
  * two passes. The input pass computes the gradients that flow to other nodes and to the leaves the
- * caller keeps for now (a pipeline stage's received activation, whose gradient is sent upstream);
- * for the other leaves (the weights) a node whose backward asks `ctx.wantsGrad(i)` is told no, and
- * the engine keeps the node's output gradient and saved tensors. The weight pass runs those nodes'
- * backwards again, wanting only the deferred weights, in the order the input pass ran them, and
- * accumulates as an ordinary backward would, hooks included: the gradients are the same products
- * of the same operands, so they are bit-identical. Memory: the deferred nodes' saved tensors and
- * output gradients live until the weight pass.
+ * caller keeps for now (a pipeline stage's received activation, whose gradient is sent upstream;
+ * a checkpoint's recomputation inputs, which `withGradientsNow` adds); every other leaf requiring
+ * grad is a weight: a node whose backward asks `ctx.wantsGrad(i)` for it is told no, and the
+ * engine keeps the node's output gradient and saved tensors. A backward that never asks computes
+ * all its gradients in the input pass (correct, only not deferred). The weight pass runs the kept
+ * nodes' backwards again, wanting only the deferred weights, in the order the input pass ran them,
+ * and accumulates as an ordinary backward would, hooks included: the gradients are the same
+ * products of the same operands, so they are bit-identical.
+ *
+ * Memory: a deferred node's saved tensors (for a linear layer its input, which an ordinary backward
+ * frees as soon as the node has run), its output gradient (copied if other consumers share it) and
+ * what it kept for the weight pass (the fused MLP's d(pre)) all live until the weight pass; for a
+ * layer norm that is its input and output gradient, for an embedding its ids and output gradient.
+ * A split backward therefore holds, per micro-batch between B and W, about one input and one output
+ * gradient of every op with weights. Everything else is freed as in an ordinary backward.
  */
 export class DeferredWeightGradients {
   /** Nodes whose weights wait, with the output gradient, the deferred inputs and what they kept. */
@@ -244,6 +252,25 @@ export function deferWeightGradients(fn: () => void, now: readonly Tensor[] = []
 }
 
 /**
+ * Runs `fn` (a backward nested in a node's backward) with `leaves` among the leaves whose gradients
+ * a split backward's input pass computes at once. A checkpointed function's recomputation inputs
+ * are leaves the checkpoint node returns the gradients of, not weights: deferring them would lose
+ * the gradient of whatever fed the checkpoint.
+ */
+export function withGradientsNow(leaves: readonly Tensor[], fn: () => void): void {
+  const split = deferring;
+  if (!split) return fn();
+  const now = split.now as Set<Tensor>;
+  const added = leaves.filter((t) => !now.has(t));
+  for (const t of added) now.add(t);
+  try {
+    fn();
+  } finally {
+    for (const t of added) now.delete(t);
+  }
+}
+
+/**
  * Runs backward from `root` with `grad` (which the engine takes ownership of). Nodes run in reverse
  * topological order; each gradient is freed as soon as its consumer has used it.
  */
@@ -272,6 +299,7 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
   // The gradients handed out by `ctx.takeLeafGrad` during the running node's backward, by input.
   let taken = new Map<number, Tensor>();
   // Split backward: the weights of the running node that its backward was told to leave.
+  let weightsLeft = false;
   let asked = new Set<number>();
   let kept: Tensor[] = [];
   const deferrable = (i: number): boolean => {
@@ -285,7 +313,7 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
       return false;
     },
     keepForWeightPass: (...tensors) => {
-      if (split) for (const t of tensors) kept.push(t.untrack());
+      if (weightsLeft) for (const t of tensors) kept.push(t.untrack());
     },
     kept: [],
     takeLeafGrad: (i, accept) => {
@@ -324,9 +352,12 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
       const edges = node.edges;
       running = edges;
       taken = new Map();
-      asked = new Set();
-      kept = [];
-      const weightsLeft = split !== null && edges.some((_, i) => deferrable(i));
+      // Only a split backward allocates more per node: the ordinary one runs as it did before.
+      weightsLeft = split !== null && edges.some((_, i) => deferrable(i));
+      if (weightsLeft) {
+        asked = new Set();
+        kept = [];
+      }
       // Each node runs in its own scope so its temporaries are freed before the next node runs.
       const returned = scope(() => node.apply(g, retainGraph, ctx, weightsLeft));
       if (weightsLeft) {

@@ -183,7 +183,9 @@ export interface Backend {
   layerNorm(x: View, weight: View | null, bias: View | null, eps: number, out: View, mean: View, rstd: View): void;
   /**
    * gw and gb are accumulated into (+=); gx is overwritten, or added to with `accumulateGx` (the
-   * input's gradient from its other consumers, summed in the same pass).
+   * input's gradient from its other consumers, summed in the same pass). Any of the three may be
+   * absent: a split backward asks for gx alone, then for gw and gb alone, and gw and gb must come
+   * out bit-identical to a call that computed all three.
    */
   layerNormBackward(
     gy: View,
@@ -191,7 +193,7 @@ export interface Backend {
     weight: View | null,
     mean: View,
     rstd: View,
-    gx: View,
+    gx: View | null,
     gw: View | null,
     gb: View | null,
     accumulateGx?: boolean,

@@ -8,6 +8,7 @@ import { scope } from "./memory";
 import { defaultGenerator } from "./random";
 import type { Tensor } from "./tensor";
 import { needsGrad, record } from "./ops/util";
+import { withGradientsNow } from "./autograd";
 
 export function checkpoint(fn: (...inputs: Tensor[]) => Tensor, ...inputs: Tensor[]): Tensor {
   if (!needsGrad(...inputs)) return fn(...inputs);
@@ -29,7 +30,8 @@ export function checkpoint(fn: (...inputs: Tensor[]) => Tensor, ...inputs: Tenso
     } finally {
       generator.setState(resume);
     }
-    y.backward(g);
+    // In a split backward's input pass the detached inputs are not weights ([Note: the weight pass]).
+    withGradientsNow(detached, () => y.backward(g));
     return detached.map((d) => (d.requiresGrad ? d.grad : null));
   });
 }

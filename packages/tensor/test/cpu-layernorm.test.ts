@@ -1,5 +1,8 @@
-/** Layer norm forward vs float64 reference; backward (gx, and accumulated gw/gb) vs finite differences. */
-import { describe, it } from "vitest";
+/**
+ * Layer norm forward vs float64 reference; backward (gx, and accumulated gw/gb) vs finite differences,
+ * and split into its input and weight parts (a split backward's two passes) vs one call.
+ */
+import { describe, expect, it } from "vitest";
 import type { View } from "../src/backend";
 import {
   be,
@@ -103,4 +106,30 @@ describe("cpu layerNorm", () => {
       }
     });
   }
+
+  it("backward split in two calls (gx alone, then gw and gb alone) gives one call's values bit for bit", () => {
+    const r = rng(13);
+    const shape = [5, 12];
+    const [xv, wv, gyv, gw0, gb0] = [60, 12, 60, 12, 12].map((n) => randArray(r, n));
+    for (const dtype of ["float32", "bfloat16"] as const) {
+      const x = paddedView(xv, shape, dtype);
+      const w = makeView(wv, [12], "float32");
+      const mean = empty([5]);
+      const rstd = empty([5]);
+      be.layerNorm(x, w, null, 1e-5, empty(shape, dtype), mean, rstd);
+      const gy = transposedView(gyv, shape, dtype);
+      const params = () => [makeView(gw0, [12], "float32"), makeView(gb0, [12], "float32")];
+      const [gw, gb] = params();
+      const gx = empty(shape, dtype);
+      be.layerNormBackward(gy, x, w, mean, rstd, gx, gw, gb);
+      const [gwSplit, gbSplit] = params();
+      const gxSplit = empty(shape, dtype);
+      be.layerNormBackward(gy, x, w, mean, rstd, gxSplit, null, null);
+      be.layerNormBackward(gy, x, w, mean, rstd, null, gwSplit, gbSplit);
+      for (const [one, two] of [[gx, gxSplit], [gw, gwSplit], [gb, gbSplit]]) {
+        const [a, b] = [values(one), values(two)];
+        expect(a.findIndex((v, i) => !Object.is(v, b[i]))).toBe(-1);
+      }
+    }
+  });
 });

@@ -8,7 +8,8 @@ import type { CudaBackend } from "../cudaBackend";
 import { ArgPack } from "../launch";
 import { ptrOf } from "../storage";
 import type { Vector } from "./common";
-import { THREADS, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
+import { THREADS, contiguousViewOf, gridFor, inputRows, outputRows, rowGrid, rowThreads, vector } from "./common";
+import { numelOf } from "./layout";
 import { DTYPE_CODE, itemsizeOf } from "./dtypes";
 
 export function softmax(b: CudaBackend, x: View, out: View, log: boolean): void {
@@ -183,20 +184,24 @@ export function layerNormBackward(
   weight: View | null,
   mean: View,
   rstd: View,
-  gx: View,
+  gx: View | null,
   gw: View | null,
   gb: View | null,
   accumulateGx = false,
 ): void {
+  // Without gx (a split backward's weight pass), the fused kernel below still writes one as it sums
+  // gw's and gb's partials: into a scratch buffer laid out as gx would be, so the same kernel runs
+  // on the same plan and gw and gb come out bit-identical. The generic path skips its gx kernel.
+  const scratch = gx === null ? b.alloc(x.storage.dtype, numelOf(x.shape)) : null;
   const G = inputRows(b, gy);
   const X = inputRows(b, x);
-  const O = outputRows(b, gx, accumulateGx ? "inout" : "out");
+  const O = outputRows(b, gx ?? contiguousViewOf(scratch!, x.shape), accumulateGx ? "inout" : "out");
   const W = optionalVector(b, weight);
   const M = vector(b, mean);
   const R = vector(b, rstd);
   const GW = optionalVector(b, gw, "inout");
   const GB = optionalVector(b, gb, "inout");
-  const temps: ReturnType<CudaBackend["alloc"]>[] = [];
+  const temps: ReturnType<CudaBackend["alloc"]>[] = scratch ? [scratch] : [];
   try {
     if (X.rows === 0) return;
     const ctx = b.ctx;
@@ -221,7 +226,7 @@ export function layerNormBackward(
       return;
     }
     const a = ArgPack.begin().rows(G).rows(X).vec(W).vec(M).vec(R).rows(O).i64(X.rows).i64(X.cols).i32(accumulateGx ? 1 : 0);
-    mod.launch("layernorm_bwd_dx", rowGrid(X.rows), rowThreads(X.cols), 0, ctx.compute, a);
+    if (gx !== null) mod.launch("layernorm_bwd_dx", rowGrid(X.rows), rowThreads(X.cols), 0, ctx.compute, a);
     if (GW || GB) {
       // Two deterministic passes (see layernorm.cu): per-chunk column partials, then their sum.
       const chunks = Math.max(1, Math.min(128, Math.ceil(X.rows / 32)));

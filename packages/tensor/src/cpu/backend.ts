@@ -153,7 +153,7 @@ export class CpuBackend implements Backend {
     weight: View | null,
     mean: View,
     rstd: View,
-    gx: View,
+    gx: View | null,
     gw: View | null,
     gb: View | null,
     accumulateGx = false,

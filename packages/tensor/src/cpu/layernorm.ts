@@ -53,7 +53,8 @@ export function layerNorm(
 
 /**
  * gx = rstd * (g - mean(g) - xhat * mean(g * xhat)) with g = gy * weight and xhat = (x - mean) * rstd;
- * gw += sum_rows(gy * xhat), gb += sum_rows(gy).
+ * gw += sum_rows(gy * xhat), gb += sum_rows(gy). A null gx (a split backward's weight pass) skips
+ * its part; gw and gb are summed the same way either way.
  */
 export function layerNormBackward(
   gy: View,
@@ -61,16 +62,18 @@ export function layerNormBackward(
   weight: View | null,
   mean: View,
   rstd: View,
-  gx: View,
+  gx: View | null,
   gw: View | null,
   gb: View | null,
   accumulateGx = false,
 ): void {
-  const shape = gx.shape;
+  // Without gx, x stands in as the walker's first operand (its slot is never written).
+  const out = gx ?? x;
+  const shape = out.shape;
   const w = new RowWalker(
     shape,
-    [gx.strides, stridesFor(x, shape), stridesFor(gy, shape)],
-    [gx.offset, x.offset, gy.offset],
+    [out.strides, stridesFor(x, shape), stridesFor(gy, shape)],
+    [out.offset, x.offset, gy.offset],
     "last",
   );
   const n = w.n;
@@ -79,7 +82,7 @@ export function layerNormBackward(
   const rstds = loadView(rstd);
   const xd = dataOf(x);
   const gyd = dataOf(gy);
-  const gxd = dataOf(gx);
+  const gxd = gx ? dataOf(gx) : null;
   const xb = new Float64Array(n);
   const gyb = new Float64Array(n);
   const gwAcc = gw ? new Float64Array(n) : null;
@@ -100,6 +103,7 @@ export function layerNormBackward(
     }
     if (gwAcc !== null) for (let i = 0; i < n; i++) gwAcc[i] += gyb[i] * xb[i];
     if (gbAcc !== null) for (let i = 0; i < n; i++) gbAcc[i] += gyb[i];
+    if (gx === null || gxd === null) continue;
     const m1 = s1 / n;
     const m2 = s2 / n;
     for (let i = 0; i < n; i++) {

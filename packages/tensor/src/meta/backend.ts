@@ -124,13 +124,13 @@ export class MetaBackend implements Backend {
     weight: View | null,
     mean: View,
     rstd: View,
-    gx: View,
+    gx: View | null,
     gw: View | null,
     gb: View | null,
     accumulateGx?: boolean,
   ): void {
     const w = "layerNormBackward";
-    const args = [...this.views(w, [gy, x]), this.optional(w, weight), ...this.views(w, [mean, rstd, gx])];
+    const args = [...this.views(w, [gy, x]), this.optional(w, weight), ...this.views(w, [mean, rstd]), this.optional(w, gx)];
     this.record(w, [...args, this.optional(w, gw), this.optional(w, gb), accumulateGx], [gx, gw, gb]);
   }
 

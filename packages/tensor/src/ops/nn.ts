@@ -99,14 +99,20 @@ export function layerNorm(
   const xShape = x.shape;
   const y = record(out, "LayerNorm", [x, w, b], [x2, mean, rstd, ...(w ? [w] : [])], (g, saved, ctx) => {
     const [sx, sm, sr, sw] = saved;
-    // In a pre-norm residual stream, x's gradient from the residual path is already summed: the
-    // kernel adds this one into it in the same pass instead of a separate add.
-    const acc = ctx.takePending(0, (t) => t.dtype === sx.dtype && shapesEqual(t.shape, xShape));
-    const gx = acc ?? emptyTensor(xShape, sx.dtype, sx.device);
-    const gxRows = { storage: gx.storage, shape: [rows, dim], strides: [dim, 1], offset: gx.offset };
-    const gw = w && w.requiresGrad ? zerosOf([dim], w) : null;
-    const gb = b && b.requiresGrad ? zerosOf([dim], b) : null;
-    sx.backend.layerNormBackward(contiguous(g), sx, sw ?? null, sm, sr, gxRows, gw, gb, acc !== null);
+    // A split backward's passes ([Note: the weight pass] in autograd.ts) ask for x, or for the
+    // weight and bias: the kernel then computes only those, summed as in a call computing all three.
+    const gw = w && w.requiresGrad && ctx.wantsGrad(1) ? zerosOf([dim], w) : null;
+    const gb = b && b.requiresGrad && ctx.wantsGrad(2) ? zerosOf([dim], b) : null;
+    let gx: Tensor | null = null;
+    let acc: Tensor | null = null;
+    if (ctx.wantsGrad(0)) {
+      // In a pre-norm residual stream, x's gradient from the residual path is already summed: the
+      // kernel adds this one into it in the same pass instead of a separate add.
+      acc = ctx.takePending(0, (t) => t.dtype === sx.dtype && shapesEqual(t.shape, xShape));
+      gx = acc ?? emptyTensor(xShape, sx.dtype, sx.device);
+    }
+    const gxRows = gx && { storage: gx.storage, shape: [rows, dim], strides: [dim, 1], offset: gx.offset };
+    if (gxRows || gw || gb) sx.backend.layerNormBackward(contiguous(g), sx, sw ?? null, sm, sr, gxRows, gw, gb, acc !== null);
     return [gx, gw, gb];
   });
   mean.dispose();
@@ -132,6 +138,8 @@ export function embedding(ids: Tensor, weight: Tensor): Tensor {
   const out = emptyTensor([flat.shape[0], dim], weight.dtype, weight.device);
   weight.backend.embedding(weight, flat, out);
   const y = record(out, "Embedding", [null, weight], [flat], (g, [sids], ctx) => {
+    // All of it is weight gradient: a split backward's input pass leaves it to the weight pass.
+    if (!ctx.wantsGrad(1)) return [null, null];
     // The backend adds rows into gw: a weight that already holds a gradient gets these added to it
     // in place, with no zeroed buffer and no separate sum ([Note: accumulating in the product]).
     const held = ctx.takeLeafGrad(1, (t) => t.dtype === g.dtype && t.device === g.device && shapesEqual(t.shape, [num, dim]));
