@@ -10,13 +10,20 @@
  * stage s with blocks [start, end) runs, blocks before `start` return their input unchanged, block
  * `start` takes the activation received from stage s−1 instead of what reached it, and, unless s is
  * the last stage, the output of block `end − 1` is kept and the rest of the step is cut short (a
- * private exception caught by `forward`). So stage s computes exactly its blocks (plus the
- * embeddings' lookup, whose result is dropped) and the last stage returns the loss. Limits: a
- * model that does work between blocks, or recomputes blocks (activation checkpointing), does not
- * cut this way; dropout draws differ from one device's.
+ * private exception caught by `forward`). So stage s computes exactly its blocks and the last stage
+ * returns the loss. Limits: a model that does work between blocks, or recomputes blocks
+ * (activation checkpointing), does not cut this way; dropout draws differ from one device's.
+ *
+ * [Note: what precedes the blocks, on later stages] Every stage runs the step from its start, so
+ * a later stage's rank still calls the embeddings, whose parameters it does not hold (they stay on
+ * `meta`). Such a module (its own parameters all on meta, outside the blocks) runs on meta: its
+ * tensor arguments are replaced by empty meta tensors of the same shape and dtype, so the lookup
+ * yields a meta result of the right shape at no cost, which flows, unread, to the block that takes
+ * the received activation instead. Dropout on that path draws from the generator as it would on a
+ * real device (meta kernels advance the counters), so later draws stay where one device has them.
  */
 import { type Module, ModuleList } from "@fulgur/nn";
-import type { Tensor } from "@fulgur/tensor";
+import { type Tensor, empty, isTensor } from "@fulgur/tensor";
 import { type StageBounds, balancedBounds, boundsFromSplitPoints } from "./partition";
 
 const CUT_SHORT = Symbol("pipeline stage output captured");
@@ -56,8 +63,6 @@ export class StagedModel {
   private active: Active | null = null;
   private readonly undo: (() => void)[] = [];
 
-  private readonly beforeBlocks: string[];
-
   constructor(
     private readonly root: Module,
     options: StagedModelOptions,
@@ -85,7 +90,6 @@ export class StagedModel {
       }
       this.bounds = balancedBounds(weights, S);
     }
-    this.beforeBlocks = named.filter(([n], i) => blockOf(n) < 0 && i < firstBlockParam).map(([n]) => n);
     const stageOfBlock = (i: number) => this.bounds.findIndex((b, s) => s < S && i >= b && i < this.bounds[s + 1]);
     this.stageOf = new Map(named.map(([n], i) => [n, blockOf(n) >= 0 ? stageOfBlock(blockOf(n)) : i < firstBlockParam ? 0 : S - 1]));
   }
@@ -97,11 +101,6 @@ export class StagedModel {
   /** Names of the parameters of the given stages, in the module's order. */
   namesOf(stages: readonly number[]): string[] {
     return this.root.namedParameters().filter(([n]) => stages.includes(this.stageOf.get(n)!)).map(([n]) => n);
-  }
-
-  /** Names of the parameters registered before the blocks (the embeddings: every stage runs them). */
-  namesBeforeBlocks(): string[] {
-    return this.beforeBlocks;
   }
 
   /** Parameters of the given stages, in the module's order. */
@@ -116,15 +115,25 @@ export class StagedModel {
       p.requiresGrad_(false);
       this.undo.push(() => p.requiresGrad_(true));
     }
-    this.blocks.forEach((block, i) => {
-      const own = Object.hasOwn(block, "forward");
-      const original = block.forward;
-      const call = original.bind(block);
-      (block as { forward: (...a: unknown[]) => unknown }).forward = (...args: unknown[]) => this.blockForward(i, call, args);
-      this.undo.push(() => {
-        if (own) (block as { forward: unknown }).forward = original;
-        else delete (block as { forward?: unknown }).forward;
-      });
+    this.blocks.forEach((block, i) => this.replaceForward(block, (call, args) => this.blockForward(i, call, args)));
+    // [Note: what precedes the blocks, on later stages]
+    const inBlocks = new Set(this.blocks.flatMap((b) => b.modules()));
+    for (const m of this.root.modules()) {
+      const own = m.parameters({ recurse: false });
+      if (inBlocks.has(m) || own.length === 0 || own.some((p) => p.device !== "meta")) continue;
+      this.replaceForward(m, (call, args) => call(...args.map((a) => (isTensor(a) && a.device !== "meta" ? empty(a.shape, { dtype: a.dtype, device: "meta" }) : a))));
+    }
+  }
+
+  /** Routes `module.forward` through `route` (given the original, bound) until `release()`. */
+  private replaceForward(module: Module, route: (call: (...a: unknown[]) => unknown, args: unknown[]) => unknown): void {
+    const own = Object.hasOwn(module, "forward");
+    const original = module.forward;
+    const call = original.bind(module);
+    (module as { forward: (...a: unknown[]) => unknown }).forward = (...args: unknown[]) => route(call, args);
+    this.undo.push(() => {
+      if (own) (module as { forward: unknown }).forward = original;
+      else delete (module as { forward?: unknown }).forward;
     });
   }
 

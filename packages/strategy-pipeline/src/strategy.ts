@@ -9,9 +9,12 @@
  * stages' squared norms over the pipeline group (the kit's StepCollectives).
  *
  * [Note: a rank holds its stages] The model is built on the `meta` device (shapes, no memory) and
- * each rank materialises only its stages' parameters, plus what precedes the blocks (the
- * embeddings: every stage runs the user's step from the start and drops the lookup's result), with
- * the values one device would give. Parameters of other stages stay on `meta`. Checkpoints are
+ * each rank materialises only its stages' parameters (the embeddings on the first stage, the final
+ * norm and head on the last), with the values one device would give: materialising replays each
+ * parameter's recorded initialisation on the generator counters it drew at construction, so the
+ * values do not depend on which parameters are materialised. Parameters of other stages stay on
+ * `meta`; a later stage's call of the embeddings runs on meta (stagedModel.ts, [Note: what precedes
+ * the blocks, on later stages]). Checkpoints are
  * sharded (one file per rank and an index, @fulgur/checkpoint-io): each stage's first replica
  * writes its parameters and their optimizer state whole, keyed by name, so a pipeline checkpoint
  * loads into FSDP, DDP or single_device, and any of theirs loads here, each rank reading its own.
@@ -149,9 +152,7 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     this.names = new Map(module.namedParameters().map(([n, p]) => [p, n]));
     this.owned = new Set(this.staged.namesOf(owned));
     if (onMeta) {
-      // This rank's stages, and what precedes the blocks (every stage runs the step from the start).
-      const needed = new Set([...this.owned, ...this.staged.namesBeforeBlocks()]);
-      const tensors = module.namedParameters().filter(([n]) => needed.has(n)).map(([, p]) => p);
+      const tensors = module.namedParameters().filter(([n]) => this.owned.has(n)).map(([, p]) => p);
       noGrad(() => materialize([...tensors, ...module.buffers()], this.rootDevice));
     } else await super.setupModule(module);
     this.staged.install(owned);
