@@ -60,6 +60,8 @@ export class StagedModel {
   /** The stage of each parameter of the root module, by qualified name. */
   readonly stageOf: ReadonlyMap<string, number>;
   private readonly blocks: Module[];
+  /** "model.blocks." for the GPT in a TrainingModule. */
+  private readonly blocksPrefix: string;
   private active: Active | null = null;
   private readonly undo: (() => void)[] = [];
 
@@ -71,6 +73,7 @@ export class StagedModel {
     this.blocks = found.list;
     const S = options.stages;
     const prefix = found.name === "" ? "" : `${found.name}.`;
+    this.blocksPrefix = prefix;
     const named = root.namedParameters();
     const blockOf = (n: string): number => {
       if (!n.startsWith(prefix)) return -1;
@@ -103,6 +106,11 @@ export class StagedModel {
     return this.root.namedParameters().filter(([n]) => stages.includes(this.stageOf.get(n)!)).map(([n]) => n);
   }
 
+  /** Qualified names of the blocks of the given stages, in order. */
+  blockPaths(stages: readonly number[]): string[] {
+    return stages.flatMap((s) => Array.from({ length: this.bounds[s + 1] - this.bounds[s] }, (_, k) => `${this.blocksPrefix}${this.bounds[s] + k}`));
+  }
+
   /** Parameters of the given stages, in the module's order. */
   parametersOf(stages: readonly number[]): Tensor[] {
     return this.root.namedParameters().filter(([n]) => stages.includes(this.stageOf.get(n)!)).map(([, p]) => p);
@@ -115,25 +123,28 @@ export class StagedModel {
       p.requiresGrad_(false);
       this.undo.push(() => p.requiresGrad_(true));
     }
-    this.blocks.forEach((block, i) => this.replaceForward(block, (call, args) => this.blockForward(i, call, args)));
+    // Through `call`, not `forward`: a block's hooks (FSDP's gather and reshard inside a stage, its
+    // backward pre-hook) run around the cut as around any call.
+    this.blocks.forEach((block, i) => this.replace(block, "call", (call, args) => this.blockForward(i, call, args)));
     // [Note: what precedes the blocks, on later stages]
     const inBlocks = new Set(this.blocks.flatMap((b) => b.modules()));
     for (const m of this.root.modules()) {
       const own = m.parameters({ recurse: false });
       if (inBlocks.has(m) || own.length === 0 || own.some((p) => p.device !== "meta")) continue;
-      this.replaceForward(m, (call, args) => call(...args.map((a) => (isTensor(a) && a.device !== "meta" ? empty(a.shape, { dtype: a.dtype, device: "meta" }) : a))));
+      this.replace(m, "forward", (call, args) => call(...args.map((a) => (isTensor(a) && a.device !== "meta" ? empty(a.shape, { dtype: a.dtype, device: "meta" }) : a))));
     }
   }
 
-  /** Routes `module.forward` through `route` (given the original, bound) until `release()`. */
-  private replaceForward(module: Module, route: (call: (...a: unknown[]) => unknown, args: unknown[]) => unknown): void {
-    const own = Object.hasOwn(module, "forward");
-    const original = module.forward;
+  /** Routes `module[method]` through `route` (given the original, bound) until `release()`. */
+  private replace(module: Module, method: "call" | "forward", route: (call: (...a: unknown[]) => unknown, args: unknown[]) => unknown): void {
+    const target = module as unknown as Record<string, unknown>;
+    const own = Object.hasOwn(module, method);
+    const original = target[method] as (...a: unknown[]) => unknown;
     const call = original.bind(module);
-    (module as { forward: (...a: unknown[]) => unknown }).forward = (...args: unknown[]) => route(call, args);
+    target[method] = (...args: unknown[]) => route(call, args);
     this.undo.push(() => {
-      if (own) (module as { forward: unknown }).forward = original;
-      else delete (module as { forward?: unknown }).forward;
+      if (own) target[method] = original;
+      else delete target[method];
     });
   }
 
