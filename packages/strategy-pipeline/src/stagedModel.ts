@@ -19,8 +19,7 @@
  * `meta`). Such a module (its own parameters all on meta, outside the blocks) runs on meta: its
  * tensor arguments are replaced by empty meta tensors of the same shape and dtype, so the lookup
  * yields a meta result of the right shape at no cost, which flows, unread, to the block that takes
- * the received activation instead. Dropout on that path draws from the generator as it would on a
- * real device (meta kernels advance the counters), so later draws stay where one device has them.
+ * the received activation instead.
  */
 import { type Module, ModuleList } from "@fulgur/nn";
 import { type Tensor, empty, isTensor } from "@fulgur/tensor";
