@@ -18,7 +18,8 @@
  * `meta`; a later stage's call of the embeddings runs on meta (stagedModel.ts, [Note: what precedes
  * the blocks, on later stages]). Checkpoints are
  * sharded (one file per rank and an index, @fulgur/checkpoint-io): each stage's first replica
- * writes its parameters and their optimizer state whole, keyed by name, so a pipeline checkpoint
+ * writes its parameters and their optimizer state whole (under "fsdp", every rank its segments of
+ * them, as pieces), keyed by name, so a pipeline checkpoint
  * loads into FSDP, DDP or single_device, and any of theirs loads here, each rank reading its own.
  */
 import {
