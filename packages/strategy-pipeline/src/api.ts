@@ -18,8 +18,11 @@ export interface PipelineOptions extends ParallelOptions {
   readonly schedule?: ScheduleName;
   /** Stages per rank for "interleaved" (default 2; 1 for the other schedules). */
   readonly virtualStages?: number | null;
-  /** "ddp": replicas of the whole pipeline, each stage's gradients averaged over its replicas. */
-  readonly dataParallel?: "none" | "ddp";
+  /**
+   * "ddp": replicas of the whole pipeline, each stage's gradients averaged over its replicas.
+   * "fsdp": each stage fully sharded (FULL_SHARD, @fulgur/sharding) over its replicas, one unit a block.
+   */
+  readonly dataParallel?: "none" | "ddp" | "fsdp";
   /** The ModuleList of blocks to cut between, by qualified name (default: the list holding the most parameters). */
   readonly blocks?: string | null;
 }
@@ -47,7 +50,7 @@ const schema = z.strictObject({
   microBatches: positive.optional(),
   schedule: z.enum(SCHEDULE_NAMES as [ScheduleName, ...ScheduleName[]]).optional(),
   virtualStages: positive.nullable().optional(),
-  dataParallel: z.enum(["none", "ddp"]).optional(),
+  dataParallel: z.enum(["none", "ddp", "fsdp"]).optional(),
   blocks: z.string().min(1).nullable().optional(),
 });
 
@@ -59,7 +62,7 @@ const ALLOWED: Record<keyof PipelineOptions, string> = {
   microBatches: "a positive integer dividing the batch size",
   schedule: SCHEDULE_NAMES.map((n) => JSON.stringify(n)).join(", "),
   virtualStages: "a positive integer (stages per rank; interleaved only)",
-  dataParallel: '"none" or "ddp"',
+  dataParallel: '"none", "ddp" or "fsdp"',
   blocks: "the qualified name of a ModuleList, e.g. \"model.blocks\"",
 };
 
@@ -80,6 +83,9 @@ export function parsePipelineOptions(input: unknown, strategyName = "pipeline"):
   if (o.virtualStages !== null && o.virtualStages > 1 && o.schedule !== "interleaved") fail("virtualStages", `1 or null with schedule ${JSON.stringify(o.schedule)} (only "interleaved" runs several stages per rank)`);
   const sp = o.splitPoints;
   if (sp && sp.some((x, i) => i > 0 && x <= sp[i - 1])) fail("splitPoints", ALLOWED.splitPoints);
+  // ZB-H1's W runs a block's weight products after later micro-batches' forwards may have resharded
+  // the block; the sharded unit's per-backward gradient buffer does not follow that yet.
+  if (o.dataParallel === "fsdp" && o.schedule === "zb-h1") fail("dataParallel", `"none" or "ddp" with schedule "zb-h1" (FSDP inside stages runs gpipe, 1f1b and interleaved)`);
   if (o.stages !== null && o.schedule === "interleaved" && o.microBatches % o.stages !== 0) fail("microBatches", `a multiple of stages (${o.stages}) for the interleaved schedule`);
   return Object.freeze({ ...o, splitPoints: sp ? Object.freeze([...sp]) : null });
 }

@@ -10,13 +10,19 @@
  * stage s with blocks [start, end) runs, blocks before `start` return their input unchanged, block
  * `start` takes the activation received from stage s−1 instead of what reached it, and, unless s is
  * the last stage, the output of block `end − 1` is kept and the rest of the step is cut short (a
- * private exception caught by `forward`). So stage s computes exactly its blocks (plus the
- * embeddings' lookup, whose result is dropped) and the last stage returns the loss. Limits: a
- * model that does work between blocks, or recomputes blocks (activation checkpointing), does not
- * cut this way; dropout draws differ from one device's.
+ * private exception caught by `forward`). So stage s computes exactly its blocks and the last stage
+ * returns the loss. Limits: a model that does work between blocks, or recomputes blocks
+ * (activation checkpointing), does not cut this way; dropout draws differ from one device's.
+ *
+ * [Note: what precedes the blocks, on later stages] Every stage runs the step from its start, so
+ * a later stage's rank still calls the embeddings, whose parameters it does not hold (they stay on
+ * `meta`). Such a module (its own parameters all on meta, outside the blocks) runs on meta: its
+ * tensor arguments are replaced by empty meta tensors of the same shape and dtype, so the lookup
+ * yields a meta result of the right shape at no cost, which flows, unread, to the block that takes
+ * the received activation instead.
  */
 import { type Module, ModuleList } from "@fulgur/nn";
-import type { Tensor } from "@fulgur/tensor";
+import { type Tensor, empty, isTensor } from "@fulgur/tensor";
 import { type StageBounds, balancedBounds, boundsFromSplitPoints } from "./partition";
 
 const CUT_SHORT = Symbol("pipeline stage output captured");
@@ -53,10 +59,10 @@ export class StagedModel {
   /** The stage of each parameter of the root module, by qualified name. */
   readonly stageOf: ReadonlyMap<string, number>;
   private readonly blocks: Module[];
+  /** "model.blocks." for the GPT in a TrainingModule. */
+  private readonly blocksPrefix: string;
   private active: Active | null = null;
   private readonly undo: (() => void)[] = [];
-
-  private readonly beforeBlocks: string[];
 
   constructor(
     private readonly root: Module,
@@ -66,6 +72,7 @@ export class StagedModel {
     this.blocks = found.list;
     const S = options.stages;
     const prefix = found.name === "" ? "" : `${found.name}.`;
+    this.blocksPrefix = prefix;
     const named = root.namedParameters();
     const blockOf = (n: string): number => {
       if (!n.startsWith(prefix)) return -1;
@@ -85,7 +92,6 @@ export class StagedModel {
       }
       this.bounds = balancedBounds(weights, S);
     }
-    this.beforeBlocks = named.filter(([n], i) => blockOf(n) < 0 && i < firstBlockParam).map(([n]) => n);
     const stageOfBlock = (i: number) => this.bounds.findIndex((b, s) => s < S && i >= b && i < this.bounds[s + 1]);
     this.stageOf = new Map(named.map(([n], i) => [n, blockOf(n) >= 0 ? stageOfBlock(blockOf(n)) : i < firstBlockParam ? 0 : S - 1]));
   }
@@ -99,9 +105,9 @@ export class StagedModel {
     return this.root.namedParameters().filter(([n]) => stages.includes(this.stageOf.get(n)!)).map(([n]) => n);
   }
 
-  /** Names of the parameters registered before the blocks (the embeddings: every stage runs them). */
-  namesBeforeBlocks(): string[] {
-    return this.beforeBlocks;
+  /** Qualified names of the blocks of the given stages, in order. */
+  blockPaths(stages: readonly number[]): string[] {
+    return stages.flatMap((s) => Array.from({ length: this.bounds[s + 1] - this.bounds[s] }, (_, k) => `${this.blocksPrefix}${this.bounds[s] + k}`));
   }
 
   /** Parameters of the given stages, in the module's order. */
@@ -116,15 +122,28 @@ export class StagedModel {
       p.requiresGrad_(false);
       this.undo.push(() => p.requiresGrad_(true));
     }
-    this.blocks.forEach((block, i) => {
-      const own = Object.hasOwn(block, "forward");
-      const original = block.forward;
-      const call = original.bind(block);
-      (block as { forward: (...a: unknown[]) => unknown }).forward = (...args: unknown[]) => this.blockForward(i, call, args);
-      this.undo.push(() => {
-        if (own) (block as { forward: unknown }).forward = original;
-        else delete (block as { forward?: unknown }).forward;
-      });
+    // Through `call`, not `forward`: a block's hooks (FSDP's gather and reshard inside a stage, its
+    // backward pre-hook) run around the cut as around any call.
+    this.blocks.forEach((block, i) => this.replace(block, "call", (call, args) => this.blockForward(i, call, args)));
+    // [Note: what precedes the blocks, on later stages]
+    const inBlocks = new Set(this.blocks.flatMap((b) => b.modules()));
+    for (const m of this.root.modules()) {
+      const own = m.parameters({ recurse: false });
+      if (inBlocks.has(m) || own.length === 0 || own.some((p) => p.device !== "meta")) continue;
+      this.replace(m, "forward", (call, args) => call(...args.map((a) => (isTensor(a) && a.device !== "meta" ? empty(a.shape, { dtype: a.dtype, device: "meta" }) : a))));
+    }
+  }
+
+  /** Routes `module[method]` through `route` (given the original, bound) until `release()`. */
+  private replace(module: Module, method: "call" | "forward", route: (call: (...a: unknown[]) => unknown, args: unknown[]) => unknown): void {
+    const target = module as unknown as Record<string, unknown>;
+    const own = Object.hasOwn(module, method);
+    const original = target[method] as (...a: unknown[]) => unknown;
+    const call = original.bind(module);
+    target[method] = (...args: unknown[]) => route(call, args);
+    this.undo.push(() => {
+      if (own) target[method] = original;
+      else delete target[method];
     });
   }
 

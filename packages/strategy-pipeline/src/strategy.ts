@@ -1,19 +1,25 @@
 /**
  * PipelineStrategy: the model cut into stages between its blocks, one stage (or v interleaved
  * stages) per rank, each batch run as a schedule of micro-batch forwards and backwards (runBatch),
- * optionally replicated data-parallel ("ddp": a [stages, replicas] device mesh; each stage's
- * gradients averaged over its replicas before the step). Every stage of one pipeline reads the same
- * batch: the loader shards over replicas only (DataParallelLayout).
+ * optionally replicated data-parallel over a [stages, replicas] device mesh: "ddp" averages each
+ * stage's gradients over its replicas before the step; "fsdp" shards each stage over its replicas
+ * (stageSharding.ts). Every stage of one pipeline reads the same batch: the loader shards over
+ * replicas only (DataParallelLayout).
  *
- * The step: each rank steps the parameters of its own stages; clipping by global norm sums the
- * stages' squared norms over the pipeline group (the kit's StepCollectives).
+ * The step: each rank steps the parameters of its own stages (under "fsdp", its slices of them);
+ * clipping by global norm sums the squared norms over the ranks whose gradients make the whole (the
+ * pipeline group; every rank under "fsdp") with the kit's StepCollectives.
  *
  * [Note: a rank holds its stages] The model is built on the `meta` device (shapes, no memory) and
- * each rank materialises only its stages' parameters, plus what precedes the blocks (the
- * embeddings: every stage runs the user's step from the start and drops the lookup's result), with
- * the values one device would give. Parameters of other stages stay on `meta`. Checkpoints are
+ * each rank materialises only its stages' parameters (the embeddings on the first stage, the final
+ * norm and head on the last), with the values one device would give: materialising replays each
+ * parameter's recorded initialisation on the generator counters it drew at construction, so the
+ * values do not depend on which parameters are materialised. Parameters of other stages stay on
+ * `meta`; a later stage's call of the embeddings runs on meta (stagedModel.ts, [Note: what precedes
+ * the blocks, on later stages]). Checkpoints are
  * sharded (one file per rank and an index, @fulgur/checkpoint-io): each stage's first replica
- * writes its parameters and their optimizer state whole, keyed by name, so a pipeline checkpoint
+ * writes its parameters and their optimizer state whole (under "fsdp", every rank its segments of
+ * them, as pieces), keyed by name, so a pipeline checkpoint
  * loads into FSDP, DDP or single_device, and any of theirs loads here, each rank reading its own.
  */
 import {
@@ -27,6 +33,8 @@ import {
   OPTIMIZER_PREFIX,
   type OptimizerState,
   type OptimizerStateHandling,
+  type OptimizerStepOptions,
+  type OptimizerStepResult,
   type PrecisionStepOptions,
   type ProcessGroup,
   type StrategyContext,
@@ -42,7 +50,17 @@ import {
   rawToTensor,
 } from "@fulgur/checkpoint-io";
 import type { Module, Optimizer } from "@fulgur/nn";
-import { DeviceMesh, ParallelStrategy, StrategySetupError, allReduceTensors, broadcastJson, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
+import type { ShardingEngine } from "@fulgur/sharding";
+import {
+  DeviceMesh,
+  ParallelStrategy,
+  StrategySetupError,
+  allReduceTensors,
+  broadcastJson,
+  broadcastTensors,
+  loadNamedOptimizerState,
+  namedOptimizerState,
+} from "@fulgur/strategy-kit";
 import { type Tensor, materialize, noGrad, withDevice, zeros } from "@fulgur/tensor";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -53,6 +71,7 @@ import type { PipelineSchedule } from "./schedules/action";
 import { buildSchedule } from "./schedules/index";
 import { assertValidSchedule } from "./schedules/validate";
 import { type Timeline, type TimedAction, summarize } from "./simulator";
+import { type SlotAt, heldRange, prepareStepGradients, shardStages, slotsByName } from "./stageSharding";
 import { StagedModel } from "./stagedModel";
 
 export class PipelineStrategy extends ParallelStrategy implements BatchRunning, DataParallelLayout, ModuleBuilding, OptimizerStateHandling {
@@ -61,6 +80,12 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
   private mesh: DeviceMesh | null = null;
   private plan: PipelineSchedule | null = null;
   private staged: StagedModel | null = null;
+  /** The sharding engine of this rank's stages ("fsdp"), else null. */
+  private sharding: ShardingEngine | null = null;
+  /** Each sharded parameter's unit and slot ("fsdp"), else null. */
+  private slots: Map<string, SlotAt> | null = null;
+  /** The last `loadCheckpoint` read this rank's segments of sharded parameters, not whole tensors. */
+  private localSegments = false;
   private recorded: TimedAction[] = [];
   /** Each parameter's name, and the names of the parameters this rank trains (its stages'). */
   private names = new Map<Tensor, string>();
@@ -146,16 +171,29 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     const onMeta = module.parameters().some((p) => p.device === "meta");
     this.staged = new StagedModel(module, { blocks: o.blocks, splitPoints: o.splitPoints, balance: o.balance, stages: this.stages * this.virtualStages });
     const owned = this.ownedStages;
-    this.names = new Map(module.namedParameters().map(([n, p]) => [p, n]));
     this.owned = new Set(this.staged.namesOf(owned));
-    if (onMeta) {
-      // This rank's stages, and what precedes the blocks (every stage runs the step from the start).
-      const needed = new Set([...this.owned, ...this.staged.namesBeforeBlocks()]);
-      const tensors = module.namedParameters().filter(([n]) => needed.has(n)).map(([, p]) => p);
+    const count = this.staged.parametersOf(owned).reduce((sum, p) => sum + p.numel, 0);
+    if (o.dataParallel === "fsdp") {
+      if (onMeta) noGrad(() => materialize(module.buffers(), this.rootDevice));
+      else module.to(this.rootDevice);
+      const group = this.mesh!.group("replica");
+      this.sharding = await shardStages({
+        module,
+        blockPaths: this.staged.blockPaths(owned),
+        owned: this.owned,
+        group,
+        device: this.rootDevice,
+        prefetch: 1,
+        sameOnReplicas: (tensors) => broadcastTensors(group, tensors, 0, this.race),
+      });
+      this.slots = slotsByName(this.sharding);
+    } else if (onMeta) {
+      const tensors = module.namedParameters().filter(([n]) => this.owned.has(n)).map(([, p]) => p);
       noGrad(() => materialize([...tensors, ...module.buffers()], this.rootDevice));
     } else await super.setupModule(module);
+    // After sharding: the module holds the tensors the optimizer steps (its slices, under "fsdp").
+    this.names = new Map(module.namedParameters().map(([n, p]) => [p, n]));
     this.staged.install(owned);
-    const count = this.staged.parametersOf(owned).reduce((sum, p) => sum + p.numel, 0);
     this.log(
       `${this.name}: ${o.schedule} schedule, ${this.stages} stages × ${this.dataParallelSize} replicas, ${o.microBatches} micro-batches; ` +
         `blocks cut at [${this.staged.bounds.join(", ")}]; rank 0 trains ${count.toLocaleString("en-US")} parameters`,
@@ -168,6 +206,7 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     if (!staged) throw new Error(`${this.name}: setupModule() must run before runBatch`);
     const m = this.options.microBatches;
     const group = this.pipeGroup;
+    if (this.sharding) prepareStepGradients(this.sharding);
     const { lossSum, timeline } = runActions({
       schedule: this.schedule,
       rank: group.rank,
@@ -205,6 +244,10 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
 
   /** Averages each stage's gradients over its replicas ("ddp"); the step's norm is summed over the pipeline. */
   protected override async prepareStep(optimizer: Optimizer): Promise<Partial<PrecisionStepOptions>> {
+    if (this.sharding) {
+      // Each rank's slices are its own: the norm is a sum over every rank.
+      return { gradients: this.sharding.finishGradients(), collectives: this.stepCollectives(this.processGroup) };
+    }
     const replicas = this.mesh!.group("replica");
     if (replicas.size > 1) {
       const grads = optimizer.paramGroups.flatMap((g) => g.params).flatMap((p) => (p.grad ? [p.grad] : []));
@@ -225,10 +268,11 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     });
   }
 
-  /** The parameters (and buffers) this rank trains, whole; nothing of other stages. */
+  /** The parameters (and buffers) this rank trains, whole (its segments of them under "fsdp"); nothing of other stages. */
   override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
     const out: Record<string, Tensor> = {};
     for (const [name, p] of module.namedParameters()) if (this.owned.has(name)) out[name] = p;
+    for (const [name, at] of this.slots ?? []) out[name] = at.unit.resident ? at.unit.optimParams[at.index] : at.unit.localSegment(at.index);
     for (const [name, b] of module.namedBuffers()) if (b.device !== "meta") out[name] = b;
     return out;
   }
@@ -237,12 +281,22 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
   override async loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void> {
     const missing = [...this.owned].filter((n) => !(n in state));
     if (missing.length > 0) throw new Error(`${this.name}: the checkpoint has no ${missing.slice(0, 3).join(", ")}${missing.length > 3 ? ", ..." : ""}`);
+    const engine = this.sharding;
+    if (engine) {
+      for (const unit of engine.units) {
+        const values = unit.layout.slots.map((slot) => state[slot.fqn]);
+        if (this.localSegments && !unit.resident) unit.loadSegments(values);
+        else unit.loadFull(values);
+      }
+    }
     noGrad(() => {
-      for (const [name, p] of [...module.namedParameters(), ...module.namedBuffers()]) {
+      const plain = engine ? module.namedBuffers() : [...module.namedParameters(), ...module.namedBuffers()];
+      for (const [name, p] of plain) {
         const value = state[name];
         if (value && p.device !== "meta") p.copy_(value.to(p.device));
       }
     });
+    engine?.afterStep();
     for (const t of Object.values(state)) t.dispose();
   }
 
@@ -256,10 +310,16 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
   }
 
   async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
-    loadNamedOptimizerState(optimizer, (p) => this.names.get(p), state);
+    const local = this.localSegments;
+    this.localSegments = false;
+    const slots = this.slots;
+    loadNamedOptimizerState(optimizer, (p) => this.names.get(p), state, (p, value) => {
+      const at = slots?.get(this.names.get(p)!);
+      return !at || (local && !at.unit.resident) ? value : at.unit.sliceOf(at.index, value);
+    });
   }
 
-  /** The first replica of each stage writes its parameters whole, as pieces of the named tensors. */
+  /** The first replica of each stage writes its parameters whole ("fsdp": every rank its segments), as pieces of the named tensors. */
   override async saveCheckpoint(checkpoint: Checkpoint, path: string): Promise<void> {
     if (this.checkpointIO.name !== "sharded") {
       throw new Error(
@@ -267,7 +327,7 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
           `"${this.checkpointIO.name}". Use the default one, then \`fulgur checkpoint convert\` for a single file.`,
       );
     }
-    const writes = this.dataParallelRank === 0;
+    const writes = this.sharding !== null || this.dataParallelRank === 0;
     const tensors: Record<string, Tensor> = {};
     const pieces: Record<string, PieceDescription> = {};
     for (const [key, t] of Object.entries(checkpoint.tensors)) {
@@ -277,8 +337,11 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
         continue;
       }
       if (!writes) continue;
+      const range = heldRange(this.slots, name, t);
+      // An empty piece says nothing: the other replicas' pieces cover the tensor.
+      if (range.end === range.start) continue;
       tensors[key] = t;
-      pieces[key] = { name: key, shape: t.shape, start: 0, end: t.numel };
+      pieces[key] = { name: key, ...range };
     }
     await this.checkpointIO.save({ tensors, meta: { ...checkpoint.meta, [SHARDED_PIECES_KEY]: pieces } }, path);
   }
@@ -292,8 +355,11 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
       for (const key of reader.names()) {
         const name = this.paramOfKey(key);
         if (name !== undefined && !this.owned.has(name)) continue;
-        tensors[key] = await reader.read(key, undefined, undefined, { device: this.rootDevice });
+        const at = name === undefined ? undefined : this.slots?.get(name);
+        const seg = at && !at.unit.resident ? at.unit.segments[at.index] : undefined;
+        tensors[key] = await reader.read(key, seg?.start, seg?.end, { device: this.rootDevice });
       }
+      this.localSegments = this.sharding !== null;
       // The optimizer tensors the checkpoint lists, as far as this rank read them (the Trainer checks they are all there).
       const meta = { ...reader.meta };
       if (Array.isArray(meta.optimizer_tensors)) meta.optimizer_tensors = meta.optimizer_tensors.filter((n) => typeof n === "string" && n in tensors);
@@ -337,8 +403,17 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     return [...this.names.values()].includes(name) ? name : undefined;
   }
 
+  override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
+    const result = await super.optimizerStep(optimizer, options);
+    this.sharding?.afterStep();
+    return result;
+  }
+
   protected override releaseModule(): void {
     this.staged?.release();
     this.staged = null;
+    this.sharding?.remove();
+    this.sharding = null;
+    this.slots = null;
   }
 }

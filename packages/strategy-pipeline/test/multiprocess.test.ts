@@ -2,7 +2,7 @@
  * Pipeline jobs of 2 to 4 processes on loopback, started as a user starts them (a script asking
  * the Trainer for `devices: N`, which relaunches itself). Held to DESIGN.md decision 8: each
  * schedule gives the per-step losses of one process on the same batches within 1e-5, over 10 steps
- * of a 4-block GPT with gradient accumulation (2 batches a step), 4 micro-batches and clipping.
+ * (20 for FSDP inside stages) of a 4-block GPT with gradient accumulation (2 batches a step), 4 micro-batches and clipping.
  * The fixture imports the BUILT packages (`npx tsup` first).
  */
 import { spawn } from "node:child_process";
@@ -70,13 +70,13 @@ function expectSameLosses(actual: readonly number[], expected: readonly number[]
 
 const references = new Map<string, number[]>();
 /** One process's losses for a GPT of `layers` blocks on batches of `batch`, run once per pair. */
-async function single(layers = 4, batch = 8): Promise<number[]> {
-  const key = `${layers} ${batch}`;
+async function single(layers = 4, batch = 8, steps = STEPS): Promise<number[]> {
+  const key = `${layers} ${batch} ${steps}`;
   const known = references.get(key);
   if (known) return known;
-  const { ranks } = await job("single_device", 1, {}, batch, layers);
+  const { ranks } = await job("single_device", 1, {}, batch, layers, [], steps);
   const reference = ranks[0].losses;
-  expect(reference).toHaveLength(STEPS);
+  expect(reference).toHaveLength(steps);
   expect(reference.at(-1)!).toBeLessThan(reference[0] - 1);
   references.set(key, reference);
   return reference;
@@ -112,13 +112,15 @@ describe("every schedule equals one process (DESIGN.md decision 8)", () => {
       const v = (c.options.virtualStages as number | undefined) ?? 1;
       const perRank = m * v * (c.options.schedule === "zb-h1" ? 3 : 2);
       expect(t.ranks.map((l) => l.length)).toEqual(new Array(c.world).fill(perRank));
-      if (c.world === 4 && c.layers === undefined) {
-        // [Note: a rank holds its stages]: the embeddings (every stage runs the lookup), its one
-        // block, and on the last rank the final norm and head; never the whole model (4 bytes each).
+      if (c.strategy === "pipeline" && c.layers === undefined && c.options.schedule === undefined) {
+        // [Note: a rank holds its stages]: its blocks (4 / world), the embeddings on the first rank
+        // and the final norm and head on the last; never the whole model (4 bytes a parameter).
         const [d, V, T] = [32, 256, 16];
         const block = 12 * d * d + 13 * d;
-        const embeddings = V * d + T * d;
-        expect(ranks.map((r) => r.heldBytes)).toEqual([0, 1, 2, 3].map((r) => 4 * (embeddings + block + (r === 3 ? 2 * d + V * d : 0))));
+        const held = (r: number) => 4 * ((4 / c.world) * block + (r === 0 ? V * d + T * d : 0) + (r === c.world - 1 ? 2 * d + V * d : 0));
+        expect(ranks.map((r) => r.heldBytes)).toEqual(Array.from({ length: c.world }, (_, r) => held(r)));
+        const whole = 4 * (4 * block + V * d + T * d + 2 * d + V * d);
+        for (const r of ranks) expect(r.heldBytes).toBeLessThan(whole / (c.world === 2 ? 1.5 : 2.5));
       }
       if (c.options.schedule === "zb-h1") {
         // W runs the weight-gradient products B left (about half of a backward's work), not nothing.
@@ -159,6 +161,45 @@ describe("every schedule equals one process (DESIGN.md decision 8)", () => {
     const full = join(dir, "single.safetensors");
     await job("single_device", 1, {}, 8, 4, ["--save", full], half);
     const back = await job("pipeline", 2, { microBatches: 4 }, 8, 4, ["--resume", full], STEPS);
+    for (const r of back.ranks) expectSameLosses(r.losses, ref.slice(half));
+  });
+
+  it("dataParallel fsdp: 2 stages, each sharded over 2 replicas, equal one process on the same global batch over 20 steps", async () => {
+    const ref = await single(4, 8, 20);
+    const { ranks, stdout } = await job("pipeline", 4, { stages: 2, microBatches: 2, dataParallel: "fsdp" }, 4, 4, [], 20);
+    for (const r of ranks) expectSameLosses(r.losses, ref);
+    expect(stdout).toContain("2 stages × 2 replicas");
+    // Each rank holds half of its stage (its slices, padded to a multiple of 2), nothing of the other.
+    const [d, V, T] = [32, 256, 16];
+    const block = 12 * d * d + 13 * d;
+    const stage = (s: number) => 2 * block + (s === 0 ? V * d + T * d : 2 * d + V * d);
+    ranks.forEach((r, rank) => {
+      const half = (4 * stage(Math.floor(rank / 2))) / 2;
+      expect(r.heldBytes).toBeGreaterThanOrEqual(half);
+      expect(r.heldBytes).toBeLessThan(half + 4 * 64);
+    });
+  });
+
+  it("checkpoints with dataParallel fsdp: each rank writes its segments; they resume in single_device, and single_device's in the sharded pipeline", async () => {
+    const ref = await single();
+    const half = STEPS / 2;
+    const dir = mkdtempSync(join(tmpdir(), "fulgur-pipeline-ckpt-"));
+    dirs.push(dir);
+    const path = join(dir, "pipe-fsdp");
+    const options = { stages: 2, microBatches: 2, dataParallel: "fsdp" };
+    const first = await job("pipeline", 4, options, 4, 4, ["--save", path], half);
+    for (const r of first.ranks) expectSameLosses(r.losses, ref.slice(0, half));
+    // Replicas hold different halves of a stage: both write, as pieces of the whole tensor.
+    const index = JSON.parse(readFileSync(join(path, "index.json"), "utf8")) as { tensors: Record<string, { shape: number[]; pieces: { file: string }[] }> };
+    const head = Object.entries(index.tensors).find(([k]) => k.endsWith("model.head.weight") && !k.startsWith("optimizer"))![1];
+    expect(head.shape).toEqual([256, 32]);
+    expect(head.pieces.map((p) => p.file)).toEqual(["rank-00002-of-00004.safetensors", "rank-00003-of-00004.safetensors"]);
+    expect(Object.keys(index.tensors)).toContain("optimizer.state.model.emb.weight.exp_avg");
+    const resumed = await job("single_device", 1, {}, 8, 4, ["--resume", path], STEPS);
+    expectSameLosses(resumed.ranks[0].losses, ref.slice(half));
+    const full = join(dir, "single.safetensors");
+    await job("single_device", 1, {}, 8, 4, ["--save", full], half);
+    const back = await job("pipeline", 4, options, 4, 4, ["--resume", full], STEPS);
     for (const r of back.ranks) expectSameLosses(r.losses, ref.slice(half));
   });
 

@@ -13,7 +13,8 @@ describe("options", () => {
   it.each([
     [{ schedule: "zb" }, "schedule", /pipeline option schedule: got "zb"; expected "gpipe", "1f1b", "interleaved", "zb-h1"/],
     [{ microBatches: 0 }, "microBatches", /microBatches: got 0; expected a positive integer/],
-    [{ dataParallel: "fsdp" }, "dataParallel", /got "fsdp"; expected "none" or "ddp"/],
+    [{ dataParallel: "zero" }, "dataParallel", /got "zero"; expected "none", "ddp" or "fsdp"/],
+    [{ dataParallel: "fsdp", schedule: "zb-h1" }, "dataParallel", /dataParallel: got "fsdp"; expected "none" or "ddp" with schedule "zb-h1"/],
     [{ splitPoints: [3, 2] }, "splitPoints", /splitPoints: got \[3,2\]; expected an array of strictly increasing/],
     [{ virtualStages: 2 }, "virtualStages", /only "interleaved" runs several stages per rank/],
     [{ stages: 2, microBatches: 3, schedule: "interleaved" }, "microBatches", /a multiple of stages \(2\)/],
