@@ -4,9 +4,8 @@
  * 3, with and without CPU offload and from a config file, give the per-step losses of one process
  * on the same global batch, over 20 steps with accumulation, clipping, a no-decay group and a
  * schedule; sharded stages hold about 1/N of the optimizer state; a ZeRO checkpoint, streamed one
- * unit at a time, resumes in
- * FSDP, DDP, single_device and ZeRO at another world size; what cannot run is refused before any
- * rank starts. The fixture imports the BUILT packages (build them first: `npx tsup`).
+ * unit at a time, resumes in FSDP, DDP, single_device and ZeRO at another world size; what cannot
+ * run is refused before any rank starts. The fixture imports the BUILT packages (build them first: `npx tsup`).
  */
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
