@@ -369,9 +369,16 @@ export class FlatUnit {
           }
         });
         this.groups.shard.allGather(whole, slice).synchronize();
+        // On the master's device the results are views of the gathered buffer, which lives until
+        // the last of them is disposed: a gather holds the unit once, not twice (a copy per slot
+        // beside the buffer). Offloaded masters get host copies and the buffer goes at once.
+        const onMasterDevice = this.master.device === device;
         return items.map(({ index }) => {
           const slot = this.layout.slots[index];
-          return scope(() => whole.narrow(0, slot.offset, slot.numel).reshape(slot.shape).to(this.master.device).contiguous().clone().keep()).untrack();
+          return scope(() => {
+            const view = whole.narrow(0, slot.offset, slot.numel).reshape(slot.shape);
+            return (onMasterDevice ? view : view.to(this.master.device).contiguous()).keep();
+          }).untrack();
         });
       } finally {
         slice.dispose();

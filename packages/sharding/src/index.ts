@@ -8,4 +8,4 @@ export { ShardingEngine, planUnits, type UnitPlan } from "./engine";
 export { FlatUnit, type UnitGroups, type UnitState } from "./flatUnit";
 export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout } from "./layout";
 export { canReleaseMemory } from "./storageMemory";
-export { saveFullStreamed } from "./streamedSave";
+export { type StreamingCheckpointIO, saveFullStreamed, streamsTensors } from "./streamedSave";

@@ -10,7 +10,7 @@
  * reaches it and frees the run before the next one is gathered, so rank 0 holds about one unit
  * (its whole tensors on the device and the host) beside its own shards, never the model.
  */
-import type { Checkpoint, OptimizerState, StreamedSaveInput } from "@fulgur/core";
+import type { Checkpoint, CheckpointIO, CheckpointMeta, OptimizerState, StreamedSaveInput } from "@fulgur/core";
 import { type LazyTensor, lazyTensor } from "@fulgur/checkpoint-io";
 import type { FlatUnit } from "./flatUnit";
 import { type StateEntry, namedOptimizerState } from "@fulgur/strategy-kit";
@@ -32,6 +32,20 @@ export interface StreamedPlan {
   readonly runs: readonly Run[];
 }
 
+/**
+ * A checkpoint IO that writes tensors produced one at a time, in the order given, into one file
+ * (@fulgur/checkpoint-io's FullCheckpointIO): the entries carry name, dtype and shape, so the
+ * header is written first, and each one's `bytes()` is called when the file reaches it.
+ */
+export interface StreamingCheckpointIO extends CheckpointIO {
+  saveStreamed(tensors: readonly LazyTensor[], meta: CheckpointMeta, path: string): Promise<void>;
+}
+
+/** Whether `io` can take a streamed save (checked by shape, DESIGN.md decision 11). */
+export function streamsTensors(io: CheckpointIO): io is StreamingCheckpointIO {
+  return typeof (io as Partial<StreamingCheckpointIO>).saveStreamed === "function";
+}
+
 const placeholder = (t: { shape: readonly number[]; dtype: Tensor["dtype"] }): Tensor => zeros([...t.shape], { dtype: t.dtype, device: "meta" });
 
 /**
@@ -50,10 +64,13 @@ export async function saveFullStreamed(
     return at ? at.unit.layout.slots[at.index].fqn : undefined;
   };
   const plan = planStreamedSave(input, units, segmentOf, fqnOf);
+  const stream = isGlobalZero ? streamedTensors(plan) : null;
   try {
-    if (isGlobalZero) await write(streamedTensors(plan), plan.checkpoint.meta);
+    if (stream) await write(stream.tensors, plan.checkpoint.meta);
     else followStreamedSave(plan);
   } finally {
+    // A write that failed half-way leaves its run gathered: free it before the error goes on.
+    stream?.release();
     disposePlaceholders(plan);
   }
 }
@@ -135,13 +152,13 @@ function gatherRun(run: Run): Tensor[] {
  * Rank 0: the tensors for the writer, each placeholder's bytes made when the writer reaches it
  * (its run gathered at its first tensor, freed after its last).
  */
-export function streamedTensors(plan: StreamedPlan): LazyTensor[] {
+export function streamedTensors(plan: StreamedPlan): { tensors: LazyTensor[]; release: () => void } {
   let current: { run: Run; whole: Tensor[] } | null = null;
   const free = () => {
     for (const t of current?.whole ?? []) t.dispose();
     current = null;
   };
-  return plan.order.map(({ key, run, item }, position) => {
+  const tensors = plan.order.map(({ key, run, item }, position) => {
     const t = plan.checkpoint.tensors[key];
     if (run === null) return lazyTensor(key, t);
     const spec = lazyTensor(key, t);
@@ -159,6 +176,7 @@ export function streamedTensors(plan: StreamedPlan): LazyTensor[] {
       },
     };
   });
+  return { tensors, release: free };
 }
 
 /** The other ranks: the same gathers in the same order, their results dropped. */

@@ -8,7 +8,6 @@
 import {
   type Checkpoint,
   type CheckpointIO,
-  type CheckpointMeta,
   MODEL_PREFIX,
   OPTIMIZER_PREFIX,
 } from "@fulgur/core";
@@ -26,9 +25,9 @@ import type {
 } from "@fulgur/core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { type LazyTensor, type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
+import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits, saveFullStreamed } from "@fulgur/sharding";
+import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits, saveFullStreamed, streamsTensors } from "@fulgur/sharding";
 import {
   DeviceMesh,
   ParallelStrategy,
@@ -44,11 +43,6 @@ import { applyActivationCheckpointing } from "./activationCheckpointing";
 import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, parseFSDPOptions } from "./api";
 import { markedModules } from "./fullyShard";
 import { moduleListElements, selectModules } from "./wrapPolicy";
-
-/** A checkpoint IO that writes tensors produced one at a time, in order (@fulgur/checkpoint-io's FullCheckpointIO). */
-interface StreamingIO {
-  saveStreamed(tensors: readonly LazyTensor[], meta: CheckpointMeta, path: string): Promise<void>;
-}
 
 export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling, StreamedSaving {
   readonly name: string;
@@ -215,10 +209,9 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
    * one at a time; a sharded save, or another IO, goes the usual way.
    */
   async saveStreamed(input: StreamedSaveInput, path: string): Promise<boolean> {
-    const io = this.checkpointIO as CheckpointIO & Partial<StreamingIO>;
-    if (this.sharded || typeof io.saveStreamed !== "function") return false;
-    const save = io.saveStreamed.bind(io);
-    await saveFullStreamed(input, this.sharding.units, (p) => this.segmentNames.get(p), this.isGlobalZero, (tensors, meta) => save(tensors, meta, path));
+    const io = this.checkpointIO;
+    if (this.sharded || !streamsTensors(io)) return false;
+    await saveFullStreamed(input, this.sharding.units, (p) => this.segmentNames.get(p), this.isGlobalZero, (tensors, meta) => io.saveStreamed(tensors, meta, path));
     await this.barrier("saveCheckpoint");
     return true;
   }

@@ -9,10 +9,11 @@
  * The fixture imports the BUILT packages (nx builds them before `test`).
  */
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
+import { readSafetensors } from "@fulgur/checkpoint-io";
 import { afterAll, describe, expect, it } from "vitest";
 
 const FIXTURE = join(dirname(fileURLToPath(import.meta.url)), "fixtures", "train.mjs");
@@ -73,8 +74,10 @@ interface RankResult {
   initPeak: number;
   /** Highest tensor memory of each step. */
   stepPeaks: number[];
-  /** Tensor memory the final save added at its highest, or null without --save. */
+  /** Tensor memory the save added at its highest, or null without --save. */
   savePeak: number | null;
+  /** The same for the weights-only save, or null without --save-weights. */
+  weightsPeak: number | null;
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -107,13 +110,51 @@ function expectSameLosses(actual: readonly number[], expected: readonly number[]
 const timings: string[] = [];
 afterAll(() => console.log(`fsdp multi-process timings:\n  ${timings.join("\n  ")}`));
 
-let single: RankResult | null = null;
-async function reference(): Promise<RankResult> {
-  if (single) return single;
-  single = (await job("single_device", 1, {})).ranks[0];
-  expect(single.losses).toHaveLength(STEPS);
-  expect(single.losses.at(-1)!).toBeLessThan(single.losses[0] - 1);
-  return single;
+const singles = new Map<string, { result: RankResult; half: string }>();
+/** One process over STEPS steps (the losses every job is held to), saving its state after half of them to `half`. */
+async function reference(model = "test"): Promise<RankResult & { half: string }> {
+  let single = singles.get(model);
+  if (!single) {
+    const half = join(outDir(), "single-half.safetensors");
+    const result = (await job("single_device", 1, {}, ["--model", model, "--save", half, "--save-at-step", String(STEPS / 2)])).ranks[0];
+    expect(result.losses).toHaveLength(STEPS);
+    expect(result.losses.at(-1)!).toBeLessThan(result.losses[0] - 1);
+    single = { result, half };
+    singles.set(model, single);
+  }
+  return { ...single.result, half: single.half };
+}
+
+const FLOAT32_BYTES = 4;
+
+/** A unit's parameter count as a gather lays it out: padded to a multiple of the shard count. */
+const padded = (numel: number, world: number): number => Math.ceil(numel / world) * world;
+
+/**
+ * The tensors of two full checkpoint files: the same names, shapes and dtypes, values within
+ * `tolerance` (sharded and single-device training sum gradients in different orders), and the same
+ * optimizer state description (keyed by parameter name, so any strategy reads either). Most values
+ * agree within 1e-6; the attention's qkv biases differ most (a few 1e-5 after 10 steps): the key
+ * bias has no gradient in exact arithmetic, and AdamW scales its rounding noise up to steps.
+ */
+async function expectSameCheckpoint(actualPath: string, expectedPath: string, tolerance: number): Promise<void> {
+  const [actual, expected] = await Promise.all([readSafetensors(actualPath), readSafetensors(expectedPath)]);
+  expect(Object.keys(actual.tensors).sort()).toEqual(Object.keys(expected.tensors).sort());
+  for (const [name, e] of Object.entries(expected.tensors)) {
+    const a = actual.tensors[name];
+    expect([a.dtype, ...a.shape], name).toEqual([e.dtype, ...e.shape]);
+    const av = new Float32Array(a.data.slice().buffer);
+    const ev = new Float32Array(e.data.slice().buffer);
+    let worst = 0;
+    for (let i = 0; i < ev.length; i++) worst = Math.max(worst, Math.abs(av[i] - ev[i]));
+    expect(worst, `${name}: largest difference`).toBeLessThan(tolerance);
+  }
+  const meta = (c: typeof actual) => JSON.parse(c.metadata.fulgur) as { optimizer?: unknown; loop: unknown; scheduler?: unknown };
+  expect(actual.metadata.format).toBe(expected.metadata.format);
+  expect(actual.metadata.format_version).toBe(expected.metadata.format_version);
+  expect(meta(actual).optimizer).toEqual(meta(expected).optimizer);
+  expect(meta(actual).scheduler).toEqual(meta(expected).scheduler);
+  expect(meta(actual).loop).toEqual(meta(expected).loop);
 }
 
 describe("every sharding mode equals one process (DESIGN.md decision 8)", () => {
@@ -182,15 +223,13 @@ describe("checkpoints load at any world size and in other strategies", () => {
       expect(existsSync(format === "full" ? path : join(path, "index.json"))).toBe(true);
       if (format === "sharded") expect(existsSync(join(path, "rank-00001-of-00002.safetensors"))).toBe(true);
       if (format === "full") {
-        // Streamed unit by unit: rank 0 holds about one unit's whole tensors (the largest is the root:
-        // embeddings, head and final norm; a gather also holds the padded buffer), never the whole
+        // The file holds what one process holds after the same steps, parameters and optimizer state.
+        await expectSameCheckpoint(path, ref.half, 1e-4);
+        // Streamed unit by unit: each rank holds one unit's gathered buffer and its slice of it at a
+        // time (the largest unit is the root: embeddings, head and final norm), never the whole
         // model and its optimizer state, which a save gathering everything first would hold.
-        const largestUnit = (256 * 32 + 16 * 32 + 256 * 32 + 2 * 32) * 4;
-        const paramBytes = ref.stateBytes / 4;
-        const [rank0, rank1] = first.ranks;
-        expect(rank0.savePeak!).toBeLessThanOrEqual(3 * largestUnit);
-        expect(rank0.savePeak!).toBeLessThan(paramBytes);
-        expect(rank1.savePeak!).toBeLessThanOrEqual(3 * largestUnit);
+        const largestUnit = padded(256 * 32 + 16 * 32 + 256 * 32 + 2 * 32, 2) * FLOAT32_BYTES;
+        for (const r of first.ranks) expect(r.savePeak!).toBeLessThanOrEqual(1.5 * largestUnit);
       }
       const resumes = format === "full" ? ([["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) : ([["fsdp", 3], ["single_device", 1]] as const);
       for (const [strategy, world] of resumes) {
@@ -201,6 +240,45 @@ describe("checkpoints load at any world size and in other strategies", () => {
   }
 });
 
+describe("a full save is streamed: rank 0 never holds the model", () => {
+  it("8 blocks at world 3: the save adds one unit and its slice, the file equals one process's, weights-only leaves the optimizer out, and it resumes at world 2", async () => {
+    const ref = await reference("deep");
+    const dir = outDir();
+    const full = join(dir, "deep.safetensors");
+    const weights = join(dir, "deep-weights.safetensors");
+    const first = await job("fsdp", 3, {}, ["--model", "deep", "--save", full, "--save-weights", weights], STEPS / 2);
+    expectSameLosses(first.losses, ref.losses.slice(0, STEPS / 2));
+    await expectSameCheckpoint(full, ref.half, 1e-4);
+
+    // The largest unit is a block (two norms, attention and MLP, width 32); the root unit (two
+    // embeddings of 128 and 16 rows, the head, the final norm) is smaller. The model is 8 blocks
+    // and the root: with AdamW's two moments the state is 3 times that.
+    const block = 2 * 64 + (3 * 32 * 32 + 3 * 32) + (32 * 32 + 32) + (4 * 32 * 32 + 4 * 32) + (4 * 32 * 32 + 32);
+    const root = 128 * 32 + 16 * 32 + 64 + 128 * 32;
+    const modelBytes = (8 * block + root) * FLOAT32_BYTES;
+    // One gather: the unit's whole padded buffer (whose views are written) and this rank's slice.
+    const oneUnit = padded(block, 3) * (1 + 1 / 3) * FLOAT32_BYTES;
+    timings.push(`deep ×3 save peaks (bytes; one unit ${oneUnit}, model ${modelBytes}): ${first.ranks.map((r) => `${r.savePeak}/${r.weightsPeak}`).join(" ")}`);
+    for (const r of first.ranks) {
+      expect(r.savePeak!, `rank ${r.rank}`).toBeLessThanOrEqual(oneUnit);
+      expect(r.weightsPeak!, `rank ${r.rank}`).toBeLessThanOrEqual(oneUnit);
+    }
+    // Far below the model (a fifth of it), let alone the model with its optimizer state.
+    expect(first.ranks[0].savePeak!).toBeLessThan(0.2 * modelBytes);
+
+    // Weights only: the module's tensors as in the full file, no optimizer state, and no resume from it.
+    const [w, f] = await Promise.all([readSafetensors(weights), readSafetensors(full)]);
+    const modelNames = Object.keys(f.tensors).filter((n) => n.startsWith("state_dict."));
+    expect(modelNames).toHaveLength(8 * 12 + 5);
+    expect(Object.keys(w.tensors).sort()).toEqual(modelNames.sort());
+    for (const n of modelNames) expect(Buffer.from(w.tensors[n].data).equals(Buffer.from(f.tensors[n].data)), n).toBe(true);
+    expect(JSON.parse(w.metadata.fulgur).optimizer).toBeUndefined();
+
+    const resumed = await job("fsdp", 2, {}, ["--model", "deep", "--resume", full]);
+    expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
+  });
+});
+
 describe("failures travel (DESIGN.md decision 12)", () => {
   it("a rank that throws while the others wait in a gather ends the job, naming it", async () => {
     const dir = outDir();
@@ -209,6 +287,23 @@ describe("failures travel (DESIGN.md decision 12)", () => {
     expect(run.ms).toBeLessThan(60_000);
     expect(run.stderr).toContain("[rank 1] Error: boom on purpose at batch 2");
     expect(run.stderr).toMatch(/rank 1 (exited with code 1|failed)/);
+  });
+
+  it("a full save that fails on rank 0 half-way ends the job on every rank naming the failure, and leaves the previous checkpoint whole", async () => {
+    const ref = await reference();
+    const dir = outDir();
+    const path = join(dir, "ckpt.safetensors");
+    // Saves after step 10, trains on to step 12 and saves again: rank 0's writer fails in the middle of the file.
+    const run = await train(["--out", dir, "--strategy", "fsdp", "--devices", "2", "--batch", String(GLOBAL_BATCH / 4), "--accumulate", "2",
+      "--steps", String(STEPS / 2 + 2), "--save", path, "--save-at-step", String(STEPS / 2), "--failing-save"], 60_000);
+    expect(run.code).not.toBe(0);
+    expect(run.ms).toBeLessThan(60_000);
+    expect(run.stderr).toMatch(/\[rank 0\] Error: disk full on purpose, writing \S+/);
+    // Rank 1, which was gathering for rank 0, names rank 0 and what went wrong there.
+    expect(run.stderr).toMatch(/\[rank 1\].*rank 0.*disk full on purpose/);
+    // No half-written file is left, and the step-10 checkpoint is the one that was there.
+    expect(readdirSync(dir).filter((n) => n.includes(".tmp-"))).toEqual([]);
+    await expectSameCheckpoint(path, ref.half, 1e-4);
   });
 
   // Sharded: rank 1 writes its own file; full: rank 1 takes part in the gathers rank 0 streams from.

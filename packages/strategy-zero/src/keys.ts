@@ -34,7 +34,7 @@ const fp16Scaling = (_v: unknown, run: RunFacts): string | undefined =>
       : "the precision has no loss scaler Fulgur can set";
 const nvmeOnly = (_v: unknown, _run: RunFacts, block: Readonly<Record<string, unknown>>): string | undefined =>
   block.device === "nvme" ? undefined : "used only with device \"nvme\"";
-const SAVE_FULL = "true: checkpoints hold the full state dict, gathered unit by unit on rank 0 (in the master dtype)";
+const SAVE_FULL = "true: checkpoints hold the full state dict, streamed into one file unit by unit (rank 0 holds one gathered unit at a time; in the master dtype)";
 const ALWAYS_FULL = onlyTrue("checkpoints are always full state dicts here (there is no sharded format yet)");
 const PREFETCH = "stage 3: the units gathered ahead of the computing one are those whose parameters fit in it";
 const LIVE = "stage 3: caps the prefetch depth so gathered units stay within it";

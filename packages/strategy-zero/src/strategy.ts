@@ -8,8 +8,6 @@
  * each other's.
  */
 import type {
-  CheckpointIO,
-  CheckpointMeta,
   MemoryEstimate,
   MemoryEstimateInput,
   ModuleBuilding,
@@ -19,11 +17,10 @@ import type {
   StreamedSaveInput,
   StreamedSaving,
 } from "@fulgur/core";
-import type { LazyTensor } from "@fulgur/checkpoint-io";
 import type { OptimizerStepOptions, OptimizerStepResult, PrecisionStepOptions } from "@fulgur/core";
 import type { ConfigProblem } from "@fulgur/deepspeed-config-schema";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { ShardingEngine, type UnitPlan, planUnits, saveFullStreamed } from "@fulgur/sharding";
+import { ShardingEngine, type UnitPlan, planUnits, saveFullStreamed, streamsTensors } from "@fulgur/sharding";
 import { ParallelStrategy, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
 import { type Tensor, materialize, noGrad, scope, withDevice } from "@fulgur/tensor";
 import { type DeepSpeedOptions, type ResolvedDeepSpeedOptions, type ZeroStage, parseDeepSpeedOptions } from "./api";
@@ -198,9 +195,8 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
    * never holds the model (@fulgur/sharding's saveFullStreamed).
    */
   async saveStreamed(input: StreamedSaveInput, path: string): Promise<boolean> {
-    const io = this.checkpointIO as CheckpointIO & { saveStreamed?: (t: readonly LazyTensor[], meta: CheckpointMeta, path: string) => Promise<void> };
-    if (typeof io.saveStreamed !== "function") return false;
-    const save = io.saveStreamed.bind(io);
+    const io = this.checkpointIO;
+    if (!streamsTensors(io)) return false;
     const index = this.segments;
     await saveFullStreamed(
       input,
@@ -210,7 +206,7 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
         return at && { unit: at.unit, index: at.slot };
       },
       this.isGlobalZero,
-      (tensors, meta) => save(tensors, meta, path),
+      (tensors, meta) => io.saveStreamed(tensors, meta, path),
     );
     await this.barrier("saveCheckpoint");
     return true;

@@ -3,9 +3,9 @@
  * Trainer for `devices: N`, which relaunches the script). Held to DESIGN.md decision 8: stages 0 to
  * 3, with and without CPU offload and from a config file, give the per-step losses of one process
  * on the same global batch, over 20 steps with accumulation, clipping, a no-decay group and a
- * schedule; sharded stages hold about 1/N of the optimizer state; a ZeRO checkpoint resumes in
- * FSDP, DDP, single_device and ZeRO at another world size; what cannot run is refused before any
- * rank starts. The fixture imports the BUILT packages (build them first: `npx tsup`).
+ * schedule; sharded stages hold about 1/N of the optimizer state; a ZeRO checkpoint, streamed one
+ * unit at a time, resumes in FSDP, DDP, single_device and ZeRO at another world size; what cannot
+ * run is refused before any rank starts. The fixture imports the BUILT packages (build them first: `npx tsup`).
  */
 import { execFile } from "node:child_process";
 import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
@@ -75,6 +75,8 @@ interface Trained {
   readonly losses: number[];
   /** Optimizer-state bytes each rank held after the first step. */
   readonly stateBytes: number[];
+  /** Tensor bytes each rank's save added at its highest (null without --save). */
+  readonly savePeaks: (number | null)[];
   readonly stdout: string;
   readonly stderr: string;
 }
@@ -83,9 +85,9 @@ async function train(spec: JobSpec, allowStderr = false): Promise<Trained> {
   const job = await launch(spec);
   expect(job.code, job.stderr).toBe(0);
   if (!allowStderr) expect(job.stderr).toBe("");
-  const ranks = Array.from({ length: spec.world }, (_, r) => JSON.parse(readFileSync(join(job.out, `result-rank${r}.json`), "utf8")) as { losses: number[]; stateBytes: number });
+  const ranks = Array.from({ length: spec.world }, (_, r) => JSON.parse(readFileSync(join(job.out, `result-rank${r}.json`), "utf8")) as { losses: number[]; stateBytes: number; savePeak: number | null });
   const losses = ranks[0].losses.map((_, step) => ranks.reduce((sum, r) => sum + r.losses[step], 0) / spec.world);
-  return { losses, stateBytes: ranks.map((r) => r.stateBytes), stdout: job.stdout, stderr: job.stderr };
+  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), stdout: job.stdout, stderr: job.stderr };
 }
 
 function expectLosses(actual: readonly number[], expected: readonly number[]): void {
@@ -151,6 +153,13 @@ describe("checkpoints by parameter name load anywhere", () => {
     const first = await train({ strategy: "deepspeed_stage_3", world: 2, steps: STEPS / 2, flags: ["--save", path] });
     expectLosses(first.losses, ref.losses.slice(0, STEPS / 2));
     expect(existsSync(path)).toBe(true);
+    // The full save is streamed (@fulgur/sharding, as FSDP's): each rank holds one unit's gathered
+    // buffer and its slice at a time. The largest unit is the root (embeddings of 256 and 16 rows,
+    // the head, the final norm, width 32); the model is that and 3 blocks.
+    const root = 256 * 32 + 16 * 32 + 64 + 256 * 32;
+    const block = 2 * 64 + (3 * 32 * 32 + 3 * 32) + (32 * 32 + 32) + (4 * 32 * 32 + 4 * 32) + (4 * 32 * 32 + 32);
+    for (const peak of first.savePeaks) expect(peak!).toBeLessThanOrEqual(Math.ceil(root / 2) * 2 * 1.5 * 4);
+    expect(first.savePeaks[0]!).toBeLessThan((root + 3 * block) * 4);
     const resumers: JobSpec[] = [
       { strategy: "fsdp", world: 3 },
       { strategy: "ddp", world: 2, options: { verbose: false } },

@@ -685,21 +685,28 @@ export class Trainer {
     };
   }
 
-  /** Saves the full training state to `path` (rank 0 writes for replicated strategies). */
-  async saveCheckpoint(path: string): Promise<void> {
+  /**
+   * Saves the full training state to `path` (rank 0 writes for replicated strategies). Every rank
+   * calls it. `weightsOnly` (Lightning's `weights_only`) leaves out the optimizer's state and the
+   * scheduler: a smaller file (under FSDP and ZeRO, a shorter save) that loads as weights and can
+   * start a new run, but cannot resume this one.
+   */
+  async saveCheckpoint(path: string, options: { weightsOnly?: boolean } = {}): Promise<void> {
     const module = this.module;
     if (!module || !this.strategy) throw new Error("saveCheckpoint: nothing to save before fit() has set the module up");
+    const weightsOnly = options.weightsOnly ?? false;
+    if (typeof weightsOnly !== "boolean") throw new TypeError(`saveCheckpoint options.weightsOnly: got ${JSON.stringify(weightsOnly)}; expected true or false`);
     const strategy = this.strategy;
     const callbacks: Record<string, unknown> = {};
     for (const cb of this.callbacks) if (cb.stateDict && cb.stateKey) callbacks[cb.stateKey] = cb.stateDict();
     const extra: Record<string, unknown> = {};
     module.onSaveCheckpoint(extra);
-    const optimizer = this.optimizer;
+    const optimizer = weightsOnly ? null : this.optimizer;
     const build = (moduleState: Record<string, Tensor>, optimizerState: OptimizerState | null): Checkpoint =>
       buildCheckpoint({
         moduleState,
         optimizerState,
-        scheduler: this.scheduler,
+        scheduler: weightsOnly ? null : this.scheduler,
         position: this.position,
         extra: {
           fulgur: { package: "@fulgur/trainer", strategy: strategy.name, worldSize: strategy.worldSize },

@@ -124,3 +124,38 @@ describe("through the Trainer", () => {
     );
   });
 });
+
+describe("weights-only saves (Lightning's weights_only)", () => {
+  it("ModelCheckpoint saveWeightsOnly writes the module's tensors as the full save does, without optimizer state or scheduler; resuming from it is refused by name", async () => {
+    const { ModelCheckpoint, Trainer } = await import("../src");
+    const { GPTLanguageModel } = await import("../src/demos");
+    const { TINY, loader } = await import("./helpers");
+    const { readSafetensors } = await import("@fulgur/checkpoint-io");
+    const run = join(dir, "weights-only");
+    const quiet = { enableProgressBar: false, logger: false } as const;
+    const hp = { config: TINY, lr: 1e-2, warmupSteps: 1, totalSteps: 4 };
+    const weights = new ModelCheckpoint({ dirpath: run, filename: "weights", everyNTrainSteps: 2, saveWeightsOnly: true });
+    const full = new ModelCheckpoint({ dirpath: run, filename: "full", everyNTrainSteps: 2 });
+    await new Trainer({ ...quiet, maxSteps: 2, callbacks: [weights, full] }).fit(new GPTLanguageModel(hp), loader());
+    const [w, f] = await Promise.all([readSafetensors(join(run, "weights.safetensors")), readSafetensors(join(run, "full.safetensors"))]);
+    const modelNames = Object.keys(f.tensors).filter((n) => !n.startsWith(OPTIMIZER_PREFIX));
+    expect(Object.keys(f.tensors).length).toBeGreaterThan(modelNames.length);
+    expect(Object.keys(w.tensors).sort()).toEqual(modelNames.sort());
+    for (const n of modelNames) expect(Buffer.from(w.tensors[n].data).equals(Buffer.from(f.tensors[n].data)), n).toBe(true);
+    const meta = JSON.parse(w.metadata.fulgur);
+    expect(meta.optimizer).toBeUndefined();
+    expect(meta.scheduler).toBeUndefined();
+    expect(JSON.parse(f.metadata.fulgur).scheduler).toBeDefined();
+
+    const path = join(run, "weights.safetensors");
+    const resumed = new Trainer({ ...quiet, maxSteps: 4, enableCheckpointing: false });
+    await expect(resumed.fit(new GPTLanguageModel(hp), loader(), null, { ckptPath: path })).rejects.toThrow(
+      `checkpoint ${path} has no optimizer state (it holds ${modelNames.length} tensors, model weights only), so it cannot resume training`,
+    );
+  });
+
+  it("a weightsOnly that is not a boolean is refused, naming it", async () => {
+    const { ModelCheckpoint } = await import("../src");
+    expect(() => new ModelCheckpoint({ saveWeightsOnly: "yes" as never })).toThrow('ModelCheckpoint saveWeightsOnly: got "yes"; expected true or false');
+  });
+});

@@ -46,6 +46,11 @@ export interface ModelCheckpointOptions {
    * otherwise replace that run's `last.safetensors` with an earlier state.
    */
   overwriteLaterStep?: boolean;
+  /**
+   * Save the module's weights without the optimizer's state and the scheduler (Lightning's
+   * `save_weights_only`): smaller files, which cannot resume the run (default false).
+   */
+  saveWeightsOnly?: boolean;
 }
 
 interface Saved {
@@ -82,6 +87,9 @@ export class ModelCheckpoint implements Callback {
       const v = options[f];
       if (v !== undefined && (!Number.isInteger(v) || v < 0)) throw new RangeError(`ModelCheckpoint ${f}: got ${v}; expected a non-negative integer`);
     }
+    if (options.saveWeightsOnly !== undefined && typeof options.saveWeightsOnly !== "boolean") {
+      throw new TypeError(`ModelCheckpoint saveWeightsOnly: got ${JSON.stringify(options.saveWeightsOnly)}; expected true or false`);
+    }
     const filename = options.filename ?? "epoch={epoch}-step={step}";
     // A template with a separator would write outside the directory the callback lists and cleans.
     if (!isPlainName(`${filename}.safetensors`)) {
@@ -97,6 +105,7 @@ export class ModelCheckpoint implements Callback {
       everyNTrainSteps: options.everyNTrainSteps ?? 0,
       everyNEpochs: options.everyNEpochs ?? (options.everyNTrainSteps ? 0 : 1),
       overwriteLaterStep: options.overwriteLaterStep ?? false,
+      saveWeightsOnly: options.saveWeightsOnly ?? false,
     };
     this.ownNames = templatePattern(filename);
     this.stateKey = `ModelCheckpoint{monitor=${this.opts.monitor ?? ""},mode=${mode}}`;
@@ -227,7 +236,7 @@ export class ModelCheckpoint implements Callback {
       }
       this.saved = after;
       try {
-        await trainer.saveCheckpoint(path);
+        await trainer.saveCheckpoint(path, { weightsOnly: this.opts.saveWeightsOnly });
       } catch (e) {
         this.saved = before;
         throw e;
@@ -237,7 +246,7 @@ export class ModelCheckpoint implements Callback {
     if (this.opts.saveLast && this.lastStep !== step) {
       const path = join(dir, LAST_NAME);
       await this.guardLaterStep(trainer, path);
-      await trainer.saveCheckpoint(path);
+      await trainer.saveCheckpoint(path, { weightsOnly: this.opts.saveWeightsOnly });
       this.lastPath = path;
       this.lastStep = step;
     }
