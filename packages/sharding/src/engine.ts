@@ -16,7 +16,7 @@
  *   NO_SHARD) average their slices first.
  */
 import type { Module, RemovableHandle } from "@fulgur/nn";
-import type { Tensor } from "@fulgur/tensor";
+import { type Tensor, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import type { EngineOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit } from "./layout";
@@ -208,6 +208,15 @@ export class ShardingEngine {
     return this.units.flatMap((u) => [...u.optimParams]);
   }
 
+  /**
+   * Runs what makes optimizer state (the step, which awaits its collectives; loading a state).
+   * Offloaded, that state lives in shared memory like the slices, so the CPU optimizer's worker
+   * threads update all of it in place.
+   */
+  onHost<T>(fn: () => T): T {
+    return this.options.offload ? sharedHostMemory(fn) : fn();
+  }
+
   /** After the optimizer step (or a load): slices changed, so the root unit is gathered again. */
   afterStep(): void {
     for (const unit of this.units) unit.stepped();
@@ -224,5 +233,7 @@ export class ShardingEngine {
   remove(): void {
     for (const h of this.handles.splice(0)) h.remove();
     for (const unit of this.units) unit.dispose();
+    // The threads only offloaded steps use go with the job (they are started again if needed).
+    if (this.options.offload) stopCpuOptimizerThreads();
   }
 }

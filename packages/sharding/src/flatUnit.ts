@@ -14,7 +14,7 @@
  */
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
-import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, zeros } from "@fulgur/tensor";
+import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
@@ -84,7 +84,7 @@ export class FlatUnit {
     // The slice is filled from the full parameters, which the caller frees afterwards.
     this.master = noGrad(() =>
       scope(() => {
-        const m = zeros([layout.shardNumel], { dtype: masterDtype, device: masterDevice });
+        const m = this.hostZeros(layout.shardNumel, masterDtype, masterDevice);
         for (const seg of this.segments) {
           if (seg.end === seg.start) continue;
           const src = fullParams[layout.slots.indexOf(seg.slot)].reshape([seg.slot.numel]).narrow(0, seg.start, seg.end - seg.start);
@@ -96,6 +96,14 @@ export class FlatUnit {
     this.optimParams = this.resident ? this.residentViews() : this.segments.map((s) => parameter(this.master.narrow(0, s.localOffset, s.end - s.start)));
     this.install(this.optimParams);
     if (this.resident) this.state = "gathered";
+  }
+
+  /**
+   * A zeroed slice where the master lives. On the host it is shared memory, which the CPU
+   * optimizer's threads and the disk offload's I/O threads read and write in place.
+   */
+  private hostZeros(numel: number, dtype: DType, device: string): Tensor {
+    return device === "cpu" ? sharedHostMemory(() => zeros([numel], { dtype, device })) : zeros([numel], { dtype, device });
   }
 
   private residentViews(): Tensor[] {
@@ -241,7 +249,7 @@ export class FlatUnit {
     // single-device training costs).
     if (this.resident && this.groups.replicate === null) return;
     if (this.resident) {
-      if (!this.gradShard) this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+      if (!this.gradShard) this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
       else if (!this.gradFresh) noGrad(() => this.gradShard!.zero_());
       this.gradFresh = true;
       this.attachGradViews(this.optimParams, this.gradShard, (slot) => slot.offset);
@@ -298,7 +306,7 @@ export class FlatUnit {
       work.synchronize();
       noGrad(() => {
         if (!this.gradShard) {
-          this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+          this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
           this.gradFresh = false;
         }
         // Offloaded: the reduced slice comes down to the host here, once per micro-batch.
@@ -323,7 +331,7 @@ export class FlatUnit {
   attachStepGradients(): void {
     if (this.resident) return;
     if (!this.gradShard) {
-      this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+      this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
       this.gradFresh = true;
     }
     this.segments.forEach((seg, i) => {

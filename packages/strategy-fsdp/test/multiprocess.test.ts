@@ -75,6 +75,8 @@ interface RankResult {
   stepPeaks: number[];
   /** Tensor memory the final save added at its highest, or null without --save. */
   savePeak: number | null;
+  /** CPU optimizer steps that ran on worker threads. */
+  threadedSteps: number;
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -117,7 +119,7 @@ async function reference(): Promise<RankResult> {
 }
 
 describe("every sharding mode equals one process (DESIGN.md decision 8)", () => {
-  const cases: { world: number; options: Record<string, unknown> }[] = [
+  const cases: { world: number; options: Record<string, unknown>; extra?: string[] }[] = [
     { world: 2, options: { shardingStrategy: "FULL_SHARD" } },
     { world: 3, options: { shardingStrategy: "FULL_SHARD" } },
     { world: 4, options: { shardingStrategy: "FULL_SHARD" } },
@@ -130,14 +132,17 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
     { world: 4, options: { shardingStrategy: "HYBRID_SHARD", deviceMesh: [2, 2] } },
     { world: 4, options: { reshardAfterForward: 2 } },
     { world: 2, options: { activationCheckpointingPolicy: ["Block"] } },
-    { world: 2, options: { cpuOffload: true } },
+    // The offloaded step on two CPU optimizer threads (bit-identical to one: the same losses).
+    { world: 2, options: { cpuOffload: true }, extra: ["--cpu-threads", "2"] },
   ];
   // Rank 0's step peak by case, for comparing modes at world 4.
   const peaks = new Map<string, number>();
   for (const c of cases) {
     it(`${JSON.stringify(c.options)} at world ${c.world}`, async () => {
       const ref = await reference();
-      const { losses, ranks, run } = await job("fsdp", c.world, c.options);
+      const { losses, ranks, run } = await job("fsdp", c.world, c.options, c.extra);
+      // Each step's AdamW (one fused call per parameter group) ran on the threads on every rank.
+      if (c.extra) for (const r of ranks) expect(r.threadedSteps).toBe(2 * STEPS);
       peaks.set(`${c.world} ${JSON.stringify(c.options)}`, ranks[0].stepPeaks.at(-1)!);
       expectSameLosses(losses, ref.losses);
       expect(run.stdout).toContain(`[rank 0] fsdp: ${c.world} process(es) joined`);

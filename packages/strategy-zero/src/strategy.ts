@@ -186,7 +186,7 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
     const { step, problem } = clippingFor(this.plan, options);
     if (problem) this.fail([problem]);
-    const result = await super.optimizerStep(optimizer, step);
+    const result = await this.sharding.onHost(() => super.optimizerStep(optimizer, step));
     this.sharding.afterStep();
     return result;
   }
@@ -233,7 +233,8 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
 
   async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
     const index = this.segments;
-    loadNamedOptimizerState(optimizer, (p) => index.nameOf(p), state, (p, whole) => index.partOf(p, whole));
+    // Offloaded, the loaded state is shared memory like the state the step makes (the CPU optimizer's threads update it).
+    this.sharding.onHost(() => loadNamedOptimizerState(optimizer, (p) => index.nameOf(p), state, (p, whole) => index.partOf(p, whole)));
   }
 
   // ---- memory and teardown -----------------------------------------------------------------------
