@@ -32,7 +32,7 @@ import { idleKeysWarning, keysWithoutEffect } from "./keys";
 import { installLossScaler } from "./lossScaler";
 import { estimateZeroMemory } from "./memory";
 import { SegmentIndex, gatherModuleState, loadModuleState, wholeSegmentStates, withinBackward } from "./shardedState";
-import { DEFAULT_PREFETCH, describeLayout, engineOptionsFor, prefetchDepth, refuseUnimplemented, unitGroupsFor } from "./stages";
+import { DEFAULT_PREFETCH, checkNvmePath, describeLayout, engineOptionsFor, nvmeOffloadOf, prefetchDepth, unitGroupsFor } from "./stages";
 import { batchSizeProblems, clippingFor, clippingProblem, precisionProblems, trainerSettingsOf } from "./trainerValues";
 import { unitPaths } from "./wrapPolicy";
 
@@ -100,18 +100,18 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   // ---- starting --------------------------------------------------------------------------------
 
   override async launch(context: { devices: number; numNodes: number; script: string; argv: readonly string[] }): Promise<"continue" | "done"> {
-    refuseUnimplemented(this.plan, this.name);
+    checkNvmePath(this.plan, this.name);
     return super.launch(context);
   }
 
   /** Refuses what cannot run before joining the job (every rank refuses alike), then joins it and warns once. */
   override async setup(context: StrategyContext): Promise<void> {
-    refuseUnimplemented(this.plan, this.name);
+    checkNvmePath(this.plan, this.name);
     const precision = context.precision;
     this.fail(precisionProblems(this.plan, precision.name));
     this.restoreScaler = installLossScaler(precision, this.plan.lossScaler);
     await super.setup(context);
-    const idle = keysWithoutEffect(this.plan.config, { stage: this.plan.stage, precision: precision.name, scalerReachable: this.restoreScaler !== null });
+    const idle = keysWithoutEffect(this.plan.config, { stage: this.plan.stage, precision: precision.name, scalerReachable: this.restoreScaler !== null, nvme: nvmeOffloadOf(this.plan) !== null });
     const warning = idleKeysWarning(this.name, this.plan.source, idle);
     if (warning !== null && this.globalRank === 0) process.stderr.write(`${warning}\n`);
   }
@@ -186,7 +186,7 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
     const { step, problem } = clippingFor(this.plan, options);
     if (problem) this.fail([problem]);
-    const result = await this.sharding.onHost(() => super.optimizerStep(optimizer, step));
+    const result = await this.sharding.step(optimizer, () => super.optimizerStep(optimizer, step));
     this.sharding.afterStep();
     return result;
   }
@@ -228,13 +228,15 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
 
   async optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState> {
     const index = this.segments;
-    return namedOptimizerState(optimizer, (p) => index.nameOf(p), (entries) => wholeSegmentStates(index, entries));
+    // Offloaded to NVMe, the state is read from its files for the save and released after.
+    return this.sharding.withOptimizerState(optimizer, false, () => namedOptimizerState(optimizer, (p) => index.nameOf(p), (entries) => wholeSegmentStates(index, entries)));
   }
 
   async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
     const index = this.segments;
     // Offloaded, the loaded state is shared memory like the state the step makes (the CPU optimizer's threads update it).
-    this.sharding.onHost(() => loadNamedOptimizerState(optimizer, (p) => index.nameOf(p), state, (p, whole) => index.partOf(p, whole)));
+    // Offloaded to NVMe, the loaded state goes to its files.
+    await this.sharding.withOptimizerState(optimizer, true, () => loadNamedOptimizerState(optimizer, (p) => index.nameOf(p), state, (p, whole) => index.partOf(p, whole)));
   }
 
   // ---- memory and teardown -----------------------------------------------------------------------

@@ -67,5 +67,5 @@ export {
 } from "./shape";
 export { cpuBackend, philox4x32 } from "./cpu";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
-export { sharedHostMemory } from "./cpu/sharedMemory";
+export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
 export { MetaBackend, metaBackend } from "./meta";
