@@ -146,15 +146,7 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
       const ref = await reference();
       const nvmePath = join(scratch, `nvme${world}`);
       mkdirSync(nvmePath);
-      const config = {
-        zero_optimization: {
-          stage: 3,
-          sub_group_size: 2000,
-          offload_optimizer: { device: "nvme", nvme_path: nvmePath, buffer_count: 3 },
-          offload_param: { device: "nvme", nvme_path: nvmePath, buffer_count: 3, buffer_size: 4096 },
-        },
-        aio: { block_size: 4096, thread_count: 2 },
-      };
+      const config = nvmeConfig(nvmePath);
       const job = await train({ strategy: "deepspeed", world, options: { config }, flags: ["--cpu-threads", "2", "--nvme-dir", nvmePath] });
       expectLosses(job.losses, ref.losses);
       expect(job.stdout).toContain(`[rank 0] deepspeed: ZeRO stage 3: parameters, gradients and optimizer state sharded over ${world} rank(s)`);
@@ -189,11 +181,26 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
   });
 });
 
+/** Stage 3 with optimizer state and parameters on NVMe under `nvmePath`, in small pieces and requests (the tiny model's). */
+function nvmeConfig(nvmePath: string): object {
+  return {
+    zero_optimization: {
+      stage: 3,
+      sub_group_size: 2000,
+      offload_optimizer: { device: "nvme", nvme_path: nvmePath, buffer_count: 3 },
+      offload_param: { device: "nvme", nvme_path: nvmePath, buffer_count: 3, buffer_size: 4096 },
+    },
+    aio: { block_size: 4096, thread_count: 2 },
+  };
+}
+
 describe("checkpoints by parameter name load anywhere", () => {
-  it("saved by ZeRO stage 3 at world 2, resumed by FSDP ×3, DDP ×2, single_device and ZeRO stage 1 ×3 as if uninterrupted", async () => {
+  it("saved by ZeRO stage 3 on NVMe at world 2 (the state read from its files), resumed by FSDP ×3, DDP ×2, single_device, ZeRO stage 1 ×3 and ZeRO on NVMe ×3 as if uninterrupted", async () => {
     const ref = await reference();
     const path = join(scratch, "zero3-half.safetensors");
-    const first = await train({ strategy: "deepspeed_stage_3", world: 2, steps: STEPS / 2, flags: ["--save", path] });
+    const nvmePath = join(scratch, "nvme-save");
+    mkdirSync(nvmePath);
+    const first = await train({ strategy: "deepspeed", world: 2, steps: STEPS / 2, options: { config: nvmeConfig(nvmePath) }, flags: ["--save", path] });
     expectLosses(first.losses, ref.losses.slice(0, STEPS / 2));
     expect(existsSync(path)).toBe(true);
     const resumers: JobSpec[] = [
@@ -201,11 +208,14 @@ describe("checkpoints by parameter name load anywhere", () => {
       { strategy: "ddp", world: 2, options: { verbose: false } },
       { strategy: "single_device", world: 1 },
       { strategy: "deepspeed_stage_1", world: 3 },
+      // The loaded state goes into the files.
+      { strategy: "deepspeed", world: 3, options: { config: nvmeConfig(nvmePath) } },
     ];
     for (const spec of resumers) {
       const resumed = await train({ ...spec, flags: ["--resume", path] }, spec.strategy === "ddp");
       expectLosses(resumed.losses, ref.losses.slice(STEPS / 2));
     }
+    expect(readdirSync(nvmePath)).toEqual([]);
   });
 });
 
