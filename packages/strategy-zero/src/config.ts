@@ -17,7 +17,7 @@ import { DEEPSPEED_FP16_DEFAULTS, type LossScalerSettings } from "./lossScaler";
 /** The environment variable naming a config file when the `config` option is not given (Lightning: PL_DEEPSPEED_CONFIG_PATH). */
 export const CONFIG_ENV = "FULGUR_DEEPSPEED_CONFIG_PATH";
 
-/** Where a piece of state lives: on the device, offloaded to host memory, or (refused) to NVMe. */
+/** Where a piece of state lives: on the device, offloaded to host memory, or to NVMe. */
 export type OffloadDevice = "none" | OffloadTarget;
 
 /** Everything the strategy acts on, read from the merged config. */
@@ -25,7 +25,7 @@ export interface ZeroPlan {
   readonly stage: ZeroStage;
   readonly offloadOptimizer: OffloadDevice;
   readonly offloadParam: OffloadDevice;
-  /** Where zero.Init would first place the model; "nvme" is refused like NVMe offload. */
+  /** Where zero.Init would first place the model (accepted; the model is built on meta here). */
   readonly remoteDevice: OffloadTarget | null;
   /** The NVMe directory, when something is offloaded to NVMe. */
   readonly nvmePath: string | null;
