@@ -3,6 +3,7 @@
  * `CPUOffloadPolicy`): validated by the strategy facades, read here.
  */
 import type { DType } from "@fulgur/tensor";
+import type { NvmeSettings } from "./nvme/nvmeTier";
 
 /**
  * - FULL_SHARD: parameters, gradients and optimizer state sharded; a unit's gathered parameters
@@ -37,4 +38,20 @@ export interface EngineOptions {
    * units are freed after backward (FSDP, ZeRO stage 3).
    */
   readonly keepGathered?: boolean;
+  /** Offload to disk (needs `offload`): what goes to files under `path`, and how they are read and written. */
+  readonly nvme?: NvmeOffload | null;
+}
+
+/**
+ * The disk tier (ZeRO-Infinity's "nvme" device) over the host offload: optimizer state, and with
+ * `parameters` the sharded units' master slices, live in files between their uses.
+ */
+export interface NvmeOffload extends NvmeSettings {
+  readonly optimizerState: boolean;
+  readonly parameters: boolean;
+  /**
+   * Elements of master slices stepped together (DeepSpeed's sub_group_size): the step reads the
+   * state of one piece of whole units while the piece before it is updated. At least one unit.
+   */
+  readonly subGroupSize: number;
 }

@@ -15,11 +15,13 @@
  * - the step: the optimizer holds each parameter's local segment; replicas (HYBRID_SHARD,
  *   NO_SHARD) average their slices first.
  */
-import type { Module, RemovableHandle } from "@fulgur/nn";
-import type { Tensor } from "@fulgur/tensor";
+import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
+import { type Tensor, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import type { EngineOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit } from "./layout";
+import { NvmeTier } from "./nvme/nvmeTier";
+import { stepInPieces } from "./nvme/piecewiseStep";
 
 /** A unit to build: its module's path in the root ("" for the root unit) and its parameters. */
 export interface UnitPlan {
@@ -68,13 +70,19 @@ export class ShardingEngine {
   private recorded: FlatUnit[] | null = [];
   private inBackward = false;
   private readonly handles: RemovableHandle[] = [];
+  /** The disk tier (NVMe offload), or null: this rank's swap directory lives as long as the engine. */
+  readonly nvme: NvmeTier | null;
 
   constructor(
     readonly root: Module,
     readonly groups: UnitGroups,
     readonly options: EngineOptions,
     readonly device: string,
-  ) {}
+  ) {
+    const nvme = options.nvme;
+    if (nvme && !options.offload) throw new RangeError("sharding engine: NVMe offload goes through the host: set offload too");
+    this.nvme = nvme ? new NvmeTier(nvme, groups.shard.ranks[groups.shard.rank] ?? groups.shard.rank) : null;
+  }
 
   /**
    * Shards one planned unit: its full parameters are copied into this rank's slice and freed.
@@ -92,6 +100,11 @@ export class ShardingEngine {
     const masterDevice = this.options.offload ? "cpu" : this.device;
     const unit = new FlatUnit(plan.path, this.root, layout, this.groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
     for (const p of plan.params) p.tensor.dispose();
+    // NVMe parameter offload: the slice lives on disk from here on, read in for each use.
+    if (this.nvme && this.options.nvme!.parameters && !unit.resident) {
+      unit.masterTier = this.nvme;
+      this.nvme.evict([unit.master], true);
+    }
     unit.onUnshardedParam = (p, i) => {
       p.registerPostAccumulateGradHook(() => this.onGradient(unit, i));
     };
@@ -208,6 +221,43 @@ export class ShardingEngine {
     return this.units.flatMap((u) => [...u.optimParams]);
   }
 
+  /**
+   * Runs what makes optimizer state (the step, which awaits its collectives; loading a state).
+   * Offloaded, that state lives in shared memory like the slices, so the CPU optimizer's worker
+   * threads update all of it in place.
+   */
+  onHost<T>(fn: () => T): T {
+    return this.options.offload ? sharedHostMemory(fn) : fn();
+  }
+
+  /**
+   * Runs the optimizer step (`run`: the precision's sequence, which calls `optimizer.step()` once).
+   * Offloaded to NVMe, that call steps piece by piece, reading each piece's state (and slices) from
+   * disk while the piece before it is updated ([Note: the piecewise step] in nvme/piecewiseStep.ts).
+   */
+  step<T>(optimizer: Optimizer, run: () => Promise<T>): Promise<T> {
+    const nvme = this.nvme;
+    if (!nvme) return this.onHost(run);
+    return this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, run));
+  }
+
+  /**
+   * Runs `fn` with every optimizer state in memory (a checkpoint reads or replaces it): read from
+   * disk first and put back after, written again when `changed` (a load made new state tensors).
+   */
+  async withOptimizerState<T>(optimizer: Optimizer, changed: boolean, fn: () => Promise<T> | T): Promise<T> {
+    const nvme = this.nvme;
+    if (!nvme || !this.options.nvme!.optimizerState) return this.onHost(async () => fn());
+    const stateTensors = (): Tensor[] => [...optimizer.state.values()].flatMap((s) => Object.values(s).filter((v): v is Tensor => typeof v !== "number"));
+    const before = stateTensors();
+    nvme.fetch(before);
+    const result = await this.onHost(async () => fn());
+    const after = stateTensors();
+    if (changed) nvme.forget(before.filter((t) => !after.includes(t)));
+    nvme.evict(after, changed);
+    return result;
+  }
+
   /** After the optimizer step (or a load): slices changed, so the root unit is gathered again. */
   afterStep(): void {
     for (const unit of this.units) unit.stepped();
@@ -224,5 +274,9 @@ export class ShardingEngine {
   remove(): void {
     for (const h of this.handles.splice(0)) h.remove();
     for (const unit of this.units) unit.dispose();
+    // The threads only offloaded steps use go with the job (they are started again if needed).
+    if (this.options.offload) stopCpuOptimizerThreads();
+    // This rank's swap directory goes with the engine (it was made for it).
+    this.nvme?.dispose();
   }
 }

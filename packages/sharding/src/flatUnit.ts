@@ -14,8 +14,9 @@
  */
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
-import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, zeros } from "@fulgur/tensor";
+import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
+import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
 /**
@@ -61,6 +62,11 @@ export class FlatUnit {
   readonly resident: boolean;
   /** Parameters whose gradient arrived in the current backward (by slot index). */
   readonly gradsSeen = new Set<number>();
+  /**
+   * The disk tier holding the master slice between its uses (NVMe parameter offload), or null.
+   * Never for a resident unit: its module computes with views of the master slice directly.
+   */
+  masterTier: NvmeTier | null = null;
 
   constructor(
     /** Dotted path of the unit's module in the root ("model.blocks.3"), "" for the root unit. */
@@ -84,7 +90,7 @@ export class FlatUnit {
     // The slice is filled from the full parameters, which the caller frees afterwards.
     this.master = noGrad(() =>
       scope(() => {
-        const m = zeros([layout.shardNumel], { dtype: masterDtype, device: masterDevice });
+        const m = this.hostZeros(layout.shardNumel, masterDtype, masterDevice);
         for (const seg of this.segments) {
           if (seg.end === seg.start) continue;
           const src = fullParams[layout.slots.indexOf(seg.slot)].reshape([seg.slot.numel]).narrow(0, seg.start, seg.end - seg.start);
@@ -96,6 +102,14 @@ export class FlatUnit {
     this.optimParams = this.resident ? this.residentViews() : this.segments.map((s) => parameter(this.master.narrow(0, s.localOffset, s.end - s.start)));
     this.install(this.optimParams);
     if (this.resident) this.state = "gathered";
+  }
+
+  /**
+   * A zeroed slice where the master lives. On the host it is shared memory, which the CPU
+   * optimizer's threads and the disk offload's I/O threads read and write in place.
+   */
+  private hostZeros(numel: number, dtype: DType, device: string): Tensor {
+    return device === "cpu" ? sharedHostMemory(() => zeros([numel], { dtype, device })) : zeros([numel], { dtype, device });
   }
 
   private residentViews(): Tensor[] {
@@ -127,11 +141,14 @@ export class FlatUnit {
     noGrad(() => {
       if (!this.gathered) this.gathered = zeros([this.layout.paddedNumel], { dtype: this.computeDtype, device: this.device }).untrack();
       else restoreMemory(this.gathered);
-      // Offloaded slices go up to the device (and to the compute dtype) first: one copy of one slice.
-      const onDevice = this.master.device === this.device ? this.master : this.master.to(this.device);
-      this.gatherSource = onDevice.dtype === this.computeDtype ? (onDevice === this.master ? null : onDevice.untrack()) : onDevice.to(this.computeDtype).untrack();
-      if (onDevice !== this.master && onDevice !== this.gatherSource) onDevice.dispose();
-      this.gatherWork = group.allGather(this.gathered, this.gatherSource ?? this.master);
+      this.withMaster(false, () => {
+        // Offloaded slices go up to the device (and to the compute dtype) first: one copy of one slice.
+        const onDevice = this.master.device === this.device ? this.master : this.master.to(this.device);
+        this.gatherSource = onDevice.dtype === this.computeDtype ? (onDevice === this.master ? null : onDevice.untrack()) : onDevice.to(this.computeDtype).untrack();
+        if (onDevice !== this.master && onDevice !== this.gatherSource) onDevice.dispose();
+        // On the CPU the group reads its input at the call, so a slice from disk may go back at once.
+        this.gatherWork = group.allGather(this.gathered!, this.gatherSource ?? this.master);
+      });
     });
     this.state = "gathering";
   }
@@ -241,7 +258,7 @@ export class FlatUnit {
     // single-device training costs).
     if (this.resident && this.groups.replicate === null) return;
     if (this.resident) {
-      if (!this.gradShard) this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+      if (!this.gradShard) this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
       else if (!this.gradFresh) noGrad(() => this.gradShard!.zero_());
       this.gradFresh = true;
       this.attachGradViews(this.optimParams, this.gradShard, (slot) => slot.offset);
@@ -298,7 +315,7 @@ export class FlatUnit {
       work.synchronize();
       noGrad(() => {
         if (!this.gradShard) {
-          this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+          this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
           this.gradFresh = false;
         }
         // Offloaded: the reduced slice comes down to the host here, once per micro-batch; the
@@ -327,7 +344,7 @@ export class FlatUnit {
   attachStepGradients(): void {
     if (this.resident) return;
     if (!this.gradShard) {
-      this.gradShard = zeros([this.layout.shardNumel], { dtype: this.master.dtype, device: this.master.device }).untrack();
+      this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
       this.gradFresh = true;
     }
     this.segments.forEach((seg, i) => {
@@ -389,7 +406,22 @@ export class FlatUnit {
 
   /** Every parameter's whole value (master dtype), in slot order; all ranks call it together. */
   fullValues(): Tensor[] {
-    return this.gatherSegments(this.layout.slots.map((_, index) => ({ index, tensor: this.localSegment(index) })));
+    return this.withMaster(false, () => this.gatherSegments(this.layout.slots.map((_, index) => ({ index, tensor: this.localSegment(index) }))));
+  }
+
+  /**
+   * Runs `fn` with the master slice in memory: read from the disk tier first when it is there, and
+   * put back afterwards (written only when `changed`).
+   */
+  withMaster<T>(changed: boolean, fn: () => T): T {
+    const tier = this.masterTier;
+    if (!tier) return fn();
+    tier.fetch([this.master]);
+    try {
+      return fn();
+    } finally {
+      tier.evict([this.master], changed);
+    }
   }
 
   /** This rank's segment of slot `index` in the master slice (a view, flat). */
@@ -414,6 +446,10 @@ export class FlatUnit {
 
   /** Copies this rank's segments (slot order, each flat and of the segment's length) into the master slice. */
   loadSegments(values: readonly Tensor[]): void {
+    this.withMaster(true, () => this.copySegments(values));
+  }
+
+  private copySegments(values: readonly Tensor[]): void {
     noGrad(() =>
       scope(() => {
         values.forEach((v, i) => {
@@ -429,6 +465,10 @@ export class FlatUnit {
 
   /** Copies this rank's parts of whole parameter values (slot order) into the master slice. */
   loadFull(values: readonly Tensor[]): void {
+    this.withMaster(true, () => this.copyFull(values));
+  }
+
+  private copyFull(values: readonly Tensor[]): void {
     noGrad(() =>
       scope(() => {
         values.forEach((v, i) => {

@@ -182,7 +182,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   }
 
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
-    const result = await super.optimizerStep(optimizer, options);
+    const result = await this.sharding.onHost(() => super.optimizerStep(optimizer, options));
     this.sharding.afterStep();
     return result;
   }
@@ -323,10 +323,13 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
     const local = this.localSegments;
     this.localSegments = false;
-    loadNamedOptimizerState(optimizer, (p) => this.fqnOf(p), state, (p, value) => {
-      const at = this.segmentNames.get(p)!;
-      return local && !at.unit.resident ? value : at.unit.sliceOf(at.index, value);
-    });
+    // Offloaded, the loaded state is shared memory like the state the step makes (the CPU optimizer's threads update it).
+    this.sharding.onHost(() =>
+      loadNamedOptimizerState(optimizer, (p) => this.fqnOf(p), state, (p, value) => {
+        const at = this.segmentNames.get(p)!;
+        return local && !at.unit.resident ? value : at.unit.sliceOf(at.index, value);
+      }),
+    );
   }
 
   private fqnOf(p: Tensor): string | undefined {

@@ -78,6 +78,8 @@ interface RankResult {
   savePeak: number | null;
   /** The same for the weights-only save, or null without --save-weights. */
   weightsPeak: number | null;
+  /** CPU optimizer steps that ran on worker threads. */
+  threadedSteps: number;
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -158,7 +160,7 @@ async function expectSameCheckpoint(actualPath: string, expectedPath: string, to
 }
 
 describe("every sharding mode equals one process (DESIGN.md decision 8)", () => {
-  const cases: { world: number; options: Record<string, unknown> }[] = [
+  const cases: { world: number; options: Record<string, unknown>; extra?: string[] }[] = [
     { world: 2, options: { shardingStrategy: "FULL_SHARD" } },
     { world: 3, options: { shardingStrategy: "FULL_SHARD" } },
     { world: 4, options: { shardingStrategy: "FULL_SHARD" } },
@@ -171,14 +173,17 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
     { world: 4, options: { shardingStrategy: "HYBRID_SHARD", deviceMesh: [2, 2] } },
     { world: 4, options: { reshardAfterForward: 2 } },
     { world: 2, options: { activationCheckpointingPolicy: ["Block"] } },
-    { world: 2, options: { cpuOffload: true } },
+    // The offloaded step on two CPU optimizer threads (bit-identical to one: the same losses).
+    { world: 2, options: { cpuOffload: true }, extra: ["--cpu-threads", "2"] },
   ];
   // Rank 0's step peak by case, for comparing modes at world 4.
   const peaks = new Map<string, number>();
   for (const c of cases) {
     it(`${JSON.stringify(c.options)} at world ${c.world}`, async () => {
       const ref = await reference();
-      const { losses, ranks, run } = await job("fsdp", c.world, c.options);
+      const { losses, ranks, run } = await job("fsdp", c.world, c.options, c.extra);
+      // Each step's AdamW (one fused call per parameter group) ran on the threads on every rank.
+      if (c.extra) for (const r of ranks) expect(r.threadedSteps).toBe(2 * STEPS);
       peaks.set(`${c.world} ${JSON.stringify(c.options)}`, ranks[0].stepPeaks.at(-1)!);
       expectSameLosses(losses, ref.losses);
       expect(run.stdout).toContain(`[rank 0] fsdp: ${c.world} process(es) joined`);

@@ -21,7 +21,7 @@ import { z } from "zod";
 /** 0: no sharding (data parallel); 1: optimizer state; 2: and gradients; 3: and parameters. */
 export type ZeroStage = 0 | 1 | 2 | 3;
 
-/** Where offloaded state goes. Only "cpu" is implemented; "nvme" is refused when the job starts. */
+/** Where offloaded state goes: host memory, or files on a drive (through host memory). */
 export type OffloadTarget = "cpu" | "nvme";
 
 /** A module class, for policies given as sets of classes. */
@@ -46,9 +46,9 @@ export interface DeepSpeedOptions extends ParallelOptions {
   readonly offloadOptimizerDevice?: OffloadTarget;
   /** Where offloadParameters puts the slices (default "cpu"). */
   readonly offloadParamsDevice?: OffloadTarget;
-  /** Where the model is first made (DeepSpeed's zero.Init): here always the meta device, unit by unit; "nvme" is refused. */
+  /** Where the model is first made (DeepSpeed's zero.Init): here always the meta device, unit by unit (each slice going to its offload tier as it is made). */
   readonly remoteDevice?: OffloadTarget | null;
-  /** Directory for NVMe offload (default "/local_nvme"); NVMe offload is not available yet. */
+  /** Directory for NVMe offload (default "/local_nvme"): each rank makes its own directory of swap files in it. */
   readonly nvmePath?: string;
   /** Gradients in one contiguous buffer per unit: always the case here (false is reported as having no effect). */
   readonly contiguousGradients?: boolean;

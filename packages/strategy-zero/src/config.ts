@@ -17,7 +17,7 @@ import { DEEPSPEED_FP16_DEFAULTS, type LossScalerSettings } from "./lossScaler";
 /** The environment variable naming a config file when the `config` option is not given (Lightning: PL_DEEPSPEED_CONFIG_PATH). */
 export const CONFIG_ENV = "FULGUR_DEEPSPEED_CONFIG_PATH";
 
-/** Where a piece of state lives: on the device, offloaded to host memory, or (refused) to NVMe. */
+/** Where a piece of state lives: on the device, offloaded to host memory, or to NVMe. */
 export type OffloadDevice = "none" | OffloadTarget;
 
 /** Everything the strategy acts on, read from the merged config. */
@@ -25,10 +25,12 @@ export interface ZeroPlan {
   readonly stage: ZeroStage;
   readonly offloadOptimizer: OffloadDevice;
   readonly offloadParam: OffloadDevice;
-  /** Where zero.Init would first place the model; "nvme" is refused like NVMe offload. */
+  /** Where zero.Init would first place the model (accepted; the model is built on meta here). */
   readonly remoteDevice: OffloadTarget | null;
   /** The NVMe directory, when something is offloaded to NVMe. */
   readonly nvmePath: string | null;
+  /** How files are read and written when something is offloaded to NVMe (DeepSpeed's defaults where the config is silent). */
+  readonly nvme: NvmeTuning | null;
   /** stage3_prefetch_bucket_size (elements), when given as a number. */
   readonly prefetchBucket: number | null;
   /** stage3_max_live_parameters (elements), when given as a number. */
@@ -47,6 +49,23 @@ export interface ZeroPlan {
   /** Where the config came from, for messages: a file, the config object, or the options alone. */
   readonly source: string;
 }
+
+/** The NVMe offload's I/O settings, from the offload blocks, aio and sub_group_size. */
+export interface NvmeTuning {
+  /** buffer_count: reads and writes in flight at most (offload_optimizer's, else offload_param's). */
+  readonly bufferCount: number;
+  /** offload_param.buffer_size: bytes per read or write at most. */
+  readonly bufferSize: number;
+  /** aio.block_size: file offsets are its multiples. */
+  readonly blockSize: number;
+  /** aio.intra_op_parallelism (or its documented name thread_count): I/O worker threads. */
+  readonly threads: number;
+  /** sub_group_size: elements of slices stepped together. */
+  readonly subGroupSize: number;
+}
+
+/** DeepSpeed's defaults (its offload and aio config models). */
+const NVME_DEFAULTS = { optimizerBufferCount: 4, paramBufferCount: 5, bufferSize: 1e8, blockSize: 1048576, threads: 1, subGroupSize: 1e9 } as const;
 
 /** A DeepSpeed config (with the options merged in) that cannot run; `problems` lists every reason. */
 export class ZeroConfigError extends Error {
@@ -204,6 +223,21 @@ function readPlan(config: Record<string, unknown>, hadConfig: boolean, source: s
   const offloadOptimizer = offloadOf(zero.offload_optimizer, zero.cpu_offload);
   const offloadParam = offloadOf(zero.offload_param, zero.cpu_offload_param);
   const nvmeBlock = [offloadOptimizer === "nvme" ? zero.offload_optimizer : null, offloadParam === "nvme" ? zero.offload_param : null].find(isObject);
+  const opt = isObject(zero.offload_optimizer) ? zero.offload_optimizer : {};
+  const par = isObject(zero.offload_param) ? zero.offload_param : {};
+  const aio = isObject(config.aio) ? config.aio : {};
+  const nvme: NvmeTuning | null = !nvmeBlock
+    ? null
+    : Object.freeze({
+        bufferCount:
+          (offloadOptimizer === "nvme" ? numberOrNull(opt.buffer_count) : null) ??
+          numberOrNull(par.buffer_count) ??
+          (offloadOptimizer === "nvme" ? NVME_DEFAULTS.optimizerBufferCount : NVME_DEFAULTS.paramBufferCount),
+        bufferSize: numberOrNull(par.buffer_size) ?? NVME_DEFAULTS.bufferSize,
+        blockSize: numberOrNull(aio.block_size) ?? NVME_DEFAULTS.blockSize,
+        threads: numberOrNull(aio.intra_op_parallelism) ?? numberOrNull(aio.thread_count) ?? NVME_DEFAULTS.threads,
+        subGroupSize: numberOrNull(zero.sub_group_size) ?? NVME_DEFAULTS.subGroupSize,
+      });
   const fp16 = isObject(config.fp16) ? config.fp16 : {};
   const bf16 = isObject(config.bf16) ? config.bf16 : isObject(config.bfloat16) ? config.bfloat16 : {};
   const scaler: LossScalerSettings = {
@@ -220,6 +254,7 @@ function readPlan(config: Record<string, unknown>, hadConfig: boolean, source: s
     offloadParam,
     remoteDevice,
     nvmePath: nvmeBlock && typeof nvmeBlock.nvme_path === "string" ? nvmeBlock.nvme_path : null,
+    nvme,
     prefetchBucket: numberOrNull(firstOf(zero, ["stage3_prefetch_bucket_size", "prefetch_bucket_size"])),
     maxLiveParameters: numberOrNull(firstOf(zero, ["stage3_max_live_parameters", "max_live_parameters"])),
     overlapComm: booleanOrNull(zero.overlap_comm),

@@ -1,10 +1,9 @@
 /**
  * @fulgur/strategy-zero: DeepSpeed's ZeRO stages 0 to 3 from a validated DeepSpeed config, with
- * CPU offload, on @fulgur/strategy-kit and the sharding engine of @fulgur/sharding. Importing the
+ * CPU and NVMe offload, on @fulgur/strategy-kit and the sharding engine of @fulgur/sharding. Importing the
  * package registers `deepspeed`, `deepspeed_stage_1`, `deepspeed_stage_1_offload`,
  * `deepspeed_stage_2`, `deepspeed_stage_2_offload`, `deepspeed_stage_3`,
- * `deepspeed_stage_3_offload`, `deepspeed_stage_3_offload_nvme` (refused when a job starts: NVMe
- * offload is not available yet), `zero1`, `zero2` and `zero3`.
+ * `deepspeed_stage_3_offload`, `deepspeed_stage_3_offload_nvme`, `zero1`, `zero2` and `zero3`.
  */
 import { StrategyRegistry } from "@fulgur/core";
 import { registerStrategies } from "./registration";
@@ -20,10 +19,10 @@ export {
   type WrapPolicy,
   type ZeroStage,
 } from "./api";
-export { CONFIG_ENV, ZeroConfigError, resolvePlan, type OffloadDevice, type ZeroPlan } from "./config";
+export { CONFIG_ENV, ZeroConfigError, resolvePlan, type NvmeTuning, type OffloadDevice, type ZeroPlan } from "./config";
 export { HONOURED_KEYS, keysWithoutEffect, type IdleKey, type KeyRule, type RunFacts } from "./keys";
 export { DEEPSPEED_FP16_DEFAULTS, DeepSpeedLossScaler, type LossScalerSettings } from "./lossScaler";
-export { NotImplementedError, engineOptionsFor, prefetchDepth } from "./stages";
+export { NvmePathError, checkNvmePath, engineOptionsFor, nvmeOffloadOf, prefetchDepth } from "./stages";
 export { DeepSpeedStrategy, type DeepSpeedConstruction } from "./strategy";
 export { PACKAGE_NAME, ZERO_STRATEGIES, registerStrategies, type ZeroStrategyEntry } from "./registration";
 export { unitPaths } from "./wrapPolicy";

@@ -15,6 +15,8 @@ export interface RunFacts {
   readonly precision: string;
   /** Whether the precision's loss scaler could be given DeepSpeed's settings. */
   readonly scalerReachable: boolean;
+  /** Whether something is offloaded to NVMe (the aio block and sub_group_size act only then). */
+  readonly nvme?: boolean;
 }
 
 export interface KeyRule {
@@ -34,6 +36,9 @@ const fp16Scaling = (_v: unknown, run: RunFacts): string | undefined =>
       : "the precision has no loss scaler Fulgur can set";
 const nvmeOnly = (_v: unknown, _run: RunFacts, block: Readonly<Record<string, unknown>>): string | undefined =>
   block.device === "nvme" ? undefined : "used only with device \"nvme\"";
+const withNvme = (why: string) => (_v: unknown, run: RunFacts): string | undefined => (run.nvme ? undefined : why);
+const NO_NVME = "acts only with NVMe offload; nothing is offloaded to NVMe in this run";
+const NO_KERNEL_AIO = "Node has no asynchronous kernel I/O (libaio, io_uring) or O_DIRECT: I/O threads make plain positional reads and writes";
 const SAVE_FULL = "true: checkpoints hold the full state dict, streamed into one file unit by unit (rank 0 holds one gathered unit at a time; in the master dtype)";
 const ALWAYS_FULL = onlyTrue("checkpoints are always full state dicts here (there is no sharded format yet)");
 const PREFETCH = "stage 3: the units gathered ahead of the computing one are those whose parameters fit in it";
@@ -59,13 +64,20 @@ export const HONOURED_KEYS: Readonly<Record<string, KeyRule>> = Object.freeze({
   "bfloat16.enabled": { does: "the old name of bf16.enabled" },
   zero_allow_untested_optimizer: { does: "true: any optimizer (every Fulgur optimizer steps over slices)", idleWhen: onlyTrue("every Fulgur optimizer is allowed") },
   "zero_optimization.stage": { does: "the ZeRO stage: 0 replicated, 1 and 2 kept gathered with sharded gradients and optimizer state, 3 fully sharded units" },
-  "zero_optimization.offload_optimizer.device": { does: '"cpu": slices, gradients and optimizer state in host memory (the engine\'s offload); "nvme": refused (not available yet)' },
-  "zero_optimization.offload_optimizer.nvme_path": { does: "NVMe offload: refused when the job starts (not available yet)", idleWhen: nvmeOnly },
+  "zero_optimization.offload_optimizer.device": { does: '"cpu": slices, gradients and optimizer state in host memory (the engine\'s offload); "nvme": the optimizer state in files under nvme_path, read in for the step piece by piece' },
+  "zero_optimization.offload_optimizer.nvme_path": { does: "NVMe offload: each rank makes its own directory under it, removed at teardown", idleWhen: nvmeOnly },
+  "zero_optimization.offload_optimizer.buffer_count": { does: "NVMe offload: reads and writes in flight at most", idleWhen: nvmeOnly },
   "zero_optimization.offload_param.device": {
-    does: '"cpu" (stage 3): parameter slices in host memory, the optimizer state with them; "nvme": refused',
+    does: '"cpu" (stage 3): parameter slices in host memory, the optimizer state with them; "nvme": the slices in files too, read in for each gather and the step',
     idleWhen: (v, run) => (run.stage < 3 && v !== "none" && v !== "auto" ? `parameters are offloaded only at stage 3; this run is stage ${run.stage}` : undefined),
   },
-  "zero_optimization.offload_param.nvme_path": { does: "NVMe offload: refused when the job starts (not available yet)", idleWhen: nvmeOnly },
+  "zero_optimization.offload_param.nvme_path": { does: "NVMe offload: each rank makes its own directory under it, removed at teardown", idleWhen: nvmeOnly },
+  "zero_optimization.offload_param.buffer_count": { does: "NVMe offload: reads and writes in flight at most (offload_optimizer's when both are given)", idleWhen: nvmeOnly },
+  "zero_optimization.offload_param.buffer_size": { does: "NVMe offload: bytes per read or write at most", idleWhen: nvmeOnly },
+  "zero_optimization.sub_group_size": { does: "NVMe offload: elements of slices stepped together (whole units), the next piece read while one is updated", idleWhen: withNvme("the optimizer steps over whole slices") },
+  "aio.block_size": { does: "NVMe offload: file offsets are multiples of it", idleWhen: withNvme(NO_NVME) },
+  "aio.thread_count": { does: "NVMe offload: I/O worker threads", idleWhen: withNvme(NO_NVME) },
+  "aio.intra_op_parallelism": { does: "NVMe offload: I/O worker threads (before thread_count)", idleWhen: withNvme(NO_NVME) },
   "zero_optimization.cpu_offload": { does: "the old form of offload_optimizer.device \"cpu\"" },
   "zero_optimization.cpu_offload_param": { does: "the old form of offload_param.device \"cpu\"", idleWhen: stage3Only },
   "zero_optimization.stage3_prefetch_bucket_size": { does: PREFETCH, idleWhen: stage3Only },
@@ -90,10 +102,12 @@ const REASONS: Readonly<Record<string, string>> = {
   activation_checkpointing: "recompute with checkpoint() from @fulgur/tensor in the model",
   steps_per_print: "logging is the Trainer's (logEveryNSteps)",
   wall_clock_breakdown: "logging is the Trainer's",
-  aio: "NVMe I/O (NVMe offload is not available yet)",
   communication_data_type: "gradients are reduced in the parameters' dtype",
+  "aio.queue_depth": NO_KERNEL_AIO,
+  "aio.single_submit": NO_KERNEL_AIO,
+  "aio.overlap_events": NO_KERNEL_AIO,
+  "aio.use_gds": "no GPUDirect Storage: files are read into host memory",
   "fp16.auto_cast": "casting is the precision's (autocast)",
-  "zero_optimization.sub_group_size": "the optimizer steps over whole slices",
   "zero_optimization.stage3_param_persistence_threshold": "every parameter belongs to a unit (the root unit stays gathered)",
   "zero_optimization.param_persistence_threshold": "every parameter belongs to a unit (the root unit stays gathered)",
 };

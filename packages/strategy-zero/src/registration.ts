@@ -37,7 +37,7 @@ export const ZERO_STRATEGIES: readonly ZeroStrategyEntry[] = Object.freeze([
     description: "ZeRO stage 3 with parameter slices and optimizer state in host memory",
     defaults: { stage: 3, offloadOptimizer: true, offloadParameters: true },
   },
-  { name: "deepspeed_stage_3_offload_nvme", description: "ZeRO stage 3 offloaded to NVMe (not available yet: refused when the job starts)", defaults: NVME },
+  { name: "deepspeed_stage_3_offload_nvme", description: "ZeRO stage 3 with parameter slices and optimizer state offloaded to NVMe (nvmePath, default /local_nvme)", defaults: NVME },
   { name: "zero1", description: "ZeRO stage 1 (deepspeed_stage_1)", defaults: { stage: 1 } },
   { name: "zero2", description: "ZeRO stage 2 (deepspeed_stage_2)", defaults: { stage: 2 } },
   { name: "zero3", description: "ZeRO stage 3 (deepspeed_stage_3)", defaults: { stage: 3 } },

@@ -1,7 +1,7 @@
 /**
  * ZeRO stages on the sharding engine (DESIGN.md decision 15): which engine options and process
- * groups each stage is, how deep stage 3 prefetches, and what is refused because the engine cannot
- * do it yet (NVMe).
+ * groups each stage is, how deep stage 3 prefetches, what goes to NVMe, and the checks of the NVMe
+ * directory before any rank starts.
  *
  * [Note: stages on the engine]
  * - stage 0 (ZeRO off): NO_SHARD. Every rank holds every unit whole (resident, as single-device
@@ -22,8 +22,9 @@
  * prefetched ones fit in max_live_parameters, measured with the largest unit. Neither key given:
  * one unit ahead (FSDP's default). overlap_comm false: none.
  */
+import { accessSync, constants, statSync } from "node:fs";
 import type { ProcessGroup } from "@fulgur/core";
-import { type EngineOptions, FULL_PRECISION, type UnitGroups } from "@fulgur/sharding";
+import { type EngineOptions, FULL_PRECISION, type NvmeOffload, type UnitGroups } from "@fulgur/sharding";
 import { SoloGroup } from "@fulgur/strategy-kit";
 import type { ZeroStage } from "./api";
 import type { ZeroPlan } from "./config";
@@ -40,9 +41,31 @@ export function prefetchDepth(plan: ZeroPlan, wrappedUnitSizes: readonly number[
   return Math.max(0, Math.min(depth, wrappedUnitSizes.length - 1));
 }
 
-/** Whether slices, gradients and optimizer state live in host memory (the engine has one switch for all). */
+/**
+ * Whether slices, gradients and optimizer state live in host memory (the engine has one switch for
+ * all); NVMe offload goes through host memory too.
+ */
 export function offloaded(plan: ZeroPlan): boolean {
-  return plan.offloadOptimizer === "cpu" || (plan.stage === 3 && plan.offloadParam === "cpu");
+  return plan.offloadOptimizer !== "none" || (plan.stage === 3 && plan.offloadParam !== "none");
+}
+
+/** What goes to NVMe, or null: the optimizer state, and at stage 3 the parameter slices. */
+export function nvmeOffloadOf(plan: ZeroPlan): NvmeOffload | null {
+  const optimizerState = plan.offloadOptimizer === "nvme";
+  const parameters = plan.stage === 3 && plan.offloadParam === "nvme";
+  if ((!optimizerState && !parameters) || plan.nvme === null || plan.nvmePath === null) return null;
+  const t = plan.nvme;
+  return Object.freeze({
+    path: plan.nvmePath,
+    // Offloaded parameters bring their optimizer state with them (as "cpu" does).
+    optimizerState: optimizerState || parameters,
+    parameters,
+    threads: Math.max(1, t.threads),
+    bufferCount: Math.max(1, t.bufferCount),
+    bufferSize: Math.max(t.blockSize, t.bufferSize),
+    blockSize: t.blockSize,
+    subGroupSize: Math.max(1, t.subGroupSize),
+  });
 }
 
 /** The engine options of a stage (see [Note: stages on the engine]). */
@@ -56,6 +79,7 @@ export function engineOptionsFor(plan: ZeroPlan, prefetch: number): EngineOption
     reshardAfterForward: stage === 3,
     offload: offloaded(plan),
     keepGathered: stage === 1 || stage === 2,
+    nvme: nvmeOffloadOf(plan),
   });
 }
 
@@ -65,29 +89,39 @@ export function unitGroupsFor(stage: ZeroStage, world: ProcessGroup): UnitGroups
   return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
 }
 
-/** Something the config asks for that the engine cannot do yet. */
-export class NotImplementedError extends Error {
-  override readonly name = "NotImplementedError";
+/** An NVMe directory that cannot hold the swap files. */
+export class NvmePathError extends Error {
+  override readonly name = "NvmePathError";
 }
 
 /**
- * Refuses NVMe offload, naming what asked for it and what is missing. Not at construction: the
- * registry builds one instance of every entry when the package loads, `deepspeed_stage_3_offload_nvme`
- * included, so the refusal comes when a job starts (launch or setup), before any rank trains.
+ * Checks the NVMe directory before any rank starts (launch, then setup on every rank): it must be
+ * an existing, writable directory, in which each rank makes its own. Names the key and the value.
  */
-export function refuseUnimplemented(plan: ZeroPlan, strategyName: string): void {
-  const asked = [
-    plan.offloadOptimizer === "nvme" ? 'zero_optimization.offload_optimizer.device "nvme"' : null,
-    plan.offloadParam === "nvme" ? 'zero_optimization.offload_param.device "nvme"' : null,
-    plan.remoteDevice === "nvme" ? 'remoteDevice "nvme"' : null,
+export function checkNvmePath(plan: ZeroPlan, strategyName: string): void {
+  const keys = [
+    plan.offloadOptimizer === "nvme" ? "zero_optimization.offload_optimizer.nvme_path" : null,
+    plan.stage === 3 && plan.offloadParam === "nvme" ? "zero_optimization.offload_param.nvme_path" : null,
   ].filter((s): s is string => s !== null);
-  if (asked.length === 0) return;
-  const path = plan.nvmePath === null ? "" : ` at ${JSON.stringify(plan.nvmePath)}`;
-  throw new NotImplementedError(
-    `${strategyName}: NVMe offload${path} is not available yet (asked for by ${asked.join(", ")} in ${plan.source}). ` +
-      "@fulgur/sharding offloads slices and optimizer state to host memory only; it has no tier that swaps them to files on a drive " +
-      '(DeepSpeed\'s ZeRO-Infinity with its async I/O, the "aio" block). Offload to "cpu" instead (the strategy "deepspeed_stage_3_offload").',
-  );
+  if (keys.length === 0) return;
+  const field = `${keys.join(" / ")} (option nvmePath)`;
+  const path = plan.nvmePath;
+  const fail = (why: string): never => {
+    throw new NvmePathError(`${strategyName}: ${field}: got ${JSON.stringify(path)} in ${plan.source}, ${why}; expected an existing, writable directory (on a fast local drive) where each rank makes its own directory of swap files`);
+  };
+  if (path === null) fail("nothing");
+  let isDirectory = false;
+  try {
+    isDirectory = statSync(path!).isDirectory();
+  } catch {
+    fail("which does not exist");
+  }
+  if (!isDirectory) fail("which is not a directory");
+  try {
+    accessSync(path!, constants.W_OK | constants.X_OK);
+  } catch {
+    fail("which this process cannot write to");
+  }
 }
 
 /** One line for the log: the stage, the layout and what is offloaded. */
@@ -95,6 +129,8 @@ export function describeLayout(plan: ZeroPlan, units: number, wrapped: number, w
   const what = ["replicated (ZeRO off)", "optimizer state sharded", "gradients and optimizer state sharded", "parameters, gradients and optimizer state sharded"][plan.stage];
   const parts = [`ZeRO stage ${plan.stage}: ${what} over ${world} rank(s)`, `${units} unit(s) (${wrapped} wrapped)`];
   if (plan.stage === 3) parts.push(`prefetch ${prefetch}`);
-  if (offloaded(plan)) parts.push("slices and optimizer state offloaded to host memory");
+  const nvme = nvmeOffloadOf(plan);
+  if (nvme) parts.push(`${nvme.parameters ? "slices and optimizer state" : "optimizer state"} offloaded to NVMe under ${JSON.stringify(nvme.path)} (through host memory)`);
+  else if (offloaded(plan)) parts.push("slices and optimizer state offloaded to host memory");
   return parts.join("; ");
 }

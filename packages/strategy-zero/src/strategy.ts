@@ -17,20 +17,65 @@ import type {
   StreamedSaveInput,
   StreamedSaving,
 } from "@fulgur/core";
-import type { OptimizerStepOptions, OptimizerStepResult, PrecisionStepOptions } from "@fulgur/core";
+import type {
+  OptimizerStepOptions,
+  OptimizerStepResult,
+  PrecisionStepOptions,
+} from "@fulgur/core";
 import type { ConfigProblem } from "@fulgur/deepspeed-config-schema";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { ShardingEngine, type UnitPlan, planUnits, saveFullStreamed, streamsTensors } from "@fulgur/sharding";
-import { ParallelStrategy, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
-import { type Tensor, materialize, noGrad, scope, withDevice } from "@fulgur/tensor";
-import { type DeepSpeedOptions, type ResolvedDeepSpeedOptions, type ZeroStage, parseDeepSpeedOptions } from "./api";
+import {
+  ShardingEngine,
+  type UnitPlan,
+  planUnits,
+  saveFullStreamed,
+  streamsTensors,
+} from "@fulgur/sharding";
+import {
+  ParallelStrategy,
+  loadNamedOptimizerState,
+  namedOptimizerState,
+} from "@fulgur/strategy-kit";
+import {
+  type Tensor,
+  materialize,
+  noGrad,
+  scope,
+  withDevice,
+} from "@fulgur/tensor";
+import {
+  type DeepSpeedOptions,
+  type ResolvedDeepSpeedOptions,
+  type ZeroStage,
+  parseDeepSpeedOptions,
+} from "./api";
 import { ZeroConfigError, type ZeroPlan, resolvePlan } from "./config";
 import { idleKeysWarning, keysWithoutEffect } from "./keys";
 import { installLossScaler } from "./lossScaler";
 import { estimateZeroMemory } from "./memory";
-import { SegmentIndex, gatherModuleState, loadModuleState, wholeSegmentStates, withinBackward } from "./shardedState";
-import { DEFAULT_PREFETCH, describeLayout, engineOptionsFor, prefetchDepth, refuseUnimplemented, unitGroupsFor } from "./stages";
-import { batchSizeProblems, clippingFor, clippingProblem, precisionProblems, trainerSettingsOf } from "./trainerValues";
+import {
+  SegmentIndex,
+  gatherModuleState,
+  loadModuleState,
+  wholeSegmentStates,
+  withinBackward,
+} from "./shardedState";
+import {
+  DEFAULT_PREFETCH,
+  checkNvmePath,
+  describeLayout,
+  engineOptionsFor,
+  nvmeOffloadOf,
+  prefetchDepth,
+  unitGroupsFor,
+} from "./stages";
+import {
+  batchSizeProblems,
+  clippingFor,
+  clippingProblem,
+  precisionProblems,
+  trainerSettingsOf,
+} from "./trainerValues";
 import { unitPaths } from "./wrapPolicy";
 
 /** When a config that cannot run is refused. */
@@ -44,7 +89,10 @@ export interface DeepSpeedConstruction {
   readonly refuseConfigAt?: "construction" | "start";
 }
 
-export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling, StreamedSaving {
+export class DeepSpeedStrategy
+  extends ParallelStrategy
+  implements ModuleBuilding, OptimizerStateHandling, StreamedSaving
+{
   readonly name: string;
   readonly options: ResolvedDeepSpeedOptions;
   private readonly resolved: ZeroPlan | null = null;
@@ -56,7 +104,11 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   /** Puts the precision's own loss scaler back at teardown (16-mixed only). */
   private restoreScaler: (() => void) | null = null;
 
-  constructor(options: DeepSpeedOptions = {}, name = "deepspeed", construction: DeepSpeedConstruction = {}) {
+  constructor(
+    options: DeepSpeedOptions = {},
+    name = "deepspeed",
+    construction: DeepSpeedConstruction = {}
+  ) {
     const parsed = parseDeepSpeedOptions(options, name);
     super(parsed);
     this.options = parsed;
@@ -86,31 +138,44 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
 
   /** The sharding engine (after setupModule), for tests and tools. */
   get sharding(): ShardingEngine {
-    if (!this.engine) throw new Error(`${this.name}: setupModule() must run first`);
+    if (!this.engine)
+      throw new Error(`${this.name}: setupModule() must run first`);
     return this.engine;
   }
 
   private fail(problems: readonly ConfigProblem[]): void {
-    if (problems.length > 0) throw new ZeroConfigError(this.name, this.plan.source, problems);
+    if (problems.length > 0)
+      throw new ZeroConfigError(this.name, this.plan.source, problems);
   }
 
   // ---- starting --------------------------------------------------------------------------------
 
-  override async launch(context: { devices: number; numNodes: number; script: string; argv: readonly string[] }): Promise<"continue" | "done"> {
-    refuseUnimplemented(this.plan, this.name);
+  override async launch(context: {
+    devices: number;
+    numNodes: number;
+    script: string;
+    argv: readonly string[];
+  }): Promise<"continue" | "done"> {
+    checkNvmePath(this.plan, this.name);
     return super.launch(context);
   }
 
   /** Refuses what cannot run before joining the job (every rank refuses alike), then joins it and warns once. */
   override async setup(context: StrategyContext): Promise<void> {
-    refuseUnimplemented(this.plan, this.name);
+    checkNvmePath(this.plan, this.name);
     const precision = context.precision;
     this.fail(precisionProblems(this.plan, precision.name));
     this.restoreScaler = installLossScaler(precision, this.plan.lossScaler);
     await super.setup(context);
-    const idle = keysWithoutEffect(this.plan.config, { stage: this.plan.stage, precision: precision.name, scalerReachable: this.restoreScaler !== null });
+    const idle = keysWithoutEffect(this.plan.config, {
+      stage: this.plan.stage,
+      precision: precision.name,
+      scalerReachable: this.restoreScaler !== null,
+      nvme: nvmeOffloadOf(this.plan) !== null,
+    });
     const warning = idleKeysWarning(this.name, this.plan.source, idle);
-    if (warning !== null && this.globalRank === 0) process.stderr.write(`${warning}\n`);
+    if (warning !== null && this.globalRank === 0)
+      process.stderr.write(`${warning}\n`);
   }
 
   // ---- building and sharding -------------------------------------------------------------------
@@ -123,8 +188,19 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   override async setupModule(module: Module): Promise<Module> {
     const trainer = trainerSettingsOf(module);
     if (trainer) {
-      const clip = clippingProblem(this.plan, trainer.gradientClipVal, trainer.gradientClipAlgorithm);
-      this.fail([...batchSizeProblems(this.plan, this.worldSize, trainer.accumulateGradBatches), ...(clip ? [clip] : [])]);
+      const clip = clippingProblem(
+        this.plan,
+        trainer.gradientClipVal,
+        trainer.gradientClipAlgorithm
+      );
+      this.fail([
+        ...batchSizeProblems(
+          this.plan,
+          this.worldSize,
+          trainer.accumulateGradBatches
+        ),
+        ...(clip ? [clip] : []),
+      ]);
     }
     const device = this.rootDevice;
     const deferred = module.parameters().some((p) => p.device === "meta");
@@ -133,12 +209,18 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
     const plans = planUnits(module, paths);
     const wrappedSizes = plans.filter((u) => u.path !== "").map(unitNumel);
     this.prefetch = prefetchDepth(this.plan, wrappedSizes);
-    const engine = new ShardingEngine(module, unitGroupsFor(this.plan.stage, this.processGroup), engineOptionsFor(this.plan, this.prefetch), device);
+    const engine = new ShardingEngine(
+      module,
+      unitGroupsFor(this.plan.stage, this.processGroup),
+      engineOptionsFor(this.plan, this.prefetch),
+      device
+    );
     for (const plan of plans) {
       const tensors = plan.params.map((p) => p.tensor);
       // Deferred init: this unit gets memory and its initial values, goes into this rank's slice and
       // is freed before the next unit is made. A module built eagerly takes rank 0's values instead.
-      if (deferred) noGrad(() => scope(() => void materialize(tensors, device)));
+      if (deferred)
+        noGrad(() => scope(() => void materialize(tensors, device)));
       else if (this.worldSize > 1) await this.broadcastTensors(tensors, 0);
       engine.addUnit(plan);
     }
@@ -146,23 +228,34 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
     engine.ready();
     this.engine = engine;
     this.index = new SegmentIndex(engine);
-    this.log(`${this.name}: ${describeLayout(this.plan, engine.units.length, wrappedSizes.length, this.worldSize, this.prefetch)}`);
+    this.log(
+      `${this.name}: ${describeLayout(
+        this.plan,
+        engine.units.length,
+        wrappedSizes.length,
+        this.worldSize,
+        this.prefetch
+      )}`
+    );
     return module;
   }
 
   override async setupOptimizer(optimizer: Optimizer): Promise<Optimizer> {
-    const foreign = this.segments.countForeign(optimizer.paramGroups.flatMap((g) => g.params));
+    const foreign = this.segments.countForeign(
+      optimizer.paramGroups.flatMap((g) => g.params)
+    );
     if (foreign > 0) {
       throw new Error(
         `${this.name}: ${foreign} tensor(s) in the optimizer are not the sharded module's parameters; ` +
-          "create the optimizer in configureOptimizers from this.parameters() (ZeRO replaces the parameters by their slices when it shards the module)",
+          "create the optimizer in configureOptimizers from this.parameters() (ZeRO replaces the parameters by their slices when it shards the module)"
       );
     }
     return optimizer;
   }
 
   private get segments(): SegmentIndex {
-    if (!this.index) throw new Error(`${this.name}: setupModule() must run first`);
+    if (!this.index)
+      throw new Error(`${this.name}: setupModule() must run first`);
     return this.index;
   }
 
@@ -173,17 +266,27 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
   }
 
   /** Gradients reduced into this rank's slices; overflow and the clipping norm decided over every rank. */
-  protected override async prepareStep(): Promise<Partial<PrecisionStepOptions>> {
+  protected override async prepareStep(): Promise<
+    Partial<PrecisionStepOptions>
+  > {
     const gradients = this.sharding.finishGradients();
     // Stage 0's ranks hold the same averaged gradients, so the norm is one rank's; otherwise each holds a slice.
     const sharded = this.plan.stage !== 0;
-    return { gradients, collectives: this.stepCollectives(sharded ? this.processGroup : null) };
+    return {
+      gradients,
+      collectives: this.stepCollectives(sharded ? this.processGroup : null),
+    };
   }
 
-  override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
+  override async optimizerStep(
+    optimizer: Optimizer,
+    options: OptimizerStepOptions
+  ): Promise<OptimizerStepResult> {
     const { step, problem } = clippingFor(this.plan, options);
     if (problem) this.fail([problem]);
-    const result = await super.optimizerStep(optimizer, step);
+    const result = await this.sharding.step(optimizer, () =>
+      super.optimizerStep(optimizer, step)
+    );
     this.sharding.afterStep();
     return result;
   }
@@ -198,44 +301,77 @@ export class DeepSpeedStrategy extends ParallelStrategy implements ModuleBuildin
     const io = this.checkpointIO;
     if (!streamsTensors(io)) return false;
     const index = this.segments;
-    await saveFullStreamed(
-      input,
-      this.sharding.units,
-      (p) => {
-        const at = index.locate(p);
-        return at && { unit: at.unit, index: at.slot };
-      },
-      this.isGlobalZero,
-      (tensors, meta) => io.saveStreamed(tensors, meta, path),
-    );
+    // Offloaded to NVMe, the optimizer state is read from its files for the save and released after.
+    const optimizer = input.optimizer as unknown as Optimizer | null;
+    const save = (): Promise<void> =>
+      saveFullStreamed(
+        input,
+        this.sharding.units,
+        (p) => {
+          const at = index.locate(p);
+          return at && { unit: at.unit, index: at.slot };
+        },
+        this.isGlobalZero,
+        (tensors, meta) => io.saveStreamed(tensors, meta, path),
+      );
+    if (optimizer) await this.sharding.withOptimizerState(optimizer, false, save);
+    else await save();
     await this.barrier("saveCheckpoint");
     return true;
   }
 
   /** The full module state on rank 0, gathered one unit at a time (stage3_gather_16bit_weights_on_model_save). */
-  override async moduleStateDict(module: Module): Promise<Record<string, Tensor>> {
+  override async moduleStateDict(
+    module: Module
+  ): Promise<Record<string, Tensor>> {
     return gatherModuleState(this.sharding, module, this.isGlobalZero);
   }
 
   /** This rank's slices out of a full state saved by any strategy at any world size. */
-  override async loadModuleStateDict(module: Module, state: Record<string, Tensor>): Promise<void> {
+  override async loadModuleStateDict(
+    module: Module,
+    state: Record<string, Tensor>
+  ): Promise<void> {
     loadModuleState(this.sharding, module, state, this.name);
   }
 
   async optimizerStateDict(optimizer: Optimizer): Promise<OptimizerState> {
     const index = this.segments;
-    return namedOptimizerState(optimizer, (p) => index.nameOf(p), (entries) => wholeSegmentStates(index, entries));
+    // Offloaded to NVMe, the state is read from its files for the save and released after.
+    return this.sharding.withOptimizerState(optimizer, false, () =>
+      namedOptimizerState(
+        optimizer,
+        (p) => index.nameOf(p),
+        (entries) => wholeSegmentStates(index, entries)
+      )
+    );
   }
 
-  async loadOptimizerStateDict(optimizer: Optimizer, state: OptimizerState): Promise<void> {
+  async loadOptimizerStateDict(
+    optimizer: Optimizer,
+    state: OptimizerState
+  ): Promise<void> {
     const index = this.segments;
-    loadNamedOptimizerState(optimizer, (p) => index.nameOf(p), state, (p, whole) => index.partOf(p, whole));
+    // Offloaded, the loaded state is shared memory like the state the step makes (the CPU optimizer's threads update it).
+    // Offloaded to NVMe, the loaded state goes to its files.
+    await this.sharding.withOptimizerState(optimizer, true, () =>
+      loadNamedOptimizerState(
+        optimizer,
+        (p) => index.nameOf(p),
+        state,
+        (p, whole) => index.partOf(p, whole)
+      )
+    );
   }
 
   // ---- memory and teardown -----------------------------------------------------------------------
 
   override estimateMemory(input: MemoryEstimateInput): MemoryEstimate {
-    return estimateZeroMemory(this.name, this.plan, input, { worldSize: input.worldSize ?? this.worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy });
+    return estimateZeroMemory(this.name, this.plan, input, {
+      worldSize: input.worldSize ?? this.worldSize,
+      prefetch: this.prefetch,
+      policy: this.options.autoWrapPolicy,
+    });
   }
 
   protected override releaseModule(): void {

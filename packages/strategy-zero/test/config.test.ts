@@ -4,7 +4,7 @@
  * construction, the environment variable is read, and the values the Trainer fills in ("auto",
  * clipping, the precision blocks, the batch-size rule) are taken or refused as the README says.
  */
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -14,7 +14,9 @@ import {
   CONFIG_ENV,
   DeepSpeedOptionError,
   DeepSpeedStrategy,
-  NotImplementedError,
+  NvmePathError,
+  checkNvmePath,
+  nvmeOffloadOf,
   ZERO_STRATEGIES,
   ZeroConfigError,
   parseDeepSpeedOptions,
@@ -68,11 +70,34 @@ describe("names (Lightning's, from one table)", () => {
     expect(missing).toEqual([]);
   });
 
-  it("deepspeed_stage_3_offload_nvme is refused when a job starts, naming what is missing", async () => {
+  it("deepspeed_stage_3_offload_nvme checks its directory when a job starts, naming the key and the value", async () => {
     const s = StrategyRegistry.create("deepspeed_stage_3_offload_nvme") as DeepSpeedStrategy;
     const context = {} as Parameters<DeepSpeedStrategy["setup"]>[0];
-    await expect(s.setup(context)).rejects.toThrow(NotImplementedError);
-    await expect(s.launch({ devices: 2, numNodes: 1, script: "x.mjs", argv: [] })).rejects.toThrow(/NVMe offload at "\/local_nvme" is not available yet.*host memory only.*"cpu"/);
+    // The default /local_nvme is not on this machine.
+    await expect(s.setup(context)).rejects.toThrow(NvmePathError);
+    await expect(s.launch({ devices: 2, numNodes: 1, script: "x.mjs", argv: [] })).rejects.toThrow(
+      'deepspeed_stage_3_offload_nvme: zero_optimization.offload_optimizer.nvme_path / zero_optimization.offload_param.nvme_path (option nvmePath): got "/local_nvme"',
+    );
+  });
+
+  it("an NVMe directory that is missing, a file or not writable is refused, naming the value and what is allowed", () => {
+    const dir = mkdtempSync(join(tmpdir(), "fulgur-nvme-check-"));
+    try {
+      const file = join(dir, "a-file");
+      writeFileSync(file, "x");
+      const locked = join(dir, "locked");
+      mkdirSync(locked, { mode: 0o500 });
+      const plan = (nvmePath: string) => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme", nvmePath }).plan;
+      expect(() => checkNvmePath(plan(join(dir, "missing")), "zero3")).toThrow(/got ".*missing" in .*, which does not exist; expected an existing, writable directory/);
+      expect(() => checkNvmePath(plan(file), "zero3")).toThrow(/zero3: zero_optimization\.offload_optimizer\.nvme_path \(option nvmePath\): got ".*a-file" .*which is not a directory/);
+      // root may write anywhere: only then is the locked directory writable.
+      if (process.getuid?.() !== 0) expect(() => checkNvmePath(plan(locked), "zero3")).toThrow(/which this process cannot write to/);
+      expect(() => checkNvmePath(plan(dir), "zero3")).not.toThrow();
+      const nvme = nvmeOffloadOf(plan(dir));
+      expect(nvme).toMatchObject({ path: dir, optimizerState: true, parameters: false, bufferCount: 4, bufferSize: 1e8, blockSize: 1048576, threads: 1, subGroupSize: 1e9 });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 

@@ -8,7 +8,7 @@
  * run is refused before any rank starts. The fixture imports the BUILT packages (build them first: `npx tsup`).
  */
 import { execFile } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -77,6 +77,10 @@ interface Trained {
   readonly stateBytes: number[];
   /** Tensor bytes each rank's save added at its highest (null without --save). */
   readonly savePeaks: (number | null)[];
+  /** CPU optimizer steps each rank ran on worker threads. */
+  readonly threadedSteps: number[];
+  /** The files under the NVMe directory each rank saw after step 1 (with --nvme-dir). */
+  readonly swapFiles: { name: string; bytes: number }[][];
   readonly stdout: string;
   readonly stderr: string;
 }
@@ -85,9 +89,9 @@ async function train(spec: JobSpec, allowStderr = false): Promise<Trained> {
   const job = await launch(spec);
   expect(job.code, job.stderr).toBe(0);
   if (!allowStderr) expect(job.stderr).toBe("");
-  const ranks = Array.from({ length: spec.world }, (_, r) => JSON.parse(readFileSync(join(job.out, `result-rank${r}.json`), "utf8")) as { losses: number[]; stateBytes: number; savePeak: number | null });
+  const ranks = Array.from({ length: spec.world }, (_, r) => JSON.parse(readFileSync(join(job.out, `result-rank${r}.json`), "utf8")) as { losses: number[]; stateBytes: number; savePeak: number | null; threadedSteps: number; swapFiles: { name: string; bytes: number }[] });
   const losses = ranks[0].losses.map((_, step) => ranks.reduce((sum, r) => sum + r.losses[step], 0) / spec.world);
-  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), stdout: job.stdout, stderr: job.stderr };
+  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), swapFiles: ranks.map((r) => r.swapFiles), stdout: job.stdout, stderr: job.stderr };
 }
 
 function expectLosses(actual: readonly number[], expected: readonly number[]): void {
@@ -122,13 +126,46 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
   for (const c of matrix) {
     it(`${c.strategy} ${c.options ? JSON.stringify(c.options) : ""} at world ${c.world}`, async () => {
       const ref = await reference();
-      const job = await train({ strategy: c.strategy, world: c.world, options: c.options });
+      // Offloaded steps run on two CPU optimizer threads (ZeRO-Offload's CPU Adam), bit-identical to one.
+      const flags = c.offload ? ["--cpu-threads", "2"] : [];
+      const job = await train({ strategy: c.strategy, world: c.world, options: c.options, flags });
       expectLosses(job.losses, ref.losses);
+      // Each step's AdamW (one fused call per parameter group) ran on the threads on every rank.
+      if (c.offload) for (const n of job.threadedSteps) expect(n).toBe(2 * STEPS);
       expect(job.stdout).toContain(`[rank 0] ${c.strategy}: ZeRO stage ${c.stage}: `);
       expect(job.stdout.includes("offloaded to host memory")).toBe(c.offload === true);
       // Sharded stages hold 1/N of the optimizer state (plus padding); stage 0 holds all of it.
       const share = c.stage === 0 ? 1 : 1 / c.world;
       for (const bytes of job.stateBytes) expect(bytes / ref.stateBytes[0]).toBeCloseTo(share, 2);
+    });
+  }
+
+  // ZeRO-Infinity: optimizer state and parameter slices in files, read in pieces of about one unit
+  // (sub_group_size) while the piece before is updated, in requests of at most 4 KiB (buffer_size)
+  // with 3 in flight (buffer_count) on 2 I/O threads; the CPU optimizer on 2 threads.
+  for (const world of [2, 3]) {
+    it(`stage 3 with optimizer state and parameters offloaded to NVMe (a temporary directory) at world ${world}`, async () => {
+      const ref = await reference();
+      const nvmePath = join(scratch, `nvme${world}`);
+      mkdirSync(nvmePath);
+      const config = nvmeConfig(nvmePath);
+      const job = await train({ strategy: "deepspeed", world, options: { config }, flags: ["--cpu-threads", "2", "--nvme-dir", nvmePath] });
+      expectLosses(job.losses, ref.losses);
+      expect(job.stdout).toContain(`[rank 0] deepspeed: ZeRO stage 3: parameters, gradients and optimizer state sharded over ${world} rank(s)`);
+      expect(job.stdout).toContain(`slices and optimizer state offloaded to NVMe under ${JSON.stringify(nvmePath)}`);
+      // The step went in pieces: more fused AdamW calls (one per piece and group) than groups × steps, all on the threads.
+      for (const n of job.threadedSteps) expect(n).toBeGreaterThan(2 * STEPS);
+      // During training every rank's directory held its swap file: at least its slices and two
+      // AdamW moments (12 bytes per element of its 1/N share), in 4 KiB-aligned regions.
+      const dirs = job.swapFiles[0].filter((f) => f.name.startsWith("fulgur-rank") && !f.name.includes("/"));
+      expect(dirs.map((d) => d.name.replace(/-[^-]+$/, "")).sort()).toEqual(Array.from({ length: world }, (_, r) => `fulgur-rank${r}`));
+      for (const files of job.swapFiles) {
+        const swaps = files.filter((f) => f.name.endsWith("/swap.bin"));
+        expect(swaps).toHaveLength(world);
+        for (const f of swaps) expect(f.bytes).toBeGreaterThanOrEqual((ref.stateBytes[0] / 8) * 12 / world);
+      }
+      // Gone after teardown.
+      expect(readdirSync(nvmePath)).toEqual([]);
     });
   }
 
@@ -146,11 +183,26 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
   });
 });
 
+/** Stage 3 with optimizer state and parameters on NVMe under `nvmePath`, in small pieces and requests (the tiny model's). */
+function nvmeConfig(nvmePath: string): object {
+  return {
+    zero_optimization: {
+      stage: 3,
+      sub_group_size: 2000,
+      offload_optimizer: { device: "nvme", nvme_path: nvmePath, buffer_count: 3 },
+      offload_param: { device: "nvme", nvme_path: nvmePath, buffer_count: 3, buffer_size: 4096 },
+    },
+    aio: { block_size: 4096, thread_count: 2 },
+  };
+}
+
 describe("checkpoints by parameter name load anywhere", () => {
-  it("saved by ZeRO stage 3 at world 2, resumed by FSDP ×3, DDP ×2, single_device and ZeRO stage 1 ×3 as if uninterrupted", async () => {
+  it("saved by ZeRO stage 3 on NVMe at world 2 (the state read from its files), resumed by FSDP ×3, DDP ×2, single_device, ZeRO stage 1 ×3 and ZeRO on NVMe ×3 as if uninterrupted", async () => {
     const ref = await reference();
     const path = join(scratch, "zero3-half.safetensors");
-    const first = await train({ strategy: "deepspeed_stage_3", world: 2, steps: STEPS / 2, flags: ["--save", path] });
+    const nvmePath = join(scratch, "nvme-save");
+    mkdirSync(nvmePath);
+    const first = await train({ strategy: "deepspeed", world: 2, steps: STEPS / 2, options: { config: nvmeConfig(nvmePath) }, flags: ["--save", path] });
     expectLosses(first.losses, ref.losses.slice(0, STEPS / 2));
     expect(existsSync(path)).toBe(true);
     // The full save is streamed (@fulgur/sharding, as FSDP's): each rank holds one unit's gathered
@@ -165,19 +217,22 @@ describe("checkpoints by parameter name load anywhere", () => {
       { strategy: "ddp", world: 2, options: { verbose: false } },
       { strategy: "single_device", world: 1 },
       { strategy: "deepspeed_stage_1", world: 3 },
+      // The loaded state goes into the files.
+      { strategy: "deepspeed", world: 3, options: { config: nvmeConfig(nvmePath) } },
     ];
     for (const spec of resumers) {
       const resumed = await train({ ...spec, flags: ["--resume", path] }, spec.strategy === "ddp");
       expectLosses(resumed.losses, ref.losses.slice(STEPS / 2));
     }
+    expect(readdirSync(nvmePath)).toEqual([]);
   });
 });
 
 describe("what cannot run is refused before any rank starts", () => {
-  it("NVMe offload names what is missing", async () => {
-    const job = await launch({ strategy: "deepspeed_stage_3_offload_nvme", world: 2 });
+  it("an NVMe directory that is not a directory is named, with its value", async () => {
+    const job = await launch({ strategy: "deepspeed_stage_3_offload_nvme", world: 2, options: { nvmePath: join(FIXTURES, "train.mjs") } });
     expect(job.code).not.toBe(0);
-    expect(job.stderr).toMatch(/deepspeed_stage_3_offload_nvme: NVMe offload at "\/local_nvme" is not available yet \(asked for by zero_optimization\.offload_optimizer\.device "nvme"/);
+    expect(job.stderr).toMatch(/deepspeed_stage_3_offload_nvme: zero_optimization\.offload_optimizer\.nvme_path \/ zero_optimization\.offload_param\.nvme_path \(option nvmePath\): got ".*train\.mjs" .*which is not a directory/);
     expect(job.stdout + job.stderr).not.toContain("[rank ");
   });
 

@@ -66,5 +66,6 @@ export {
   type Shape,
 } from "./shape";
 export { cpuBackend, philox4x32 } from "./cpu";
-export { cpuOptimizerThreads, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
+export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
+export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
 export { MetaBackend, metaBackend } from "./meta";

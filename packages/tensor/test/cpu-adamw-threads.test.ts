@@ -4,7 +4,9 @@
 import { afterAll, describe, expect, it } from "vitest";
 import * as T from "../src";
 import type { View } from "../src/backend";
-import { THREADED_MIN_ELEMENTS, threadedStepCount } from "../src/cpu/optimizerThreads";
+import { THREADED_MIN_ELEMENTS } from "../src/cpu/optimizerThreads";
+
+const threadedStepCount = T.cpuOptimizerThreadedSteps;
 
 const viewOf = (t: T.Tensor): View => ({ storage: t.storageRef.storage, shape: t.shape, strides: t.strides, offset: t.offset });
 
@@ -14,10 +16,9 @@ afterAll(() => {
 });
 
 /** Parameters of several sizes (one large enough to be cut between threads), their state, gradients. */
-function world(seed: number, dtype: T.DType) {
+function world(seed: number, dtype: T.DType, sizes = [2 * THREADED_MIN_ELEMENTS + 12_345, 70_001, 3]) {
   const gen = new T.Generator(seed);
   // The first is shared memory in every dtype (bf16 too: over 1 MiB) and cut between threads; the others stay on the calling thread.
-  const sizes = [2 * THREADED_MIN_ELEMENTS + 12_345, 70_001, 3];
   return sizes.map((n) => ({
     p: T.randn([n], { dtype: "float32", generator: gen }).untrack(),
     g: T.randn([n], { dtype: "float32", generator: gen }).untrack(),
@@ -27,10 +28,11 @@ function world(seed: number, dtype: T.DType) {
   }));
 }
 
-function step(threads: number, dtype: T.DType): Float64Array[] {
-  T.setCpuOptimizerThreads(threads);
-  const w = world(7, dtype);
-  const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 };
+function step(threads: number, dtype: T.DType, small = false, weightDecay = 0.1): Float64Array[] {
+  T.setCpuOptimizerThreads(threads, { minElements: small ? 0 : THREADED_MIN_ELEMENTS });
+  // Small: every tensor in shared memory as an offloading engine allocates them, all cut between threads.
+  const w = small ? T.sharedHostMemory(() => world(7, dtype, [5_003, 17, 1, 2_048])) : world(7, dtype);
+  const hyper = { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay, step: 3 };
   const views = (k: "p" | "g" | "m" | "v" | "lp") => w.map((e) => viewOf(e[k]));
   T.cpuBackend().adamw(views("p"), views("g"), views("m"), views("v"), hyper, views("lp"));
   const out = w.flatMap((e) => [e.p, e.m, e.v, e.lp].map((t) => t.toFloat64Array()));
@@ -55,7 +57,23 @@ describe("the CPU AdamW step on worker threads", () => {
     });
   }
 
-  it("large storages are shared memory; small ones are not", () => {
+  it("small tensors in sharedHostMemory step on the threads, bit-identical, with and without weight decay", () => {
+    for (const weightDecay of [0.1, 0]) {
+      const before = threadedStepCount();
+      const one = step(1, "float32", true, weightDecay);
+      const two = step(2, "float32", true, weightDecay);
+      expect(threadedStepCount()).toBe(before + 1);
+      one.forEach((a, i) => {
+        const at = a.findIndex((x, k) => !Object.is(x, two[i][k]));
+        expect(at, `array ${i} element ${at}`).toBe(-1);
+      });
+    }
+  });
+
+  it("large storages are shared memory; small ones are not, unless made inside sharedHostMemory", () => {
+    const inside = T.sharedHostMemory(() => T.zeros([16]).untrack());
+    expect((inside.storageRef.storage as unknown as { data: ArrayBufferView }).data.buffer).toBeInstanceOf(SharedArrayBuffer);
+    inside.dispose();
     const big = T.zeros([THREADED_MIN_ELEMENTS]).untrack();
     const small = T.zeros([16]).untrack();
     const data = (t: T.Tensor) => (t.storageRef.storage as unknown as { data: ArrayBufferView }).data;
@@ -67,5 +85,6 @@ describe("the CPU AdamW step on worker threads", () => {
 
   it("refuses a thread count that is not a positive integer", () => {
     expect(() => T.setCpuOptimizerThreads(0)).toThrow("setCpuOptimizerThreads: got 0; expected a positive integer");
+    expect(() => T.setCpuOptimizerThreads(2, { minElements: -1 })).toThrow("setCpuOptimizerThreads: minElements got -1; expected a non-negative integer");
   });
 });

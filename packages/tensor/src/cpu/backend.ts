@@ -23,9 +23,7 @@ import { allocHost, encodeElement, isStorageArray, itemsize } from "../dtype";
 import { adamw } from "./adamw";
 import { dataOf } from "./storage";
 import { adamwThreaded } from "./optimizerThreads";
-
-/** Storages from this size up are SharedArrayBuffers (see optimizerThreads.ts). */
-const SHARED_MIN_BYTES = 1 << 20;
+import { allocatesShared } from "./sharedMemory";
 import { attention, attentionBackward } from "./attention";
 import { crossEntropy, crossEntropyBackward } from "./crossEntropy";
 import { binary, copy, fill, unary, where } from "./elementwise";
@@ -48,8 +46,9 @@ export class CpuBackend implements Backend {
     if (!Number.isInteger(length) || length < 0) {
       throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
     }
-    // Large storages are shared memory, which the optimizer's worker threads update in place.
-    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length, length * itemsize(dtype) >= SHARED_MIN_BYTES)));
+    // Shared memory (large storages, and whatever an offloading engine asks for) is what worker
+    // threads update in place: the CPU optimizer's and the disk offload's.
+    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length, allocatesShared(length * itemsize(dtype)))));
   }
 
   private track(s: CpuStorage): CpuStorage {

@@ -8,8 +8,11 @@
  * element alone, so the result is bit-identical to one thread's.
  *
  * Threads: `setCpuOptimizerThreads(n)`, else FULGUR_CPU_OPTIMIZER_THREADS, else the machine's
- * available parallelism (at most 16). Workers start at the first large step, never keep the process
- * alive, and a failing worker fails the step with its error.
+ * available parallelism (at most 16). A step of fewer shared elements than THREADED_MIN_ELEMENTS
+ * (or FULGUR_CPU_OPTIMIZER_MIN_ELEMENTS, or `setCpuOptimizerThreads(n, { minElements })`) stays on
+ * the calling thread. Workers start at the first large step, never keep the process alive, stop
+ * with `stopCpuOptimizerThreads()` (the offloading strategies' teardown), and a failing worker
+ * fails the step with its error.
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
@@ -28,34 +31,46 @@ export const THREADED_MIN_ELEMENTS = 1 << 18;
 const MAX_DEFAULT_THREADS = 16;
 
 let requested: number | null = null;
+let requestedMin: number | null = null;
 // Steps that went to the threads: what a test checks to know they ran.
 let threadedSteps = 0;
 
 /** How many AdamW steps ran on worker threads in this process. */
-export function threadedStepCount(): number {
+export function cpuOptimizerThreadedSteps(): number {
   return threadedSteps;
 }
 let pool: Worker[] = [];
 
-function fromEnv(): number | null {
-  const raw = process.env.FULGUR_CPU_OPTIMIZER_THREADS;
+function fromEnv(name: string, least: number, what: string): number | null {
+  const raw = process.env[name];
   if (raw === undefined || raw === "") return null;
   const n = Number(raw);
-  if (!Number.isInteger(n) || n < 1) {
-    throw new RangeError(`FULGUR_CPU_OPTIMIZER_THREADS: got ${JSON.stringify(raw)}; expected a positive integer (threads for the CPU optimizer step, 1 = the calling thread only)`);
+  if (!Number.isInteger(n) || n < least) {
+    throw new RangeError(`${name}: got ${JSON.stringify(raw)}; expected an integer of at least ${least} (${what})`);
   }
   return n;
 }
 
-/** Threads the CPU optimizer step uses, the calling one included. */
-export function cpuOptimizerThreads(): number {
-  return requested ?? fromEnv() ?? Math.max(1, Math.min(MAX_DEFAULT_THREADS, availableParallelism()));
+/** Elements of shared memory a step needs before it is handed to the threads. */
+function minElements(): number {
+  return requestedMin ?? fromEnv("FULGUR_CPU_OPTIMIZER_MIN_ELEMENTS", 0, "the smallest CPU optimizer step handed to worker threads") ?? THREADED_MIN_ELEMENTS;
 }
 
-/** Sets the threads of the CPU optimizer step (1: the calling thread only); extra workers stop. */
-export function setCpuOptimizerThreads(n: number): void {
+/** Threads the CPU optimizer step uses, the calling one included. */
+export function cpuOptimizerThreads(): number {
+  return requested ?? fromEnv("FULGUR_CPU_OPTIMIZER_THREADS", 1, "threads for the CPU optimizer step, 1 = the calling thread only") ?? Math.max(1, Math.min(MAX_DEFAULT_THREADS, availableParallelism()));
+}
+
+/**
+ * Sets the threads of the CPU optimizer step (1: the calling thread only); extra workers stop.
+ * `minElements`: the smallest step (in elements of shared memory) handed to the threads.
+ */
+export function setCpuOptimizerThreads(n: number, options: { readonly minElements?: number } = {}): void {
   if (!Number.isInteger(n) || n < 1) throw new RangeError(`setCpuOptimizerThreads: got ${n}; expected a positive integer`);
+  const min = options.minElements;
+  if (min !== undefined && (!Number.isInteger(min) || min < 0)) throw new RangeError(`setCpuOptimizerThreads: minElements got ${min}; expected a non-negative integer`);
   requested = n;
+  if (min !== undefined) requestedMin = min;
   for (const w of pool.splice(n - 1)) void w.terminate();
 }
 
@@ -156,7 +171,7 @@ export function adamwThreaded(
   // Tensors in shared memory (storages of 1 MiB and more) go to the threads; the rest stay here.
   const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
   const total = sizes.reduce((s, n) => s + n, 0);
-  if (total < THREADED_MIN_ELEMENTS) return false;
+  if (total === 0 || total < minElements()) return false;
   while (pool.length < threads - 1) pool.push(spawn());
   const pieces = split(sizes, threads);
   const control = new SharedArrayBuffer(8 + 2048);
