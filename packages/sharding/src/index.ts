@@ -9,3 +9,4 @@ export { FlatUnit, type UnitGroups, type UnitState } from "./flatUnit";
 export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout } from "./layout";
 export { canReleaseMemory } from "./storageMemory";
 export { saveFullStreamed } from "./streamedSave";
+export { checkpointSegments, estimateShardedMemory, type ShardedMemoryLayout } from "./memory";
