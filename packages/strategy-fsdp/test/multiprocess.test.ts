@@ -75,6 +75,20 @@ interface RankResult {
   stepPeaks: number[];
   /** Tensor memory the final save added at its highest, or null without --save. */
   savePeak: number | null;
+  /** Tensor memory before the Trainer started (the dataset). */
+  baseBytes: number;
+  /** The strategy's estimate for this job, made on a meta copy of the model. */
+  estimate: { device: number; host: number; where: string | null };
+}
+
+/**
+ * The plan's promise (issue 15): the strategy's estimate is within 10% of the measured step peak.
+ * On the CPU accelerator device and host are the same memory, so an offloaded job's two figures add.
+ */
+function expectEstimateWithin10Percent(r: RankResult): void {
+  const measured = r.stepPeaks.at(-1)! - r.baseBytes;
+  const estimated = r.estimate.device + r.estimate.host;
+  expect(Math.abs(estimated / measured - 1), `estimated ${estimated} bytes (peak: ${r.estimate.where}), measured ${measured}`).toBeLessThan(0.1);
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -112,6 +126,7 @@ async function reference(): Promise<RankResult> {
   if (single) return single;
   single = (await job("single_device", 1, {})).ranks[0];
   expect(single.losses).toHaveLength(STEPS);
+  expectEstimateWithin10Percent(single);
   expect(single.losses.at(-1)!).toBeLessThan(single.losses[0] - 1);
   return single;
 }
@@ -145,6 +160,9 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
       const mode = (c.options.shardingStrategy as string | undefined) ?? "FULL_SHARD";
       const shards = mode === "NO_SHARD" ? 1 : mode === "HYBRID_SHARD" ? 2 : c.world;
       for (const r of ranks) expect(r.stateBytes / ref.stateBytes).toBeLessThan(1 / shards + 0.02);
+      // Activation checkpointing under FSDP measures one block's activations more than the plan
+      // knows of (an open gap, named in the plan's guide); every other mode is held to 10%.
+      if (!c.options.activationCheckpointingPolicy) for (const r of ranks) expectEstimateWithin10Percent(r);
       // Deterministic memory (decision 2): from the second step on (the optimizer's state exists), every step peaks alike.
       for (const r of ranks) expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
       if (c.options.reshardAfterForward === 2) {
@@ -195,6 +213,7 @@ describe("checkpoints load at any world size and in other strategies", () => {
       const resumes = format === "full" ? ([["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) : ([["fsdp", 3], ["single_device", 1]] as const);
       for (const [strategy, world] of resumes) {
         const resumed = await job(strategy, world, strategy === "ddp" ? { verbose: false } : {}, ["--resume", path]);
+        if (strategy === "ddp") for (const r of resumed.ranks) expectEstimateWithin10Percent(r);
         expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
       }
     });
