@@ -28,6 +28,7 @@ export type {
   MemoryBreakdown,
   MemoryEstimate,
   MemoryEstimateInput,
+  MemoryPhase,
   MemoryEstimating,
   ModuleBuilding,
   OptimizerState,

@@ -6,7 +6,7 @@
  * rather than inheriting from them. `@fulgur/strategy-kit` has a base class with every default.
  */
 import type { Tensor } from "@fulgur/tensor";
-import type { Module, Optimizer } from "@fulgur/nn";
+import type { ActivationProfile, Module, Optimizer } from "@fulgur/nn";
 import type { Accelerator } from "./accelerator";
 import type { Checkpoint, CheckpointIO, CheckpointMeta } from "./checkpointIO";
 import type { ClusterEnvironment } from "./clusterEnvironment";
@@ -162,6 +162,16 @@ export interface MemoryEstimateInput {
   readonly microBatch: number;
   /** Activation bytes of one sample through the whole model, when known (measured or from a formula). */
   readonly activationBytesPerSample?: number;
+  /**
+   * What the forward pass saves and holds, segment by segment (@fulgur/nn's `activationProfile`);
+   * when absent, the strategy asks @fulgur/nn for the model's formula, then falls back to
+   * `activationBytesPerSample`.
+   */
+  readonly activations?: ActivationProfile;
+  /** Micro-batches per optimizer step (default 1): from the second on, gradients exist through forward and backward. */
+  readonly accumulateGradBatches?: number;
+  /** Tokens per sample (default: the model's context length). */
+  readonly seqLen?: number;
   /** Optimizer state bytes per trained parameter (AdamW in fp32: 8). */
   readonly optimizerBytesPerParameter?: number;
   /** Ranks the estimate is for (default: the strategy's world size, or 1 before setup). */
@@ -176,7 +186,14 @@ export interface MemoryEstimate {
   readonly disk: number;
   /** How the figures were made, for the plan's table. */
   readonly notes: readonly string[];
+  /**
+   * When the device peaks, for advice on what to change: the phase ("forward", "backward",
+   * "optimizer", "gather") and where in it ("backward of block 3"). Absent when not simulated.
+   */
+  readonly peak?: { readonly phase: MemoryPhase; readonly where: string };
 }
+
+export type MemoryPhase = "forward" | "backward" | "optimizer" | "gather";
 
 /** What the Trainer hands a strategy that writes its own checkpoint (see StreamedSaving). */
 export interface StreamedSaveInput {

@@ -22,6 +22,8 @@ export type { CausalSelfAttentionOptions } from "./layers/attention";
 
 export { GPT, Block, GPT_CONFIGS, gptParamCount, gptFlopsPerStep, resolveGPTConfig, humanCount } from "./gpt";
 export type { GPTConfig, GPTConfigName, GPTOptions, BlockOptions } from "./gpt";
+export { activationProfile, autocastCopyElements, gptActivationProfile } from "./activationMemory";
+export type { ActivationProfile, ActivationProfileOptions, ActivationSegment } from "./activationMemory";
 
 export * as init from "./init";
 export {

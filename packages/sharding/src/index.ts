@@ -10,3 +10,4 @@ export { FlatUnit, type UnitGroups, type UnitState } from "./flatUnit";
 export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout } from "./layout";
 export { canReleaseMemory } from "./storageMemory";
 export { type StreamingCheckpointIO, saveFullStreamed, streamsTensors } from "./streamedSave";
+export { checkpointSegments, estimateShardedMemory, type ShardedMemoryLayout } from "./memory";

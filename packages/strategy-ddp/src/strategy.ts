@@ -8,7 +8,7 @@
  */
 import type { BackwardSyncControl, MemoryEstimate, MemoryEstimateInput, OptimizerStepOptions, OptimizerStepResult, PrecisionStepOptions } from "@fulgur/core";
 import type { Module, Optimizer } from "@fulgur/nn";
-import { ParallelStrategy, estimateReplicatedMemory } from "@fulgur/strategy-kit";
+import { ParallelStrategy, estimateReplicatedMemory, modelBytes } from "@fulgur/strategy-kit";
 import { type Tensor, noGrad } from "@fulgur/tensor";
 import { type DDPOptions, type ResolvedDDPOptions, parseDDPOptions } from "./api";
 import { Reducer } from "./reducer";
@@ -109,10 +109,13 @@ export class DDPStrategy extends ParallelStrategy implements BackwardSyncControl
     return result;
   }
 
-  /** Replicated like single_device, plus the gradient buckets (one flat buffer per bucket). */
+  /**
+   * Replicated like single_device; the gradients live in the buckets from step to step (zeroed,
+   * not freed), and without bucket views each bucket is a second copy of its gradients.
+   */
   override estimateMemory(input: MemoryEstimateInput): MemoryEstimate {
-    const bucketBytes = this.options.gradientAsBucketView ? 0 : this.options.bucketCapMb * 2 ** 20;
-    return estimateReplicatedMemory(this.name, input, { communicationBytes: bucketBytes });
+    const bucketBytes = this.options.gradientAsBucketView ? 0 : modelBytes(input).trainable;
+    return estimateReplicatedMemory(this.name, input, { communicationBytes: bucketBytes, gradientsPersist: true });
   }
 
   protected override releaseModule(): void {

@@ -27,14 +27,12 @@ import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits, saveFullStreamed, streamsTensors } from "@fulgur/sharding";
+import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits, estimateShardedMemory, saveFullStreamed, streamsTensors } from "@fulgur/sharding";
 import {
   DeviceMesh,
   ParallelStrategy,
   SoloGroup,
-  breakdown,
   loadNamedOptimizerState,
-  modelBytes,
   namedOptimizerState,
   type StateEntry,
 } from "@fulgur/strategy-kit";
@@ -365,29 +363,25 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   // ---- memory ----------------------------------------------------------------------------------
 
-  /** Parameters, gradients and optimizer state divided over the shard group; one or two gathered units beside them. */
+  /** Parameters, gradients and optimizer state divided over the shard group; the units being computed gathered beside them. */
   override estimateMemory(input: MemoryEstimateInput): MemoryEstimate {
+    const o = this.options;
     const world = input.worldSize ?? this.worldSize;
-    const shards = this.options.shardingStrategy === "NO_SHARD" ? 1 : this.options.shardingStrategy === "HYBRID_SHARD" ? (this.options.deviceMesh?.[1] ?? world) : world;
-    const m = modelBytes(input);
-    const units = Math.max(1, moduleListElements(input.module).length);
-    const unitBytes = m.parameters / units;
-    const gathered = shards === 1 ? 0 : unitBytes * (1 + this.options.limitAllGathers) * 2;
-    return {
-      strategy: this.name,
-      perDevice: breakdown({
-        parameters: m.parameters / shards,
-        gradients: m.trainable / shards,
-        optimizerState: (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards,
-        gatheredUnits: gathered,
-        communication: 0,
-        activations: (input.activationBytesPerSample ?? 0) * input.microBatch,
-        workspace: 0,
-      }),
-      perHost: breakdown({ parameters: 0, gradients: 0, optimizerState: 0, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }),
-      disk: 0,
-      notes: [`${shards} shard(s); gathered: the computing unit, its gradient buffer and ${this.options.limitAllGathers} prefetched`],
-    };
+    const shards = o.shardingStrategy === "NO_SHARD" ? 1 : o.shardingStrategy === "HYBRID_SHARD" ? (o.deviceMesh?.[1] ?? world) : world;
+    const engine = this.engineOptions();
+    const marked = markedModules(input.module);
+    const units = marked.length > 0 ? marked : o.autoWrapPolicy === null ? moduleListElements(input.module) : selectModules(input.module, o.autoWrapPolicy);
+    const k = o.reshardAfterForward;
+    return estimateShardedMemory(this.name, input, {
+      shards,
+      units,
+      prefetch: engine.prefetch,
+      reshardAfterForward: typeof k === "number" ? k : engine.reshardAfterForward,
+      keepGathered: false,
+      offload: o.cpuOffload,
+      checkpointed: o.activationCheckpointingPolicy === null ? [] : selectModules(input.module, o.activationCheckpointingPolicy),
+      notes: [`${o.shardingStrategy} over ${shards} shard(s); ${units.length} wrapped unit(s) gathered while they compute, ${engine.prefetch} prefetched; the root unit gathered for the whole step`],
+    });
   }
 
   protected override releaseModule(): void {

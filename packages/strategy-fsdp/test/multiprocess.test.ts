@@ -80,6 +80,20 @@ interface RankResult {
   weightsPeak: number | null;
   /** CPU optimizer steps that ran on worker threads. */
   threadedSteps: number;
+  /** Tensor memory before the Trainer started (the dataset). */
+  baseBytes: number;
+  /** The strategy's estimate for this job, made on a meta copy of the model. */
+  estimate: { device: number; host: number; where: string | null };
+}
+
+/**
+ * The plan's promise (issue 15): the strategy's estimate is within 10% of the measured step peak.
+ * On the CPU accelerator device and host are the same memory, so an offloaded job's two figures add.
+ */
+function expectEstimateWithin10Percent(r: RankResult): void {
+  const measured = r.stepPeaks.at(-1)! - r.baseBytes;
+  const estimated = r.estimate.device + r.estimate.host;
+  expect(Math.abs(estimated / measured - 1), `estimated ${estimated} bytes (peak: ${r.estimate.where}), measured ${measured}`).toBeLessThan(0.1);
 }
 
 function results(dir: string, world: number): RankResult[] {
@@ -120,6 +134,7 @@ async function reference(model = "test"): Promise<RankResult & { half: string }>
     const half = join(outDir(), "single-half.safetensors");
     const result = (await job("single_device", 1, {}, ["--model", model, "--save", half, "--save-at-step", String(STEPS / 2)])).ranks[0];
     expect(result.losses).toHaveLength(STEPS);
+    expectEstimateWithin10Percent(result);
     expect(result.losses.at(-1)!).toBeLessThan(result.losses[0] - 1);
     single = { result, half };
     singles.set(model, single);
@@ -191,6 +206,9 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
       const mode = (c.options.shardingStrategy as string | undefined) ?? "FULL_SHARD";
       const shards = mode === "NO_SHARD" ? 1 : mode === "HYBRID_SHARD" ? 2 : c.world;
       for (const r of ranks) expect(r.stateBytes / ref.stateBytes).toBeLessThan(1 / shards + 0.02);
+      // Activation checkpointing under FSDP measures one block's activations more than the plan
+      // knows of (an open gap, named in the plan's guide); every other mode is held to 10%.
+      if (!c.options.activationCheckpointingPolicy) for (const r of ranks) expectEstimateWithin10Percent(r);
       // Deterministic memory (decision 2): from the second step on (the optimizer's state exists), every step peaks alike.
       for (const r of ranks) expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
       if (c.options.reshardAfterForward === 2) {
@@ -239,6 +257,7 @@ describe("checkpoints load at any world size and in other strategies", () => {
       const resumes = format === "full" ? ([["fsdp", 3], ["fsdp", 1], ["ddp", 2]] as const) : ([["fsdp", 3], ["single_device", 1]] as const);
       for (const [strategy, world] of resumes) {
         const resumed = await job(strategy, world, strategy === "ddp" ? { verbose: false } : {}, ["--resume", path]);
+        if (strategy === "ddp") for (const r of resumed.ranks) expectEstimateWithin10Percent(r);
         expectSameLosses(resumed.losses, ref.losses.slice(STEPS / 2));
       }
     });

@@ -36,7 +36,20 @@ export { WorkerFailureError, forkWorkers, relaunchScript, workerNodeFlags, type 
 export { OPTIMIZER_FORMAT, OPTIMIZER_FORMAT_VERSION, loadNamedOptimizerState, namedOptimizerState, type StateEntry } from "./optimizerState";
 export { DeviceMesh } from "./deviceMesh";
 export { SoloGroup } from "./soloGroup";
-export { EMPTY_BREAKDOWN, breakdown, estimateReplicatedMemory, modelBytes, type ModelBytes } from "./memoryEstimate";
+export {
+  EMPTY_BREAKDOWN,
+  activationNote,
+  autocastCopyBytes,
+  breakdown,
+  checkEstimateInput,
+  estimateReplicatedMemory,
+  modelBytes,
+  precisionDtypes,
+  resolveActivations,
+  segmentGradients,
+  type ModelBytes,
+} from "./memoryEstimate";
+export { simulateStep, type HeldBytes, type SegmentMemory, type StepLayout, type StepPeak } from "./stepMemory";
 export {
   KIT_STRATEGIES,
   PACKAGE_NAME,

@@ -27,6 +27,8 @@ import {
   type BatchRunning,
   type Checkpoint,
   type CheckpointIO,
+  type MemoryEstimate,
+  type MemoryEstimateInput,
   type DataParallelLayout,
   MODEL_PREFIX,
   type ModuleBuilding,
@@ -73,6 +75,7 @@ import { assertValidSchedule } from "./schedules/validate";
 import { type Timeline, type TimedAction, summarize } from "./simulator";
 import { type SlotAt, heldRange, prepareStepGradients, shardStages, slotsByName } from "./stageSharding";
 import { StagedModel } from "./stagedModel";
+import { estimatePipelineMemory } from "./memory";
 
 export class PipelineStrategy extends ParallelStrategy implements BatchRunning, DataParallelLayout, ModuleBuilding, OptimizerStateHandling {
   readonly name: string;
@@ -226,6 +229,14 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     const replicas = this.mesh!.group("replica");
     if (replicas.size > 1) replicas.allReduce(loss, "avg").synchronize();
     return loss;
+  }
+
+  /** Each rank's stages, embeddings and in-flight micro-batches, walked through the schedule (memory.ts). */
+  override estimateMemory(input: MemoryEstimateInput): MemoryEstimate {
+    const schedule = this.planFor(input.worldSize ?? this.worldSize);
+    const o = this.options;
+    const staged = new StagedModel(input.module, { blocks: o.blocks, splitPoints: o.splitPoints, balance: o.balance, stages: schedule.stages * schedule.virtualStages });
+    return estimatePipelineMemory(this.name, input, { schedule, staged });
   }
 
   /** This rank's compute actions of the last batch, wall-clock (ms since the epoch). */

@@ -30,6 +30,10 @@ interface RankResult {
   timeline: Timeline | null;
   /** Parameter bytes in memory (not on meta). */
   heldBytes: number;
+  /** Each step's highest tensor memory above what was live before the Trainer started. */
+  stepPeaks: number[];
+  /** The strategy's estimate for the job, made on a meta copy of the model. */
+  estimate: { device: number; host: number; where: string | null };
 }
 
 function train(args: readonly string[]): Promise<{ code: number | null; stdout: string; stderr: string; ms: number }> {
@@ -105,6 +109,14 @@ describe("every schedule equals one process (DESIGN.md decision 8)", () => {
       const { ranks, stdout } = await job(c.strategy, c.world, c.options, c.batch, c.layers);
       // Every rank reports the same loss: the last stage's, broadcast.
       for (const r of ranks) expectSameLosses(r.losses, ref);
+      // The plan's promise (issue 15): the estimate (the rank holding most) within 10% of the highest
+      // measured step peak. Ranks after the first keep 4 bytes per received activation element from
+      // step to step (a leak this comparison found, reported with issue 15 and not fixed here), so
+      // each step peaks higher than the one before by what it leaked; memory being deterministic
+      // otherwise (decision 2), a step without the leak peaks at the second step's peak less that growth.
+      const measured = Math.max(...ranks.map((r) => 2 * r.stepPeaks[1] - r.stepPeaks[2]));
+      const estimate = ranks[0].estimate;
+      expect(Math.abs(estimate.device / measured - 1), `estimated ${estimate.device} bytes (peak: ${estimate.where}), measured ${measured}`).toBeLessThan(0.1);
       expect(stdout).toContain(`[rank 0] ${c.strategy}: ${c.world} process(es) joined`);
       // The timeline the executor recorded on the last batch: every compute action of every rank, drawable.
       const t = ranks[0].timeline!;

@@ -3,10 +3,12 @@
  * the engine lays it out (stages.ts, [Note: stages on the engine]): stage 0 replicates everything;
  * stages 1 and 2 keep a gathered copy of every unit beside this rank's master slice, gradient
  * slice and optimizer state; stage 3 keeps only the slices and the units being computed. Offload
- * moves the slices, gradient slices and optimizer state to the host.
+ * moves the slices, gradient slices and optimizer state to the host; NVMe offload (refused at run
+ * time, see config.ts) would put the optimizer state or the parameter slices on disk.
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
-import { EMPTY_BREAKDOWN, breakdown, estimateReplicatedMemory, modelBytes } from "@fulgur/strategy-kit";
+import { estimateShardedMemory } from "@fulgur/sharding";
+import { estimateReplicatedMemory, modelBytes } from "@fulgur/strategy-kit";
 import type { WrapPolicy } from "./api";
 import type { ZeroPlan } from "./config";
 import { offloaded } from "./stages";
@@ -16,28 +18,23 @@ export function estimateZeroMemory(strategyName: string, plan: ZeroPlan, input: 
   const { worldSize, prefetch } = layout;
   if (plan.stage === 0 && !offloaded(plan)) return estimateReplicatedMemory(strategyName, input, { communicationBytes: 0 });
   const shards = plan.stage === 0 ? 1 : worldSize;
-  const m = modelBytes(input);
-  const units = Math.max(1, unitPaths(input.module, layout.policy).length);
-  const unitBytes = m.parameters / units;
-  const sliced = {
-    parameters: m.parameters / shards,
-    gradients: m.trainable / shards,
-    optimizerState: (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards,
-  };
   const onHost = offloaded(plan);
-  // Kept gathered (stages 1, 2): every unit whole plus one unit's gradient buffer in backward.
-  // Stage 3: the computing unit and the prefetched ones, each with a gradient buffer in backward.
-  const gathered = plan.stage === 3 ? unitBytes * (1 + prefetch) * 2 : plan.stage === 0 ? m.parameters : m.parameters + unitBytes;
-  const activations = (input.activationBytesPerSample ?? 0) * input.microBatch;
-  const device = onHost ? { parameters: 0, gradients: 0, optimizerState: 0 } : sliced;
-  return {
-    strategy: strategyName,
-    perDevice: breakdown({ ...device, gatheredUnits: shards === 1 && !onHost ? 0 : gathered, communication: 0, activations, workspace: 0 }),
-    perHost: onHost ? breakdown({ ...sliced, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }) : EMPTY_BREAKDOWN,
-    disk: 0,
+  const estimate = estimateShardedMemory(strategyName, input, {
+    shards,
+    units: unitPaths(input.module, layout.policy),
+    prefetch: plan.stage === 3 ? prefetch : 0,
+    reshardAfterForward: true,
+    keepGathered: plan.stage === 1 || plan.stage === 2,
+    offload: onHost,
+    checkpointed: [],
     notes: [
       `ZeRO stage ${plan.stage} over ${shards} shard(s)${onHost ? "; slices, gradient slices and optimizer state in host memory" : ""}`,
       plan.stage === 3 ? `gathered: the computing unit and ${prefetch} prefetched, each with its gradient buffer` : "gathered: every unit, kept from step to step",
     ],
-  };
+  });
+  const m = modelBytes(input);
+  const optimizerOnDisk = plan.offloadOptimizer === "nvme" ? (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards : 0;
+  const paramsOnDisk = plan.offloadParam === "nvme" ? m.parameters / shards : 0;
+  if (optimizerOnDisk + paramsOnDisk === 0) return estimate;
+  return { ...estimate, disk: optimizerOnDisk + paramsOnDisk, notes: [...estimate.notes, "disk: what NVMe offload would hold (NVMe offload is not implemented yet)"] };
 }

@@ -70,6 +70,19 @@ async function launch(spec: JobSpec): Promise<Outcome> {
   return { ...settled, stderr, out };
 }
 
+interface RankResult {
+  rank: number;
+  losses: number[];
+  stateBytes: number;
+  /** Each step's highest tensor memory above what was live before the Trainer started. */
+  stepPeaks: number[];
+  estimate: { device: number; host: number; where: string | null };
+  /** Tensor bytes the save added at its highest (null without --save). */
+  savePeak: number | null;
+  threadedSteps: number;
+  swapFiles: { name: string; bytes: number }[];
+}
+
 interface Trained {
   /** Per step, the mean of the ranks' losses (their batches are the same size). */
   readonly losses: number[];
@@ -89,7 +102,18 @@ async function train(spec: JobSpec, allowStderr = false): Promise<Trained> {
   const job = await launch(spec);
   expect(job.code, job.stderr).toBe(0);
   if (!allowStderr) expect(job.stderr).toBe("");
-  const ranks = Array.from({ length: spec.world }, (_, r) => JSON.parse(readFileSync(join(job.out, `result-rank${r}.json`), "utf8")) as { losses: number[]; stateBytes: number; savePeak: number | null; threadedSteps: number; swapFiles: { name: string; bytes: number }[] });
+  const ranks = Array.from({ length: spec.world }, (_, r) => JSON.parse(readFileSync(join(job.out, `result-rank${r}.json`), "utf8")) as RankResult);
+  // The plan's promise (issue 15): the estimate is within 10% of the measured step peak (on the CPU
+  // accelerator device and host are the same memory, so an offloaded job's two figures add). A
+  // resumed job is left out: its steps peak above a fresh job's (what the resume leaves live is
+  // outside the plan; named in the plan's report). So is NVMe offload, which the estimate does not
+  // model yet (its state is on disk, read in pieces for the step).
+  const nvme = (spec.flags ?? []).includes("--nvme-dir") || JSON.stringify(spec.options ?? {}).includes("nvme");
+  for (const r of spec.flags?.includes("--resume") || nvme ? [] : ranks) {
+    const measured = r.stepPeaks.at(-1)!;
+    const estimated = r.estimate.device + r.estimate.host;
+    expect(Math.abs(estimated / measured - 1), `rank ${r.rank}: estimated ${estimated} bytes (peak: ${r.estimate.where}), measured ${measured}`).toBeLessThan(0.1);
+  }
   const losses = ranks[0].losses.map((_, step) => ranks.reduce((sum, r) => sum + r.losses[step], 0) / spec.world);
   return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), swapFiles: ranks.map((r) => r.swapFiles), stdout: job.stdout, stderr: job.stderr };
 }
@@ -210,8 +234,10 @@ describe("checkpoints by parameter name load anywhere", () => {
     // the head, the final norm, width 32); the model is that and 3 blocks.
     const root = 256 * 32 + 16 * 32 + 64 + 256 * 32;
     const block = 2 * 64 + (3 * 32 * 32 + 3 * 32) + (32 * 32 + 32) + (4 * 32 * 32 + 4 * 32) + (4 * 32 * 32 + 32);
-    for (const peak of first.savePeaks) expect(peak!).toBeLessThanOrEqual(Math.ceil(root / 2) * 2 * 1.5 * 4);
-    expect(first.savePeaks[0]!).toBeLessThan((root + 3 * block) * 4);
+    // Offloaded to NVMe, the rank's optimizer state (two moments of its half of the model) is read
+    // in whole for the save, beside the one gathered unit.
+    const state = 2 * Math.ceil((root + 3 * block) / 2) * 4;
+    for (const peak of first.savePeaks) expect(peak!).toBeLessThanOrEqual(Math.ceil(root / 2) * 2 * 1.5 * 4 + 1.25 * state);
     const resumers: JobSpec[] = [
       { strategy: "fsdp", world: 3 },
       { strategy: "ddp", world: 2, options: { verbose: false } },

@@ -1,0 +1,113 @@
+/**
+ * What the engine holds through a training step, per device and per host, for FSDP's and ZeRO's
+ * memory estimates (DESIGN.md decision 13), laid out for the kit's step simulation: each rank's
+ * slices of the parameters, gradients and optimizer state (on the host when offloaded), the root
+ * unit gathered for the whole step with its gradient buffer, and around each wrapped unit's
+ * compute the unit gathered (with the prefetched ones and its autocast copies) and, in backward,
+ * its flat gradient buffer until the reduce-scatter (see engine.ts's header).
+ */
+import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
+import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
+import {
+  EMPTY_BREAKDOWN,
+  activationNote,
+  autocastCopyBytes,
+  breakdown,
+  checkEstimateInput,
+  modelBytes,
+  resolveActivations,
+  simulateStep,
+  type StepLayout,
+} from "@fulgur/strategy-kit";
+
+export interface ShardedMemoryLayout {
+  /** Ranks each unit is sharded over (1: replicated, NO_SHARD). */
+  readonly shards: number;
+  /** Wrapped units' module paths; the root unit holds the rest. */
+  readonly units: readonly string[];
+  /** Units gathered ahead of the computing one. */
+  readonly prefetch: number;
+  /** true: freed after forward; false: kept until backward; k: kept sharded over k ranks between them. */
+  readonly reshardAfterForward: boolean | number;
+  /** Units stay gathered from step to step (ZeRO stages 1 and 2). */
+  readonly keepGathered: boolean;
+  /** Slices, gradient slices and optimizer state in host memory. */
+  readonly offload: boolean;
+  /** Modules whose forward is recomputed in backward (activation checkpointing). */
+  readonly checkpointed: readonly string[];
+  readonly notes: readonly string[];
+}
+
+const within = (name: string, path: string): boolean => path === "" || name === path || name.startsWith(`${path}.`);
+
+/** The unit a segment computes in: the innermost wrapped path holding its first module, or "" (the root). */
+function unitOf(segment: ActivationSegment, units: readonly string[]): string {
+  let best = "";
+  for (const u of units) if (segment.modules.some((m) => within(m, u)) && u.length > best.length) best = u;
+  return best;
+}
+
+/** Checkpointed segments keep only their input; backward recomputes the rest first. */
+export function checkpointSegments(profile: ActivationProfile | null, checkpointed: readonly string[]): ActivationProfile | null {
+  if (!profile || checkpointed.length === 0) return profile;
+  const segments = profile.segments.map((s) => {
+    if (!s.modules.some((m) => checkpointed.some((c) => within(m, c))) || s.inputBytes === undefined) return s;
+    return {
+      ...s,
+      savedBytes: s.inputBytes,
+      forwardTransientBytes: s.savedBytes + s.forwardTransientBytes,
+      backwardTransientBytes: s.savedBytes + s.backwardTransientBytes,
+    };
+  });
+  return { segments, source: `${profile.source}, ${checkpointed.length} module(s) checkpointed` };
+}
+
+export function estimateShardedMemory(strategy: string, input: MemoryEstimateInput, layout: ShardedMemoryLayout): MemoryEstimate {
+  checkEstimateInput(input);
+  const { shards, units, prefetch } = layout;
+  const all = modelBytes(input);
+  const optimizerBytes = input.optimizerBytesPerParameter ?? 8;
+  const accumulating = (input.accumulateGradBatches ?? 1) > 1;
+  const unitBytes = new Map(units.map((u) => [u, modelBytes(input, [u])]));
+  const unitCasts = new Map(units.map((u) => [u, autocastCopyBytes(input, u)]));
+  const wrapped = [...unitBytes.values()].reduce((s, b) => ({ parameters: s.parameters + b.parameters, trainable: s.trainable + b.trainable }), { parameters: 0, trainable: 0 });
+  const root = { parameters: all.parameters - wrapped.parameters, trainable: all.trainable - wrapped.trainable };
+  const rootCasts = autocastCopyBytes(input) - [...unitCasts.values()].reduce((a, b) => a + b, 0);
+  const largest = Math.max(0, ...[...unitBytes.values()].map((b) => b.parameters));
+  const slices = { parameters: all.parameters / shards, gradients: all.trainable / shards, optimizerState: (all.trainableElements * optimizerBytes) / shards };
+  const onDevice = layout.offload ? { parameters: 0, gradients: 0, optimizerState: 0 } : slices;
+  const profile = checkpointSegments(resolveActivations(input), layout.checkpointed);
+  const replicated = shards === 1 && !layout.offload;
+  const step: StepLayout = {
+    held: {
+      ...onDevice,
+      // The root unit's gradients accumulate in one buffer over an accumulation window.
+      gradients: onDevice.gradients + (accumulating ? root.trainable : 0),
+      gatheredUnits: replicated ? 0 : root.parameters + (layout.keepGathered ? wrapped.parameters : 0),
+      communication: 0,
+      workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : 0),
+    },
+    segment: (s) => {
+      const unit = unitOf(s, units);
+      const own = modelBytes(input, s.modules).trainable;
+      if (unit === "") return { gathered: 0, gradientsKept: accumulating ? 0 : own, gradientBuffer: 0 };
+      const bytes = unitBytes.get(unit)!;
+      if (layout.keepGathered || replicated) return { gathered: 0, gradientsKept: 0, gradientBuffer: bytes.trainable };
+      const casts = unitCasts.get(unit) ?? 0;
+      const k = layout.reshardAfterForward;
+      const kept = k === false ? bytes.parameters : typeof k === "number" ? (bytes.parameters * k) / shards : 0;
+      return { gathered: bytes.parameters - kept + prefetch * largest + casts, keptGathered: kept, gradientsKept: 0, gradientBuffer: bytes.trainable };
+    },
+    otherGradients: 0,
+    optimizerWorkspace: 0,
+  };
+  const peak = simulateStep(profile, step);
+  return {
+    strategy,
+    perDevice: peak.breakdown,
+    perHost: layout.offload ? breakdown({ ...slices, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }) : EMPTY_BREAKDOWN,
+    disk: 0,
+    notes: [...layout.notes, activationNote(profile), `peak: ${peak.where}`],
+    peak: { phase: peak.phase, where: peak.where },
+  };
+}
