@@ -176,6 +176,12 @@ export function runActions(input: RunInput): RunResult {
             x.grad ?? noGrad(() => zeros(x.shape, { dtype: x.dtype, device })),
             a
           );
+          // Its gradient is on its way (the send holds its own view): the received activation and
+          // its gradient are done with here. Kept, they grew every step by what the rank received.
+          inputs.delete(k);
+          x.grad?.dispose();
+          x.grad = null;
+          x.dispose();
           break;
         }
         case "W":

@@ -47,13 +47,13 @@ export function estimatePipelineMemory(strategy: string, input: MemoryEstimateIn
   }
   const optimizerBytes = input.optimizerBytesPerParameter ?? 8;
   const accumulating = (input.accumulateGradBatches ?? 1) > 1;
-  const before = staged.namesBeforeBlocks();
   const ranks: RankMemory[] = [];
   for (let r = 0; r < p; r++) {
     const owned = Array.from({ length: schedule.virtualStages }, (_, c) => c * p + r);
     const ownedNames = staged.namesOf(owned);
     const trained = modelBytes(input, ownedNames);
-    const held = modelBytes(input, [...new Set([...ownedNames, ...before])]);
+    // A rank holds its own stages only (the embeddings live on the first stage).
+    const held = modelBytes(input, ownedNames);
     const modules = [...new Set(ownedNames.map((n) => n.slice(0, n.lastIndexOf("."))))];
     const casts = modules.reduce((sum, path) => sum + autocastCopyBytes(input, path), 0);
     const stageGradients = new Map(owned.map((s) => [s, modelBytes(input, staged.namesOf([s])).trainable]));
