@@ -66,6 +66,7 @@ export {
   type Shape,
 } from "./shape";
 export { cpuBackend, philox4x32 } from "./cpu";
+export { startReadyWorker, type ReadyWorkerEntries } from "./readyWorker";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
 export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
 export { MetaBackend, metaBackend } from "./meta";

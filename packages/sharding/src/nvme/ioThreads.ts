@@ -10,7 +10,8 @@
  * through the page cache (fs.readSync/writeSync on a worker thread), in requests of `bufferSize`
  * bytes at file offsets aligned to the block size.
  */
-import { Worker } from "node:worker_threads";
+import type { Worker } from "node:worker_threads";
+import { startReadyWorker } from "@fulgur/tensor";
 import { CONTROL_BYTES, DONE, FAILED, type IoRequest, PENDING } from "./ioRequest";
 
 export interface IoThreadSettings {
@@ -30,24 +31,7 @@ export interface Pending {
 /** A worker that stopped (killed, out of memory) must not hang the step for ever. */
 const REQUEST_TIMEOUT_MS = 600_000;
 
-const workerExecArgv = (): string[] => process.execArgv.filter((a) => !/tsx|^--input-type|^-e$|^--eval/.test(a));
-
-function spawn(): Worker {
-  const ready = new SharedArrayBuffer(4);
-  const worker = import.meta.url.endsWith(".ts")
-    ? new Worker(new URL("./tsxBootstrap.mjs", import.meta.url), {
-        workerData: { entry: new URL("./ioWorker.ts", import.meta.url).href, ready },
-        execArgv: workerExecArgv(),
-      })
-    : new Worker(new URL("./nvmeIoWorker.js", import.meta.url), { workerData: { ready }, execArgv: workerExecArgv() });
-  // Never what keeps a process alive: a job ends when its work does.
-  worker.unref();
-  if (Atomics.wait(new Int32Array(ready), 0, 0, 30_000) === "timed-out") {
-    void worker.terminate();
-    throw new Error("NVMe offload: an I/O worker thread did not start within 30 s");
-  }
-  return worker;
-}
+const spawn = (): Worker => startReadyWorker(import.meta.url, { source: "./ioWorker.ts", built: "./nvmeIoWorker.js" }, "NVMe offload: an I/O worker thread");
 
 export class IoThreads {
   private workers: Worker[] = [];

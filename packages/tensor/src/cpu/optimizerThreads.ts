@@ -20,7 +20,8 @@ import type { AdamWHyper, View } from "../backend";
 import { dataOf } from "./storage";
 import { type AdamWJob, type AdamWTensor, type Piece, type SharedRange, runPieces } from "./optimizerJob";
 import { numelOf } from "./strided";
-import { adamwRange, rangeOf } from "./adamw";
+import { adamw } from "./adamw";
+import { startReadyWorker } from "../readyWorker";
 
 // Stands in for a tensor the threads do not take (no piece refers to it).
 const NONE: SharedRange = { buffer: -1, dtype: "float32", offset: 0 };
@@ -79,29 +80,17 @@ export function stopCpuOptimizerThreads(): void {
   for (const w of pool.splice(0)) void w.terminate();
 }
 
-/** Node flags a worker cannot take (a script given with -e or --input-type). */
-const workerExecArgv = (): string[] => process.execArgv.filter((a) => !/tsx|^--input-type|^-e$|^--eval/.test(a));
-
-/**
- * Starts a worker and waits (synchronously, bounded) until it says it is ready: a worker that
- * cannot start fails here, with its reason, instead of leaving a step waiting for it.
- */
+/** A worker of the pool; one that exits leaves the pool, to be started again when needed. */
 function spawn(): Worker {
-  const ready = new SharedArrayBuffer(4);
-  const worker = import.meta.url.endsWith(".ts")
-    ? new Worker(new URL("./tsxBootstrap.mjs", import.meta.url), {
-        workerData: { entry: new URL("./optimizerWorker.ts", import.meta.url).href, ready },
-        execArgv: workerExecArgv(),
-      })
-    : new Worker(new URL("./cpuOptimizerWorker.js", import.meta.url), { workerData: { ready }, execArgv: workerExecArgv() });
-  worker.unref();
+  const worker = startReadyWorker(
+    import.meta.url,
+    { source: "./optimizerWorker.ts", built: "./cpuOptimizerWorker.js" },
+    "CPU optimizer: a worker thread",
+    " (set FULGUR_CPU_OPTIMIZER_THREADS=1 to step on the calling thread only)",
+  );
   worker.on("exit", () => {
     pool = pool.filter((w) => w !== worker);
   });
-  if (Atomics.wait(new Int32Array(ready), 0, 0, 30_000) === "timed-out") {
-    void worker.terminate();
-    throw new Error("CPU optimizer: a worker thread did not start within 30 s (set FULGUR_CPU_OPTIMIZER_THREADS=1 to step on the calling thread only)");
-  }
   return worker;
 }
 
@@ -180,11 +169,10 @@ export function adamwThreaded(
   const job = { buffers: shared.buffers, tensors: shared.tensors.map((t) => t ?? EMPTY), hyper };
   helpers.forEach((w, k) => w.postMessage({ ...job, pieces: pieces[k + 1], control } satisfies AdamWJob));
   runPieces({ ...job, pieces: pieces[0] });
-  for (let t = 0; t < params.length; t++) {
-    if (shared.tensors[t]) continue;
-    const lp = lowPrecision?.[t];
-    adamwRange(rangeOf(params[t]), rangeOf(grads[t]), rangeOf(expAvg[t]), rangeOf(expAvgSq[t]), numelOf(params[t].shape), hyper, lp ? rangeOf(lp) : null);
-  }
+  // The tensors the threads do not take, here, as the serial step does them.
+  const here = params.map((_, t) => t).filter((t) => !shared.tensors[t]);
+  const pick = <T>(list: readonly T[]): T[] => here.map((t) => list[t]);
+  adamw(pick(params), pick(grads), pick(expAvg), pick(expAvgSq), hyper, lowPrecision && pick(lowPrecision));
   // Generous: a worker that stopped (killed, out of memory) must not hang the step for ever.
   const deadline = Date.now() + Math.max(120_000, total / 5_000);
   for (let done = Atomics.load(flags, 0); done < helpers.length; done = Atomics.load(flags, 0)) {
