@@ -93,6 +93,8 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
   /** Each parameter's name, and the names of the parameters this rank trains (its stages'). */
   private names = new Map<Tensor, string>();
   private owned = new Set<string>();
+  /** Every parameter's name: what a checkpoint key is matched against. */
+  private paramNames = new Set<string>();
 
   constructor(options: PipelineOptions = {}, name = "pipeline") {
     const parsed = parsePipelineOptions(options, name);
@@ -196,6 +198,7 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     } else await super.setupModule(module);
     // After sharding: the module holds the tensors the optimizer steps (its slices, under "fsdp").
     this.names = new Map(module.namedParameters().map(([n, p]) => [p, n]));
+    this.paramNames = new Set(this.names.values());
     this.staged.install(owned);
     this.log(
       `${this.name}: ${o.schedule} schedule, ${this.stages} stages × ${this.dataParallelSize} replicas, ${o.microBatches} micro-batches; ` +
@@ -405,13 +408,13 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
   private paramOfKey(key: string): string | undefined {
     if (key.startsWith(MODEL_PREFIX)) {
       const name = key.slice(MODEL_PREFIX.length);
-      return [...this.names.values()].includes(name) ? name : undefined;
+      return this.paramNames.has(name) ? name : undefined;
     }
     const prefix = `${OPTIMIZER_PREFIX}state.`;
     if (!key.startsWith(prefix)) return undefined;
     const rest = key.slice(prefix.length);
     const name = rest.slice(0, rest.lastIndexOf("."));
-    return [...this.names.values()].includes(name) ? name : undefined;
+    return this.paramNames.has(name) ? name : undefined;
   }
 
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
