@@ -36,5 +36,5 @@ export function estimateZeroMemory(strategyName: string, plan: ZeroPlan, input: 
   const optimizerOnDisk = plan.offloadOptimizer === "nvme" ? (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards : 0;
   const paramsOnDisk = plan.offloadParam === "nvme" ? m.parameters / shards : 0;
   if (optimizerOnDisk + paramsOnDisk === 0) return estimate;
-  return { ...estimate, disk: optimizerOnDisk + paramsOnDisk, notes: [...estimate.notes, "disk: what NVMe offload would hold (NVMe offload is not implemented yet)"] };
+  return { ...estimate, disk: optimizerOnDisk + paramsOnDisk, notes: [...estimate.notes, "disk: the NVMe offload's swap files (optimizer state, and at stage 3 the parameter slices)"] };
 }
