@@ -24,6 +24,7 @@ export class DeviceContext {
   /** Host<->device copies of fromHost/read go through these pinned slots. */
   readonly staging: PinnedStaging;
   readonly status: DeviceStatus;
+  private hostCopyStream: Stream | null = null;
   private readonly modules = new Map<string, KernelModule>();
   private compilerVersion: string | null = null;
 
@@ -39,6 +40,15 @@ export class DeviceContext {
     this.allocator = new DeviceAllocator(index, this.compute, this.label);
     this.staging = new PinnedStaging(this.compute);
     this.status = new DeviceStatus(this.allocator, this.compute);
+  }
+
+  /**
+   * Downloads into pinned host memory that should run beside compute (offloaded gradients) go
+   * here, each ordered after the compute work before it by an event; created on first use.
+   */
+  get hostCopies(): Stream {
+    this.hostCopyStream ??= Stream.create(this.index, `host copy stream of cuda:${this.index}`);
+    return this.hostCopyStream;
   }
 
   /** Makes this device current (kernel launches and module loads target the current device). */

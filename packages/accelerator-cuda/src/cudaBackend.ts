@@ -18,6 +18,7 @@ import type {
   DType,
   HostArray,
   MatmulOptions,
+  PendingRead,
   PhiloxState,
   ReduceOp,
   Storage,
@@ -29,6 +30,10 @@ import type { DeviceContext } from "./context";
 import { deviceContext } from "./context";
 import { parseDevice } from "./device";
 import { CudaStorage, cudaStorageOf, ptrOf } from "./storage";
+import { CudaEvent } from "./event";
+import { check } from "./check";
+import { cudaMemcpyDeviceToHost, cudaMemcpyHostToDevice, cudart } from "./ffi/cudart";
+import { isPinned, pinHost, unpinHost } from "./hostPinning";
 import { DTYPE_CODE, itemsizeOf } from "./ops/dtypes";
 import { contiguousViewOf } from "./ops/common";
 import { isContiguous, numelOf } from "./ops/layout";
@@ -111,7 +116,15 @@ export class CudaBackend implements Backend {
     if (data.length === 0) return s;
     const ctx = this.ctx;
     if (isStorageArray(data, dtype)) {
-      ctx.staging.upload(bytesOf(data), s.ptr);
+      // Pinned (an offloaded slice): one DMA straight from it, queued in order on the compute stream.
+      if (isPinned(data)) {
+        check(
+          cudart().cudaMemcpyAsync(s.ptr, bytesOf(data), data.byteLength, cudaMemcpyHostToDevice, ctx.compute.handle),
+          "cudaMemcpyAsync",
+          "cudart",
+          "pinned host to device",
+        );
+      } else ctx.staging.upload(bytesOf(data), s.ptr);
       return s;
     }
     const src = valueDtypeOf(data) === null ? Float64Array.from(data) : data;
@@ -136,7 +149,11 @@ export class CudaBackend implements Backend {
     const n = numelOf(view.shape);
     if (out.length !== n) throw new RangeError(`readInto: ${n} elements into a host array of ${out.length}`);
     const ctx = this.ctx;
-    if (isContiguous(view.shape, view.strides)) {
+    if (isContiguous(view.shape, view.strides) && isPinned(out)) {
+      this.queueDownload(ptrOf(view, this), out, ctx.compute.handle);
+      ctx.status.queueRead();
+      ctx.compute.synchronize();
+    } else if (isContiguous(view.shape, view.strides)) {
       ctx.staging.download(ptrOf(view, this), bytesOf(out), () => ctx.status.queueRead());
     } else {
       const tmp = this.alloc(dtype, n);
@@ -148,6 +165,52 @@ export class CudaBackend implements Backend {
       }
     }
     ctx.status.raiseIfSet();
+  }
+
+  private queueDownload(src: bigint, out: HostArray, stream: bigint): void {
+    check(cudart().cudaMemcpyAsync(bytesOf(out), src, out.byteLength, cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync", "cudart", "device to pinned host");
+  }
+
+  pinHost(array: HostArray): void {
+    pinHost(array);
+  }
+
+  unpinHost(array: HostArray): void {
+    unpinHost(array);
+  }
+
+  /**
+   * Into pinned memory: the copy runs on the host copy stream after the compute work queued so
+   * far, beside what compute does next; the view's memory is not reused before it has been read
+   * (its storage's pending uses). Elsewhere it is `readInto`, done before this returns.
+   */
+  readIntoAsync(view: View, out: HostArray): PendingRead {
+    const storage = cudaStorageOf(view, this);
+    const n = numelOf(view.shape);
+    if (out.length !== n) throw new RangeError(`readIntoAsync: ${n} elements into a host array of ${out.length}`);
+    if (!isPinned(out) || !isContiguous(view.shape, view.strides)) {
+      this.readInto(view, out);
+      return { poll: () => true, wait: () => {} };
+    }
+    const ctx = this.ctx;
+    const copies = ctx.hostCopies;
+    const ready = CudaEvent.create(false).record(ctx.compute);
+    copies.waitEvent(ready);
+    this.queueDownload(ptrOf(view, this), out, copies.handle);
+    const done = CudaEvent.create(false).record(copies);
+    storage.pendingUses.push(done);
+    let waited = false;
+    return {
+      poll: () => waited || done.query(),
+      wait: () => {
+        if (waited) return;
+        waited = true;
+        done.synchronize();
+        storage.pendingUses = storage.pendingUses.filter((e) => e !== done);
+        ready.destroy();
+        done.destroy();
+      },
+    };
   }
 
   memoryStats(): BackendMemoryStats {

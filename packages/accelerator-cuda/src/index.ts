@@ -31,6 +31,7 @@ export { KernelCache, cacheKey, defaultCacheDir } from "./kernelCache";
 export { deviceCount, deviceProperties, parseDevice, type DeviceProperties } from "./device";
 export { CudaEvent } from "./event";
 export { CudaStorage } from "./storage";
+export { isPinned, pinnedBufferCount } from "./hostPinning";
 
 registerCudaBackend();
 registerAccelerators(AcceleratorRegistry);

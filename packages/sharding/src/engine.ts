@@ -69,6 +69,8 @@ export class ShardingEngine {
   private forwardOrder: FlatUnit[] = [];
   private recorded: FlatUnit[] | null = [];
   private inBackward = false;
+  /** The unit reduced last: its offloaded gradient starts down when the next unit is reduced. */
+  private lastReduced: FlatUnit | null = null;
   private readonly handles: RemovableHandle[] = [];
   /** The disk tier (NVMe offload), or null: this rank's swap directory lives as long as the engine. */
   readonly nvme: NvmeTier | null;
@@ -104,7 +106,7 @@ export class ShardingEngine {
     if (this.nvme && this.options.nvme!.parameters && !unit.resident) {
       unit.masterTier = this.nvme;
       this.nvme.evict([unit.master], true);
-    }
+    } else unit.pinHostSlices();
     unit.onUnshardedParam = (p, i) => {
       p.registerPostAccumulateGradHook(() => this.onGradient(unit, i));
     };
@@ -176,6 +178,11 @@ export class ShardingEngine {
     if (unit !== this.rootUnit && unit.gradientsComplete) {
       unit.reduceGradients();
       if (!this.options.keepGathered) unit.reshard();
+      if (this.options.offload) {
+        this.lastReduced?.startDownloads();
+        this.lastReduced = unit;
+        for (const u of this.units) u.sweepDownloads();
+      }
     }
   }
 
@@ -209,6 +216,8 @@ export class ShardingEngine {
       unit.reduceGradients();
       if (unit !== this.rootUnit && !this.options.keepGathered) unit.reshard();
     }
+    this.lastReduced = null;
+    for (const unit of this.units) unit.startDownloads();
     for (const unit of this.units) unit.finishReductions();
     const replicas = this.units.map((u) => u.averageReplicas());
     for (const w of replicas) w?.synchronize();

@@ -14,7 +14,7 @@
  */
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
-import { type DType, type Tensor, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
+import { type DType, type HostArray, type PendingRead, type Tensor, getBackend, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
@@ -58,6 +58,13 @@ export class FlatUnit {
   /** The flat gradient buffer of the current backward (sharded layout). */
   private flatGrad: Tensor | null = null;
   private readonly pendingReductions: { work: Work; out: Tensor }[] = [];
+  /**
+   * Offloaded gradients on their way down into the pinned gradient slice, each with the device
+   * slice it reads (kept allocated until the copy is done: freeing it would make compute wait).
+   */
+  private readonly downloads: { read: PendingRead; out: Tensor }[] = [];
+  /** Host arrays this unit page-locked with the device's backend (unpinned in dispose). */
+  private readonly pinned: HostArray[] = [];
   state: UnitState = "sharded";
   readonly resident: boolean;
   /** Parameters whose gradient arrived in the current backward (by slot index). */
@@ -110,6 +117,30 @@ export class FlatUnit {
    */
   private hostZeros(numel: number, dtype: DType, device: string): Tensor {
     return device === "cpu" ? sharedHostMemory(() => zeros([numel], { dtype, device })) : zeros([numel], { dtype, device });
+  }
+
+  /**
+   * Offloaded to the host of a GPU: page-locks the master slice, so its uploads are direct DMA
+   * that never waits on the host. Not for a slice on disk (its memory comes and goes).
+   */
+  pinHostSlices(): void {
+    if (this.masterTier === null) this.pin(this.master);
+  }
+
+  private pin(t: Tensor): void {
+    if (t.device !== "cpu" || this.device === "cpu" || !t.backend.readShared) return;
+    const backend = getBackend(this.device);
+    if (!backend.pinHost) return;
+    const array = t.backend.readShared(t);
+    backend.pinHost(array);
+    this.pinned.push(array);
+  }
+
+  /** A zeroed gradient slice where the master lives (pinned when that is the host of a GPU). */
+  private newGradShard(): Tensor {
+    const g = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
+    this.pin(g);
+    return g;
   }
 
   private residentViews(): Tensor[] {
@@ -258,7 +289,7 @@ export class FlatUnit {
     // single-device training costs).
     if (this.resident && this.groups.replicate === null) return;
     if (this.resident) {
-      if (!this.gradShard) this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
+      if (!this.gradShard) this.gradShard = this.newGradShard();
       else if (!this.gradFresh) noGrad(() => this.gradShard!.zero_());
       this.gradFresh = true;
       this.attachGradViews(this.optimParams, this.gradShard, (slot) => slot.offset);
@@ -309,13 +340,54 @@ export class FlatUnit {
     });
   }
 
+  /**
+   * Offloaded to the host of a GPU: starts the first reduced gradient of this step on its way down
+   * into the gradient slice without waiting, so the copy runs beside the rest of backward. The
+   * engine calls it one unit late, when the reduction has had a unit's backward to finish.
+   * Later micro-batches' gradients are added at the step (finishReductions).
+   */
+  startDownloads(): void {
+    if (this.gradFresh || this.pendingReductions.length === 0 || this.master.device !== "cpu" || this.device === "cpu") return;
+    const backend = getBackend(this.device);
+    if (!backend.readIntoAsync) return;
+    const { work, out } = this.pendingReductions.shift()!;
+    work.synchronize();
+    noGrad(() => {
+      const src = out.dtype === this.master.dtype ? out : out.to(this.master.dtype).untrack();
+      if (src !== out) out.dispose();
+      this.gradShard ??= this.newGradShard();
+      this.downloads.push({ read: backend.readIntoAsync!(src, this.gradShard.backend.readShared!(this.gradShard)), out: src });
+    });
+    this.gradFresh = true;
+  }
+
+  /** Frees the device slices whose download has finished (no wait). */
+  sweepDownloads(): void {
+    for (let i = 0; i < this.downloads.length; ) {
+      const d = this.downloads[i];
+      if (d.read.poll()) {
+        d.read.wait();
+        d.out.dispose();
+        this.downloads.splice(i, 1);
+      } else i++;
+    }
+  }
+
+  private waitDownloads(): void {
+    for (const d of this.downloads.splice(0)) {
+      d.read.wait();
+      d.out.dispose();
+    }
+  }
+
   /** Waits for the reductions started and adds them into the gradient slice. */
   finishReductions(): void {
+    this.waitDownloads();
     for (const { work, out } of this.pendingReductions.splice(0)) {
       work.synchronize();
       noGrad(() => {
         if (!this.gradShard) {
-          this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
+          this.gradShard = this.newGradShard();
           this.gradFresh = false;
         }
         // Offloaded: the reduced slice comes down to the host here, once per micro-batch; the
@@ -344,7 +416,7 @@ export class FlatUnit {
   attachStepGradients(): void {
     if (this.resident) return;
     if (!this.gradShard) {
-      this.gradShard = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
+      this.gradShard = this.newGradShard();
       this.gradFresh = true;
     }
     this.segments.forEach((seg, i) => {
@@ -481,6 +553,7 @@ export class FlatUnit {
   }
 
   dispose(): void {
+    this.waitDownloads();
     this.reshard();
     for (const p of this.unsharded) p.dispose();
     this.unsharded = [];
@@ -489,5 +562,6 @@ export class FlatUnit {
     this.gradShard?.dispose();
     this.gradShard = null;
     for (const { out } of this.pendingReductions.splice(0)) out.dispose();
+    for (const array of this.pinned.splice(0)) getBackend(this.device).unpinHost?.(array);
   }
 }

@@ -129,6 +129,14 @@ export interface PhiloxState {
   readonly offset: number;
 }
 
+/** A host copy under way (`Backend.readIntoAsync`). */
+export interface PendingRead {
+  /** True once the values are in the host array (never blocks). */
+  poll(): boolean;
+  /** Blocks until the values are in the host array; idempotent. */
+  wait(): void;
+}
+
 export interface Backend {
   /** "cpu", "cuda", ... */
   readonly name: string;
@@ -149,6 +157,22 @@ export interface Backend {
   readShared?(view: View): HostArray;
   /** Optional: copies a view into a host array of exactly its size (the memory of a host tensor: `readShared`). */
   readInto?(view: View, out: HostArray): void;
+  /**
+   * Optional: page-locks a long-lived host array (an offloaded slice) so copies to and from it run
+   * as direct DMA, with no staging copy and no host wait. Counted: each call needs one `unpinHost`.
+   * While a copy is in flight the caller must not write the array (uploads) or read it (downloads
+   * before their `wait`).
+   */
+  pinHost?(array: HostArray): void;
+  unpinHost?(array: HostArray): void;
+  /**
+   * Optional: starts copying a view into a host array of exactly its size and returns at once; the
+   * array holds the values after `wait()`. The copy runs beside later work on the device (it is
+   * ordered after everything queued before it), so gradients come down while backward goes on.
+   * The view may be freed at once (its memory is reused only after the copy), but must not be
+   * written before `wait()`.
+   */
+  readIntoAsync?(view: View, out: HostArray): PendingRead;
   /** True when `alloc` returns zeroed memory (host arrays), so zeros need no fill. */
   readonly allocatesZeroed?: boolean;
   memoryStats(): BackendMemoryStats;

@@ -31,6 +31,7 @@ export type {
   AdamWHyper,
   Backend,
   BackendMemoryStats,
+  PendingRead,
   BinaryOp,
   MatmulOptions,
   PhiloxState,

@@ -25,6 +25,8 @@ export const CUDART_PROTOTYPES = {
   cudaMemsetAsync: "int cudaMemsetAsync(void *devPtr, int value, size_t count, void *stream)",
   cudaHostAlloc: "int cudaHostAlloc(_Out_ void **pHost, size_t size, unsigned int flags)",
   cudaFreeHost: "int cudaFreeHost(void *ptr)",
+  cudaHostRegister: "int cudaHostRegister(void *ptr, size_t size, unsigned int flags)",
+  cudaHostUnregister: "int cudaHostUnregister(void *ptr)",
   cudaStreamCreateWithFlags: "int cudaStreamCreateWithFlags(_Out_ void **stream, unsigned int flags)",
   cudaStreamSynchronize: "int cudaStreamSynchronize(void *stream)",
   cudaStreamDestroy: "int cudaStreamDestroy(void *stream)",
@@ -69,6 +71,8 @@ export interface Cudart {
   cudaMemsetAsync(devPtr: Ptr, value: number, count: number, stream: Ptr): number;
   cudaHostAlloc(pHost: Out<Ptr | null>, size: number, flags: number): number;
   cudaFreeHost(ptr: Ptr): number;
+  cudaHostRegister(ptr: PtrArg, size: number, flags: number): number;
+  cudaHostUnregister(ptr: PtrArg): number;
   cudaStreamCreateWithFlags(stream: Out<Ptr | null>, flags: number): number;
   cudaStreamSynchronize(stream: Ptr): number;
   cudaStreamDestroy(stream: Ptr): number;
@@ -102,6 +106,7 @@ export const cudaStreamNonBlocking = 0x01;
 export const cudaEventDefault = 0x00;
 export const cudaEventDisableTiming = 0x02;
 export const cudaHostAllocDefault = 0x00;
+export const cudaHostRegisterPortable = 0x01;
 export const cudaDevAttrMultiProcessorCount = 16;
 export const cudaDevAttrComputeCapabilityMajor = 75;
 export const cudaDevAttrComputeCapabilityMinor = 76;

@@ -47,6 +47,12 @@ describe.skipIf(!hasGpu)("ZeRO on CUDA", () => {
     within(await cudaLosses("deepspeed_stage_2_offload", 2, "bf16-mixed", host), single, 5e-3);
     within(await cudaLosses("deepspeed_stage_3", 2, "bf16-mixed", host), single, 5e-3);
   });
+
+  it("stage 3 offloaded to pinned host memory (gradients coming down beside backward) gives single-device bf16 losses at worlds 1 and 2", async () => {
+    const single = await cudaLosses("single_device", 1, "bf16-mixed");
+    within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed"), single, 5e-3);
+    within(await cudaLosses("deepspeed_stage_3_offload", 2, "bf16-mixed", { processGroupBackend: "host" }), single, 5e-3);
+  });
 });
 
 describe.skipIf(hasGpu)("ZeRO on CUDA", () => {
