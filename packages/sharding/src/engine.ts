@@ -61,6 +61,9 @@ function commonAncestor(paths: readonly string[]): string {
   return parts.join(".");
 }
 
+/** Units whose reduced gradients may be on their way to the host at once (offload). */
+const DOWNLOADS_IN_FLIGHT = 2;
+
 export class ShardingEngine {
   readonly units: FlatUnit[] = [];
   private readonly wrapped: FlatUnit[] = [];
@@ -71,6 +74,8 @@ export class ShardingEngine {
   private inBackward = false;
   /** The unit reduced last: its offloaded gradient starts down when the next unit is reduced. */
   private lastReduced: FlatUnit | null = null;
+  /** Units whose offloaded gradients are on their way down, oldest first. */
+  private downloading: FlatUnit[] = [];
   private readonly handles: RemovableHandle[] = [];
   /** The disk tier (NVMe offload), or null: this rank's swap directory lives as long as the engine. */
   readonly nvme: NvmeTier | null;
@@ -179,9 +184,15 @@ export class ShardingEngine {
       unit.reduceGradients();
       if (!this.options.keepGathered) unit.reshard();
       if (this.options.offload) {
-        this.lastReduced?.startDownloads();
+        const previous = this.lastReduced;
         this.lastReduced = unit;
+        previous?.startDownloads();
         for (const u of this.units) u.sweepDownloads();
+        // A reduced slice stays on the device until it is down: when backward outruns the copies
+        // (a big model at a small batch), the host waits here instead of the device filling up.
+        if (previous?.downloading) this.downloading.push(previous);
+        this.downloading = this.downloading.filter((u) => u.downloading);
+        while (this.downloading.length > DOWNLOADS_IN_FLIGHT) this.downloading.shift()!.waitDownloads();
       }
     }
   }
@@ -217,6 +228,7 @@ export class ShardingEngine {
       if (unit !== this.rootUnit && !this.options.keepGathered) unit.reshard();
     }
     this.lastReduced = null;
+    this.downloading = [];
     for (const unit of this.units) unit.startDownloads();
     for (const unit of this.units) unit.finishReductions();
     const replicas = this.units.map((u) => u.averageReplicas());

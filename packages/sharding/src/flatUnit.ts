@@ -373,7 +373,13 @@ export class FlatUnit {
     }
   }
 
-  private waitDownloads(): void {
+  /** Whether a gradient of this unit is still on its way down. */
+  get downloading(): boolean {
+    return this.downloads.length > 0;
+  }
+
+  /** Waits for this unit's gradients to arrive in its slice and frees their device copies. */
+  waitDownloads(): void {
     for (const d of this.downloads.splice(0)) {
       d.read.wait();
       d.out.dispose();
