@@ -26,7 +26,7 @@ import type {
 } from "@fulgur/core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
+import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, loadShardedCheckpoint } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
 import {
   type EngineOptions,
@@ -302,26 +302,20 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
    */
   override async loadCheckpoint(path: string): Promise<Checkpoint> {
     if (!existsSync(join(path, SHARDED_INDEX_FILE))) return super.loadCheckpoint(path);
-    const reader = await openShardedCheckpoint(path);
-    try {
-      const mine = new Map<string, { start: number; end: number }>();
-      for (const unit of this.sharding.units) {
-        if (unit.resident) continue;
-        for (const seg of unit.segments) mine.set(seg.slot.fqn, { start: seg.start, end: seg.end });
-      }
-      const tensors: Record<string, Tensor> = {};
-      for (const name of reader.names()) {
-        const fqn = name.startsWith(MODEL_PREFIX) ? name.slice(MODEL_PREFIX.length) : stateParam(name, mine);
-        const range = fqn === undefined ? undefined : mine.get(fqn);
-        tensors[name] = range
-          ? await reader.read(name, range.start, range.end, { device: this.rootDevice })
-          : await reader.read(name, undefined, undefined, { device: this.rootDevice });
-      }
-      this.localSegments = true;
-      return { tensors, meta: reader.meta };
-    } finally {
-      await reader.close();
+    const mine = new Map<string, { start: number; end: number }>();
+    for (const unit of this.sharding.units) {
+      if (unit.resident) continue;
+      for (const seg of unit.segments) mine.set(seg.slot.fqn, { start: seg.start, end: seg.end });
     }
+    const checkpoint = await loadShardedCheckpoint(path, {
+      device: this.rootDevice,
+      part: (name) => {
+        const fqn = name.startsWith(MODEL_PREFIX) ? name.slice(MODEL_PREFIX.length) : stateParam(name, mine);
+        return fqn === undefined ? undefined : mine.get(fqn);
+      },
+    });
+    this.localSegments = true;
+    return checkpoint;
   }
 
   /**
