@@ -125,6 +125,13 @@ export function assertCheckpoint(checkpoint: Checkpoint): void {
   assertJsonValue(meta, "checkpoint.meta");
 }
 
+export interface FullLoadOptions {
+  /** Where the tensors go (default: the CPU). */
+  readonly device?: string;
+  /** Which tensors to read, by name (default: all); the others are never read from the file. */
+  readonly select?: (name: string) => boolean;
+}
+
 export class FullCheckpointIO implements CheckpointIO {
   readonly name = "full";
   readonly contractVersion = CONTRACT_VERSION;
@@ -145,7 +152,11 @@ export class FullCheckpointIO implements CheckpointIO {
     await writeSafetensorsInOrder(path, tensors, encodeFullCheckpointMetadata(meta));
   }
 
-  async load(path: string, options: { device?: string } = {}): Promise<Checkpoint> {
+  /**
+   * Every tensor (or those `select` keeps: a rank that holds part of a model reads only its own)
+   * on `device`, one at a time.
+   */
+  async load(path: string, options: FullLoadOptions = {}): Promise<Checkpoint> {
     if ((await stat(path).catch(() => undefined))?.isDirectory()) throw await directoryGiven(path);
     const file = await SafetensorsFile.open(path);
     try {
@@ -153,6 +164,7 @@ export class FullCheckpointIO implements CheckpointIO {
       const tensors: Record<string, Tensor> = {};
       try {
         for (const entry of file.select()) {
+          if (options.select && !options.select(entry.name)) continue;
           const raw = await file.read(entry);
           setOwn(tensors, entry.name, rawToTensor(raw, entry.name, { device: options.device, path }));
         }

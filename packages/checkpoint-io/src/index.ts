@@ -38,6 +38,7 @@ export {
   FULL_FORMAT,
   FULL_FORMAT_VERSION,
   FullCheckpointIO,
+  type FullLoadOptions,
   decodeFullCheckpointMetadata,
   encodeFullCheckpointMetadata,
   readFullCheckpointMeta,

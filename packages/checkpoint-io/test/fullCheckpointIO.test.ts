@@ -222,6 +222,23 @@ describe("FullCheckpointIO", () => {
     await expect(io.load(f8)).rejects.toThrow(/tensor "q": dtype F8_E4M3 has no Fulgur tensor dtype/);
   });
 
+  it("reads only the tensors select keeps: one it leaves out is never converted, so it cannot fail the load", async () => {
+    const path = join(dir, "select.safetensors");
+    await writeSafetensors(path, {
+      "model.a": { dtype: "F32", shape: [2], data: new Uint8Array(new Float32Array([1.5, -2]).buffer) },
+      "model.b": { dtype: "I64", shape: [1], data: new Uint8Array(new BigInt64Array([2147483648n]).buffer) },
+      "model.c": { dtype: "I32", shape: [1], data: new Uint8Array(new Int32Array([7]).buffer) },
+    });
+    const seen: string[] = [];
+    const { tensors } = await io.load(path, { select: (name) => (seen.push(name), name !== "model.b") });
+    expect(seen.sort()).toEqual(["model.a", "model.b", "model.c"]);
+    expect(Object.keys(tensors).sort()).toEqual(["model.a", "model.c"]);
+    expect(tensors["model.a"].toArray()).toEqual([1.5, -2]);
+    expect(tensors["model.c"].toArray()).toEqual([7]);
+    for (const t of Object.values(tensors)) t.dispose();
+    await expect(io.load(path)).rejects.toThrow(/tensor "model.b": I64 loads as int32/);
+  });
+
   it("removes a checkpoint, ignores one already gone, and refuses to remove a directory", async () => {
     const path = join(dir, "r.safetensors");
     await io.save({ tensors: {}, meta: {} }, path);

@@ -7,7 +7,8 @@
 import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { BufferTracker, ShardedCheckpointWriter, openShardedCheckpoint, rankFileName } from "../src/sharded/index";
+import { memoryStats } from "@fulgur/tensor";
+import { BufferTracker, ShardedCheckpointIO, ShardedCheckpointWriter, loadShardedCheckpoint, openShardedCheckpoint, rankFileName } from "../src/sharded/index";
 import { bitsOf, piece, sampleTensors, simulatedWorld, unitPieces, type HostTensor } from "./fixtures/sharded/simulatedRanks";
 import { makeTempDir, removeDir } from "./helpers";
 
@@ -112,5 +113,39 @@ describe("ranges", () => {
     expect(got.dtype).toBe("int32");
     expect(Array.from(got.toHost())).toEqual([-2147483648, 2147483647]);
     await reader.close();
+  });
+});
+
+describe("loadShardedCheckpoint: what a rank holding parts of a model reads", () => {
+  it("skips, reads ranges and reads whole as part(name) says, at another world size; the IO's load is the whole of it", async () => {
+    const tensors = sampleTensors();
+    const path = join(dir, "ckpt");
+    await save(path, tensors, 3);
+    const got = await loadShardedCheckpoint(path, {
+      device: "cpu",
+      part: (name) => (name === "model.steps" ? null : name === "model.embed.weight" ? { start: 4, end: 23 } : undefined),
+    });
+    expect(got.meta).toEqual({ world: 3 });
+    expect(Object.keys(got.tensors).sort()).toEqual(Object.keys(tensors).filter((n) => n !== "model.steps").sort());
+    // The range spans the pieces of more than one rank's file.
+    expect(got.tensors["model.embed.weight"].shape).toEqual([19]);
+    expect(bitsOf(got.tensors["model.embed.weight"].toHost())).toEqual(bitsOf(tensors["model.embed.weight"].data.slice(4, 23)));
+    for (const name of ["model.block.bias", "model.double", "model.scalar"]) {
+      expect(got.tensors[name].shape, name).toEqual(tensors[name].shape);
+      expect(bitsOf(got.tensors[name].toHost()), name).toEqual(bitsOf(tensors[name].data));
+    }
+    for (const t of Object.values(got.tensors)) t.dispose();
+
+    const whole = await new ShardedCheckpointIO(simulatedWorld(1)[0]).load(path);
+    expect(Object.keys(whole.tensors).sort()).toEqual(Object.keys(tensors).sort());
+    for (const t of Object.values(whole.tensors)) t.dispose();
+  });
+
+  it("disposes what it read when a later part fails", async () => {
+    const path = join(dir, "ckpt");
+    await save(path, sampleTensors(), 2);
+    const live = memoryStats("cpu").liveTensors;
+    await expect(loadShardedCheckpoint(path, { part: (name) => (name === "model.double" ? { start: 0, end: 99 } : undefined) })).rejects.toThrow(/model\.double/);
+    expect(memoryStats("cpu").liveTensors).toBe(live);
   });
 });

@@ -3,6 +3,7 @@
  * `CPUOffloadPolicy`): validated by the strategy facades, read here.
  */
 import type { DType } from "@fulgur/tensor";
+import type { UnitGroups } from "./flatUnit";
 import type { NvmeSettings } from "./nvme/nvmeTier";
 
 /**
@@ -40,6 +41,19 @@ export interface EngineOptions {
   readonly keepGathered?: boolean;
   /** Offload to disk (needs `offload`): what goes to files under `path`, and how they are read and written. */
   readonly nvme?: NvmeOffload | null;
+}
+
+/**
+ * One unit's own settings, in place of the engine's (FSDP2 takes `reshard_after_forward` and
+ * `mp_policy` per `fully_shard` call): e.g. the last block kept gathered from its forward to its
+ * backward, which comes right after, or one unit reduced in fp32. Offload is the engine's alone:
+ * one optimizer steps every unit's slices, all on the host or all on the device.
+ */
+export interface UnitOptions {
+  readonly reshardAfterForward?: boolean;
+  readonly mixedPrecision?: MixedPrecisionPolicy;
+  /** The unit's groups, e.g. with its own post-forward group (an integer `reshardAfterForward`) or none. */
+  readonly groups?: UnitGroups;
 }
 
 /**

@@ -17,7 +17,7 @@
  */
 import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
 import { type Tensor, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
-import type { EngineOptions } from "./api";
+import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit } from "./layout";
 import { NvmeTier } from "./nvme/nvmeTier";
@@ -27,6 +27,8 @@ import { stepInPieces } from "./nvme/piecewiseStep";
 export interface UnitPlan {
   readonly path: string;
   readonly params: readonly { readonly fqn: string; readonly tensor: Tensor }[];
+  /** This unit's own settings (FSDP2's per-call `fully_shard` options); what it leaves out is the engine's. */
+  readonly options?: UnitOptions;
 }
 
 /**
@@ -77,6 +79,8 @@ export class ShardingEngine {
   /** Units whose offloaded gradients are on their way down, oldest first. */
   private downloading: FlatUnit[] = [];
   private readonly handles: RemovableHandle[] = [];
+  /** Whether each unit frees its gathered parameters after forward: the engine's choice unless the unit made its own. */
+  private readonly reshardsAfterForward = new Map<FlatUnit, boolean>();
   /** The disk tier (NVMe offload), or null: this rank's swap directory lives as long as the engine. */
   readonly nvme: NvmeTier | null;
 
@@ -102,10 +106,13 @@ export class ShardingEngine {
       shards,
     );
     const master = plan.params[0].tensor.dtype;
-    const computeDtype = this.options.mixedPrecision.paramDtype ?? master;
-    const reduceDtype = this.options.mixedPrecision.reduceDtype ?? computeDtype;
+    const mixedPrecision = plan.options?.mixedPrecision ?? this.options.mixedPrecision;
+    const computeDtype = mixedPrecision.paramDtype ?? master;
+    const reduceDtype = mixedPrecision.reduceDtype ?? computeDtype;
     const masterDevice = this.options.offload ? "cpu" : this.device;
-    const unit = new FlatUnit(plan.path, this.root, layout, this.groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
+    const groups = plan.options?.groups ?? this.groups;
+    const unit = new FlatUnit(plan.path, this.root, layout, groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
+    this.reshardsAfterForward.set(unit, plan.options?.reshardAfterForward ?? this.options.reshardAfterForward);
     for (const p of plan.params) p.tensor.dispose();
     // NVMe parameter offload: the slice lives on disk from here on, read in for each use.
     if (this.nvme && this.options.nvme!.parameters && !unit.resident) {
@@ -158,7 +165,7 @@ export class ShardingEngine {
   }
 
   private postForward(unit: FlatUnit): void {
-    if (!this.options.reshardAfterForward || this.options.keepGathered || this.inBackward) return;
+    if (!this.reshardsAfterForward.get(unit) || this.options.keepGathered || this.inBackward) return;
     unit.reshardToPostForwardGroup();
     // A resident unit has nothing to free but its autocast copies ([Note: autocast copies reshard too]).
     if (unit.resident) unit.releaseCastCopies();

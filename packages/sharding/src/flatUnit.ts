@@ -225,10 +225,7 @@ export class FlatUnit {
    * to zero); a read before the next gather fails loudly.
    */
   reshard(): void {
-    if (this.resident || this.state === "sharded") return;
-    if (this.state === "gathering") this.gather();
-    this.deactivate();
-    this.releaseCastCopies();
+    if (!this.leaveCompute()) return;
     if (this.gathered) releaseMemory(this.gathered);
     if (this.partial) releaseMemory(this.partial);
     this.state = "sharded";
@@ -244,10 +241,7 @@ export class FlatUnit {
   reshardToPostForwardGroup(): void {
     const group = this.groups.postForward;
     if (!group) return this.reshard();
-    if (this.resident || this.state === "sharded" || this.state === "partial") return;
-    if (this.state === "gathering") this.gather();
-    this.deactivate();
-    this.releaseCastCopies();
+    if (this.state === "partial" || !this.leaveCompute()) return;
     const part = this.layout.paddedNumel / group.size;
     noGrad(() => {
       if (!this.partial) this.partial = zeros([part], { dtype: this.computeDtype, device: this.device }).untrack();
@@ -256,6 +250,19 @@ export class FlatUnit {
     });
     releaseMemory(this.gathered!);
     this.state = "partial";
+  }
+
+  /**
+   * What both ways of resharding start with: a gather under way completes, the module gets its
+   * segments back and the cast copies their memory freed. False when there is nothing to reshard
+   * (resident, or sharded already).
+   */
+  private leaveCompute(): boolean {
+    if (this.resident || this.state === "sharded") return false;
+    if (this.state === "gathering") this.gather();
+    this.deactivate();
+    this.releaseCastCopies();
+    return true;
   }
 
   /**

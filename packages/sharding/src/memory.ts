@@ -29,6 +29,8 @@ export interface ShardedMemoryLayout {
   readonly prefetch: number;
   /** true: freed after forward; false: kept until backward; k: kept sharded over k ranks between them. */
   readonly reshardAfterForward: boolean | number;
+  /** Units (by path) whose own reshardAfterForward differs from the layout's (FSDP's per-unit `fullyShard` options). */
+  readonly unitReshardAfterForward?: ReadonlyMap<string, boolean | number>;
   /** Units stay gathered from step to step (ZeRO stages 1 and 2). */
   readonly keepGathered: boolean;
   /** Slices, gradient slices and optimizer state in host memory. */
@@ -94,7 +96,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
       const bytes = unitBytes.get(unit)!;
       if (layout.keepGathered || replicated) return { gathered: 0, gradientsKept: 0, gradientBuffer: bytes.trainable };
       const casts = unitCasts.get(unit) ?? 0;
-      const k = layout.reshardAfterForward;
+      const k = layout.unitReshardAfterForward?.get(unit) ?? layout.reshardAfterForward;
       const kept = k === false ? bytes.parameters : typeof k === "number" ? (bytes.parameters * k) / shards : 0;
       return { gathered: bytes.parameters - kept + prefetch * largest + casts, keptGathered: kept, gradientsKept: 0, gradientBuffer: bytes.trainable };
     },

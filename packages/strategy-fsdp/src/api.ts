@@ -80,15 +80,17 @@ const policy = z.union([
   z.custom<(m: Module, n: number) => boolean>((v) => typeof v === "function"),
 ]);
 const dtype = z.enum(DTYPES as unknown as [DType, ...DType[]]);
+const reshardAfterForward = z.union([z.boolean(), z.number().int().min(2)]);
+const mixedPrecision = z.strictObject({ paramDtype: dtype.optional(), reduceDtype: dtype.optional() });
 
 const schema = z.strictObject({
   ...PARALLEL_SHAPE,
   autoWrapPolicy: policy.nullable().optional(),
   shardingStrategy: z.enum(["FULL_SHARD", "SHARD_GRAD_OP", "NO_SHARD", "HYBRID_SHARD"]).optional(),
-  reshardAfterForward: z.union([z.boolean(), z.number().int().min(2)]).nullable().optional(),
+  reshardAfterForward: reshardAfterForward.nullable().optional(),
   activationCheckpointingPolicy: policy.nullable().optional(),
   cpuOffload: z.boolean().optional(),
-  mixedPrecision: z.strictObject({ paramDtype: dtype.optional(), reduceDtype: dtype.optional() }).optional(),
+  mixedPrecision: mixedPrecision.optional(),
   limitAllGathers: z.number().int().min(0).optional(),
   forwardPrefetch: z.boolean().optional(),
   backwardPrefetch: z.enum(["BACKWARD_PRE", "BACKWARD_POST"]).nullable().optional(),
@@ -129,4 +131,52 @@ export function parseFSDPOptions(input: unknown, strategyName = "fsdp"): Resolve
   );
   const mp = parsed.mixedPrecision ?? {};
   return Object.freeze({ ...parsed, mixedPrecision: Object.freeze({ ...mp }) }) as unknown as ResolvedFSDPOptions;
+}
+
+/**
+ * One unit's own options, given to `fullyShard` (FSDP2's per-call `fully_shard` options); each one
+ * given replaces the strategy's for that unit, and a mixedPrecision field left out is the
+ * strategy's.
+ */
+export interface FullyShardOptions {
+  /** As the strategy's option, for this unit: e.g. false for the last block, whose backward comes right after its forward. */
+  readonly reshardAfterForward?: boolean | number;
+  readonly mixedPrecision?: FSDPMixedPrecision;
+  /**
+   * Must equal the strategy's cpuOffload when given: one optimizer steps every unit's slices, all
+   * in host memory or all on the device.
+   */
+  readonly cpuOffload?: boolean;
+}
+
+/** `fullyShard`'s options, checked and frozen; null: the strategy's. */
+export interface ResolvedFullyShardOptions {
+  readonly reshardAfterForward: boolean | number | null;
+  readonly mixedPrecision: Readonly<FSDPMixedPrecision>;
+  readonly cpuOffload: boolean | null;
+}
+
+const UNIT_DEFAULTS: ResolvedFullyShardOptions = Object.freeze({ reshardAfterForward: null, mixedPrecision: Object.freeze({}), cpuOffload: null });
+
+const unitSchema = z.strictObject({ reshardAfterForward: reshardAfterForward.optional(), mixedPrecision: mixedPrecision.optional(), cpuOffload: z.boolean().optional() });
+
+const UNIT_ALLOWED: Record<keyof FullyShardOptions, string> = {
+  reshardAfterForward: ALLOWED.reshardAfterForward,
+  mixedPrecision: ALLOWED.mixedPrecision,
+  cpuOffload: "true or false, the same as the strategy's cpuOffload",
+};
+
+/** Checks `fullyShard`'s options once, when it is called; `what` names the call in errors. */
+export function parseFullyShardOptions(input: unknown, what: string): ResolvedFullyShardOptions {
+  const parsed = parseStrategyOptions<FullyShardOptions>(
+    {
+      schema: unitSchema,
+      allowed: UNIT_ALLOWED,
+      defaults: UNIT_DEFAULTS as unknown as Required<FullyShardOptions>,
+      error: (option, message) => new FSDPOptionError(option, message),
+    },
+    input,
+    what,
+  );
+  return Object.freeze({ ...parsed, mixedPrecision: Object.freeze({ ...parsed.mixedPrecision }) }) as unknown as ResolvedFullyShardOptions;
 }

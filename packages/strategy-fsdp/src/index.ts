@@ -6,11 +6,23 @@
 import { StrategyRegistry } from "@fulgur/core";
 import { registerStrategies } from "./registration";
 
-export { FSDP_DEFAULTS, FSDPOptionError, parseFSDPOptions, type FSDPMixedPrecision, type FSDPOptions, type ModuleClass, type ResolvedFSDPOptions, type WrapPolicy } from "./api";
+export {
+  FSDP_DEFAULTS,
+  FSDPOptionError,
+  parseFSDPOptions,
+  parseFullyShardOptions,
+  type FSDPMixedPrecision,
+  type FSDPOptions,
+  type FullyShardOptions,
+  type ModuleClass,
+  type ResolvedFSDPOptions,
+  type ResolvedFullyShardOptions,
+  type WrapPolicy,
+} from "./api";
 export { FSDPStrategy } from "./strategy";
 export { FSDP_STRATEGIES, PACKAGE_NAME, registerStrategies, type FSDPStrategyEntry } from "./registration";
 export { applyActivationCheckpointing } from "./activationCheckpointing";
-export { fullyShard, markedModules } from "./fullyShard";
+export { fullyShard, fullyShardOptions, markedModules } from "./fullyShard";
 export { moduleListElements, selectModules } from "./wrapPolicy";
 
 registerStrategies(StrategyRegistry);

@@ -10,6 +10,7 @@ import {
   type CheckpointIO,
   MODEL_PREFIX,
   OPTIMIZER_PREFIX,
+  type ProcessGroup,
 } from "@fulgur/core";
 import type {
   MemoryEstimate,
@@ -25,9 +26,20 @@ import type {
 } from "@fulgur/core";
 import { existsSync } from "node:fs";
 import { join } from "node:path";
-import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, openShardedCheckpoint } from "@fulgur/checkpoint-io";
+import { type PieceDescription, SHARDED_INDEX_FILE, SHARDED_PIECES_KEY, ShardedCheckpointIO, loadShardedCheckpoint } from "@fulgur/checkpoint-io";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
-import { type EngineOptions, type FlatUnit, type ShardingStrategy, ShardingEngine, type UnitGroups, planUnits, estimateShardedMemory, saveFullStreamed, streamsTensors } from "@fulgur/sharding";
+import {
+  type EngineOptions,
+  type FlatUnit,
+  type ShardingStrategy,
+  ShardingEngine,
+  type UnitGroups,
+  type UnitOptions,
+  planUnits,
+  estimateShardedMemory,
+  saveFullStreamed,
+  streamsTensors,
+} from "@fulgur/sharding";
 import {
   DeviceMesh,
   ParallelStrategy,
@@ -38,8 +50,8 @@ import {
 } from "@fulgur/strategy-kit";
 import { type Tensor, noGrad, scope, withDevice } from "@fulgur/tensor";
 import { applyActivationCheckpointing } from "./activationCheckpointing";
-import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, parseFSDPOptions } from "./api";
-import { markedModules } from "./fullyShard";
+import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, type ResolvedFullyShardOptions, parseFSDPOptions } from "./api";
+import { fullyShardOptions, markedModules } from "./fullyShard";
 import { moduleListElements, selectModules } from "./wrapPolicy";
 
 export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, OptimizerStateHandling, StreamedSaving {
@@ -47,6 +59,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   readonly options: ResolvedFSDPOptions;
   private engine: ShardingEngine | null = null;
   private groups: UnitGroups | null = null;
+  /** Post-forward groups by size k, one for each integer reshardAfterForward (the strategy's and the units'). */
+  private readonly postForwardGroups = new Map<number, ProcessGroup>();
   private undoCheckpointing: (() => void) | null = null;
   /** The full-shape name of each segment the optimizer steps. */
   private readonly segmentNames = new Map<Tensor, { unit: FlatUnit; index: number }>();
@@ -78,21 +92,32 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     withDevice("meta", configure);
   }
 
-  private async processGroups(): Promise<UnitGroups> {
+  /** `unitOptions`: what `fullyShard` gave the marked modules, whose integer reshardAfterForward need groups too. */
+  private async processGroups(unitOptions: ReadonlyMap<string, ResolvedFullyShardOptions>): Promise<UnitGroups> {
     const world = this.processGroup;
     const mode = this.options.shardingStrategy;
-    if (mode === "NO_SHARD") return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
-    const k = this.options.reshardAfterForward;
-    if (typeof k === "number") {
-      if (mode !== "FULL_SHARD" || k >= world.size || world.size % k !== 0) {
+    this.postForwardGroups.clear();
+    for (const [path, own] of unitOptions) {
+      // Offload is the engine's, for all units: one optimizer steps every unit's slices, all on the host or all on the device.
+      if (own.cpuOffload !== null && own.cpuOffload !== this.options.cpuOffload) {
         throw new FSDPOptionError(
-          "reshardAfterForward",
-          `${this.name} option reshardAfterForward: ${k} with ${mode} over ${world.size} rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < ${world.size} (or use true or false)`,
+          "cpuOffload",
+          `${this.name}: fullyShard(${path || "the root"}) option cpuOffload: got ${own.cpuOffload}, the strategy's is ${this.options.cpuOffload}; ` +
+            "a unit cannot differ: one optimizer steps every unit's slices, all in host memory or all on the device (set cpuOffload on the strategy)",
         );
       }
-      const mesh = await DeviceMesh.create(world, [world.size / k, k], ["outer", "postForward"]);
-      return { shard: world, replicate: null, postForward: mesh.group("postForward") };
+      if (typeof own.reshardAfterForward === "number") this.checkPostForward(own.reshardAfterForward, `fullyShard(${path || "the root"}) option reshardAfterForward`);
     }
+    if (mode === "NO_SHARD") return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
+    const k = this.options.reshardAfterForward;
+    if (typeof k === "number") this.checkPostForward(k, "option reshardAfterForward");
+    // Every rank makes the same groups in the same order: the marks come from the same configureModel.
+    const sizes = [...new Set([k, ...[...unitOptions.values()].map((o) => o.reshardAfterForward)].filter((v): v is number => typeof v === "number"))].sort((a, b) => a - b);
+    for (const size of sizes) {
+      const mesh = await DeviceMesh.create(world, [world.size / size, size], ["outer", "postForward"]);
+      this.postForwardGroups.set(size, mesh.group("postForward"));
+    }
+    if (typeof k === "number") return { shard: world, replicate: null, postForward: this.postForwardGroups.get(k) };
     if (mode !== "HYBRID_SHARD") return { shard: world, replicate: null };
     const [replicas, shards] = this.options.deviceMesh ?? [this.context.numNodes, this.context.devices];
     if (replicas * shards !== world.size) {
@@ -103,6 +128,33 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     }
     const mesh = await DeviceMesh.create(world, [replicas, shards], ["replicate", "shard"]);
     return { shard: mesh.group("shard"), replicate: replicas > 1 ? mesh.group("replicate") : null };
+  }
+
+  /** An integer reshardAfterForward k (the strategy's, or a unit's: `where` says which) needs FULL_SHARD and 1 < k < world, k dividing it. */
+  private checkPostForward(k: number, where: string): void {
+    const mode = this.options.shardingStrategy;
+    const world = this.processGroup.size;
+    if (mode !== "FULL_SHARD" || k >= world || world % k !== 0) {
+      throw new FSDPOptionError(
+        "reshardAfterForward",
+        `${this.name} ${where}: ${k} with ${mode} over ${world} rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < ${world} (or use true or false)`,
+      );
+    }
+  }
+
+  /** A unit's engine settings from its `fullyShard` options: what it leaves out stays the strategy's. */
+  private unitSettings(own: ResolvedFullyShardOptions | undefined): UnitOptions | undefined {
+    if (!own) return undefined;
+    const k = own.reshardAfterForward;
+    const strategy = this.options.mixedPrecision;
+    const mixedPrecision = Object.freeze({
+      paramDtype: own.mixedPrecision.paramDtype ?? strategy.paramDtype ?? null,
+      reduceDtype: own.mixedPrecision.reduceDtype ?? strategy.reduceDtype ?? null,
+    });
+    if (k === null) return Object.freeze({ mixedPrecision });
+    // true frees the whole buffer after forward even where the strategy keeps a post-forward group.
+    const postForward = typeof k === "number" ? this.postForwardGroups.get(k)! : null;
+    return Object.freeze({ mixedPrecision, reshardAfterForward: k !== false, groups: Object.freeze({ ...this.groups!, postForward }) });
   }
 
   private engineOptions(): EngineOptions {
@@ -118,7 +170,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   }
 
   override async setupModule(module: Module): Promise<Module> {
-    this.groups = await this.processGroups();
+    const unitOptions = fullyShardOptions(module);
+    this.groups = await this.processGroups(unitOptions);
     const device = this.rootDevice;
     const marked = markedModules(module);
     const paths =
@@ -136,7 +189,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       if (onMeta) noGrad(() => scope(() => materializeUnit(module, plan.path, paths, device)));
       const params = plan.params.map((p) => ({ fqn: p.fqn, tensor: module.getParameter(p.fqn) }));
       if (!onMeta && this.worldSize > 1) await this.broadcastTensors(params.map((p) => p.tensor), 0);
-      engine.addUnit({ path: plan.path, params });
+      engine.addUnit({ path: plan.path, params, options: this.unitSettings(unitOptions.get(plan.path)) });
     }
     if (onMeta) materializeModule(module, device);
     engine.ready();
@@ -249,26 +302,20 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
    */
   override async loadCheckpoint(path: string): Promise<Checkpoint> {
     if (!existsSync(join(path, SHARDED_INDEX_FILE))) return super.loadCheckpoint(path);
-    const reader = await openShardedCheckpoint(path);
-    try {
-      const mine = new Map<string, { start: number; end: number }>();
-      for (const unit of this.sharding.units) {
-        if (unit.resident) continue;
-        for (const seg of unit.segments) mine.set(seg.slot.fqn, { start: seg.start, end: seg.end });
-      }
-      const tensors: Record<string, Tensor> = {};
-      for (const name of reader.names()) {
-        const fqn = name.startsWith(MODEL_PREFIX) ? name.slice(MODEL_PREFIX.length) : stateParam(name, mine);
-        const range = fqn === undefined ? undefined : mine.get(fqn);
-        tensors[name] = range
-          ? await reader.read(name, range.start, range.end, { device: this.rootDevice })
-          : await reader.read(name, undefined, undefined, { device: this.rootDevice });
-      }
-      this.localSegments = true;
-      return { tensors, meta: reader.meta };
-    } finally {
-      await reader.close();
+    const mine = new Map<string, { start: number; end: number }>();
+    for (const unit of this.sharding.units) {
+      if (unit.resident) continue;
+      for (const seg of unit.segments) mine.set(seg.slot.fqn, { start: seg.start, end: seg.end });
     }
+    const checkpoint = await loadShardedCheckpoint(path, {
+      device: this.rootDevice,
+      part: (name) => {
+        const fqn = name.startsWith(MODEL_PREFIX) ? name.slice(MODEL_PREFIX.length) : stateParam(name, mine);
+        return fqn === undefined ? undefined : mine.get(fqn);
+      },
+    });
+    this.localSegments = true;
+    return checkpoint;
   }
 
   /**
@@ -372,11 +419,13 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     const marked = markedModules(input.module);
     const units = marked.length > 0 ? marked : o.autoWrapPolicy === null ? moduleListElements(input.module) : selectModules(input.module, o.autoWrapPolicy);
     const k = o.reshardAfterForward;
+    const own = [...fullyShardOptions(input.module)].flatMap(([path, u]) => (u.reshardAfterForward === null ? [] : [[path, u.reshardAfterForward] as const]));
     return estimateShardedMemory(this.name, input, {
       shards,
       units,
       prefetch: engine.prefetch,
       reshardAfterForward: typeof k === "number" ? k : engine.reshardAfterForward,
+      unitReshardAfterForward: new Map(own),
       keepGathered: false,
       offload: o.cpuOffload,
       checkpointed: o.activationCheckpointingPolicy === null ? [] : selectModules(input.module, o.activationCheckpointingPolicy),

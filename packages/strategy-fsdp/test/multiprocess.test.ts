@@ -84,6 +84,8 @@ interface RankResult {
   baseBytes: number;
   /** The strategy's estimate for this job, made on a meta copy of the model. */
   estimate: { device: number; host: number; where: string | null };
+  /** With --unit-options: each unit between the first forward and its backward. */
+  unitsAfterForward: { name: string; state: string; computeDtype: string; reduceDtype: string }[] | null;
 }
 
 /**
@@ -232,6 +234,46 @@ describe("every sharding mode equals one process (DESIGN.md decision 8)", () => 
       }
     });
   }
+});
+
+describe("per-unit options of fullyShard replace the strategy's for their unit", () => {
+  it("FULL_SHARD with the last block kept gathered after forward and the first reduced in float64, at world 2: the losses of one process", async () => {
+    const ref = await reference();
+    const units = { 0: { mixedPrecision: { reduceDtype: "float64" } }, 2: { reshardAfterForward: false } };
+    const { losses, ranks } = await job("fsdp", 2, {}, ["--unit-options", JSON.stringify(units)]);
+    expectSameLosses(losses, ref.losses);
+    for (const r of ranks) {
+      // Between forward and backward: the last block stays gathered for its backward, which comes
+      // first; the other blocks are freed, the root unit is gathered for the whole step.
+      expect(r.unitsAfterForward).toEqual([
+        { name: "model.blocks.0", state: "sharded", computeDtype: "float32", reduceDtype: "float64" },
+        { name: "model.blocks.1", state: "sharded", computeDtype: "float32", reduceDtype: "float32" },
+        { name: "model.blocks.2", state: "gathered", computeDtype: "float32", reduceDtype: "float32" },
+        { name: "", state: "gathered", computeDtype: "float32", reduceDtype: "float32" },
+      ]);
+      // The estimate knows which unit stays gathered; every step peaks alike (decision 2).
+      expectEstimateWithin10Percent(r);
+      expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
+    }
+  });
+
+  it("reshardAfterForward 2 on the strategy, true and false on two blocks, at world 4: the losses of one process", async () => {
+    const ref = await reference();
+    const units = { 0: { reshardAfterForward: true }, 2: { reshardAfterForward: false } };
+    const { losses, ranks } = await job("fsdp", 4, { reshardAfterForward: 2 }, ["--unit-options", JSON.stringify(units)]);
+    expectSameLosses(losses, ref.losses);
+    for (const r of ranks) {
+      // Block 0 frees all of its buffer, block 1 keeps the strategy's pair of ranks' half, block 2 all of it.
+      expect(r.unitsAfterForward!.map((u) => [u.name, u.state])).toEqual([
+        ["model.blocks.0", "sharded"],
+        ["model.blocks.1", "partial"],
+        ["model.blocks.2", "gathered"],
+        ["", "gathered"],
+      ]);
+      expectEstimateWithin10Percent(r);
+      expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
+    }
+  });
 });
 
 describe("checkpoints load at any world size and in other strategies", () => {

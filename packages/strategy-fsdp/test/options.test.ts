@@ -1,9 +1,23 @@
 /** FSDP options are checked at construction, naming the field, the value and what is allowed. */
 import { describe, expect, it } from "vitest";
 import { StrategyRegistry, assertStrategy } from "@fulgur/core";
+import { LocalEnvironment } from "@fulgur/distributed";
 import { Block, GPT, Linear } from "@fulgur/nn";
+import { createPrecision } from "@fulgur/strategy-kit";
+import { conformanceCpuAccelerator } from "@fulgur/strategy-kit/testing";
 import { withDevice } from "@fulgur/tensor";
-import { FSDPOptionError, FSDPStrategy, FSDP_STRATEGIES, moduleListElements, registerStrategies, selectModules } from "../src";
+import {
+  type FSDPOptions,
+  type FullyShardOptions,
+  FSDPOptionError,
+  FSDPStrategy,
+  FSDP_STRATEGIES,
+  fullyShard,
+  fullyShardOptions,
+  moduleListElements,
+  registerStrategies,
+  selectModules,
+} from "../src";
 
 describe("FSDP options", () => {
   it("fills in the defaults, frozen, and is a Strategy by shape", () => {
@@ -57,5 +71,56 @@ describe("wrap policies", () => {
     expect(selectModules(gpt, ["Block"])).toEqual(["blocks.0", "blocks.1", "blocks.2"]);
     expect(selectModules(gpt, [Linear]).slice(0, 3)).toEqual(["blocks.0.qkv", "blocks.0.proj", "blocks.0.fc1"]);
     expect(selectModules(gpt, (_m, n) => n > 0 && n < 1000)).toContain("blocks.0");
+  });
+});
+
+describe("fullyShard options", () => {
+  const tiny = () => new GPT({ vocabSize: 16, seqLen: 8, dModel: 8, nLayers: 2, nHeads: 2 }, { seed: 0 });
+
+  it("are checked at the call, naming the call, the field, the value and what is allowed", () => {
+    const block = withDevice("meta", tiny).blocks.children()[0];
+    expect(() => fullyShard(block, { reshardAfterForward: 1 })).toThrow(
+      "fullyShard(Block) option reshardAfterForward: got 1; expected true, false, or an integer k >= 2 dividing the world size",
+    );
+    expect(() => fullyShard(block, { mixedPrecision: { reduceDtype: "fp8" as never } })).toThrow(/^fullyShard\(Block\) option mixedPrecision: got \{"reduceDtype":"fp8"\}; expected an object \{ paramDtype\?, reduceDtype\? \}/);
+    expect(() => fullyShard(block, { cpuOffload: "yes" as never })).toThrow('fullyShard(Block) option cpuOffload: got "yes"; expected true or false, the same as the strategy\'s cpuOffload');
+    expect(() => fullyShard(block, { shardingStrategy: "NO_SHARD" } as never)).toThrow(
+      'fullyShard(Block): unknown option(s) "shardingStrategy"; allowed options are reshardAfterForward, mixedPrecision, cpuOffload',
+    );
+  });
+
+  it("are kept per module, frozen, and the root may have its own", () => {
+    const gpt = withDevice("meta", tiny);
+    fullyShard(gpt.blocks.children()[1], { reshardAfterForward: false, mixedPrecision: { reduceDtype: "float32" } });
+    fullyShard(gpt, { mixedPrecision: { paramDtype: "bfloat16" } });
+    const own = fullyShardOptions(gpt);
+    expect([...own.keys()]).toEqual(["", "blocks.1"]);
+    expect(own.get("blocks.1")).toEqual({ reshardAfterForward: false, mixedPrecision: { reduceDtype: "float32" }, cpuOffload: null });
+    expect(Object.isFrozen(own.get("blocks.1"))).toBe(true);
+    expect(own.get("")!.mixedPrecision).toEqual({ paramDtype: "bfloat16" });
+  });
+
+  /** Sets up `options`' strategy alone in this process (world 1) and shards the tiny GPT with its blocks marked by `unit`. */
+  async function shardAlone(options: FSDPOptions, unit: FullyShardOptions): Promise<void> {
+    const strategy = new FSDPStrategy(options);
+    await strategy.setup({ accelerator: conformanceCpuAccelerator(), precision: createPrecision("32-true"), cluster: new LocalEnvironment({}), devices: 1, numNodes: 1 });
+    try {
+      const gpt = tiny();
+      for (const block of gpt.blocks.children()) fullyShard(block, unit);
+      await strategy.setupModule(gpt);
+    } finally {
+      await strategy.teardown();
+    }
+  }
+
+  it("that the strategy cannot honour are refused when it shards the module, naming the unit and why", async () => {
+    await expect(shardAlone({}, { cpuOffload: true })).rejects.toThrow(
+      "fsdp: fullyShard(blocks.0) option cpuOffload: got true, the strategy's is false; a unit cannot differ: one optimizer steps every unit's slices, all in host memory or all on the device (set cpuOffload on the strategy)",
+    );
+    await expect(shardAlone({ cpuOffload: true }, { cpuOffload: true })).resolves.toBeUndefined();
+    await expect(shardAlone({}, { reshardAfterForward: 2 })).rejects.toThrow(
+      "fsdp fullyShard(blocks.0) option reshardAfterForward: 2 with FULL_SHARD over 1 rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < 1 (or use true or false)",
+    );
+    await expect(shardAlone({ shardingStrategy: "NO_SHARD" }, { reshardAfterForward: 2 })).rejects.toThrow(/fullyShard\(blocks\.0\) option reshardAfterForward: 2 with NO_SHARD/);
   });
 });

@@ -42,14 +42,13 @@ import {
   type StrategyContext,
 } from "@fulgur/core";
 import {
+  FullCheckpointIO,
   type PieceDescription,
   SHARDED_INDEX_FILE,
   SHARDED_PIECES_KEY,
-  SafetensorsFile,
   ShardedCheckpointIO,
-  decodeFullCheckpointMetadata,
-  openShardedCheckpoint,
-  rawToTensor,
+  type TensorPart,
+  loadShardedCheckpoint,
 } from "@fulgur/checkpoint-io";
 import type { Module, Optimizer } from "@fulgur/nn";
 import type { ShardingEngine } from "@fulgur/sharding";
@@ -360,48 +359,30 @@ export class PipelineStrategy extends ParallelStrategy implements BatchRunning, 
     await this.checkpointIO.save({ tensors, meta: { ...checkpoint.meta, [SHARDED_PIECES_KEY]: pieces } }, path);
   }
 
-  /** Reads this rank's parameters and their state from a sharded checkpoint, and everything else whole. */
+  /**
+   * Reads this rank's parameters and their state, and everything else whole, from a sharded
+   * checkpoint (under "fsdp", this rank's segments) or a full file (single_device, DDP, FSDP "full").
+   */
   override async loadCheckpoint(path: string): Promise<Checkpoint> {
-    if (!existsSync(join(path, SHARDED_INDEX_FILE))) return this.loadFullFile(path);
-    const reader = await openShardedCheckpoint(path);
-    try {
-      const tensors: Record<string, Tensor> = {};
-      for (const key of reader.names()) {
-        const name = this.paramOfKey(key);
-        if (name !== undefined && !this.owned.has(name)) continue;
-        const at = name === undefined ? undefined : this.slots?.get(name);
-        const seg = at && !at.unit.resident ? at.unit.segments[at.index] : undefined;
-        tensors[key] = await reader.read(key, seg?.start, seg?.end, { device: this.rootDevice });
-      }
-      this.localSegments = this.sharding !== null;
-      // The optimizer tensors the checkpoint lists, as far as this rank read them (the Trainer checks they are all there).
-      const meta = { ...reader.meta };
-      if (Array.isArray(meta.optimizer_tensors)) meta.optimizer_tensors = meta.optimizer_tensors.filter((n) => typeof n === "string" && n in tensors);
-      return { tensors, meta };
-    } finally {
-      await reader.close();
-    }
+    const device = this.rootDevice;
+    const sharded = existsSync(join(path, SHARDED_INDEX_FILE));
+    const { tensors, meta } = sharded
+      ? await loadShardedCheckpoint(path, { device, part: (key) => this.partOf(key) })
+      : await new FullCheckpointIO().load(path, { device, select: (key) => this.partOf(key) !== null });
+    if (sharded) this.localSegments = this.sharding !== null;
+    // The optimizer tensors the checkpoint lists, as far as this rank read them (the Trainer checks they are all there).
+    const read = { ...meta };
+    if (Array.isArray(read.optimizer_tensors)) read.optimizer_tensors = read.optimizer_tensors.filter((n) => typeof n === "string" && n in tensors);
+    return { tensors, meta: read };
   }
 
-  /** A full checkpoint file (single_device, DDP, FSDP "full"): only this rank's parameters and their state are read. */
-  private async loadFullFile(path: string): Promise<Checkpoint> {
-    const file = await SafetensorsFile.open(path);
-    const tensors: Record<string, Tensor> = {};
-    try {
-      const meta = decodeFullCheckpointMetadata(file.header.metadata, path);
-      for (const entry of file.select()) {
-        const name = this.paramOfKey(entry.name);
-        if (name !== undefined && !this.owned.has(name)) continue;
-        tensors[entry.name] = rawToTensor(await file.read(entry), entry.name, { device: this.rootDevice, path });
-      }
-      if (Array.isArray(meta.optimizer_tensors)) meta.optimizer_tensors = meta.optimizer_tensors.filter((n) => typeof n === "string" && n in tensors);
-      return { tensors, meta };
-    } catch (e) {
-      for (const t of Object.values(tensors)) t.dispose();
-      throw e;
-    } finally {
-      await file.close();
-    }
+  /** What of a checkpoint tensor this rank reads: nothing of other stages' parameters, its segment of a sharded one, else all. */
+  private partOf(key: string): TensorPart {
+    const name = this.paramOfKey(key);
+    if (name !== undefined && !this.owned.has(name)) return null;
+    const at = name === undefined ? undefined : this.slots?.get(name);
+    const seg = at && !at.unit.resident ? at.unit.segments[at.index] : undefined;
+    return seg ? { start: seg.start, end: seg.end } : undefined;
   }
 
   /** The parameter a checkpoint key belongs to (model.<name> or optimizer.state.<name>.<state>), or undefined. */

@@ -68,6 +68,7 @@ export {
 } from "./shape";
 export { cpuBackend, philox4x32 } from "./cpu";
 export { startReadyWorker, type ReadyWorkerEntries } from "./readyWorker";
+export { tsxWorkerBootstrap } from "./sourceWorker";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
 export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
 export { MetaBackend, metaBackend } from "./meta";

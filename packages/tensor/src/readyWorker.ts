@@ -3,11 +3,11 @@
  * offload's I/O): started, then waited for until they say they are ready, so a worker that cannot
  * start fails at once with a message instead of leaving a blocked step waiting for it.
  *
- * From the TypeScript sources (vitest, tsx) there is no .js to run, and a worker thread does not
- * inherit the tsx loader: a `tsxBootstrap.mjs` beside the caller registers tsx and imports the .ts
- * entry. The built package runs its own bundled entry.
+ * From the TypeScript sources (vitest, tsx) the worker runs the .ts entry through the shared
+ * bootstrap (sourceWorker.ts). The built package runs its own bundled entry.
  */
 import { Worker } from "node:worker_threads";
+import { tsxWorkerBootstrap } from "./sourceWorker";
 
 /** Node flags a worker cannot take (a script given with -e or --input-type, the tsx loader). */
 const workerExecArgv = (): string[] => process.execArgv.filter((a) => !/tsx|^--input-type|^-e$|^--eval/.test(a));
@@ -27,7 +27,7 @@ export interface ReadyWorkerEntries {
 export function startReadyWorker(callerUrl: string, entries: ReadyWorkerEntries, what: string, hint = "", timeoutMs = 30_000): Worker {
   const ready = new SharedArrayBuffer(4);
   const worker = callerUrl.endsWith(".ts")
-    ? new Worker(new URL("./tsxBootstrap.mjs", callerUrl), {
+    ? new Worker(tsxWorkerBootstrap, {
         workerData: { entry: new URL(entries.source, callerUrl).href, ready },
         execArgv: workerExecArgv(),
       })

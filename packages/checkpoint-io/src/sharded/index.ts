@@ -26,5 +26,12 @@ export {
   type ShardedTensorInfo,
 } from "./reader";
 export { planLayout, reshardCheckpoint, type ReshardOptions } from "./reshard";
-export { SHARDED_PIECES_KEY, ShardedCheckpointIO, type PieceDescription } from "./shardedCheckpointIO";
+export {
+  SHARDED_PIECES_KEY,
+  ShardedCheckpointIO,
+  loadShardedCheckpoint,
+  type PieceDescription,
+  type ShardedLoadOptions,
+  type TensorPart,
+} from "./shardedCheckpointIO";
 export { ShardedCheckpointWriter, type ShardCoordinator, type ShardPiece, type ShardedWriteOptions } from "./writer";

@@ -75,6 +75,39 @@ function piecesOf(checkpoint: Checkpoint, rank: number): ShardPiece[] {
   return pieces;
 }
 
+/** What of one tensor to read: null skips it, undefined reads it whole, a range reads those elements of it flattened. */
+export type TensorPart = { readonly start: number; readonly end: number } | null | undefined;
+
+export interface ShardedLoadOptions {
+  /** Where the tensors go (default: the CPU). */
+  readonly device?: string;
+  /** What of each tensor to read, by name (default: all of every one). */
+  readonly part?: (name: string) => TensorPart;
+}
+
+/**
+ * Reads a sharded checkpoint written at any world size, whole or as a rank that holds parts of the
+ * model does (FSDP, a pipeline stage): only its ranges of the tensors it shards, the tensors it
+ * does not hold skipped, the rest whole. What was read is disposed if a later tensor fails.
+ */
+export async function loadShardedCheckpoint(path: string, options: ShardedLoadOptions = {}): Promise<Checkpoint> {
+  const reader = await openShardedCheckpoint(path);
+  const tensors: Record<string, Tensor> = {};
+  try {
+    for (const name of reader.names()) {
+      const part = options.part?.(name);
+      if (part === null) continue;
+      setOwn(tensors, name, await reader.read(name, part?.start, part?.end, { device: options.device }));
+    }
+    return { tensors, meta: reader.meta };
+  } catch (e) {
+    for (const t of Object.values(tensors)) t.dispose();
+    throw e;
+  } finally {
+    await reader.close();
+  }
+}
+
 export class ShardedCheckpointIO implements CheckpointIO {
   readonly name = "sharded";
   readonly contractVersion = CONTRACT_VERSION;
@@ -89,19 +122,9 @@ export class ShardedCheckpointIO implements CheckpointIO {
     await this.writer.writeWith(path, () => piecesOf(checkpoint, this.coordinator.rank), storedMeta(checkpoint));
   }
 
-  /** Every tensor whole, by name, on `device`; fails naming a partial tensor. */
-  async load(path: string, options: { device?: string } = {}): Promise<Checkpoint> {
-    const reader = await openShardedCheckpoint(path);
-    const tensors: Record<string, Tensor> = {};
-    try {
-      for (const name of reader.names()) setOwn(tensors, name, await reader.read(name, undefined, undefined, { device: options.device }));
-      return { tensors, meta: reader.meta };
-    } catch (e) {
-      for (const t of Object.values(tensors)) t.dispose();
-      throw e;
-    } finally {
-      await reader.close();
-    }
+  /** Every tensor whole by default, by name, on `device`; fails naming a partial tensor. See `loadShardedCheckpoint`. */
+  async load(path: string, options: ShardedLoadOptions = {}): Promise<Checkpoint> {
+    return loadShardedCheckpoint(path, options);
   }
 
   /**

@@ -24,11 +24,13 @@
  * [Note: worker script] The built package runs dist/processGroupWorker.js (its own tsup entry),
  * found beside the bundle with `new URL(..., import.meta.url)`. From the TypeScript sources (vitest,
  * or a script run with tsx) this module's URL ends in .ts and there is no .js to run; Node 20 does
- * not carry a loader given with `--import` into worker threads, so a small bootstrap registers tsx
- * (a dependency of this package) in the worker and imports the .ts entry. Tests therefore run the
+ * not carry a loader given with `--import` into worker threads, so a small bootstrap
+ * (`tsxWorkerBootstrap` of @fulgur/tensor, which every package's workers share) registers tsx (a
+ * dependency of this package) in the worker and imports the .ts entry. Tests therefore run the
  * worker from the sources they test, not from a dist/ that may be stale.
  */
 import { MessageChannel, receiveMessageOnPort, Worker, type MessagePort } from "node:worker_threads";
+import { tsxWorkerBootstrap } from "@fulgur/tensor";
 import { GroupFailedError } from "../../errors";
 import type { CollectiveRecord } from "../collectiveLog";
 import { fromRecord } from "./errorCodec";
@@ -214,7 +216,7 @@ export class GroupThread {
 function spawn(data: WorkerData, transferList: MessagePort[]): Worker {
   if (import.meta.url.endsWith(".ts")) {
     const entry = new URL("./entry.ts", import.meta.url).href;
-    return new Worker(new URL("./tsxBootstrap.mjs", import.meta.url), { workerData: { ...data, entry }, transferList, execArgv: withoutTsx(process.execArgv) });
+    return new Worker(tsxWorkerBootstrap, { workerData: { ...data, entry }, transferList, execArgv: withoutTsx(process.execArgv) });
   }
   return new Worker(new URL("./processGroupWorker.js", import.meta.url), { workerData: data, transferList });
 }
