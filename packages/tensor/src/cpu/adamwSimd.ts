@@ -25,6 +25,14 @@ interface Kernel {
 
 let kernel: Kernel | null | undefined;
 
+// The few WebAssembly globals used here (the package's lib settings carry no WebAssembly types).
+interface WasmGlobals {
+  Memory: new (d: { initial: number; maximum: number }) => { buffer: ArrayBuffer };
+  Module: new (bytes: Uint8Array) => object;
+  Instance: new (module: object, imports: object) => { exports: Record<string, unknown> };
+}
+const wasm = (globalThis as unknown as { WebAssembly?: WasmGlobals }).WebAssembly;
+
 function decode(base64: string): Uint8Array {
   const text = atob(base64);
   const out = new Uint8Array(text.length);
@@ -35,9 +43,10 @@ function decode(base64: string): Uint8Array {
 function load(): Kernel | null {
   if (kernel !== undefined) return kernel;
   if (process.env.FULGUR_CPU_SIMD === "0") return (kernel = null);
+  if (!wasm) return (kernel = null);
   try {
-    const memory = new WebAssembly.Memory({ initial: 2, maximum: 2 });
-    const instance = new WebAssembly.Instance(new WebAssembly.Module(decode(adamwWasm)), { env: { memory } });
+    const memory = new wasm.Memory({ initial: 2, maximum: 2 });
+    const instance = new wasm.Instance(new wasm.Module(decode(adamwWasm)), { env: { memory } });
     const f = new Float32Array(memory.buffer);
     kernel = {
       run: instance.exports.adamw as Kernel["run"],
