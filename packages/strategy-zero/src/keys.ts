@@ -49,8 +49,8 @@ const SCALER = "the 16-mixed precision's loss scaler, which follows DeepSpeed's 
 /** Every key Fulgur acts on, by dotted path, with what it does (the README's table is this one). */
 export const HONOURED_KEYS: Readonly<Record<string, KeyRule>> = Object.freeze({
   $schema: { does: "an editor hint; nothing to do at run time" },
-  train_batch_size: { does: "checked at setup: train_batch_size = micro-batch × accumulateGradBatches × world size" },
-  train_micro_batch_size_per_gpu: { does: "checked at setup as above; the loader's batch size is the micro-batch" },
+  train_batch_size: { does: 'checked at setup: train_batch_size = micro-batch × accumulateGradBatches × world size; "auto": that product' },
+  train_micro_batch_size_per_gpu: { does: 'the loader\'s batch size is the micro-batch: "auto" takes it, a number must equal it' },
   gradient_accumulation_steps: { does: '"auto" only: the Trainer\'s accumulateGradBatches (a number is refused, as in Lightning)' },
   gradient_clipping: { does: "the step's clipping by global norm (0: none); \"auto\" or absent: the Trainer's gradientClipVal; both set and different: refused" },
   "fp16.enabled": { does: 'must agree with the Trainer\'s precision ("16-mixed"); "auto": taken from it' },

@@ -22,7 +22,7 @@ import type {
   OptimizerStepResult,
   PrecisionStepOptions,
 } from "@fulgur/core";
-import type { ConfigProblem } from "@fulgur/deepspeed-config-schema";
+import type { BatchSizes, ConfigProblem } from "@fulgur/deepspeed-config-schema";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
 import {
   ShardingEngine,
@@ -70,10 +70,11 @@ import {
   unitGroupsFor,
 } from "./stages";
 import {
-  batchSizeProblems,
   clippingFor,
   clippingProblem,
+  loaderBatchSizeOf,
   precisionProblems,
+  resolveTrainerBatch,
   trainerSettingsOf,
 } from "./trainerValues";
 import { unitPaths } from "./wrapPolicy";
@@ -101,6 +102,8 @@ export class DeepSpeedStrategy
   private engine: ShardingEngine | null = null;
   private index: SegmentIndex | null = null;
   private prefetch = DEFAULT_PREFETCH;
+  /** The batch sizes this run trains with ("auto" filled from the Trainer), once setupModule knows them. */
+  private batch: BatchSizes | null = null;
   /** Puts the precision's own loss scaler back at teardown (16-mixed only). */
   private restoreScaler: (() => void) | null = null;
 
@@ -134,6 +137,15 @@ export class DeepSpeedStrategy
 
   get stage(): ZeroStage {
     return this.plan.stage;
+  }
+
+  /**
+   * train_batch_size, train_micro_batch_size_per_gpu and gradient_accumulation_steps as this run
+   * trains them ("auto" filled from the Trainer's loader and accumulation), after setupModule;
+   * null outside a Trainer's fit.
+   */
+  get batchSizes(): BatchSizes | null {
+    return this.batch;
   }
 
   /** The sharding engine (after setupModule), for tests and tools. */
@@ -193,14 +205,14 @@ export class DeepSpeedStrategy
         trainer.gradientClipVal,
         trainer.gradientClipAlgorithm
       );
-      this.fail([
-        ...batchSizeProblems(
-          this.plan,
-          this.worldSize,
-          trainer.accumulateGradBatches
-        ),
-        ...(clip ? [clip] : []),
-      ]);
+      const batch = resolveTrainerBatch(
+        this.plan,
+        this.worldSize,
+        trainer.accumulateGradBatches,
+        loaderBatchSizeOf(module)
+      );
+      this.fail([...batch.problems, ...(clip ? [clip] : [])]);
+      this.batch = batch.sizes;
     }
     const device = this.rootDevice;
     const deferred = module.parameters().some((p) => p.device === "meta");
