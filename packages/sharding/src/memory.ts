@@ -98,6 +98,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const keptCopies = new Set(keep && !layout.keepGathered ? keep.parameters.filter((u) => unitBytes.has(u) && !resident(u)) : []);
   const keptCopyBytes = [...keptCopies].reduce((n, u) => n + unitBytes.get(u)!.parameters, 0);
   const rootResident = resident("");
+  const keptCasts = keep ? keep.parameters.filter((u) => unitCasts.has(u)).reduce((n, u) => n + unitCasts.get(u)!, 0) : 0;
   const onDevice = layout.offload ? keptSlices : slices;
   const onHost = layout.offload
     ? { parameters: slices.parameters - keptSlices.parameters, gradients: slices.gradients - keptSlices.gradients, optimizerState: slices.optimizerState - keptSlices.optimizerState }
@@ -111,7 +112,8 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
       gradients: onDevice.gradients + (accumulating ? root.trainable : 0),
       gatheredUnits: replicated ? 0 : (rootResident ? 0 : root.parameters) + (layout.keepGathered ? wrapped.parameters : keptCopyBytes),
       communication: 0,
-      workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : 0),
+      // Units gathered all step keep their autocast copies all step too.
+      workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : keptCasts),
     },
     segment: (s) => {
       const unit = unitOf(s, units);

@@ -84,8 +84,8 @@ export function keepWithinBudget(units: readonly UnitSize[], budget: number, cos
   for (const u of fromLast) {
     if (!parameters.includes(u.path)) continue;
     const slice = Math.ceil(u.numel / costs.shards);
-    // Alone on its rank the unit becomes resident: its gathered copy goes.
-    const refund = costs.shards === 1 ? copyBytes(u) : 0;
+    // Alone on its rank the unit becomes resident: its gathered buffer goes (its autocast copies stay).
+    const refund = costs.shards === 1 ? u.numel * costs.masterBytes : 0;
     const cost = slice * (2 * costs.masterBytes + costs.optimizerBytes) - refund;
     if (cost > left) continue;
     left -= cost;
