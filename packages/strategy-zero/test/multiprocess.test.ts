@@ -289,7 +289,7 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
     }
   });
 
-  it("offloadKeep with a budget: kept what the budget allows; its checkpoint resumes in single_device and in ZeRO with everything offloaded", async () => {
+  it("offloadKeep with a budget: kept what the budget allows; its checkpoint resumes in single_device, in ZeRO with everything offloaded and in ZeRO with ratio 0.5", async () => {
     const ref = await reference();
     // What the device needs with everything offloaded, as the strategy estimates it for this job.
     class Fixture extends Module {
@@ -327,7 +327,8 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
       // Beyond what full offload holds there (the root unit gathered), the device took at most the budget.
       expect(z!.held.device - root * 4).toBeLessThanOrEqual(left);
     }
-    for (const spec of [{ strategy: "single_device", world: 1 }, { strategy: "deepspeed_stage_3_offload", world: 2 }]) {
+    const ratio = { config: { zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 0.5 } } } };
+    for (const spec of [{ strategy: "single_device", world: 1 }, { strategy: "deepspeed_stage_3_offload", world: 2 }, { strategy: "deepspeed", world: 2, options: ratio }]) {
       const resumed = await train({ ...spec, flags: ["--resume", path] });
       expectLosses(resumed.losses, ref.losses.slice(STEPS / 2));
     }
