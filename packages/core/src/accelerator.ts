@@ -9,6 +9,13 @@ export interface AcceleratorMemoryStats {
   readonly peak: number;
 }
 
+/** A device's memory as its driver reports it (CUDA's cudaMemGetInfo), in bytes. */
+export interface DeviceMemoryInfo {
+  /** Free now, for this process to allocate (other processes' use already subtracted). */
+  readonly free: number;
+  readonly total: number;
+}
+
 export interface Accelerator extends ContractVersioned {
   readonly name: string;
   isAvailable(): boolean;
@@ -18,7 +25,18 @@ export interface Accelerator extends ContractVersioned {
   /** Makes the device current for this process and loads what it needs (lazily: importing needs no GPU). */
   setupDevice(device: string): Promise<void>;
   memoryStats(device: string): AcceleratorMemoryStats;
+  /**
+   * Optional: the device's free and total memory (the CUDA accelerator: cudaMemGetInfo on the
+   * device). Strategies that size what they keep on the device by what is free read it
+   * (`reportsDeviceMemory`); an accelerator without it leaves them to be given a size.
+   */
+  deviceMemory?(device: string): DeviceMemoryInfo;
   teardown(): Promise<void>;
+}
+
+/** Whether the accelerator reports its devices' free and total memory. */
+export function reportsDeviceMemory(a: object): a is Accelerator & Required<Pick<Accelerator, "deviceMemory">> {
+  return typeof (a as Partial<Accelerator>).deviceMemory === "function";
 }
 
 export interface ProcessGroupOptions {

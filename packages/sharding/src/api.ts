@@ -41,6 +41,27 @@ export interface EngineOptions {
   readonly keepGathered?: boolean;
   /** Offload to disk (needs `offload`): what goes to files under `path`, and how they are read and written. */
   readonly nvme?: NvmeOffload | null;
+  /**
+   * With `offload`: the units that keep state on the device anyway, by module path ("" for the
+   * root unit); null or absent: every unit offloaded. See [Note: units kept on the device].
+   */
+  readonly keep?: OffloadKeep | null;
+}
+
+/**
+ * [Note: units kept on the device] Offload moves a unit's master slice, gradient slice and
+ * optimizer state to the host as one piece (the step updates the slice where its state is), so a
+ * unit keeps either all three on the device or none (DeepSpeed's `offload_optimizer.ratio`, by
+ * whole units). Separately, a unit may keep its gathered parameters on the device from step to
+ * step: gathered once after each optimizer step (one upload of its slice) instead of before each
+ * forward and backward. A unit alone on its rank (one shard) whose slice stays on the device is
+ * resident: its parameters are the slice itself and nothing is gathered at all.
+ */
+export interface OffloadKeep {
+  /** Units whose master slice, gradient slice and optimizer state stay on the device. */
+  readonly optimizerState: readonly string[];
+  /** Units whose gathered parameters stay on the device between steps (not re-uploaded for each forward and backward). */
+  readonly parameters: readonly string[];
 }
 
 /**

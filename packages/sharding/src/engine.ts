@@ -23,6 +23,16 @@ import { layoutUnit } from "./layout";
 import { NvmeTier } from "./nvme/nvmeTier";
 import { stepInPieces } from "./nvme/piecewiseStep";
 
+/** Where a unit's parameters and its optimizer state live (see [Note: units kept on the device] in api.ts). */
+export interface UnitPlacement {
+  /** The unit's module path ("" for the root unit). */
+  readonly name: string;
+  /** "device": computed from without an upload (a slice on the device, or a gathered copy kept there). */
+  readonly parameters: "device" | "host" | "nvme";
+  /** Where the master slice, the gradient slice and the optimizer state are. */
+  readonly optimizerState: "device" | "host" | "nvme";
+}
+
 /** A unit to build: its module's path in the root ("" for the root unit) and its parameters. */
 export interface UnitPlan {
   readonly path: string;
@@ -109,13 +119,19 @@ export class ShardingEngine {
     const mixedPrecision = plan.options?.mixedPrecision ?? this.options.mixedPrecision;
     const computeDtype = mixedPrecision.paramDtype ?? master;
     const reduceDtype = mixedPrecision.reduceDtype ?? computeDtype;
-    const masterDevice = this.options.offload ? "cpu" : this.device;
+    // [Note: units kept on the device] in api.ts.
+    const keep = this.options.keep;
+    const onHost = this.options.offload && !(keep?.optimizerState.includes(plan.path) ?? false);
+    const masterDevice = onHost ? "cpu" : this.device;
     const groups = plan.options?.groups ?? this.groups;
     const unit = new FlatUnit(plan.path, this.root, layout, groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
+    unit.onHost = onHost;
+    // The root unit is gathered for the whole step anyway (see the header).
+    unit.keptGathered = plan.path === "" || (this.options.keepGathered ?? false) || (this.options.offload && (keep?.parameters.includes(plan.path) ?? false));
     this.reshardsAfterForward.set(unit, plan.options?.reshardAfterForward ?? this.options.reshardAfterForward);
     for (const p of plan.params) p.tensor.dispose();
     // NVMe parameter offload: the slice lives on disk from here on, read in for each use.
-    if (this.nvme && this.options.nvme!.parameters && !unit.resident) {
+    if (this.nvme && this.options.nvme!.parameters && onHost && !unit.resident) {
       unit.masterTier = this.nvme;
       this.nvme.evict([unit.master], true);
     } else unit.pinHostSlices();
@@ -165,7 +181,7 @@ export class ShardingEngine {
   }
 
   private postForward(unit: FlatUnit): void {
-    if (!this.reshardsAfterForward.get(unit) || this.options.keepGathered || this.inBackward) return;
+    if (!this.reshardsAfterForward.get(unit) || unit.keptGathered || this.inBackward) return;
     unit.reshardToPostForwardGroup();
     // A resident unit has nothing to free but its autocast copies ([Note: autocast copies reshard too]).
     if (unit.resident) unit.releaseCastCopies();
@@ -189,7 +205,7 @@ export class ShardingEngine {
     unit.gradsSeen.add(slotIndex);
     if (unit !== this.rootUnit && unit.gradientsComplete) {
       unit.reduceGradients();
-      if (!this.options.keepGathered) unit.reshard();
+      if (!unit.keptGathered) unit.reshard();
       if (this.options.offload) {
         const previous = this.lastReduced;
         this.lastReduced = unit;
@@ -210,11 +226,11 @@ export class ShardingEngine {
     for (const unit of this.units) if (unit.resident || unit === this.rootUnit) unit.prepareGradients();
   }
 
-  /** Units kept gathered (ZeRO 1 and 2) are gathered before the first step, like the root unit. */
+  /** Units kept gathered (ZeRO 1 and 2, units whose parameters are kept) are gathered before the first step, like the root unit. */
   private gatherKept(): void {
-    if (!this.options.keepGathered) return;
-    for (const unit of this.wrapped) unit.startGather();
-    for (const unit of this.wrapped) unit.gather();
+    const kept = this.wrapped.filter((u) => u.keptGathered);
+    for (const unit of kept) unit.startGather();
+    for (const unit of kept) unit.gather();
   }
 
   endBackward(): void {
@@ -232,7 +248,7 @@ export class ShardingEngine {
   finishGradients(): Tensor[] {
     for (const unit of this.units) {
       unit.reduceGradients();
-      if (unit !== this.rootUnit && !this.options.keepGathered) unit.reshard();
+      if (unit !== this.rootUnit && !unit.keptGathered) unit.reshard();
     }
     this.lastReduced = null;
     this.downloading = [];
@@ -276,7 +292,10 @@ export class ShardingEngine {
   async withOptimizerState<T>(optimizer: Optimizer, changed: boolean, fn: () => Promise<T> | T): Promise<T> {
     const nvme = this.nvme;
     if (!nvme || !this.options.nvme!.optimizerState) return this.onHost(async () => fn());
-    const stateTensors = (): Tensor[] => [...optimizer.state.values()].flatMap((s) => Object.values(s).filter((v): v is Tensor => typeof v !== "number"));
+    // Units kept on the device keep their state there: only the offloaded units' goes to disk.
+    const offloaded = new Set(this.units.filter((u) => u.onHost).flatMap((u) => [...u.optimParams]));
+    const stateTensors = (): Tensor[] =>
+      [...optimizer.state.entries()].flatMap(([p, s]) => (offloaded.has(p) ? Object.values(s).filter((v): v is Tensor => typeof v !== "number") : []));
     const before = stateTensors();
     nvme.fetch(before);
     const result = await this.onHost(async () => fn());
@@ -291,12 +310,44 @@ export class ShardingEngine {
     for (const unit of this.units) unit.stepped();
     // Kept units are gathered again at once (all started before any is waited for, so the
     // gathers overlap each other); otherwise only the root unit is.
-    const again = this.units.filter((u) => !u.resident && (this.options.keepGathered || u === this.rootUnit));
+    const again = this.units.filter((u) => !u.resident && (u.keptGathered || u === this.rootUnit));
     for (const unit of again) unit.startGather();
     for (const unit of again) {
       unit.gather();
       unit.deactivate();
     }
+  }
+
+  /** Where each unit's parameters and optimizer state live, in unit order. */
+  placement(): UnitPlacement[] {
+    const stateTier = this.nvme && this.options.nvme!.optimizerState ? "nvme" : "host";
+    return this.units.map((u) => ({
+      name: u.name,
+      // Parameters computed from the device without an upload: a slice there, or a gathered copy kept there.
+      parameters: !u.onHost || u.resident || u.keptGathered ? "device" : u.masterTier ? "nvme" : "host",
+      optimizerState: u.onHost ? stateTier : "device",
+    }));
+  }
+
+  /**
+   * Bytes held now on the device and in host memory, by where the engine keeps them: every unit's
+   * slices, gathered buffers and the optimizer state of its parameters (state on disk counts in
+   * neither). On the CPU backend both are host memory; the split is the engine's placement.
+   */
+  heldBytes(optimizer: Optimizer | null): { readonly device: number; readonly host: number } {
+    let device = 0;
+    let host = 0;
+    for (const u of this.units) {
+      const held = u.heldBytes();
+      let state = 0;
+      for (const p of u.optimParams) {
+        for (const v of Object.values(optimizer?.state.get(p) ?? {})) if (typeof v !== "number" && v.storageRef.hasMemory) state += v.storageRef.bytes;
+      }
+      device += held.gathered;
+      if (u.onHost) host += held.slices + state;
+      else device += held.slices + state;
+    }
+    return { device, host };
   }
 
   remove(): void {

@@ -74,6 +74,17 @@ export class FlatUnit {
    * Never for a resident unit: its module computes with views of the master slice directly.
    */
   masterTier: NvmeTier | null = null;
+  /**
+   * Whether the master slice, gradient slice and optimizer state live in host memory (offload).
+   * Set by the engine; false for a unit kept on the device ([Note: units kept on the device] in api.ts).
+   */
+  onHost = false;
+  /**
+   * Whether the gathered parameters stay from step to step (ZeRO stages 1 and 2, or a unit whose
+   * parameters are kept on the device): gathered again right after each optimizer step, never
+   * freed after forward or backward.
+   */
+  keptGathered = false;
 
   constructor(
     /** Dotted path of the unit's module in the root ("model.blocks.3"), "" for the root unit. */
@@ -446,6 +457,15 @@ export class FlatUnit {
     this.gradFresh = false;
     // The master slice changed: a kept gathered copy is stale.
     if (!this.resident && this.state !== "sharded") this.reshard();
+  }
+
+  /**
+   * Bytes this unit holds now: its slices (master and gradient, where they live) and its gathered
+   * buffer (on the device; 0 while freed or resident).
+   */
+  heldBytes(): { readonly slices: number; readonly gathered: number } {
+    const live = (t: Tensor | null): number => (t && t.storageRef.hasMemory ? t.storageRef.bytes : 0);
+    return { slices: live(this.master) + live(this.gradShard), gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) };
   }
 
   // ---- whole values (checkpoints) ---------------------------------------------------------------

@@ -8,6 +8,7 @@
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
+import type { OffloadKeep } from "./api";
 import {
   EMPTY_BREAKDOWN,
   activationNote,
@@ -35,6 +36,8 @@ export interface ShardedMemoryLayout {
   readonly keepGathered: boolean;
   /** Slices, gradient slices and optimizer state in host memory. */
   readonly offload: boolean;
+  /** With offload: the units that keep state on the device anyway ([Note: units kept on the device] in api.ts). */
+  readonly keep?: OffloadKeep | null;
   /** Modules whose forward is recomputed in backward (activation checkpointing). */
   readonly checkpointed: readonly string[];
   readonly notes: readonly string[];
@@ -64,6 +67,11 @@ export function checkpointSegments(profile: ActivationProfile | null, checkpoint
   return { segments, source: `${profile.source}, ${checkpointed.length} module(s) checkpointed` };
 }
 
+/** Trainable elements of the wrapped units together. */
+function wrappedElements(input: MemoryEstimateInput, units: readonly string[]): number {
+  return units.reduce((n, u) => n + modelBytes(input, [u]).trainableElements, 0);
+}
+
 export function estimateShardedMemory(strategy: string, input: MemoryEstimateInput, layout: ShardedMemoryLayout): MemoryEstimate {
   checkEstimateInput(input);
   const { shards, units, prefetch } = layout;
@@ -77,7 +85,26 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const rootCasts = autocastCopyBytes(input) - [...unitCasts.values()].reduce((a, b) => a + b, 0);
   const largest = Math.max(0, ...[...unitBytes.values()].map((b) => b.parameters));
   const slices = { parameters: all.parameters / shards, gradients: all.trainable / shards, optimizerState: (all.trainableElements * optimizerBytes) / shards };
-  const onDevice = layout.offload ? { parameters: 0, gradients: 0, optimizerState: 0 } : slices;
+  // Units kept on the device with offload: their slices stay there, and their gathered copies stay
+  // from step to step (a unit alone on its rank with its slice there is resident: no copy at all).
+  const keep = layout.offload ? layout.keep ?? null : null;
+  const unitSlices = (paths: readonly string[]) => {
+    const b = paths.map((u) => (u === "" ? { ...root, elements: all.trainableElements - wrappedElements(input, units) } : { ...unitBytes.get(u)!, elements: modelBytes(input, [u]).trainableElements }));
+    return b.reduce(
+      (s, x) => ({ parameters: s.parameters + x.parameters / shards, gradients: s.gradients + x.trainable / shards, optimizerState: s.optimizerState + (x.elements * optimizerBytes) / shards }),
+      { parameters: 0, gradients: 0, optimizerState: 0 },
+    );
+  };
+  const keptSlices = keep ? unitSlices(keep.optimizerState.filter((u) => u === "" || unitBytes.has(u))) : { parameters: 0, gradients: 0, optimizerState: 0 };
+  const resident = (u: string): boolean => shards === 1 && (keep?.optimizerState.includes(u) ?? false);
+  const keptCopies = new Set(keep && !layout.keepGathered ? keep.parameters.filter((u) => unitBytes.has(u) && !resident(u)) : []);
+  const keptCopyBytes = [...keptCopies].reduce((n, u) => n + unitBytes.get(u)!.parameters, 0);
+  const rootResident = resident("");
+  const keptCasts = keep ? keep.parameters.filter((u) => unitCasts.has(u)).reduce((n, u) => n + unitCasts.get(u)!, 0) : 0;
+  const onDevice = layout.offload ? keptSlices : slices;
+  const onHost = layout.offload
+    ? { parameters: slices.parameters - keptSlices.parameters, gradients: slices.gradients - keptSlices.gradients, optimizerState: slices.optimizerState - keptSlices.optimizerState }
+    : null;
   const profile = checkpointSegments(resolveActivations(input), layout.checkpointed);
   const replicated = shards === 1 && !layout.offload;
   const step: StepLayout = {
@@ -85,16 +112,17 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
       ...onDevice,
       // The root unit's gradients accumulate in one buffer over an accumulation window.
       gradients: onDevice.gradients + (accumulating ? root.trainable : 0),
-      gatheredUnits: replicated ? 0 : root.parameters + (layout.keepGathered ? wrapped.parameters : 0),
+      gatheredUnits: replicated ? 0 : (rootResident ? 0 : root.parameters) + (layout.keepGathered ? wrapped.parameters : keptCopyBytes),
       communication: 0,
-      workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : 0),
+      // Units gathered all step keep their autocast copies all step too.
+      workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : keptCasts),
     },
     segment: (s) => {
       const unit = unitOf(s, units);
       const own = modelBytes(input, s.modules).trainable;
       if (unit === "") return { gathered: 0, gradientsKept: accumulating ? 0 : own, gradientBuffer: 0 };
       const bytes = unitBytes.get(unit)!;
-      if (layout.keepGathered || replicated) return { gathered: 0, gradientsKept: 0, gradientBuffer: bytes.trainable };
+      if (layout.keepGathered || replicated || keptCopies.has(unit) || resident(unit)) return { gathered: 0, gradientsKept: 0, gradientBuffer: bytes.trainable };
       const casts = unitCasts.get(unit) ?? 0;
       const k = layout.unitReshardAfterForward?.get(unit) ?? layout.reshardAfterForward;
       const kept = k === false ? bytes.parameters : typeof k === "number" ? (bytes.parameters * k) / shards : 0;
@@ -107,7 +135,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   return {
     strategy,
     perDevice: peak.breakdown,
-    perHost: layout.offload ? breakdown({ ...slices, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }) : EMPTY_BREAKDOWN,
+    perHost: onHost ? breakdown({ ...onHost, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }) : EMPTY_BREAKDOWN,
     disk: 0,
     notes: [...layout.notes, activationNote(profile), `peak: ${peak.where}`],
     peak: { phase: peak.phase, where: peak.where },

@@ -70,6 +70,14 @@ export interface DeepSpeedOptions extends ParallelOptions {
   readonly minLossScale?: number;
   /** Which modules are units (default: every element of a ModuleList, e.g. each transformer block). */
   readonly autoWrapPolicy?: WrapPolicy | null;
+  /**
+   * With offload on: keep on the device whatever fits there (Fulgur's own; see the guide's "Keep on
+   * the device what fits"). "auto": the device's free memory as the accelerator reports it; a
+   * number: the bytes of device memory the run may use. From it the strategy's estimate of what
+   * training needs on the device anyway (activations, gathered units, buffers) is taken; in what is
+   * left, units keep their gathered parameters on the device, then their slices and optimizer state.
+   */
+  readonly offloadKeep?: "auto" | number | null;
 }
 
 /** The ZeRO options proper (everything but the launch options ParallelOptions shares). */
@@ -99,6 +107,7 @@ const NOT_GIVEN: { readonly [K in ZeroOptionName]: null } = {
   hysteresis: null,
   minLossScale: null,
   autoWrapPolicy: null,
+  offloadKeep: null,
 };
 
 /** A bad DeepSpeed strategy option; `option` names it. */
@@ -135,6 +144,7 @@ const schema = z.strictObject({
   hysteresis: z.number().int().positive().optional(),
   minLossScale: z.number().positive().finite().optional(),
   autoWrapPolicy: policy.nullable().optional(),
+  offloadKeep: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
 });
 
 const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
@@ -157,6 +167,7 @@ const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
   hysteresis: "a positive integer number of overflows",
   minLossScale: "a number greater than 0",
   autoWrapPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
+  offloadKeep: '"auto" (the device\'s free memory), a positive integer number of bytes of device memory, or null',
 };
 
 const SPEC: OptionSpec<DeepSpeedOptions> = {

@@ -25,6 +25,8 @@ export interface ZeroPlan {
   readonly stage: ZeroStage;
   readonly offloadOptimizer: OffloadDevice;
   readonly offloadParam: OffloadDevice;
+  /** offload_optimizer.ratio: the share of the optimizer state offloaded, by whole units (1 when absent). */
+  readonly offloadRatio: number;
   /** Where zero.Init would first place the model (accepted; the model is built on meta here). */
   readonly remoteDevice: OffloadTarget | null;
   /** The NVMe directory, when something is offloaded to NVMe. */
@@ -252,6 +254,7 @@ function readPlan(config: Record<string, unknown>, hadConfig: boolean, source: s
     stage,
     offloadOptimizer,
     offloadParam,
+    offloadRatio: numberOrNull(opt.ratio) ?? 1,
     remoteDevice,
     nvmePath: nvmeBlock && typeof nvmeBlock.nvme_path === "string" ? nvmeBlock.nvme_path : null,
     nvme,

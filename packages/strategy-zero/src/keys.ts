@@ -49,8 +49,8 @@ const SCALER = "the 16-mixed precision's loss scaler, which follows DeepSpeed's 
 /** Every key Fulgur acts on, by dotted path, with what it does (the README's table is this one). */
 export const HONOURED_KEYS: Readonly<Record<string, KeyRule>> = Object.freeze({
   $schema: { does: "an editor hint; nothing to do at run time" },
-  train_batch_size: { does: "checked at setup: train_batch_size = micro-batch × accumulateGradBatches × world size" },
-  train_micro_batch_size_per_gpu: { does: "checked at setup as above; the loader's batch size is the micro-batch" },
+  train_batch_size: { does: 'checked at setup: train_batch_size = micro-batch × accumulateGradBatches × world size; "auto": that product' },
+  train_micro_batch_size_per_gpu: { does: 'the loader\'s batch size is the micro-batch: "auto" takes it, a number must equal it' },
   gradient_accumulation_steps: { does: '"auto" only: the Trainer\'s accumulateGradBatches (a number is refused, as in Lightning)' },
   gradient_clipping: { does: "the step's clipping by global norm (0: none); \"auto\" or absent: the Trainer's gradientClipVal; both set and different: refused" },
   "fp16.enabled": { does: 'must agree with the Trainer\'s precision ("16-mixed"); "auto": taken from it' },
@@ -67,6 +67,10 @@ export const HONOURED_KEYS: Readonly<Record<string, KeyRule>> = Object.freeze({
   "zero_optimization.offload_optimizer.device": { does: '"cpu": slices, gradients and optimizer state in host memory (the engine\'s offload); "nvme": the optimizer state in files under nvme_path, read in for the step piece by piece' },
   "zero_optimization.offload_optimizer.nvme_path": { does: "NVMe offload: each rank makes its own directory under it, removed at teardown", idleWhen: nvmeOnly },
   "zero_optimization.offload_optimizer.buffer_count": { does: "NVMe offload: reads and writes in flight at most", idleWhen: nvmeOnly },
+  "zero_optimization.offload_optimizer.ratio": {
+    does: "the share of the optimizer state offloaded, by whole units in order (a unit offloaded while the offloaded elements stay within ratio × all); the other units keep slices, gradients and optimizer state on the device",
+    idleWhen: (_v, _run, block) => (block.device === "cpu" || block.device === "nvme" ? undefined : 'acts only with offload_optimizer.device "cpu" or "nvme"'),
+  },
   "zero_optimization.offload_param.device": {
     does: '"cpu" (stage 3): parameter slices in host memory, the optimizer state with them; "nvme": the slices in files too, read in for each gather and the step',
     idleWhen: (v, run) => (run.stage < 3 && v !== "none" && v !== "auto" ? `parameters are offloaded only at stage 3; this run is stage ${run.stage}` : undefined),

@@ -3,38 +3,62 @@
  * the engine lays it out (stages.ts, [Note: stages on the engine]): stage 0 replicates everything;
  * stages 1 and 2 keep a gathered copy of every unit beside this rank's master slice, gradient
  * slice and optimizer state; stage 3 keeps only the slices and the units being computed. Offload
- * moves the slices, gradient slices and optimizer state to the host; NVMe offload (refused at run
- * time, see config.ts) would put the optimizer state or the parameter slices on disk.
+ * moves the slices, gradient slices and optimizer state to the host, but for the units kept on the
+ * device (offload_optimizer.ratio, offloadKeep: placement.ts); NVMe offload puts the optimizer
+ * state or the parameter slices on disk.
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
-import { estimateShardedMemory } from "@fulgur/sharding";
+import { type OffloadKeep, estimateShardedMemory } from "@fulgur/sharding";
 import { estimateReplicatedMemory, modelBytes } from "@fulgur/strategy-kit";
 import type { WrapPolicy } from "./api";
 import type { ZeroPlan } from "./config";
 import { offloaded } from "./stages";
 import { unitPaths } from "./wrapPolicy";
 
-export function estimateZeroMemory(strategyName: string, plan: ZeroPlan, input: MemoryEstimateInput, layout: { worldSize: number; prefetch: number; policy: WrapPolicy | null }): MemoryEstimate {
+export function estimateZeroMemory(
+  strategyName: string,
+  plan: ZeroPlan,
+  input: MemoryEstimateInput,
+  layout: { worldSize: number; prefetch: number; policy: WrapPolicy | null; keep?: OffloadKeep | null },
+): MemoryEstimate {
   const { worldSize, prefetch } = layout;
   if (plan.stage === 0 && !offloaded(plan)) return estimateReplicatedMemory(strategyName, input, { communicationBytes: 0 });
   const shards = plan.stage === 0 ? 1 : worldSize;
   const onHost = offloaded(plan);
+  const units = unitPaths(input.module, layout.policy);
   const estimate = estimateShardedMemory(strategyName, input, {
     shards,
-    units: unitPaths(input.module, layout.policy),
+    units,
     prefetch: plan.stage === 3 ? prefetch : 0,
     reshardAfterForward: true,
     keepGathered: plan.stage === 1 || plan.stage === 2,
     offload: onHost,
+    keep: layout.keep ?? null,
     checkpointed: [],
     notes: [
       `ZeRO stage ${plan.stage} over ${shards} shard(s)${onHost ? "; slices, gradient slices and optimizer state in host memory" : ""}`,
       plan.stage === 3 ? `gathered: the computing unit and ${prefetch} prefetched, each with its gradient buffer` : "gathered: every unit, kept from step to step",
     ],
   });
-  const m = modelBytes(input);
+  // Units kept on the device keep their slices and state out of the files.
+  const m = subtract(modelBytes(input), keptBytes(input, units, layout.keep ?? null));
   const optimizerOnDisk = plan.offloadOptimizer === "nvme" ? (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards : 0;
   const paramsOnDisk = plan.offloadParam === "nvme" ? m.parameters / shards : 0;
   if (optimizerOnDisk + paramsOnDisk === 0) return estimate;
   return { ...estimate, disk: optimizerOnDisk + paramsOnDisk, notes: [...estimate.notes, "disk: the NVMe offload's swap files (optimizer state, and at stage 3 the parameter slices)"] };
+}
+
+type Bytes = ReturnType<typeof modelBytes>;
+
+const NONE: Bytes = { parameters: 0, trainable: 0, trainableElements: 0 };
+const add = (a: Bytes, b: Bytes): Bytes => ({ parameters: a.parameters + b.parameters, trainable: a.trainable + b.trainable, trainableElements: a.trainableElements + b.trainableElements });
+const subtract = (a: Bytes, b: Bytes): Bytes => ({ parameters: a.parameters - b.parameters, trainable: a.trainable - b.trainable, trainableElements: a.trainableElements - b.trainableElements });
+
+/** The bytes of the units whose slices and state stay on the device ("" is the root unit: what no wrapped unit holds). */
+function keptBytes(input: MemoryEstimateInput, units: readonly string[], keep: OffloadKeep | null): Bytes {
+  if (!keep) return NONE;
+  const wrapped = keep.optimizerState.filter((u) => u !== "");
+  const kept = wrapped.length > 0 ? modelBytes(input, wrapped) : NONE;
+  if (!keep.optimizerState.includes("")) return kept;
+  return add(kept, subtract(modelBytes(input), units.length > 0 ? modelBytes(input, units) : NONE));
 }

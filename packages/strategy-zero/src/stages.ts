@@ -24,7 +24,7 @@
  */
 import { accessSync, constants, statSync } from "node:fs";
 import type { ProcessGroup } from "@fulgur/core";
-import { type EngineOptions, FULL_PRECISION, type NvmeOffload, type UnitGroups } from "@fulgur/sharding";
+import { type EngineOptions, FULL_PRECISION, type NvmeOffload, type OffloadKeep, type UnitGroups } from "@fulgur/sharding";
 import { SoloGroup } from "@fulgur/strategy-kit";
 import type { ZeroStage } from "./api";
 import type { ZeroPlan } from "./config";
@@ -69,7 +69,7 @@ export function nvmeOffloadOf(plan: ZeroPlan): NvmeOffload | null {
 }
 
 /** The engine options of a stage (see [Note: stages on the engine]). */
-export function engineOptionsFor(plan: ZeroPlan, prefetch: number): EngineOptions {
+export function engineOptionsFor(plan: ZeroPlan, prefetch: number, keep: OffloadKeep | null = null): EngineOptions {
   const stage = plan.stage;
   return Object.freeze({
     shardingStrategy: stage === 0 ? "NO_SHARD" : stage === 3 ? "FULL_SHARD" : "SHARD_GRAD_OP",
@@ -80,6 +80,7 @@ export function engineOptionsFor(plan: ZeroPlan, prefetch: number): EngineOption
     offload: offloaded(plan),
     keepGathered: stage === 1 || stage === 2,
     nvme: nvmeOffloadOf(plan),
+    keep: offloaded(plan) ? keep : null,
   });
 }
 

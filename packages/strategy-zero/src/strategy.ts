@@ -22,9 +22,10 @@ import type {
   OptimizerStepResult,
   PrecisionStepOptions,
 } from "@fulgur/core";
-import type { ConfigProblem } from "@fulgur/deepspeed-config-schema";
+import type { BatchSizes, ConfigProblem } from "@fulgur/deepspeed-config-schema";
 import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
 import {
+  type OffloadKeep,
   ShardingEngine,
   type UnitPlan,
   planUnits,
@@ -53,6 +54,7 @@ import { ZeroConfigError, type ZeroPlan, resolvePlan } from "./config";
 import { idleKeysWarning, keysWithoutEffect } from "./keys";
 import { installLossScaler } from "./lossScaler";
 import { estimateZeroMemory } from "./memory";
+import { checkOffloadKeep, describePlacement, freeDeviceBytes, keepForRatio, keepWithinDevice } from "./placement";
 import {
   SegmentIndex,
   gatherModuleState,
@@ -66,14 +68,16 @@ import {
   describeLayout,
   engineOptionsFor,
   nvmeOffloadOf,
+  offloaded,
   prefetchDepth,
   unitGroupsFor,
 } from "./stages";
 import {
-  batchSizeProblems,
   clippingFor,
   clippingProblem,
+  loaderBatchSizeOf,
   precisionProblems,
+  resolveTrainerBatch,
   trainerSettingsOf,
 } from "./trainerValues";
 import { unitPaths } from "./wrapPolicy";
@@ -101,6 +105,10 @@ export class DeepSpeedStrategy
   private engine: ShardingEngine | null = null;
   private index: SegmentIndex | null = null;
   private prefetch = DEFAULT_PREFETCH;
+  /** The batch sizes this run trains with ("auto" filled from the Trainer), once setupModule knows them. */
+  private batch: BatchSizes | null = null;
+  /** With offload: the units that keep state on the device (offload_optimizer.ratio, offloadKeep), or null. */
+  private keep: OffloadKeep | null = null;
   /** Puts the precision's own loss scaler back at teardown (16-mixed only). */
   private restoreScaler: (() => void) | null = null;
 
@@ -115,6 +123,7 @@ export class DeepSpeedStrategy
     this.name = name;
     try {
       this.resolved = resolvePlan(parsed, name);
+      checkOffloadKeep(this.resolved, parsed.offloadKeep, name);
     } catch (err) {
       if (construction.refuseConfigAt !== "start") throw err;
       this.refusal = err as Error;
@@ -134,6 +143,15 @@ export class DeepSpeedStrategy
 
   get stage(): ZeroStage {
     return this.plan.stage;
+  }
+
+  /**
+   * train_batch_size, train_micro_batch_size_per_gpu and gradient_accumulation_steps as this run
+   * trains them ("auto" filled from the Trainer's loader and accumulation), after setupModule;
+   * null outside a Trainer's fit.
+   */
+  get batchSizes(): BatchSizes | null {
+    return this.batch;
   }
 
   /** The sharding engine (after setupModule), for tests and tools. */
@@ -193,14 +211,14 @@ export class DeepSpeedStrategy
         trainer.gradientClipVal,
         trainer.gradientClipAlgorithm
       );
-      this.fail([
-        ...batchSizeProblems(
-          this.plan,
-          this.worldSize,
-          trainer.accumulateGradBatches
-        ),
-        ...(clip ? [clip] : []),
-      ]);
+      const batch = resolveTrainerBatch(
+        this.plan,
+        this.worldSize,
+        trainer.accumulateGradBatches,
+        loaderBatchSizeOf(module)
+      );
+      this.fail([...batch.problems, ...(clip ? [clip] : [])]);
+      this.batch = batch.sizes;
     }
     const device = this.rootDevice;
     const deferred = module.parameters().some((p) => p.device === "meta");
@@ -209,10 +227,11 @@ export class DeepSpeedStrategy
     const plans = planUnits(module, paths);
     const wrappedSizes = plans.filter((u) => u.path !== "").map(unitNumel);
     this.prefetch = prefetchDepth(this.plan, wrappedSizes);
+    this.keep = await this.keepFor(module, plans, trainer?.accumulateGradBatches ?? 1);
     const engine = new ShardingEngine(
       module,
       unitGroupsFor(this.plan.stage, this.processGroup),
-      engineOptionsFor(this.plan, this.prefetch),
+      engineOptionsFor(this.plan, this.prefetch, this.keep),
       device
     );
     for (const plan of plans) {
@@ -237,7 +256,45 @@ export class DeepSpeedStrategy
         this.prefetch
       )}`
     );
+    if (offloaded(this.plan))
+      this.log(`${this.name}: ${describePlacement(engine.placement())}`);
     return module;
+  }
+
+  /**
+   * Which units keep state on the device: by offload_optimizer.ratio, or with offloadKeep by the
+   * device memory left after what training needs there anyway (placementBudget.ts). Every rank
+   * must place alike (kept units are gathered at other times), so "auto" takes the least free
+   * memory over the ranks.
+   */
+  private async keepFor(module: Module, plans: readonly UnitPlan[], accumulate: number): Promise<OffloadKeep | null> {
+    if (!offloaded(this.plan)) return null;
+    const units = plans.map((u) => ({ path: u.path, numel: unitNumel(u) }));
+    const budget = this.options.offloadKeep;
+    if (budget === null) return this.plan.offloadRatio < 1 ? keepForRatio(units, this.plan.offloadRatio) : null;
+    const deviceBytes = budget === "auto" ? await this.reduce(freeDeviceBytes(this.name, this.context.accelerator, this.rootDevice), "min") : budget;
+    const needed = estimateZeroMemory(this.name, this.plan, this.estimateInput(module, accumulate), {
+      worldSize: this.worldSize,
+      prefetch: this.prefetch,
+      policy: this.options.autoWrapPolicy,
+      keep: null,
+    }).perDevice.total;
+    return keepWithinDevice(units, deviceBytes - needed, {
+      stage: this.plan.stage,
+      shards: this.plan.stage === 0 ? 1 : this.worldSize,
+      masterDtype: plans[0]?.params[0]?.tensor.dtype ?? "float32",
+      precision: this.precision.name,
+    });
+  }
+
+  private estimateInput(module: Module, accumulate: number): MemoryEstimateInput {
+    return {
+      module,
+      precision: this.precision.name,
+      microBatch: this.batch?.train_micro_batch_size_per_gpu ?? loaderBatchSizeOf(module) ?? 1,
+      accumulateGradBatches: accumulate,
+      worldSize: this.worldSize,
+    };
   }
 
   override async setupOptimizer(optimizer: Optimizer): Promise<Optimizer> {
@@ -371,6 +428,7 @@ export class DeepSpeedStrategy
       worldSize: input.worldSize ?? this.worldSize,
       prefetch: this.prefetch,
       policy: this.options.autoWrapPolicy,
+      keep: this.keep,
     });
   }
 

@@ -8,12 +8,13 @@
  *   when it sets one. Checked once earlier too, at setupModule, so the refusal comes before training.
  * - accumulation and the batch-size rule: at setupModule, from the Trainer the module belongs to
  *   (Lightning reads `lightning_module.trainer` the same way); no contract carries them yet.
- * - the micro-batch: the loader's batch size, which no contract hands a strategy. It is what
- *   batches here, whatever the config says; a number in the config is checked in the batch-size
- *   rule, "auto" stays unknown (see the package README, "What is left out").
+ * - the micro-batch: the batch size of the loader the Trainer trains on (its `trainDataloader`,
+ *   Lightning's `trainer.train_dataloader`), read at setupModule. "auto" (or absent) takes it; a
+ *   number must equal it. train_batch_size "auto" is then micro × accumulation × world; a number
+ *   is checked against that product with all three named (DeepSpeed's batch-size rule).
  */
 import type { OptimizerStepOptions } from "@fulgur/core";
-import { type ConfigProblem, resolveBatchSizes } from "@fulgur/deepspeed-config-schema";
+import { type BatchSizes, type ConfigProblem, resolveBatchSizes } from "@fulgur/deepspeed-config-schema";
 import type { Module } from "@fulgur/nn";
 import type { ZeroPlan } from "./config";
 
@@ -29,6 +30,13 @@ export function trainerSettingsOf(module: Module): TrainerSettings | null {
   const options = (module as unknown as { trainer?: { options?: Partial<TrainerSettings> } | null }).trainer?.options;
   if (!options || !Number.isInteger(options.accumulateGradBatches)) return null;
   return options as TrainerSettings;
+}
+
+/** The batch size of the loader the module's Trainer trains on, checked by shape; null outside `fit`. */
+export function loaderBatchSizeOf(module: Module): number | null {
+  const loader = (module as unknown as { trainer?: { trainDataloader?: { batchSize?: unknown } | null } | null }).trainer?.trainDataloader;
+  const size = loader?.batchSize;
+  return Number.isInteger(size) && (size as number) >= 1 ? (size as number) : null;
 }
 
 const FP16 = new Set(["16-mixed"]);
@@ -77,17 +85,49 @@ export function clippingFor(plan: ZeroPlan, options: OptimizerStepOptions): { re
   return { step, problem };
 }
 
+/** The batch sizes a run trains with, or the reasons they cannot hold. */
+export interface BatchSizeResolution {
+  readonly problems: readonly ConfigProblem[];
+  /** The three numbers, when known (the micro-batch from the config or the loader). */
+  readonly sizes: BatchSizes | null;
+}
+
 /**
- * The batch-size rule with the Trainer's accumulation and the world size (DeepSpeed checks it at
- * start-up). Nothing to check when the config gives neither batch size as a number.
+ * The batch-size rule with the Trainer's accumulation, the world size and, when known, the
+ * loader's batch size as the micro-batch (DeepSpeed checks the rule at start-up). "auto" or absent
+ * batch sizes are filled: the micro-batch from the loader, train_batch_size as the product.
  */
-export function batchSizeProblems(plan: ZeroPlan, worldSize: number, accumulate: number): ConfigProblem[] {
+export function resolveTrainerBatch(plan: ZeroPlan, worldSize: number, accumulate: number, loaderBatch: number | null): BatchSizeResolution {
   const { train, micro } = plan.batch;
-  if (train === null && micro === null) return [];
+  const note = ` (gradient_accumulation_steps ${accumulate} is the Trainer's accumulateGradBatches.)`;
+  if (micro !== null && loaderBatch !== null && micro !== loaderBatch) {
+    return {
+      sizes: null,
+      problems: [
+        {
+          code: "conflict",
+          path: "train_micro_batch_size_per_gpu",
+          value: micro,
+          suggestion: '"auto"',
+          message:
+            `train_micro_batch_size_per_gpu is ${micro} in ${plan.source}, but the Trainer's DataLoader gives batches of ${loaderBatch}; ` +
+            "the loader's batch size is the micro-batch here: make them equal, or set train_micro_batch_size_per_gpu to \"auto\"",
+        },
+      ],
+    };
+  }
   const given: Record<string, number> = { gradient_accumulation_steps: accumulate };
   if (train !== null) given.train_batch_size = train;
-  if (micro !== null) given.train_micro_batch_size_per_gpu = micro;
+  const microBatch = micro ?? loaderBatch;
+  if (microBatch !== null) given.train_micro_batch_size_per_gpu = microBatch;
+  // Nothing to check or fill: neither batch size known (no loader, both "auto" or absent).
+  if (train === null && microBatch === null) return { problems: [], sizes: null };
   const resolution = resolveBatchSizes(given, worldSize);
-  if (resolution.resolved) return [];
-  return resolution.problems.map((p) => ({ ...p, message: `${p.message} (gradient_accumulation_steps ${accumulate} is the Trainer's accumulateGradBatches.)` }));
+  if (!resolution.resolved) return { sizes: null, problems: resolution.problems.map((p) => ({ ...p, message: `${p.message}${note}` })) };
+  return { problems: [], sizes: resolution.values };
+}
+
+/** The problems of resolveTrainerBatch without a loader (the config's numbers alone). */
+export function batchSizeProblems(plan: ZeroPlan, worldSize: number, accumulate: number, loaderBatch: number | null = null): readonly ConfigProblem[] {
+  return resolveTrainerBatch(plan, worldSize, accumulate, loaderBatch).problems;
 }

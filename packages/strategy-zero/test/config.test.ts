@@ -22,7 +22,7 @@ import {
   parseDeepSpeedOptions,
   resolvePlan,
 } from "../src/index";
-import { batchSizeProblems, clippingFor, precisionProblems } from "../src/trainerValues";
+import { batchSizeProblems, clippingFor, precisionProblems, resolveTrainerBatch } from "../src/trainerValues";
 
 const CONFIGS = fileURLToPath(new URL("./fixtures/configs/", import.meta.url));
 const scratch = mkdtempSync(join(tmpdir(), "fulgur-zero-config-"));
@@ -241,5 +241,27 @@ describe("what the Trainer fills in", () => {
     expect(batchSizeProblems(plan({ train_micro_batch_size_per_gpu: "auto" }), 3, 2)).toEqual([]);
     const [p] = batchSizeProblems(plan({ train_batch_size: 32, train_micro_batch_size_per_gpu: 4 }), 2, 2);
     expect(p.message).toMatch(/train_batch_size 32 does not equal .* = 16.*gradient_accumulation_steps 2 is the Trainer's accumulateGradBatches/);
+  });
+
+  it('"auto" batch sizes are filled from the loader\'s batch size, the accumulation and the world; explicit ones are checked with all three named', () => {
+    const both = plan({ train_batch_size: "auto", train_micro_batch_size_per_gpu: "auto" });
+    expect(resolveTrainerBatch(both, 2, 3, 4)).toEqual({ problems: [], sizes: { train_batch_size: 24, train_micro_batch_size_per_gpu: 4, gradient_accumulation_steps: 3 } });
+    // No config keys at all: the same numbers, from the loader.
+    expect(resolveTrainerBatch(plan({}), 2, 3, 4).sizes?.train_batch_size).toBe(24);
+    // An explicit train_batch_size that agrees with the loader's micro-batch.
+    expect(resolveTrainerBatch(plan({ train_batch_size: 24, train_micro_batch_size_per_gpu: "auto" }), 2, 3, 4).problems).toEqual([]);
+    // One that does not: refused naming micro-batch × accumulation × world.
+    const [wrong] = resolveTrainerBatch(plan({ train_batch_size: 32, train_micro_batch_size_per_gpu: "auto" }), 2, 3, 4).problems;
+    expect(wrong.path).toBe("train_batch_size");
+    expect(wrong.message).toBe(
+      "train_batch_size 32 does not equal train_micro_batch_size_per_gpu 4 × gradient_accumulation_steps 3 × data-parallel world size 2 = 24; " +
+        'DeepSpeed stops at start-up with "Check batch related parameters". (gradient_accumulation_steps 3 is the Trainer\'s accumulateGradBatches.)',
+    );
+    // A micro-batch that is not the loader's: named with both values.
+    const [micro] = resolveTrainerBatch(plan({ train_micro_batch_size_per_gpu: 8 }), 2, 3, 4).problems;
+    expect(micro.path).toBe("train_micro_batch_size_per_gpu");
+    expect(micro.message).toMatch(/train_micro_batch_size_per_gpu is 8 in the config object, but the Trainer's DataLoader gives batches of 4/);
+    // Outside a Trainer's fit (no loader) with "auto": nothing known, nothing refused.
+    expect(resolveTrainerBatch(both, 2, 3, null)).toEqual({ problems: [], sizes: null });
   });
 });

@@ -13,7 +13,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import { GPT, Module } from "@fulgur/nn";
+import { withDevice } from "@fulgur/tensor";
 import { afterAll, describe, expect, it } from "vitest";
+import { DeepSpeedStrategy } from "../src/index";
 
 const FIXTURES = fileURLToPath(new URL("./fixtures/", import.meta.url));
 const STEPS = 20;
@@ -81,6 +84,14 @@ interface RankResult {
   savePeak: number | null;
   threadedSteps: number;
   swapFiles: { name: string; bytes: number }[];
+  /** ZeRO only: the batch sizes trained with, where each unit's state lives, the engine's bytes after step 1. */
+  zero: ZeroFacts | null;
+}
+
+interface ZeroFacts {
+  batchSizes: { train_batch_size: number; train_micro_batch_size_per_gpu: number; gradient_accumulation_steps: number } | null;
+  placement: { name: string; parameters: string; optimizerState: string }[];
+  held: { device: number; host: number };
 }
 
 interface Trained {
@@ -94,6 +105,7 @@ interface Trained {
   readonly threadedSteps: number[];
   /** The files under the NVMe directory each rank saw after step 1 (with --nvme-dir). */
   readonly swapFiles: { name: string; bytes: number }[][];
+  readonly zero: (ZeroFacts | null)[];
   readonly stdout: string;
   readonly stderr: string;
 }
@@ -115,7 +127,7 @@ async function train(spec: JobSpec, allowStderr = false): Promise<Trained> {
     expect(Math.abs(estimated / measured - 1), `rank ${r.rank}: estimated ${estimated} bytes (peak: ${r.estimate.where}), measured ${measured}`).toBeLessThan(0.1);
   }
   const losses = ranks[0].losses.map((_, step) => ranks.reduce((sum, r) => sum + r.losses[step], 0) / spec.world);
-  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), swapFiles: ranks.map((r) => r.swapFiles), stdout: job.stdout, stderr: job.stderr };
+  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), swapFiles: ranks.map((r) => r.swapFiles), zero: ranks.map((r) => r.zero), stdout: job.stdout, stderr: job.stderr };
 }
 
 function expectLosses(actual: readonly number[], expected: readonly number[]): void {
@@ -251,6 +263,75 @@ describe("checkpoints by parameter name load anywhere", () => {
       expectLosses(resumed.losses, ref.losses.slice(STEPS / 2));
     }
     expect(readdirSync(nvmePath)).toEqual([]);
+  });
+});
+
+describe("offload keeps some units on the device (offload_optimizer.ratio, offloadKeep)", () => {
+  // The fixture's units: 3 blocks of 12,704 elements and the root unit (embeddings, final norm, head) of 16,960, last.
+  const block = 12_704;
+  const root = 16_960;
+  /** Bytes of one rank's slices and AdamW state of a unit at world 2: master, gradient and two moments, fp32. */
+  const slices = (numel: number): number => Math.ceil(numel / 2) * 4 * 4;
+
+  it('stage 3 with ratio 0.5 from a config with "auto" batch sizes at world 2 equals one process; the first units are offloaded', async () => {
+    const ref = await reference();
+    const config = { train_batch_size: "auto", train_micro_batch_size_per_gpu: "auto", zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 0.5 } } };
+    const job = await train({ strategy: "deepspeed", world: 2, options: { config }, flags: ["--cpu-threads", "2"] });
+    expectLosses(job.losses, ref.losses);
+    // "auto" filled from the loader (6 a rank), the accumulation (2) and the world (2).
+    for (const z of job.zero) expect(z!.batchSizes).toEqual({ train_batch_size: 24, train_micro_batch_size_per_gpu: 6, gradient_accumulation_steps: 2 });
+    // Offloaded while within 0.5 × 55,072 elements: blocks 0 and 1 (25,408); block 2 would make 38,112.
+    expect(job.stdout).toContain("[rank 0] deepspeed: 2 of 4 units' parameters on the device, 2 of 4 units' optimizer state on the device, the rest on host\n");
+    for (const z of job.zero) {
+      expect(z!.placement.map((u) => [u.name, u.optimizerState])).toEqual([["model.blocks.0", "host"], ["model.blocks.1", "host"], ["model.blocks.2", "device"], ["", "device"]]);
+      // The host holds the two offloaded blocks' slices and state; the device the others' and the root unit gathered.
+      expect(z!.held).toEqual({ host: 2 * slices(block), device: slices(block) + slices(root) + root * 4 });
+    }
+  });
+
+  it("offloadKeep with a budget: kept what the budget allows; its checkpoint resumes in single_device, in ZeRO with everything offloaded and in ZeRO with ratio 0.5", async () => {
+    const ref = await reference();
+    // What the device needs with everything offloaded, as the strategy estimates it for this job.
+    class Fixture extends Module {
+      constructor() {
+        super();
+        this.registerModule("model", new GPT({ vocabSize: 256, seqLen: 16, dModel: 32, nLayers: 3, nHeads: 2 }, { seed: 0 }));
+      }
+      forward(): never {
+        throw new Error("only its shape is estimated");
+      }
+    }
+    const module = withDevice("meta", () => new Fixture());
+    const needed = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadParameters: true }).estimateMemory({
+      module,
+      precision: "32-true",
+      microBatch: GLOBAL_BATCH / 2 / ACCUMULATE,
+      accumulateGradBatches: ACCUMULATE,
+      worldSize: 2,
+    }).perDevice.total;
+    // 300,000 bytes more: the three blocks' gathered copies (3 × 50,816), then the root unit's
+    // slices and state (135,680), 288,128 in all; block 2's slices and state (101,632) do not fit.
+    const left = 300_000;
+    const path = join(scratch, "zero3-kept.safetensors");
+    const first = await train({ strategy: "deepspeed_stage_3_offload", world: 2, steps: STEPS / 2, options: { offloadKeep: needed + left }, flags: ["--save", path] });
+    expectLosses(first.losses, ref.losses.slice(0, STEPS / 2));
+    expect(first.stdout).toContain("[rank 0] deepspeed_stage_3_offload: 4 of 4 units' parameters on the device, 1 of 4 units' optimizer state on the device, the rest on host\n");
+    for (const z of first.zero) {
+      expect(z!.placement).toEqual([
+        { name: "model.blocks.0", parameters: "device", optimizerState: "host" },
+        { name: "model.blocks.1", parameters: "device", optimizerState: "host" },
+        { name: "model.blocks.2", parameters: "device", optimizerState: "host" },
+        { name: "", parameters: "device", optimizerState: "device" },
+      ]);
+      expect(z!.held).toEqual({ host: 3 * slices(block), device: slices(root) + (3 * block + root) * 4 });
+      // Beyond what full offload holds there (the root unit gathered), the device took at most the budget.
+      expect(z!.held.device - root * 4).toBeLessThanOrEqual(left);
+    }
+    const ratio = { config: { zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 0.5 } } } };
+    for (const spec of [{ strategy: "single_device", world: 1 }, { strategy: "deepspeed_stage_3_offload", world: 2 }, { strategy: "deepspeed", world: 2, options: ratio }]) {
+      const resumed = await train({ ...spec, flags: ["--resume", path] });
+      expectLosses(resumed.losses, ref.losses.slice(STEPS / 2));
+    }
   });
 });
 

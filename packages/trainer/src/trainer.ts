@@ -122,6 +122,11 @@ export class Trainer {
   currentEpoch = 0;
   shouldStop = false;
   optimizer: Optimizer | null = null;
+  /**
+   * The DataLoader `fit` trains on (Lightning's `trainer.train_dataloader`), set before the
+   * strategy sets the module up: a strategy reads the micro-batch from it (DeepSpeed's "auto").
+   */
+  trainDataloader: DataLoader<any, any> | null = null;
   scheduler: LRScheduler | null = null;
   private schedulerInterval: "step" | "epoch" = "step";
   /** Step the scheduler every this many intervals (Lightning's `frequency`). */
@@ -327,6 +332,7 @@ export class Trainer {
     }
     const strategy = this.strategy!;
     let status: "success" | "failed" | "interrupted" = "failed";
+    this.trainDataloader = trainLoader;
     try {
       await this.setupModule(module);
       this.configureOptimizers(module);

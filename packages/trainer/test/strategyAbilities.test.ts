@@ -50,6 +50,25 @@ class Abilities extends SingleDeviceStrategy {
   }
 }
 
+describe("what a strategy may read from the Trainer", () => {
+  it("the loader fit trains on is trainer.trainDataloader before the strategy sets the module up", async () => {
+    const seen: (number | null)[] = [];
+    class Reader extends SingleDeviceStrategy {
+      override readonly name = "reader";
+      override async setupModule(module: Module): Promise<Module> {
+        seen.push((module as unknown as TrainingModule).trainer?.trainDataloader?.batchSize ?? null);
+        return super.setupModule(module);
+      }
+    }
+    const train = loader({ batchSize: 3 });
+    const trainer = new Trainer({ ...quiet, strategy: new Reader(), maxSteps: 1 });
+    expect(trainer.trainDataloader).toBeNull();
+    await trainer.fit(new GPTLanguageModel({ config: TINY, lr: 1e-2 }), train);
+    expect(seen).toEqual([3]);
+    expect(trainer.trainDataloader).toBe(train);
+  });
+});
+
 describe("optional abilities", () => {
   it("are used when present: the strategy builds the module, runs whole batches and owns optimizer state", async () => {
     const dir = tmp();

@@ -1,0 +1,159 @@
+/**
+ * Which units keep state on the device when offload is on ([Note: units kept on the device] in
+ * @fulgur/sharding): from DeepSpeed's `offload_optimizer.ratio`, or from the device memory left
+ * after the estimate of what training needs there anyway (the `offloadKeep` option).
+ *
+ * [Note: the ratio by whole units] DeepSpeed offloads its sub-groups in order while the offloaded
+ * elements stay within ratio × all elements, and keeps the rest on the GPU. Here a unit's slice
+ * and its optimizer state move together, so the same rule runs over units in the engine's order
+ * (the wrapped units as registered, the root unit last): a unit is offloaded when, with it, the
+ * offloaded elements stay at most ratio × all; otherwise it stays on the device. The offloaded
+ * share therefore rounds down to whole units (ratio 1: all, ratio 0: none). A unit whose optimizer
+ * state stays has its parameter slice on the device too (the step updates it in place); its
+ * parameters are still gathered for each forward and backward (from the device: no upload), as
+ * DeepSpeed's are.
+ *
+ * [Note: keeping what fits] With a budget of device bytes beyond what training needs there anyway,
+ * units are kept from the last one back (the end the ratio keeps): first their gathered parameters
+ * (each saves an upload before every forward and backward, for one copy of the unit held all the
+ * step), then, among those, their slices and optimizer state (saving the gradient download, the
+ * CPU step and the upload after it). Each unit is taken when it fits in what is left, skipped when
+ * not. A unit alone on its rank whose slice moves to the device becomes resident: its kept copy is
+ * no longer needed, and that memory counts back. The optimizer state is counted as AdamW's in fp32
+ * (8 bytes an element): the optimizer is not made yet when the units are placed.
+ */
+import { type Accelerator, reportsDeviceMemory } from "@fulgur/core";
+import type { OffloadKeep, UnitPlacement } from "@fulgur/sharding";
+import { type DType, itemsize } from "@fulgur/tensor";
+import { DeepSpeedOptionError, type ZeroStage } from "./api";
+import type { ZeroPlan } from "./config";
+import { offloaded } from "./stages";
+
+/** A unit's size, for placing it. */
+export interface UnitSize {
+  /** Its module path ("" for the root unit). */
+  readonly path: string;
+  /** Parameter elements (the whole unit, not this rank's slice). */
+  readonly numel: number;
+}
+
+/** The units whose optimizer state (and slice) stays on the device for `ratio` ([Note: the ratio by whole units]). */
+export function keepForRatio(units: readonly UnitSize[], ratio: number): OffloadKeep {
+  const total = units.reduce((n, u) => n + u.numel, 0);
+  const limit = ratio * total;
+  let offloaded = 0;
+  const kept: string[] = [];
+  for (const u of units) {
+    if (offloaded + u.numel <= limit) offloaded += u.numel;
+    else kept.push(u.path);
+  }
+  // DeepSpeed's ratio moves optimizer state only: parameters are gathered for each use as before
+  // (from a slice on the device, without an upload, for the units kept there).
+  return Object.freeze({ optimizerState: Object.freeze(kept), parameters: Object.freeze([]) });
+}
+
+/** What a unit costs on the device when kept, per element of the whole unit. */
+export interface KeepCosts {
+  /** Ranks each unit is sharded over. */
+  readonly shards: number;
+  /** Whether the gathered parameters stay on the device anyway (ZeRO stages 1 and 2). */
+  readonly gatheredAnyway: boolean;
+  /** Bytes per element of the master slice and of the gradient slice (fp32: 4). */
+  readonly masterBytes: number;
+  /** Bytes per element of the optimizer state (AdamW in fp32: 8). */
+  readonly optimizerBytes: number;
+  /** Bytes per element of a kept gathered copy: the gathered buffer and its autocast copies. */
+  readonly gatheredBytes: number;
+}
+
+/** The units kept on the device within `budget` bytes ([Note: keeping what fits]). */
+export function keepWithinBudget(units: readonly UnitSize[], budget: number, costs: KeepCosts): OffloadKeep {
+  let left = Math.max(0, budget);
+  const fromLast = [...units].reverse();
+  // The root unit (and at stages 1 and 2 every unit) is gathered all step anyway: its copy costs nothing more.
+  const alreadyGathered = (u: UnitSize): boolean => costs.gatheredAnyway || u.path === "";
+  const copyBytes = (u: UnitSize): number => u.numel * costs.gatheredBytes;
+  const parameters: string[] = [];
+  for (const u of fromLast) {
+    const cost = alreadyGathered(u) ? 0 : copyBytes(u);
+    if (cost > left) continue;
+    left -= cost;
+    parameters.push(u.path);
+  }
+  const optimizerState: string[] = [];
+  for (const u of fromLast) {
+    if (!parameters.includes(u.path)) continue;
+    const slice = Math.ceil(u.numel / costs.shards);
+    // Alone on its rank the unit becomes resident: its gathered buffer goes (its autocast copies stay).
+    const refund = costs.shards === 1 ? u.numel * costs.masterBytes : 0;
+    const cost = slice * (2 * costs.masterBytes + costs.optimizerBytes) - refund;
+    if (cost > left) continue;
+    left -= cost;
+    optimizerState.push(u.path);
+  }
+  return Object.freeze({ optimizerState: Object.freeze(optimizerState), parameters: Object.freeze(parameters) });
+}
+
+/** The start-up line: how many units keep their parameters and their optimizer state on the device. */
+export function describePlacement(placement: readonly UnitPlacement[]): string {
+  const m = placement.length;
+  const params = placement.filter((u) => u.parameters === "device").length;
+  const state = placement.filter((u) => u.optimizerState === "device").length;
+  const elsewhere = [...new Set(placement.flatMap((u) => [u.parameters, u.optimizerState]).filter((t) => t !== "device"))];
+  const rest = elsewhere.length === 0 ? "nothing offloaded" : `the rest on ${elsewhere.join(" and ")}`;
+  return `${params} of ${m} units' parameters on the device, ${state} of ${m} units' optimizer state on the device, ${rest}`;
+}
+
+/**
+ * Refuses an offloadKeep that cannot act: nothing offloaded, or a ratio below 1 that already
+ * chooses what stays on the device.
+ */
+export function checkOffloadKeep(plan: ZeroPlan, keep: "auto" | number | null, strategyName: string): void {
+  if (keep === null) return;
+  const got = `${strategyName} option offloadKeep: got ${JSON.stringify(keep)}`;
+  if (!offloaded(plan)) {
+    throw new DeepSpeedOptionError(
+      "offloadKeep",
+      `${got}; it keeps on the device what offload would move off it, but nothing is offloaded in this run (stage ${plan.stage}, ` +
+        `offload_optimizer.device "${plan.offloadOptimizer}", offload_param.device "${plan.offloadParam}"); turn offload on (offloadOptimizer: true) or leave offloadKeep out`,
+    );
+  }
+  if (plan.offloadRatio < 1) {
+    throw new DeepSpeedOptionError(
+      "offloadKeep",
+      `${got}, and zero_optimization.offload_optimizer.ratio is ${plan.offloadRatio} in ${plan.source}; both choose what stays on the device: keep one of them (offloadKeep chooses by the memory left)`,
+    );
+  }
+}
+
+/** Of the free device memory "auto" reads, the share left unused: the allocator's pool rounding and fragmentation, which no estimate sees. */
+export const FREE_MEMORY_HEADROOM = 0.05;
+
+/** The device memory "auto" may use: the accelerator's free memory less the headroom. */
+export function freeDeviceBytes(strategyName: string, accelerator: Accelerator, device: string): number {
+  if (!reportsDeviceMemory(accelerator)) {
+    throw new DeepSpeedOptionError(
+      "offloadKeep",
+      `${strategyName} option offloadKeep: got "auto", but the accelerator "${accelerator.name}" does not report its devices' free memory (deviceMemory); pass the bytes of device memory the run may use instead`,
+    );
+  }
+  return Math.floor(accelerator.deviceMemory(device).free * (1 - FREE_MEMORY_HEADROOM));
+}
+
+/** The units kept within `bytesLeft`, with the costs of the engine's layout for this run. */
+export function keepWithinDevice(
+  units: readonly UnitSize[],
+  bytesLeft: number,
+  run: { readonly stage: ZeroStage; readonly shards: number; readonly masterDtype: DType; readonly precision: string },
+): OffloadKeep {
+  const master = itemsize(run.masterDtype);
+  // Under autocast a kept unit's low-precision copies of its weights stay with it (bf16 or fp16).
+  const casts = run.precision === "bf16-mixed" || run.precision === "16-mixed" ? 2 : 0;
+  return keepWithinBudget(units, bytesLeft, {
+    shards: run.shards,
+    gatheredAnyway: run.stage === 1 || run.stage === 2,
+    masterBytes: master,
+    optimizerBytes: 8,
+    gatheredBytes: master + casts,
+  });
+}

@@ -1,0 +1,152 @@
+/**
+ * Which units keep state on the device with offload on, without processes: DeepSpeed's
+ * offload_optimizer.ratio by whole units (how it rounds), the budget rule of offloadKeep (what a
+ * budget buys, in which order), the start-up line, the refusals naming the field and the value,
+ * and the "auto" budget from an accelerator's free memory.
+ */
+import { CONTRACT_VERSION } from "@fulgur/core";
+import { GPT } from "@fulgur/nn";
+import { withDevice } from "@fulgur/tensor";
+import { describe, expect, it } from "vitest";
+import { DeepSpeedOptionError, DeepSpeedStrategy, ZeroConfigError, engineOptionsFor, keysWithoutEffect } from "../src/index";
+import { estimateZeroMemory } from "../src/memory";
+import { FREE_MEMORY_HEADROOM, checkOffloadKeep, describePlacement, freeDeviceBytes, keepForRatio, keepWithinBudget, keepWithinDevice } from "../src/placement";
+
+// Four blocks of 100 elements and the root unit of 200, last (the engine's order).
+const units = [
+  { path: "blocks.0", numel: 100 },
+  { path: "blocks.1", numel: 100 },
+  { path: "blocks.2", numel: 100 },
+  { path: "blocks.3", numel: 100 },
+  { path: "", numel: 200 },
+];
+
+describe("offload_optimizer.ratio, by whole units", () => {
+  it("offloads units in order while the offloaded elements stay within ratio × all; the rest keep slices and state on the device", () => {
+    expect(keepForRatio(units, 1).optimizerState).toEqual([]);
+    expect(keepForRatio(units, 0).optimizerState).toEqual(["blocks.0", "blocks.1", "blocks.2", "blocks.3", ""]);
+    // 0.5 × 600 = 300: three blocks; the fourth would make 400.
+    expect(keepForRatio(units, 0.5).optimizerState).toEqual(["blocks.3", ""]);
+    // Rounds down to whole units: 0.49 × 600 = 294 offloads two blocks, not three.
+    expect(keepForRatio(units, 0.49).optimizerState).toEqual(["blocks.2", "blocks.3", ""]);
+    // A later, smaller unit may still fit after a larger one did not (DeepSpeed's sub-groups alike).
+    expect(keepForRatio([{ path: "a", numel: 300 }, { path: "b", numel: 500 }, { path: "c", numel: 200 }], 0.5).optimizerState).toEqual(["b"]);
+    // The ratio moves optimizer state only: no unit keeps a gathered copy for it.
+    expect(keepForRatio(units, 0.5).parameters).toEqual([]);
+  });
+
+  it("a ratio outside [0, 1] is refused naming the key and the range", () => {
+    let error: unknown = null;
+    try {
+      new DeepSpeedStrategy({ config: { zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 1.5 } } } });
+    } catch (err) {
+      error = err;
+    }
+    expect(error).toBeInstanceOf(ZeroConfigError);
+    const [problem] = (error as ZeroConfigError).problems;
+    expect(problem.path).toBe("zero_optimization.offload_optimizer.ratio");
+    expect((error as Error).message).toContain("zero_optimization.offload_optimizer.ratio is 1.5, but it must be a number from 0 to 1.");
+  });
+
+  it("the plan reads it (1 when absent), the engine gets the kept units only with offload, and the key is acted on only with offload", () => {
+    const plan = new DeepSpeedStrategy({ config: { zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 0.25 } } } }).plan;
+    expect(plan.offloadRatio).toBe(0.25);
+    expect(new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true }).plan.offloadRatio).toBe(1);
+    const keep = keepForRatio(units, 0.25);
+    expect(engineOptionsFor(plan, 1, keep).keep).toBe(keep);
+    expect(engineOptionsFor(new DeepSpeedStrategy({ stage: 3 }).plan, 1, keep).keep).toBeNull();
+    const run = { stage: 3 as const, precision: "32-true", scalerReachable: false };
+    expect(keysWithoutEffect({ zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 0.5 } } }, run)).toEqual([]);
+    expect(keysWithoutEffect({ zero_optimization: { stage: 3, offload_optimizer: { device: "none", ratio: 0.5 } } }, run)).toEqual([
+      { path: "zero_optimization.offload_optimizer.ratio", why: 'acts only with offload_optimizer.device "cpu" or "nvme"' },
+    ]);
+  });
+});
+
+describe("offloadKeep: what fits in the device memory left", () => {
+  // World 2, fp32: a kept gathered copy is 4 bytes an element of the whole unit; slices and state
+  // 16 bytes an element of this rank's half.
+  const costs = { shards: 2, gatheredAnyway: false, masterBytes: 4, optimizerBytes: 8, gatheredBytes: 4 };
+
+  it("keeps gathered parameters first, from the last unit back, then slices and state of those units", () => {
+    // The root unit's copy is there anyway; each block's costs 400.
+    expect(keepWithinBudget(units, 0, costs)).toEqual({ parameters: [""], optimizerState: [] });
+    expect(keepWithinBudget(units, 799, costs)).toEqual({ parameters: ["", "blocks.3"], optimizerState: [] });
+    expect(keepWithinBudget(units, 1600, costs)).toEqual({ parameters: ["", "blocks.3", "blocks.2", "blocks.1", "blocks.0"], optimizerState: [] });
+    // Then the root unit's state (100 × 16 = 1,600), then a block's (50 × 16 = 800) while it fits.
+    expect(keepWithinBudget(units, 1600 + 1600 + 799, costs).optimizerState).toEqual([""]);
+    expect(keepWithinBudget(units, 1600 + 1600 + 800, costs).optimizerState).toEqual(["", "blocks.3"]);
+    expect(keepWithinBudget(units, 1e9, costs).optimizerState).toEqual(["", "blocks.3", "blocks.2", "blocks.1", "blocks.0"]);
+    // Nothing left (the estimate alone is more than the device has): only what is gathered anyway.
+    expect(keepWithinBudget(units, -5, costs)).toEqual({ parameters: [""], optimizerState: [] });
+  });
+
+  it("alone on its rank a unit whose slice stays becomes resident: its copy counts back", () => {
+    const alone = { ...costs, shards: 1 };
+    // Copies 4 × 400 = 1,600; then the root unit: 200 × 16 - 800 = 2,400; a block: 100 × 16 - 400 = 1,200.
+    expect(keepWithinBudget(units, 1600 + 2400 + 1200, alone).optimizerState).toEqual(["", "blocks.3"]);
+    expect(keepWithinBudget(units, 1600 + 2400 + 1199, alone).optimizerState).toEqual([""]);
+  });
+
+  it("at stages 1 and 2 every unit is gathered anyway: the budget goes to slices and state", () => {
+    const keep = keepWithinDevice(units, 800, { stage: 2, shards: 2, masterDtype: "float32", precision: "32-true" });
+    expect(keep.parameters).toEqual(["", "blocks.3", "blocks.2", "blocks.1", "blocks.0"]);
+    expect(keep.optimizerState).toEqual(["blocks.3"]);
+    // Under bf16-mixed a kept copy brings its bf16 weights: 6 bytes an element.
+    expect(keepWithinDevice(units, 599, { stage: 3, shards: 2, masterDtype: "float32", precision: "bf16-mixed" }).parameters).toEqual([""]);
+    expect(keepWithinDevice(units, 600, { stage: 3, shards: 2, masterDtype: "float32", precision: "bf16-mixed" }).parameters).toEqual(["", "blocks.3"]);
+  });
+
+  it("one line says how many units keep what on the device", () => {
+    const line = describePlacement([
+      { name: "blocks.0", parameters: "nvme", optimizerState: "nvme" },
+      { name: "blocks.1", parameters: "device", optimizerState: "nvme" },
+      { name: "", parameters: "device", optimizerState: "device" },
+    ]);
+    expect(line).toBe("2 of 3 units' parameters on the device, 1 of 3 units' optimizer state on the device, the rest on nvme");
+    expect(describePlacement([{ name: "", parameters: "device", optimizerState: "device" }])).toBe(
+      "1 of 1 units' parameters on the device, 1 of 1 units' optimizer state on the device, nothing offloaded",
+    );
+  });
+
+  it("is refused naming the option and the value: a bad value, nothing offloaded, or a ratio below 1 beside it", () => {
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadKeep: -1 })).toThrow(DeepSpeedOptionError);
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadKeep: "most" as never })).toThrow(/offloadKeep.*"auto".*bytes/s);
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadKeep: "auto" })).toThrow(
+      /option offloadKeep: got "auto"; it keeps on the device what offload would move off it, but nothing is offloaded in this run \(stage 3/,
+    );
+    const ratio = new DeepSpeedStrategy({ config: { zero_optimization: { stage: 3, offload_optimizer: { device: "cpu", ratio: 0.5 } } } }).plan;
+    expect(() => checkOffloadKeep(ratio, 1e9, "deepspeed")).toThrow(/offloadKeep: got 1000000000, and zero_optimization\.offload_optimizer\.ratio is 0\.5 in the config object/);
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadKeep: "auto" })).not.toThrow();
+  });
+
+  it('"auto" reads the accelerator\'s free memory, less the headroom; an accelerator that does not report it is named', () => {
+    const base = { contractVersion: CONTRACT_VERSION, name: "gpu", isAvailable: () => true, deviceCount: () => 1, deviceFor: () => "gpu:0", setupDevice: async () => {}, memoryStats: () => ({ allocated: 0, reserved: 0, peak: 0 }), teardown: async () => {} };
+    const reporting = { ...base, deviceMemory: (device: string) => (device === "gpu:0" ? { free: 1000, total: 4000 } : { free: 0, total: 0 }) };
+    expect(freeDeviceBytes("deepspeed", reporting, "gpu:0")).toBe(Math.floor(1000 * (1 - FREE_MEMORY_HEADROOM)));
+    expect(() => freeDeviceBytes("deepspeed", base, "gpu:0")).toThrow(
+      'deepspeed option offloadKeep: got "auto", but the accelerator "gpu" does not report its devices\' free memory (deviceMemory); pass the bytes of device memory the run may use instead',
+    );
+  });
+});
+
+describe("the memory estimate with units kept on the device", () => {
+  it("moves the kept units' slices and state from the host (and the disk) to the device", () => {
+    const module = withDevice("meta", () => new GPT({ vocabSize: 64, seqLen: 8, dModel: 32, nLayers: 2, nHeads: 2 }));
+    const input = { module, precision: "32-true", microBatch: 2, worldSize: 2 };
+    const layout = { worldSize: 2, prefetch: 1, policy: null };
+    // Block 1 keeps its slices and state: 12,704 elements, half on each rank, 16 bytes an element.
+    const keep = { optimizerState: ["blocks.1"], parameters: [] };
+    const half = (12_704 / 2) * 16;
+    const cpu = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true }).plan;
+    const all = estimateZeroMemory("z", cpu, input, layout);
+    const some = estimateZeroMemory("z", cpu, input, { ...layout, keep });
+    expect(all.perHost.total - some.perHost.total).toBe(half);
+    const state = (e: typeof all): number => e.perDevice.parameters + e.perDevice.gradients + e.perDevice.optimizerState;
+    expect(state(some) - state(all)).toBe(half);
+    expect(some.perDevice.total - all.perDevice.total).toBe(half);
+    // On NVMe, the kept unit's state (8 bytes an element of its half) is not in the files.
+    const nvme = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme", nvmePath: "/tmp" }).plan;
+    expect(estimateZeroMemory("z", nvme, input, layout).disk - estimateZeroMemory("z", nvme, input, { ...layout, keep }).disk).toBe((12_704 / 2) * 8);
+  });
+});
