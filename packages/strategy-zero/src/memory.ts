@@ -26,6 +26,7 @@ export function estimateZeroMemory(strategyName: string, plan: ZeroPlan, input: 
     reshardAfterForward: true,
     keepGathered: plan.stage === 1 || plan.stage === 2,
     offload: onHost,
+    alone: worldSize === 1,
     checkpointed: [],
     notes: [
       `ZeRO stage ${plan.stage} over ${shards} shard(s)${onHost ? "; slices, gradient slices and optimizer state in host memory" : ""}`,
