@@ -7,6 +7,7 @@
 import type {
   Accelerator,
   AcceleratorMemoryStats,
+  DeviceMemoryReporting,
   PluginFactory,
   ProcessGroup,
   ProcessGroupOptions,
@@ -16,11 +17,11 @@ import type {
 import { CONTRACT_VERSION } from "@fulgur/core";
 import { cudaBackend, registerCudaBackend } from "./cudaBackend";
 import { liveContexts } from "./context";
-import { deviceCount, parseDevice } from "./device";
+import { deviceCount, deviceProperties, parseDevice } from "./device";
 import { probeLibrary } from "./ffi/libraries";
 import { createCudaProcessGroup } from "./cudaProcessGroup";
 
-export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
+export class CudaAccelerator implements Accelerator, ProcessGroupProvider, DeviceMemoryReporting {
   readonly contractVersion = CONTRACT_VERSION;
   readonly name = "cuda";
 
@@ -53,6 +54,11 @@ export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
 
   memoryStats(device: string): AcceleratorMemoryStats {
     return cudaBackend(device).memoryStats();
+  }
+
+  /** The device's total memory (cuDeviceTotalMem), read without opening a context on it: the memory plan's GPU figure. */
+  deviceMemoryBytes(device: string): number {
+    return deviceProperties(parseDevice(device)).totalMemory;
   }
 
   /** Data-parallel strategies reduce over NCCL on GPUs; the store carries the NCCL unique id. */

@@ -7,8 +7,8 @@ export type { ContractVersioned } from "./plugin";
 export type { Store } from "./store";
 export type { ProcessGroup, ReduceOp, Work } from "./processGroup";
 export type { ClusterEnvironment } from "./clusterEnvironment";
-export type { Accelerator, AcceleratorMemoryStats, ProcessGroupOptions, ProcessGroupProvider } from "./accelerator";
-export { providesProcessGroup } from "./accelerator";
+export type { Accelerator, AcceleratorMemoryStats, DeviceMemoryReporting, ProcessGroupOptions, ProcessGroupProvider } from "./accelerator";
+export { providesProcessGroup, reportsDeviceMemory } from "./accelerator";
 export type {
   OptimizerStepOptions,
   OptimizerStepResult,

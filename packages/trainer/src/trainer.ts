@@ -43,6 +43,9 @@ import type { Logger, Metrics } from "./loggers/logger";
 import { type TrainerOptions, type TrainerOptionsInput, parseTrainerOptions } from "./options";
 import { type ChosenPlugins, resolveAccelerator, resolveStrategy, sortPlugins } from "./plugins";
 import { gradientsAreFinite, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
+import type { MemoryPlan, PlanCandidate } from "./plan/memoryPlan";
+import type { MachineDescription } from "./plan/machine";
+import { planTrainingModule, preflight } from "./plan/preflight";
 import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
 
 export interface FitOptions {
@@ -141,6 +144,8 @@ export class Trainer {
   private pendingLosses: { step: number; loss: Tensor }[] = [];
   private tokenWindow: { time: number; tokens: number }[] = [];
   private cluster: ClusterEnvironment | null = null;
+  /** The plan `fit` checked before launching (null when it did not plan: the CPU with no machine described). */
+  memoryPlan: MemoryPlan | null = null;
 
   constructor(options: TrainerOptionsInput = {}) {
     this.options = parseTrainerOptions(options);
@@ -209,7 +214,7 @@ export class Trainer {
 
   // ---- setup -------------------------------------------------------------------------------------
 
-  private async connect(): Promise<"continue" | "done"> {
+  private async connect(training?: { readonly module: TrainingModule; readonly microBatch: number }): Promise<"continue" | "done"> {
     const opts = this.options;
     this.accelerator = await resolveAccelerator(opts.accelerator);
     const available = this.accelerator.deviceCount();
@@ -226,7 +231,29 @@ export class Trainer {
     if (this.accelerator.name === "cpu") this.checkCpuDevices(devices);
     this.cluster = this.chosen.cluster ?? detectClusterEnvironment();
     const worldSize = devices * opts.numNodes;
-    const resolved = await resolveStrategy(opts.strategy, opts.strategyOptions, worldSize);
+    let strategySpec: string | object = opts.strategy;
+    if (training) {
+      // Before any process is launched (issue 15): plan, let "auto" pick, refuse what cannot fit.
+      const outcome = await preflight({
+        module: training.module,
+        accelerator: this.accelerator,
+        devices,
+        numNodes: opts.numNodes,
+        precision: this.precision.name,
+        microBatch: training.microBatch,
+        accumulateGradBatches: opts.accumulateGradBatches,
+        machine: opts.machine,
+        strategy: opts.strategy,
+        strategyOptions: opts.strategyOptions,
+        ignoreMemoryPlan: opts.ignoreMemoryPlan,
+        say: (line) => {
+          if ((process.env.RANK ?? "0") === "0") process.stdout.write(`${line}\n`);
+        },
+      });
+      strategySpec = outcome.strategy;
+      this.memoryPlan = outcome.plan;
+    }
+    const resolved = await resolveStrategy(strategySpec, opts.strategyOptions, worldSize);
     this.strategy = resolved.strategy;
     this.registryCheckpointIO = resolved.checkpointIO;
     if (this.strategy.name === "single_device" && worldSize > 1) {
@@ -318,10 +345,35 @@ export class Trainer {
 
   // ---- public loops ------------------------------------------------------------------------------
 
+  /**
+   * The memory plan for `module` (issue 15): each strategy's estimate on this machine or a described
+   * one, whether it fits, and the biggest micro-batch that does. The network is built on `meta`
+   * (nothing allocated) and the module left unconfigured; nothing is launched.
+   */
+  async plan(
+    module: TrainingModule,
+    options: { microBatch?: number; devices?: number; numNodes?: number; machine?: MachineDescription; candidates?: readonly PlanCandidate[] } = {},
+  ): Promise<MemoryPlan> {
+    const opts = this.options;
+    const accelerator = await resolveAccelerator(opts.accelerator);
+    const devices = options.devices ?? (opts.devices === "auto" ? (accelerator.name === "cpu" ? 1 : Math.max(accelerator.deviceCount(), 1)) : opts.devices);
+    return planTrainingModule({
+      module,
+      accelerator,
+      devices,
+      numNodes: options.numNodes ?? opts.numNodes,
+      precision: this.precision.name,
+      microBatch: options.microBatch ?? 1,
+      accumulateGradBatches: opts.accumulateGradBatches,
+      machine: options.machine ?? opts.machine,
+      candidates: options.candidates,
+    });
+  }
+
   async fit<B>(module: TrainingModule, trainLoader: DataLoader<any, B>, valLoader?: DataLoader<any, B> | null, fitOptions: FitOptions = {}): Promise<void> {
     if (!module || typeof module.trainingStep !== "function") throw new TypeError("fit: module must be a TrainingModule");
     if (!trainLoader || typeof (trainLoader as DataLoader).batches !== "function") throw new TypeError("fit: trainLoader must be a DataLoader");
-    if ((await this.connect()) === "done") {
+    if ((await this.connect({ module, microBatch: (trainLoader as Partial<DataLoader>).batchSize ?? 1 })) === "done") {
       this.isLauncherProcess = true;
       return;
     }
