@@ -4,6 +4,9 @@
  * strategies' own estimates, bad flags are refused naming the flag, the value and what is allowed,
  * and "auto" picks DDP, FSDP or offload as docs/guide/choosing-a-strategy.md says.
  */
+import { readFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
 import { StrategyRegistry, estimatesMemory } from "@fulgur/core";
 import { GPT, GPT_CONFIGS, type GPTConfig } from "@fulgur/nn";
@@ -113,4 +116,17 @@ describe("fulgur plan", () => {
     expect(r.code).toBe(2);
     expect(r.err).toContain(message);
   });
+});
+
+describe("docs/guide/choosing-a-strategy.md", () => {
+  const guide = readFileSync(join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "docs", "guide", "choosing-a-strategy.md"), "utf8");
+  const shown = [...guide.matchAll(/```text\n\$ fulgur (plan [^\n]*)\n([\s\S]*?)```/g)];
+  it("shows four plans", () => expect(shown).toHaveLength(4));
+  for (const [, command, output] of shown) {
+    it(`shows \`fulgur ${command}\` as it prints`, async () => {
+      const r = await cli(...command.split(" "));
+      expect(r.code).toBe(0);
+      expect(r.out).toBe(output);
+    });
+  }
 });
