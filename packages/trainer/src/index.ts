@@ -43,3 +43,4 @@ export { AUTO_ORDER_MULTI, AUTO_ORDER_SINGLE, chooseStrategy, type AutoChoice } 
 export { describeMachine, parseBytes, parseCount, type Machine, type MachineDescription } from "./plan/machine";
 export { MemoryPlanError, planTrainingModule, type PlanRequest } from "./plan/preflight";
 export { withMetaModel } from "./plan/metaModel";
+export { TrainingOutOfMemoryError, outOfMemoryAdvice } from "./plan/outOfMemory";

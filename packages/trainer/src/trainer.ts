@@ -9,6 +9,7 @@ import { availableParallelism } from "node:os";
 import {
   type Accelerator,
   type Checkpoint,
+  type MemoryPhase,
   type CheckpointIO,
   type ClusterEnvironment,
   type OptimizerState,
@@ -46,6 +47,7 @@ import { gradientsAreFinite, loadNamedOptimizerState, namedOptimizerState } from
 import type { MemoryPlan, PlanCandidate } from "./plan/memoryPlan";
 import type { MachineDescription } from "./plan/machine";
 import { planTrainingModule, preflight } from "./plan/preflight";
+import { explainOutOfMemory } from "./plan/outOfMemory";
 import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
 
 export interface FitOptions {
@@ -144,6 +146,10 @@ export class Trainer {
   private pendingLosses: { step: number; loss: Tensor }[] = [];
   private tokenWindow: { time: number; tokens: number }[] = [];
   private cluster: ClusterEnvironment | null = null;
+  /** What the step is doing, for an out-of-memory error (null between phases). */
+  private phase: MemoryPhase | null = null;
+  /** Samples per micro-batch of the running fit (its DataLoader's batch size). */
+  private microBatch = 1;
   /** The plan `fit` checked before launching (null when it did not plan: the CPU with no machine described). */
   memoryPlan: MemoryPlan | null = null;
 
@@ -252,6 +258,7 @@ export class Trainer {
       });
       strategySpec = outcome.strategy;
       this.memoryPlan = outcome.plan;
+      this.microBatch = training.microBatch;
     }
     const resolved = await resolveStrategy(strategySpec, opts.strategyOptions, worldSize);
     this.strategy = resolved.strategy;
@@ -403,7 +410,14 @@ export class Trainer {
     } catch (err) {
       status = "failed";
       if (isExceptionAware(strategy)) await strategy.onException(err);
-      throw err;
+      throw explainOutOfMemory(err, {
+        step: this.globalStep + 1,
+        epoch: this.currentEpoch,
+        phase: this.phase,
+        strategy: strategy.name,
+        microBatch: this.microBatch,
+        plan: this.memoryPlan,
+      });
     } finally {
       await this.flushLosses(true).catch(() => undefined);
       if (this.isGlobalZero) for (const l of this.loggers) l.finalize(status);
@@ -530,15 +544,20 @@ export class Trainer {
     const strategy = this.strategy!;
     const trainingStep = (b: unknown): Tensor => lossOf(this.precision.forwardContext(() => module.trainingStep(b, batchIdx)), "trainingStep");
     if (runsBatch(strategy)) {
+      // Forward and backward interleave in a schedule: an out-of-memory error names no phase.
+      this.phase = null;
       const loss = strategy.runBatch({ module, batch, batchIdx, lossDivisor: accumulate, syncGradients: isLastMicro, trainingStep });
       return lossOf(loss, `${strategy.name}.runBatch`).detach().keep();
     }
+    this.phase = "forward";
     const loss = trainingStep(batch);
     if (this.options.detectAnomaly) this.checkFinite(module, loss, "loss", batchIdx);
     const scaled = accumulate > 1 ? loss.div(accumulate) : loss;
+    this.phase = "backward";
     if (!isLastMicro && hasBackwardSyncControl(strategy)) strategy.noBackwardSync(module, () => strategy.backward(scaled));
     else strategy.backward(scaled);
     if (this.options.detectAnomaly) this.checkFinite(module, loss, "gradients", batchIdx);
+    this.phase = null;
     return loss.detach().keep();
   }
 
@@ -571,12 +590,14 @@ export class Trainer {
   private async optimizerStep(module: TrainingModule): Promise<void> {
     const optimizer = this.optimizer!;
     module.onBeforeOptimizerStep(optimizer);
+    this.phase = "optimizer";
     const result = await scopeAsync(() =>
       this.strategy!.optimizerStep(optimizer, {
         gradientClipVal: this.options.gradientClipVal,
         gradientClipAlgorithm: this.options.gradientClipAlgorithm,
       }),
     );
+    this.phase = null;
     if (result.gradNorm !== undefined) this.stepMetrics["grad_norm"] = result.gradNorm;
     this.globalStep++;
     if (result.stepped && this.scheduler && this.schedulerInterval === "step" && this.globalStep % this.schedulerFrequency === 0) this.scheduler.step();
