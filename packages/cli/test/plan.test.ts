@@ -12,7 +12,7 @@ import { StrategyRegistry, estimatesMemory } from "@fulgur/core";
 import { GPT, GPT_CONFIGS, type GPTConfig } from "@fulgur/nn";
 import { withDevice } from "@fulgur/tensor";
 import { chooseStrategy, describeMachine, loadStrategyPackage, planMemory } from "@fulgur/trainer";
-import { cli } from "./helpers";
+import { cli, tempDir, tinyConfig, writeCorpus, writeJson } from "./helpers";
 
 const GIB = 2 ** 30;
 const meta = (config: GPTConfig): GPT => withDevice("meta", () => new GPT(config));
@@ -129,4 +129,21 @@ describe("docs/guide/choosing-a-strategy.md", () => {
       expect(r.out).toBe(output);
     });
   }
+});
+
+describe("fulgur fit checks the plan before launch", () => {
+  it("refuses a strategy that cannot fit the machine of the config, with the table; --ignore-memory-plan trains", async () => {
+    const dir = tempDir();
+    writeCorpus(dir);
+    const config = tinyConfig({ trainer: { maxSteps: 1, enableProgressBar: false, enableCheckpointing: false, defaultRootDir: "out", accelerator: "cpu", strategy: "single_device", machine: { gpuMemory: "64KiB", hostMemory: "1GiB" } } });
+    const file = writeJson(`${dir}/small-machine.json`, config);
+    const refused = await cli("fit", "--config", file);
+    expect(refused.code).toBe(1);
+    expect(refused.err).toMatch(/memory plan: single_device does not fit at micro-batch 4 \(GPU [\d.]+ KiB > 57\.6 KiB usable\); nothing was launched/);
+    expect(refused.err).toContain("  single_device              no ");
+    expect(refused.out).toBe("");
+    const tried = await cli("fit", "--config", file, "--ignore-memory-plan");
+    expect(tried.code).toBe(0);
+    expect(tried.out).toMatch(/^fit done: 1 steps/);
+  });
 });

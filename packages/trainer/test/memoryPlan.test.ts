@@ -6,10 +6,11 @@
  * which may depend on them.
  */
 import { afterEach, describe, expect, it, vi } from "vitest";
+import type { Accelerator } from "@fulgur/core";
 import { estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import { GPT } from "@fulgur/nn";
 import { withDevice } from "@fulgur/tensor";
-import { MemoryPlanError, PLAN_HEADROOM, Trainer, chooseStrategy, describeMachine, parseBytes, planMemory, renderPlan } from "../src";
+import { CpuAccelerator, MemoryPlanError, PLAN_HEADROOM, Trainer, chooseStrategy, describeMachine, parseBytes, planMemory, renderPlan } from "../src";
 import { GPTLanguageModel } from "../src/demos";
 import { TINY, loader } from "./helpers";
 
@@ -40,6 +41,20 @@ describe("sizes and machines", () => {
     expect([m.gpuMemoryBytes, m.hostMemoryBytes, m.devicesPerNode, m.nodes]).toEqual([80 * 2 ** 30, 2 ** 40, 8, 2]);
     expect(m.source).toBe("GPU memory described; host memory described");
     expect(describeMachine({ devicesPerNode: 1, nodes: 1 }).source).toContain("no GPU: device memory is the host's");
+  });
+
+  it("a GPU's memory comes from an accelerator that reports it (the CUDA accelerator's deviceMemoryBytes)", () => {
+    const asked: string[] = [];
+    const gpu = {
+      ...new CpuAccelerator(),
+      name: "fake-gpu",
+      deviceFor: (r: number) => `fake:${r}`,
+      deviceMemoryBytes: (device: string) => (asked.push(device), 141 * 2 ** 30),
+    } as unknown as Accelerator;
+    const m = describeMachine({ devicesPerNode: 8, nodes: 1 }, { hostMemory: "2TiB" }, gpu);
+    expect(asked).toEqual(["fake:0"]);
+    expect(m.gpuMemoryBytes).toBe(141 * 2 ** 30);
+    expect(m.source).toBe("GPU memory of fake:0; host memory described");
   });
 });
 
