@@ -5,6 +5,10 @@
 // Usage: node scripts/gpu/plan-vs-measured.mjs --config 1b --strategy single_device --micro-batch 4
 //        [--precision bf16-mixed] [--devices 1] [--accumulate 1] [--options JSON]
 //        (--config takes a named configuration or the anchor's "d,L,H,T": 4096,32,32,1024)
+//        [--size d,L,H,T,B]   the anchor's five numbers, micro-batch included: 4096,32,32,1024,1
+//        [--issue15]          the lines issue 15 sets beside measured GPU peaks, all bf16-mixed: 1b
+//                             single_device, 1b FSDP at world 1, 1b deepspeed_stage_3_offload, and
+//                             4096,32,32,1024,1 (6.71B) under deepspeed_stage_3_offload
 import { parseArgs } from "node:util";
 import { StrategyRegistry } from "@fulgur/core";
 import { GPT, GPT_CONFIGS, gptParamCount } from "@fulgur/nn";
@@ -24,6 +28,8 @@ const { values: a } = parseArgs({
     devices: { type: "string", default: "1" },
     accumulate: { type: "string", default: "1" },
     options: { type: "string", default: "{}" },
+    size: { type: "string" },
+    issue15: { type: "boolean", default: false },
   },
 });
 
@@ -37,28 +43,61 @@ function gptConfig(spec) {
   return { dModel, nLayers, nHeads, seqLen, vocabSize: 32000 };
 }
 
-registerStrategies();
-const config = gptConfig(a.config);
-const microBatch = Number(a["micro-batch"] ?? config.microBatch ?? 1);
-const worldSize = Number(a.devices);
-const module = withDevice("meta", () => new GPT(config));
-const strategy = StrategyRegistry.create(a.strategy, JSON.parse(a.options));
-const e = strategy.estimateMemory({ module, precision: a.precision, microBatch, accumulateGradBatches: Number(a.accumulate), worldSize });
+function sizeConfig(spec) {
+  const parts = spec.split(",").map(Number);
+  if (parts.length !== 5 || !parts.every((n) => Number.isInteger(n) && n > 0)) {
+    throw new RangeError(`--size: got ${JSON.stringify(spec)}; expected five positive integers "d,L,H,T,B" (e.g. 4096,32,32,1024,1)`);
+  }
+  const [dModel, nLayers, nHeads, seqLen, microBatch] = parts;
+  return { dModel, nLayers, nHeads, seqLen, vocabSize: 32000, microBatch };
+}
+
 const gib = (b) => Number((b / 2 ** 30).toFixed(3));
 const parts = (b) => Object.fromEntries(Object.entries(b).map(([k, v]) => [k, gib(v)]));
-console.log(
-  JSON.stringify({
-    config: a.config,
-    params: gptParamCount(config),
-    strategy: a.strategy,
-    devices: worldSize,
+
+/** One estimate as one JSON line. */
+function printEstimate({ label, config, strategyName, options, precision, microBatch, worldSize, accumulate }) {
+  const module = withDevice("meta", () => new GPT(config));
+  const strategy = StrategyRegistry.create(strategyName, options);
+  const e = strategy.estimateMemory({ module, precision, microBatch, accumulateGradBatches: accumulate, worldSize });
+  console.log(
+    JSON.stringify({
+      config: label,
+      params: gptParamCount(config),
+      strategy: strategyName,
+      devices: worldSize,
+      precision,
+      micro_batch: microBatch,
+      estimate_gib: gib(e.perDevice.total),
+      host_gib: gib(e.perHost.total),
+      disk_gib: gib(e.disk),
+      peak: e.peak?.where ?? null,
+      per_device_gib: parts(e.perDevice),
+      per_host_gib: parts(e.perHost),
+      notes: e.notes,
+    }),
+  );
+}
+
+registerStrategies();
+if (a.issue15) {
+  const b = { precision: "bf16-mixed", worldSize: 1, accumulate: 1, options: {} };
+  const oneB = { ...b, label: "1b", config: GPT_CONFIGS["1b"], microBatch: 4 };
+  printEstimate({ ...oneB, strategyName: "single_device" });
+  printEstimate({ ...oneB, strategyName: "fsdp" });
+  printEstimate({ ...oneB, strategyName: "deepspeed_stage_3_offload" });
+  const big = sizeConfig("4096,32,32,1024,1");
+  printEstimate({ ...b, label: "4096,32,32,1024,1", config: big, microBatch: big.microBatch, strategyName: "deepspeed_stage_3_offload" });
+} else {
+  const config = a.size ? sizeConfig(a.size) : gptConfig(a.config);
+  printEstimate({
+    label: a.size ?? a.config,
+    config,
+    strategyName: a.strategy,
+    options: JSON.parse(a.options),
     precision: a.precision,
-    micro_batch: microBatch,
-    estimate_gib: gib(e.perDevice.total),
-    host_gib: gib(e.perHost.total),
-    disk_gib: gib(e.disk),
-    peak: e.peak?.where ?? null,
-    per_device_gib: parts(e.perDevice),
-    notes: e.notes,
-  }),
-);
+    microBatch: Number(a["micro-batch"] ?? config.microBatch ?? 1),
+    worldSize: Number(a.devices),
+    accumulate: Number(a.accumulate),
+  });
+}

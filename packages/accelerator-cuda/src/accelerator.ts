@@ -7,6 +7,8 @@
 import type {
   Accelerator,
   AcceleratorMemoryStats,
+  DeviceMemoryInfo,
+  DeviceMemoryReporting,
   PluginFactory,
   ProcessGroup,
   ProcessGroupOptions,
@@ -16,11 +18,13 @@ import type {
 import { CONTRACT_VERSION } from "@fulgur/core";
 import { cudaBackend, registerCudaBackend } from "./cudaBackend";
 import { liveContexts } from "./context";
-import { deviceCount, parseDevice } from "./device";
+import { deviceCount, deviceProperties, parseDevice } from "./device";
+import { check } from "./check";
+import { cudart } from "./ffi/cudart";
 import { probeLibrary } from "./ffi/libraries";
 import { createCudaProcessGroup } from "./cudaProcessGroup";
 
-export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
+export class CudaAccelerator implements Accelerator, ProcessGroupProvider, DeviceMemoryReporting {
   readonly contractVersion = CONTRACT_VERSION;
   readonly name = "cuda";
 
@@ -53,6 +57,24 @@ export class CudaAccelerator implements Accelerator, ProcessGroupProvider {
 
   memoryStats(device: string): AcceleratorMemoryStats {
     return cudaBackend(device).memoryStats();
+  }
+
+  /** The device's total memory (cuDeviceTotalMem), read without opening a context on it: the memory plan's GPU figure. */
+  deviceMemoryBytes(device: string): number {
+    return deviceProperties(parseDevice(device)).totalMemory;
+  }
+
+  /**
+   * Free and total memory of the device (cudaMemGetInfo, in the device's context, which this
+   * opens): what ZeRO's `offloadKeep: "auto"` sizes the units it keeps on the device by. Memory
+   * cached in Fulgur's own pool counts as used.
+   */
+  deviceMemory(device: string): DeviceMemoryInfo {
+    cudaBackend(device).ctx.makeCurrent();
+    const free: [number | bigint] = [0];
+    const total: [number | bigint] = [0];
+    check(cudart().cudaMemGetInfo(free, total), "cudaMemGetInfo", "cudart", device);
+    return { free: Number(free[0]), total: Number(total[0]) };
   }
 
   /** Data-parallel strategies reduce over NCCL on GPUs; the store carries the NCCL unique id. */

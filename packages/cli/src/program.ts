@@ -7,6 +7,7 @@
 import { Command, CommanderError } from "commander";
 import { benchCommand } from "./commands/bench";
 import { pipelineCommand } from "./commands/pipeline";
+import { planCommand } from "./commands/plan";
 import { checkpointCommand } from "./commands/checkpoint";
 import { envCommand } from "./commands/env";
 import { fitCommand } from "./commands/fit";
@@ -24,6 +25,7 @@ Examples:
   $ fulgur checkpoint inspect fulgur_logs/version_0/checkpoints/last.safetensors
   $ fulgur checkpoint convert last.safetensors gpt.safetensors --weights-only
   $ fulgur strategies
+  $ fulgur plan --config 1b --devices 8 --gpu-memory 80GiB
   $ fulgur env --json
   $ fulgur bench --config 1b --devices 1
 
@@ -52,6 +54,7 @@ export function createProgram(ctx: CliContext): Command {
     .addCommand(fitCommand(ctx))
     .addCommand(checkpointCommand(ctx))
     .addCommand(strategiesCommand(ctx))
+    .addCommand(planCommand(ctx))
     .addCommand(envCommand(ctx))
     .addCommand(benchCommand(ctx))
     .addCommand(pipelineCommand(ctx));

@@ -48,6 +48,16 @@ export interface ProcessGroupOptions {
   readonly timeoutMs: number;
 }
 
+/** Optional ability: the accelerator knows how much memory one of its devices has (for the memory plan). */
+export interface DeviceMemoryReporting {
+  /** Total bytes of `device`'s memory ("cuda:0"). */
+  deviceMemoryBytes(device: string): number;
+}
+
+export function reportsDeviceTotalMemory(a: object): a is DeviceMemoryReporting {
+  return typeof (a as Partial<DeviceMemoryReporting>).deviceMemoryBytes === "function";
+}
+
 /** Optional ability: the accelerator brings its own collectives (the CUDA package's NCCL group). */
 export interface ProcessGroupProvider {
   createProcessGroup(options: ProcessGroupOptions): Promise<ProcessGroup>;

@@ -7,9 +7,8 @@ export type { ContractVersioned } from "./plugin";
 export type { Store } from "./store";
 export type { ProcessGroup, ReduceOp, Work } from "./processGroup";
 export type { ClusterEnvironment } from "./clusterEnvironment";
-export type { Accelerator, AcceleratorMemoryStats, DeviceMemoryInfo, ProcessGroupOptions, ProcessGroupProvider } from "./accelerator";
-export { reportsDeviceMemory } from "./accelerator";
-export { providesProcessGroup } from "./accelerator";
+export type { Accelerator, AcceleratorMemoryStats, DeviceMemoryInfo, DeviceMemoryReporting, ProcessGroupOptions, ProcessGroupProvider } from "./accelerator";
+export { providesProcessGroup, reportsDeviceMemory, reportsDeviceTotalMemory } from "./accelerator";
 export type {
   OptimizerStepOptions,
   OptimizerStepResult,

@@ -14,7 +14,7 @@
  */
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
-import { type DType, type HostArray, type PendingRead, type Tensor, getBackend, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
+import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, getBackend, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
@@ -172,6 +172,16 @@ export class FlatUnit {
 
   /** Starts gathering the flat parameters (does not wait); a no-op when gathered or gathering. */
   startGather(): void {
+    try {
+      this.startGatherUnannotated();
+    } catch (err) {
+      // Out of memory here is the gather's, whatever the Trainer was doing (a prefetch in backward).
+      annotateOutOfMemory(err, { phase: "gather", where: `gathering unit ${this.name === "" ? "(root)" : this.name}` });
+      throw err;
+    }
+  }
+
+  private startGatherUnannotated(): void {
     if (this.state === "partial") {
       restoreMemory(this.gathered!);
       this.gatherWork = this.groups.postForward!.allGather(this.gathered!, this.partial!);

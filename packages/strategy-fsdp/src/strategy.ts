@@ -428,6 +428,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       unitReshardAfterForward: new Map(own),
       keepGathered: false,
       offload: o.cpuOffload,
+      alone: world === 1,
       checkpointed: o.activationCheckpointingPolicy === null ? [] : selectModules(input.module, o.activationCheckpointingPolicy),
       notes: [`${o.shardingStrategy} over ${shards} shard(s); ${units.length} wrapped unit(s) gathered while they compute, ${engine.prefetch} prefetched; the root unit gathered for the whole step`],
     });

@@ -35,6 +35,8 @@ export interface SegmentMemory {
   readonly gradientsKept: number;
   /** Gradient bytes held only during its backward (a sharded unit's flat buffer before the reduce-scatter). */
   readonly gradientBuffer: number;
+  /** Workspace held while the segment computes, forward and backward (autocast copies that come and go with a unit). */
+  readonly workspace?: number;
 }
 
 export interface StepLayout {
@@ -85,7 +87,11 @@ export function simulateStep(profile: ActivationProfile | null, layout: StepLayo
   let saved = 0;
   let kept = 0;
   segments.forEach((s, i) => {
-    at("forward", `forward of ${s.name}`, { gathered: memory[i].gathered + kept, activations: saved + s.savedBytes + s.forwardTransientBytes });
+    at("forward", `forward of ${s.name}`, {
+      gathered: memory[i].gathered + kept,
+      activations: saved + s.savedBytes + s.forwardTransientBytes,
+      workspace: memory[i].workspace,
+    });
     saved += s.savedBytes;
     kept += memory[i].keptGathered ?? 0;
   });
@@ -98,6 +104,7 @@ export function simulateStep(profile: ActivationProfile | null, layout: StepLayo
       gradients: gradients + m.gradientBuffer + (i === 0 ? layout.otherGradients : 0),
       gathered: m.gathered + kept,
       activations: saved + s.backwardTransientBytes,
+      workspace: m.workspace,
     });
     saved -= s.savedBytes;
     kept -= m.keptGathered ?? 0;

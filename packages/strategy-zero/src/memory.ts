@@ -34,6 +34,7 @@ export function estimateZeroMemory(
     keepGathered: plan.stage === 1 || plan.stage === 2,
     offload: onHost,
     keep: layout.keep ?? null,
+    alone: worldSize === 1,
     checkpointed: [],
     notes: [
       `ZeRO stage ${plan.stage} over ${shards} shard(s)${onHost ? "; slices, gradient slices and optimizer state in host memory" : ""}`,

@@ -3,8 +3,8 @@
  * the prefetch depth from the stage3 keys, the one warning naming what has no effect, DeepSpeed's
  * loss-scaling rule in the 16-mixed precision, the default wrap policy and the memory estimate.
  */
-import { Block, GPT } from "@fulgur/nn";
-import { MixedFp16Precision } from "@fulgur/strategy-kit";
+import { Block, GPT, GPT_CONFIGS } from "@fulgur/nn";
+import { MixedFp16Precision, autocastCopyBytes, estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import { withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
 import { DeepSpeedLossScaler, DeepSpeedStrategy, HONOURED_KEYS, engineOptionsFor, keysWithoutEffect, prefetchDepth, unitPaths } from "../src/index";
@@ -126,5 +126,22 @@ describe("units and memory", () => {
     expect(s3.perDevice.total).toBeLessThan(s2.perDevice.total);
     expect(off.perDevice.optimizerState).toBe(0);
     expect(off.perHost.optimizerState).toBe(s3.perDevice.optimizerState);
+  });
+
+  it("memory at world 1: stage 3 costs what one device costs, less the bf16 copies of the blocks it freed after forward", () => {
+    const fp32 = { module: gpt(4), precision: "32-true", microBatch: 256, worldSize: 1 };
+    const single = estimateReplicatedMemory("single_device", fp32, { communicationBytes: 0 });
+    expect(new DeepSpeedStrategy({ stage: 3 }).estimateMemory(fp32).perDevice).toEqual(single.perDevice);
+    // The 1b GPT (on meta) peaks as the head's backward starts, with every activation saved: every
+    // block has finished its forward, so stage 3 holds only the head's bf16 copy; a single device
+    // holds every block's too (1.5 GiB of the 17.4).
+    const bf16 = { module: withDevice("meta", () => new GPT(GPT_CONFIGS["1b"])), precision: "bf16-mixed", microBatch: 4, worldSize: 1 };
+    const s3 = new DeepSpeedStrategy({ stage: 3 }).estimateMemory(bf16);
+    const one = estimateReplicatedMemory("single_device", bf16, { communicationBytes: 0 });
+    expect(s3.peak).toEqual(one.peak);
+    expect(s3.peak?.where).toBe("backward of head and loss");
+    expect(s3.perDevice.workspace).toBe(autocastCopyBytes(bf16, "head"));
+    expect(one.perDevice.total - s3.perDevice.total).toBe(autocastCopyBytes(bf16, "blocks"));
+    expect(s3.perDevice.gradients).toBe(one.perDevice.gradients);
   });
 });

@@ -66,7 +66,8 @@ export {
   numel,
   type Shape,
 } from "./shape";
-export { cpuBackend, philox4x32 } from "./cpu";
+export { cpuBackend, philox4x32, setCpuMemoryLimit } from "./cpu";
+export { OutOfMemoryError, annotateOutOfMemory, isOutOfMemory, type OutOfMemoryContext } from "./outOfMemory";
 export { startReadyWorker, type ReadyWorkerEntries } from "./readyWorker";
 export { tsxWorkerBootstrap } from "./sourceWorker";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";

@@ -24,7 +24,7 @@ export {
   type SingleDeviceOptions,
 } from "@fulgur/strategy-kit";
 export { CpuAccelerator } from "./accelerators/cpuAccelerator";
-export { registerBuiltins, resolveAccelerator, resolveStrategy, sortPlugins, type ChosenPlugins, type ResolvedStrategy } from "./plugins";
+export { loadStrategyPackage, registerBuiltins, resolveAccelerator, resolveStrategy, sortPlugins, type ChosenPlugins, type ResolvedStrategy } from "./plugins";
 export type { Callback } from "./callbacks/callback";
 export { ModelCheckpoint, type ModelCheckpointOptions } from "./callbacks/modelCheckpoint";
 export { EarlyStopping, type EarlyStoppingOptions } from "./callbacks/earlyStopping";
@@ -38,3 +38,9 @@ export { DataLoader, defaultCollate, type Collate, type DataLoaderOptions } from
 export { DistributedSampler, RandomSampler, SequentialSampler, permutation, type Sampler, type DistributedSamplerOptions } from "./data/sampler";
 export { ByteTokenizer, TextDataset, listTextFiles, type TextDatasetOptions } from "./data/textDataset";
 export { MODEL_PREFIX, OPTIMIZER_PREFIX, buildCheckpoint, moduleStateOf } from "./checkpointing";
+export { PLAN_HEADROOM, defaultCandidates, formatBytes, planMemory, renderPlan, type MemoryPlan, type PlanCandidate, type PlanInput, type PlanRow } from "./plan/memoryPlan";
+export { AUTO_ORDER_MULTI, AUTO_ORDER_SINGLE, chooseStrategy, type AutoChoice } from "./plan/autoStrategy";
+export { describeMachine, parseBytes, parseCount, type Machine, type MachineDescription } from "./plan/machine";
+export { MemoryPlanError, planTrainingModule, type PlanRequest } from "./plan/preflight";
+export { withMetaModel } from "./plan/metaModel";
+export { TrainingOutOfMemoryError, outOfMemoryAdvice } from "./plan/outOfMemory";

@@ -55,6 +55,20 @@ export const trainerOptionsSchema = z
     seed: z.number().int().min(0).optional(),
     /** Read every step's loss and check every gradient after backward; stop naming the step and the first non-finite gradient (slower: a sync per step). */
     detectAnomaly: z.boolean().default(false),
+    /**
+     * The machine the memory plan checks against, when it is not this one (or this one has no GPU):
+     * GPU memory per device and host memory per node, as "80GiB" or bytes. With it, or on a GPU,
+     * `fit` plans before launching and `strategy: "auto"` picks from the plan.
+     */
+    machine: z
+      .object({
+        gpuMemory: z.union([z.string(), z.number().positive()]).optional(),
+        hostMemory: z.union([z.string(), z.number().positive()]).optional(),
+      })
+      .strict()
+      .optional(),
+    /** Launch even when the memory plan says the strategy does not fit (it may still run out of memory). */
+    ignoreMemoryPlan: z.boolean().default(false),
     /** Stop with a message naming the step when a logged loss is NaN or infinite (checked where losses are read). */
     stopOnNonFiniteLoss: z.boolean().default(true),
   })

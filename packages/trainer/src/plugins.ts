@@ -88,6 +88,12 @@ async function loadPackageFor(kind: "strategy" | "accelerator", name: string): P
   }
 }
 
+/** Imports the package that registers strategy `name` when it is one of Fulgur's own and not registered yet. */
+export async function loadStrategyPackage(name: string): Promise<void> {
+  registerBuiltins();
+  await loadPackageFor("strategy", name);
+}
+
 export interface ResolvedStrategy {
   readonly strategy: Strategy;
   /** The checkpoint IO registered with the strategy's name, if any. */

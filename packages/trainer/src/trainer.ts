@@ -9,6 +9,7 @@ import { availableParallelism } from "node:os";
 import {
   type Accelerator,
   type Checkpoint,
+  type MemoryPhase,
   type CheckpointIO,
   type ClusterEnvironment,
   type OptimizerState,
@@ -43,6 +44,10 @@ import type { Logger, Metrics } from "./loggers/logger";
 import { type TrainerOptions, type TrainerOptionsInput, parseTrainerOptions } from "./options";
 import { type ChosenPlugins, resolveAccelerator, resolveStrategy, sortPlugins } from "./plugins";
 import { gradientsAreFinite, loadNamedOptimizerState, namedOptimizerState } from "@fulgur/strategy-kit";
+import type { MemoryPlan, PlanCandidate } from "./plan/memoryPlan";
+import type { MachineDescription } from "./plan/machine";
+import { planTrainingModule, preflight } from "./plan/preflight";
+import { explainOutOfMemory } from "./plan/outOfMemory";
 import type { OptimizerConfig, PendingLog, SchedulerConfig, StepOutput, TrainingModule } from "./trainingModule";
 
 export interface FitOptions {
@@ -146,6 +151,12 @@ export class Trainer {
   private pendingLosses: { step: number; loss: Tensor }[] = [];
   private tokenWindow: { time: number; tokens: number }[] = [];
   private cluster: ClusterEnvironment | null = null;
+  /** What the step is doing, for an out-of-memory error (null between phases). */
+  private phase: MemoryPhase | null = null;
+  /** Samples per micro-batch of the running fit (its DataLoader's batch size). */
+  private microBatch = 1;
+  /** The plan `fit` checked before launching (null when it did not plan: the CPU with no machine described). */
+  memoryPlan: MemoryPlan | null = null;
 
   constructor(options: TrainerOptionsInput = {}) {
     this.options = parseTrainerOptions(options);
@@ -214,7 +225,7 @@ export class Trainer {
 
   // ---- setup -------------------------------------------------------------------------------------
 
-  private async connect(): Promise<"continue" | "done"> {
+  private async connect(training?: { readonly module: TrainingModule; readonly microBatch: number }): Promise<"continue" | "done"> {
     const opts = this.options;
     this.accelerator = await resolveAccelerator(opts.accelerator);
     const available = this.accelerator.deviceCount();
@@ -231,7 +242,30 @@ export class Trainer {
     if (this.accelerator.name === "cpu") this.checkCpuDevices(devices);
     this.cluster = this.chosen.cluster ?? detectClusterEnvironment();
     const worldSize = devices * opts.numNodes;
-    const resolved = await resolveStrategy(opts.strategy, opts.strategyOptions, worldSize);
+    let strategySpec: string | object = opts.strategy;
+    if (training) {
+      // Before any process is launched (issue 15): plan, let "auto" pick, refuse what cannot fit.
+      const outcome = await preflight({
+        module: training.module,
+        accelerator: this.accelerator,
+        devices,
+        numNodes: opts.numNodes,
+        precision: this.precision.name,
+        microBatch: training.microBatch,
+        accumulateGradBatches: opts.accumulateGradBatches,
+        machine: opts.machine,
+        strategy: opts.strategy,
+        strategyOptions: opts.strategyOptions,
+        ignoreMemoryPlan: opts.ignoreMemoryPlan,
+        say: (line) => {
+          if ((process.env.RANK ?? "0") === "0") process.stdout.write(`${line}\n`);
+        },
+      });
+      strategySpec = outcome.strategy;
+      this.memoryPlan = outcome.plan;
+      this.microBatch = training.microBatch;
+    }
+    const resolved = await resolveStrategy(strategySpec, opts.strategyOptions, worldSize);
     this.strategy = resolved.strategy;
     this.registryCheckpointIO = resolved.checkpointIO;
     if (this.strategy.name === "single_device" && worldSize > 1) {
@@ -323,10 +357,35 @@ export class Trainer {
 
   // ---- public loops ------------------------------------------------------------------------------
 
+  /**
+   * The memory plan for `module` (issue 15): each strategy's estimate on this machine or a described
+   * one, whether it fits, and the biggest micro-batch that does. The network is built on `meta`
+   * (nothing allocated) and the module left unconfigured; nothing is launched.
+   */
+  async plan(
+    module: TrainingModule,
+    options: { microBatch?: number; devices?: number; numNodes?: number; machine?: MachineDescription; candidates?: readonly PlanCandidate[] } = {},
+  ): Promise<MemoryPlan> {
+    const opts = this.options;
+    const accelerator = await resolveAccelerator(opts.accelerator);
+    const devices = options.devices ?? (opts.devices === "auto" ? (accelerator.name === "cpu" ? 1 : Math.max(accelerator.deviceCount(), 1)) : opts.devices);
+    return planTrainingModule({
+      module,
+      accelerator,
+      devices,
+      numNodes: options.numNodes ?? opts.numNodes,
+      precision: this.precision.name,
+      microBatch: options.microBatch ?? 1,
+      accumulateGradBatches: opts.accumulateGradBatches,
+      machine: options.machine ?? opts.machine,
+      candidates: options.candidates,
+    });
+  }
+
   async fit<B>(module: TrainingModule, trainLoader: DataLoader<any, B>, valLoader?: DataLoader<any, B> | null, fitOptions: FitOptions = {}): Promise<void> {
     if (!module || typeof module.trainingStep !== "function") throw new TypeError("fit: module must be a TrainingModule");
     if (!trainLoader || typeof (trainLoader as DataLoader).batches !== "function") throw new TypeError("fit: trainLoader must be a DataLoader");
-    if ((await this.connect()) === "done") {
+    if ((await this.connect({ module, microBatch: (trainLoader as Partial<DataLoader>).batchSize ?? 1 })) === "done") {
       this.isLauncherProcess = true;
       return;
     }
@@ -357,7 +416,14 @@ export class Trainer {
     } catch (err) {
       status = "failed";
       if (isExceptionAware(strategy)) await strategy.onException(err);
-      throw err;
+      throw explainOutOfMemory(err, {
+        step: this.globalStep + 1,
+        epoch: this.currentEpoch,
+        phase: this.phase,
+        strategy: strategy.name,
+        microBatch: this.microBatch,
+        plan: this.memoryPlan,
+      });
     } finally {
       await this.flushLosses(true).catch(() => undefined);
       if (this.isGlobalZero) for (const l of this.loggers) l.finalize(status);
@@ -484,15 +550,20 @@ export class Trainer {
     const strategy = this.strategy!;
     const trainingStep = (b: unknown): Tensor => lossOf(this.precision.forwardContext(() => module.trainingStep(b, batchIdx)), "trainingStep");
     if (runsBatch(strategy)) {
+      // Forward and backward interleave in a schedule: an out-of-memory error names no phase.
+      this.phase = null;
       const loss = strategy.runBatch({ module, batch, batchIdx, lossDivisor: accumulate, syncGradients: isLastMicro, trainingStep });
       return lossOf(loss, `${strategy.name}.runBatch`).detach().keep();
     }
+    this.phase = "forward";
     const loss = trainingStep(batch);
     if (this.options.detectAnomaly) this.checkFinite(module, loss, "loss", batchIdx);
     const scaled = accumulate > 1 ? loss.div(accumulate) : loss;
+    this.phase = "backward";
     if (!isLastMicro && hasBackwardSyncControl(strategy)) strategy.noBackwardSync(module, () => strategy.backward(scaled));
     else strategy.backward(scaled);
     if (this.options.detectAnomaly) this.checkFinite(module, loss, "gradients", batchIdx);
+    this.phase = null;
     return loss.detach().keep();
   }
 
@@ -525,12 +596,14 @@ export class Trainer {
   private async optimizerStep(module: TrainingModule): Promise<void> {
     const optimizer = this.optimizer!;
     module.onBeforeOptimizerStep(optimizer);
+    this.phase = "optimizer";
     const result = await scopeAsync(() =>
       this.strategy!.optimizerStep(optimizer, {
         gradientClipVal: this.options.gradientClipVal,
         gradientClipAlgorithm: this.options.gradientClipAlgorithm,
       }),
     );
+    this.phase = null;
     if (result.gradNorm !== undefined) this.stepMetrics["grad_norm"] = result.gradNorm;
     this.globalStep++;
     if (result.stepped && this.scheduler && this.schedulerInterval === "step" && this.globalStep % this.schedulerFrequency === 0) this.scheduler.step();

@@ -97,23 +97,26 @@ export function fitCommand(ctx: CliContext): Command {
         .default([]),
     )
     .option("--dry-run", "validate the config and print it resolved, without training")
+    .option("--ignore-memory-plan", "launch even when the memory plan says the strategy does not fit (trainer.ignoreMemoryPlan)")
     .addHelpText(
       "after",
       `
 Config (YAML or JSON; relative paths are relative to the config file):
   model:   { config: tiny | small | 1b | { dModel, nLayers, nHeads, seqLen }, lr, weightDecay, warmupSteps, totalSteps, seed }
   data:    { paths: [dir or file, ...], batchSize, seqLen?, shuffle?, valFraction? }
-  trainer: { maxSteps, maxEpochs, precision, accelerator, devices, strategy, ... }   (Trainer options)
+  trainer: { maxSteps, maxEpochs, precision, accelerator, devices, strategy, machine: { gpuMemory, hostMemory }, ... }   (Trainer options)
   ckptPath: checkpoint to resume from
 
 Examples:
   $ fulgur fit --config gpt.yaml
   $ fulgur fit --config gpt.yaml --set trainer.maxSteps=10 --set model.lr=1e-3
   $ fulgur fit --config gpt.json --set trainer.devices=2 --set trainer.strategy=ddp
-  $ fulgur fit --config gpt.yaml --dry-run`,
+  $ fulgur fit --config gpt.yaml --dry-run
+  $ fulgur fit --config gpt.yaml --set trainer.strategy=auto --ignore-memory-plan`,
     )
-    .action(async (opts: { config: string; set: Override[]; dryRun?: boolean }) => {
-      const cfg = resolveFitConfig(opts.config, opts.set);
+    .action(async (opts: { config: string; set: Override[]; dryRun?: boolean; ignoreMemoryPlan?: boolean }) => {
+      const resolved = resolveFitConfig(opts.config, opts.set);
+      const cfg = opts.ignoreMemoryPlan ? { ...resolved, trainer: { ...resolved.trainer, ignoreMemoryPlan: true } } : resolved;
       if (opts.dryRun) {
         ctx.io.out(JSON.stringify(cfg, null, 2) + "\n");
         return;

@@ -35,16 +35,27 @@ import { reduce } from "./reduce";
 import { softmax, softmaxBackward } from "./softmax";
 import { CpuStorage } from "./storage";
 import { gatherRaw, is16 } from "./strided";
+import { OutOfMemoryError } from "../outOfMemory";
 
 export class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly device = "cpu";
   private allocated = 0;
   private peak = 0;
+  /** Bytes the backend may hold at once (a test hook, see setCpuMemoryLimit), or null. */
+  private limit: number | null = null;
 
   alloc(dtype: DType, length: number): CpuStorage {
     if (!Number.isInteger(length) || length < 0) {
       throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
+    }
+    const bytes = length * itemsize(dtype);
+    if (this.limit !== null && this.allocated + bytes > this.limit) {
+      throw new OutOfMemoryError(
+        `cpu out of memory: could not allocate ${bytes} bytes with ${this.allocated} of the ${this.limit} allowed already allocated (the limit set by setCpuMemoryLimit)`,
+        "cpu",
+        bytes,
+      );
     }
     // Shared memory (large storages, and whatever an offloading engine asks for) is what worker
     // threads update in place: the CPU optimizer's and the disk offload's.
@@ -100,6 +111,14 @@ export class CpuBackend implements Backend {
 
   resetPeak(): void {
     this.peak = this.allocated;
+  }
+
+  /** See setCpuMemoryLimit. */
+  setMemoryLimit(bytes: number | null): void {
+    if (bytes !== null && (!Number.isSafeInteger(bytes) || bytes < 0)) {
+      throw new RangeError(`setCpuMemoryLimit: bytes: got ${bytes}; expected a non-negative integer number of bytes, or null for no limit`);
+    }
+    this.limit = bytes;
   }
 
   synchronize(): void {
@@ -215,6 +234,15 @@ export class CpuBackend implements Backend {
 let instance: CpuBackend | null = null;
 
 /** The process-wide CPU backend (one set of memory counters for all CPU tensors). */
+/**
+ * Makes the CPU backend throw `OutOfMemoryError` when an allocation would take the bytes it holds
+ * past `bytes` (null: no limit, the default): how tests run out of memory on purpose, as a GPU
+ * would, to check what the error says.
+ */
+export function setCpuMemoryLimit(bytes: number | null): void {
+  cpuBackend().setMemoryLimit(bytes);
+}
+
 export function cpuBackend(): CpuBackend {
   if (instance === null) instance = new CpuBackend();
   return instance;
