@@ -16,7 +16,7 @@
  *   NO_SHARD) average their slices first.
  */
 import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
-import { type Tensor, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
+import { type Tensor, memoryStats, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit } from "./layout";
@@ -75,6 +75,15 @@ function commonAncestor(paths: readonly string[]): string {
 
 /** Units whose reduced gradients may be on their way to the host at once (offload). */
 const DOWNLOADS_IN_FLIGHT = 2;
+
+/**
+ * FULGUR_TRACE_MEMORY=1: a line on stderr at each unit's forward, backward and reduction with the
+ * bytes live on the device and the peak so far, to see where a step's memory goes unit by unit.
+ */
+const TRACE = process.env.FULGUR_TRACE_MEMORY === "1";
+function trace(event: string, unit: FlatUnit, device: string): void {
+  if (TRACE) process.stderr.write(`memtrace ${event} ${unit.name} live ${memoryStats(device).liveBytes} peak ${memoryStats(device).peakBytes}\n`);
+}
 
 export class ShardingEngine {
   readonly units: FlatUnit[] = [];
@@ -175,6 +184,7 @@ export class ShardingEngine {
   }
 
   private preForward(unit: FlatUnit): void {
+    trace("preForward", unit, this.device);
     unit.activate();
     if (this.recorded && !this.inBackward && !this.recorded.includes(unit)) this.recorded.push(unit);
     if (!this.inBackward) this.prefetch(unit, 1);
@@ -188,6 +198,7 @@ export class ShardingEngine {
   }
 
   private preBackward(unit: FlatUnit): void {
+    trace("preBackward", unit, this.device);
     unit.activate();
     unit.restoreCastCopies();
     unit.prepareGradients();
@@ -204,6 +215,7 @@ export class ShardingEngine {
   private onGradient(unit: FlatUnit, slotIndex: number): void {
     unit.gradsSeen.add(slotIndex);
     if (unit !== this.rootUnit && unit.gradientsComplete) {
+      trace("reduce", unit, this.device);
       unit.reduceGradients();
       if (!unit.keptGathered) unit.reshard();
       if (this.options.offload) {

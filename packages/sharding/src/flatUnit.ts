@@ -335,7 +335,11 @@ export class FlatUnit {
       if (!p.requiresGrad) return;
       if (p.grad && p.grad.storageRef === flat.storageRef) return;
       p.grad?.dispose();
-      p.grad = flat.narrow(0, offsetOf(slot), slot.numel).reshape(slot.shape);
+      // The narrowed view is only a step to the shaped one: freed now, it does not hold the flat
+      // buffer alive until the step's scope ends (every unit's buffer through a whole backward).
+      const span = flat.narrow(0, offsetOf(slot), slot.numel);
+      p.grad = span.reshape(slot.shape);
+      span.dispose();
       p.grad.untrack();
     });
   }
