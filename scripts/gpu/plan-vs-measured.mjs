@@ -59,7 +59,7 @@ const parts = (b) => Object.fromEntries(Object.entries(b).map(([k, v]) => [k, gi
 function printEstimate({ label, config, strategyName, options, precision, microBatch, worldSize, accumulate }) {
   const module = withDevice("meta", () => new GPT(config));
   const strategy = StrategyRegistry.create(strategyName, options);
-  const e = strategy.estimateMemory({ module, precision, microBatch, accumulateGradBatches: accumulate, worldSize });
+  const e = strategy.estimateMemory({ module, precision, microBatch, accumulateGradBatches: accumulate, worldSize, copiesCrossBus: true });
   console.log(
     JSON.stringify({
       config: label,

@@ -176,6 +176,12 @@ export interface MemoryEstimateInput {
   readonly optimizerBytesPerParameter?: number;
   /** Ranks the estimate is for (default: the strategy's world size, or 1 before setup). */
   readonly worldSize?: number;
+  /**
+   * The device is a GPU beside the host, not the host itself: offloaded state crosses a bus, and
+   * the copies under way hold device memory (gradients coming down, a slice going up). Default
+   * false (the CPU backend, where the "device" is host memory and nothing is copied).
+   */
+  readonly copiesCrossBus?: boolean;
 }
 
 export interface MemoryEstimate {

@@ -90,3 +90,6 @@ export interface NvmeOffload extends NvmeSettings {
    */
   readonly subGroupSize: number;
 }
+
+/** Units whose reduced gradients may be on their way to the host at once (offload to a GPU's host). */
+export const DOWNLOADS_IN_FLIGHT = 2;

@@ -16,6 +16,7 @@
  *   NO_SHARD) average their slices first.
  */
 import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
+import { DOWNLOADS_IN_FLIGHT } from "./api";
 import { type Tensor, memoryStats, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
@@ -72,9 +73,6 @@ function commonAncestor(paths: readonly string[]): string {
   }
   return parts.join(".");
 }
-
-/** Units whose reduced gradients may be on their way to the host at once (offload). */
-const DOWNLOADS_IN_FLIGHT = 2;
 
 /**
  * FULGUR_TRACE_MEMORY=1: a line on stderr at each unit's forward, backward and reduction with the

@@ -8,7 +8,7 @@
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
-import type { OffloadKeep } from "./api";
+import { DOWNLOADS_IN_FLIGHT, type OffloadKeep } from "./api";
 import {
   EMPTY_BREAKDOWN,
   activationNote,
@@ -168,13 +168,17 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
     : null;
   const profile = checkpointSegments(resolveActivations(input), layout.checkpointed);
   const replicated = shards === 1 && !layout.offload;
+  // Offloaded to a GPU's host: a slice on its way up before its gather, and reduced gradient slices
+  // on their way down (the one reduced last and DOWNLOADS_IN_FLIGHT before it, engine.ts).
+  const largestTrainable = Math.max(0, ...[...unitBytes.values()].map((b) => b.trainable));
+  const busCopies = layout.offload && input.copiesCrossBus ? (largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
   const step: StepLayout = {
     held: {
       ...onDevice,
       // The root unit's gradients accumulate in one buffer over an accumulation window.
       gradients: onDevice.gradients + (accumulating ? root.trainable : 0),
       gatheredUnits: replicated ? 0 : (rootResident ? 0 : root.parameters) + (layout.keepGathered ? wrapped.parameters : keptCopyBytes),
-      communication: 0,
+      communication: busCopies,
       // Units gathered all step keep their autocast copies all step too.
       workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : keptCasts),
     },

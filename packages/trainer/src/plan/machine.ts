@@ -17,6 +17,8 @@ export interface Machine {
   readonly nodes: number;
   /** Where the figures came from, for the plan's header ("described", "cuda:0 and os.totalmem()"). */
   readonly source: string;
+  /** Devices are GPUs beside the host (described, or reported by the accelerator), not the host itself. */
+  readonly gpu?: boolean;
 }
 
 /** What a user may describe; what is left out comes from this machine. */
@@ -91,5 +93,5 @@ export function describeMachine(
     host = totalmem();
     sources.push("host memory from os.totalmem()");
   }
-  return Object.freeze({ gpuMemoryBytes: gpu, hostMemoryBytes: host, devicesPerNode: layout.devicesPerNode, nodes: layout.nodes, source: sources.join("; ") });
+  return Object.freeze({ gpuMemoryBytes: gpu, hostMemoryBytes: host, devicesPerNode: layout.devicesPerNode, nodes: layout.nodes, source: sources.join("; "), gpu: !sources[0].startsWith("no GPU") });
 }

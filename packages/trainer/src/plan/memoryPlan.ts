@@ -152,7 +152,7 @@ export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
         continue;
       }
       estimate = (microBatch) =>
-        strategy.estimateMemory({ module: input.module, precision: input.precision, microBatch, accumulateGradBatches, seqLen: input.seqLen, worldSize });
+        strategy.estimateMemory({ module: input.module, precision: input.precision, microBatch, accumulateGradBatches, seqLen: input.seqLen, worldSize, copiesCrossBus: machine.gpu ?? false });
       const e = estimate(input.microBatch);
       const problems = problemsOf(e, base);
       rows.push({
