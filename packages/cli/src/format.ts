@@ -1,15 +1,9 @@
 /** Text output helpers: byte sizes, counts and aligned columns. */
+import { formatBytes as formatBytesIn } from "@fulgur/trainer";
 
+/** Binary units, two to three significant figures ("1.50 GiB", "12.3 MiB", "340 KiB"). */
 export function formatBytes(bytes: number): string {
-  if (!Number.isFinite(bytes)) return String(bytes);
-  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
-  let v = bytes;
-  let u = 0;
-  while (Math.abs(v) >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${v} B` : `${v.toFixed(v >= 100 ? 0 : v >= 10 ? 1 : 2)} ${units[u]}`;
+  return formatBytesIn(bytes, (v) => (v >= 100 ? 0 : v >= 10 ? 1 : 2));
 }
 
 export function formatCount(n: number): string {

@@ -85,8 +85,9 @@ export interface MemoryPlan {
   readonly rows: readonly PlanRow[];
 }
 
-/** "1.2 GiB", "340.0 MiB": binary units, one decimal. */
-export function formatBytes(bytes: number): string {
+/** "1.2 GiB", "340.0 MiB": binary units, one decimal unless `decimals` says how many for a value. */
+export function formatBytes(bytes: number, decimals: (value: number) => number = () => 1): string {
+  if (!Number.isFinite(bytes)) return String(bytes);
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = bytes;
   let u = 0;
@@ -94,7 +95,7 @@ export function formatBytes(bytes: number): string {
     v /= 1024;
     u++;
   }
-  return u === 0 ? `${v} B` : `${v.toFixed(1)} ${units[u]}`;
+  return u === 0 ? `${v} B` : `${v.toFixed(decimals(v))} ${units[u]}`;
 }
 
 type Estimator = (microBatch: number) => MemoryEstimate;
