@@ -70,6 +70,8 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     aborts: () => number;
     threshold: () => bigint | number;
     lastNccl: () => number[];
+    registered: () => number;
+    registerCalls: () => number;
   };
   let pkg: typeof import("../src/index");
 
@@ -88,6 +90,8 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     const rt = koffi.load(join(dir, "libcudart.so.13"));
     const nc = koffi.load(join(dir, "libnccl.so.2"));
     const trims = rt.func("int fake_trim_count()");
+    const registered = rt.func("int fake_registered_count()");
+    const registerCalls = rt.func("int fake_register_calls()");
     const threshold = rt.func("uint64_t fake_release_threshold()");
     const aborts = nc.func("int fake_abort_count()");
     const last = nc.func("void fake_last_nccl(_Out_ int64_t *out)");
@@ -100,6 +104,8 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
         return [...out].map(Number);
       },
       trims: () => trims(),
+      registered: () => registered(),
+      registerCalls: () => registerCalls(),
       aborts: () => aborts(),
       threshold: () => threshold(),
       lastNccl: () => {
@@ -198,6 +204,43 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     expect(b.memoryStats().allocated).toBe(base);
     expect(b.memoryStats().peak).toBeGreaterThanOrEqual(base + 46);
     expect(() => b.free(s)).toThrow(/already freed/);
+  });
+
+  it("page-locks host arrays once per buffer, uploads from and downloads into them directly, and unpins", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const staged = Float32Array.from({ length: 5 }, (_, i) => i - 2);
+    b.fromHost(staged, "float32"); // not pinned: the staging ring, no registration
+    expect(hooks.registered()).toBe(0);
+    const slice = new Float32Array(new SharedArrayBuffer(4 * 1000));
+    for (let i = 0; i < slice.length; i++) slice[i] = i * 0.5;
+    b.pinHost!(slice);
+    b.pinHost!(slice.subarray(10, 20)); // the same buffer: counted, not registered again
+    expect([hooks.registered(), pkg.pinnedBufferCount(), pkg.isPinned(slice.subarray(500))]).toEqual([1, 1, true]);
+    const s = b.fromHost(slice.subarray(100, 200), "float32");
+    const v: View = { storage: s, shape: [100], strides: [1], offset: 0 };
+    const down = new Float32Array(new SharedArrayBuffer(4 * 100));
+    b.pinHost!(down);
+    const pending = b.readIntoAsync!(v, down);
+    // The source may be freed at once: its memory is reused only after the copy (its pending uses).
+    b.free(s);
+    pending.wait();
+    expect(pending.poll()).toBe(true);
+    expect([...down]).toEqual([...slice.subarray(100, 200)]);
+    const other = b.alloc("float32", 100);
+    expect(() => b.readIntoAsync!({ ...v, storage: other }, new Float32Array(99))).toThrow(/100 elements into a host array of 99/);
+    b.free(other);
+    b.unpinHost!(slice);
+    expect(hooks.registered()).toBe(2);
+    b.unpinHost!(slice);
+    b.unpinHost!(down);
+    expect([hooks.registered(), pkg.pinnedBufferCount(), pkg.isPinned(slice)]).toEqual([0, 0, false]);
+    expect(hooks.registerCalls()).toBe(2);
+  });
+
+  it("reports the device's free and total memory (cudaMemGetInfo) and its total without a context", () => {
+    const acc = new pkg.CudaAccelerator();
+    expect(acc.deviceMemory("cuda:0")).toEqual({ free: 70 * 2 ** 30, total: 80 * 2 ** 30 });
+    expect(acc.deviceMemoryBytes("cuda:0")).toBe(80 * 2 ** 30);
   });
 
   it("retries an allocation after trimming the pool, then fails with a summary and advice", () => {
