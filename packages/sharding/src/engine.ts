@@ -16,7 +16,7 @@
  *   NO_SHARD) average their slices first.
  */
 import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
-import { DOWNLOADS_IN_FLIGHT } from "./api";
+import { DownloadQueue } from "./downloadQueue";
 import { type Tensor, memoryStats, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
@@ -91,10 +91,8 @@ export class ShardingEngine {
   private forwardOrder: FlatUnit[] = [];
   private recorded: FlatUnit[] | null = [];
   private inBackward = false;
-  /** The unit reduced last: its offloaded gradient starts down when the next unit is reduced. */
-  private lastReduced: FlatUnit | null = null;
-  /** Units whose offloaded gradients are on their way down, oldest first. */
-  private downloading: FlatUnit[] = [];
+  /** Offloaded gradients on their way to the host (downloadQueue.ts). */
+  private readonly downloads = new DownloadQueue<FlatUnit>(() => this.units);
   private readonly handles: RemovableHandle[] = [];
   /** Whether each unit frees its gathered parameters after forward: the engine's choice unless the unit made its own. */
   private readonly reshardsAfterForward = new Map<FlatUnit, boolean>();
@@ -216,17 +214,7 @@ export class ShardingEngine {
       trace("reduce", unit, this.device);
       unit.reduceGradients();
       if (!unit.keptGathered) unit.reshard();
-      if (this.options.offload) {
-        const previous = this.lastReduced;
-        this.lastReduced = unit;
-        previous?.startDownloads();
-        for (const u of this.units) u.sweepDownloads();
-        // A reduced slice stays on the device until it is down: when backward outruns the copies
-        // (a big model at a small batch), the host waits here instead of the device filling up.
-        if (previous?.downloading) this.downloading.push(previous);
-        this.downloading = this.downloading.filter((u) => u.downloading);
-        while (this.downloading.length > DOWNLOADS_IN_FLIGHT) this.downloading.shift()!.waitDownloads();
-      }
+      if (this.options.offload) this.downloads.reduced(unit);
     }
   }
 
@@ -260,9 +248,7 @@ export class ShardingEngine {
       unit.reduceGradients();
       if (unit !== this.rootUnit && !unit.keptGathered) unit.reshard();
     }
-    this.lastReduced = null;
-    this.downloading = [];
-    for (const unit of this.units) unit.startDownloads();
+    this.downloads.flush();
     for (const unit of this.units) unit.finishReductions();
     const replicas = this.units.map((u) => u.averageReplicas());
     for (const w of replicas) w?.synchronize();
