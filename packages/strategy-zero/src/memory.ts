@@ -9,7 +9,7 @@
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import { type OffloadKeep, estimateShardedMemory } from "@fulgur/sharding";
-import { estimateReplicatedMemory, modelBytes } from "@fulgur/strategy-kit";
+import { breakdown, estimateReplicatedMemory, modelBytes } from "@fulgur/strategy-kit";
 import type { WrapPolicy } from "./api";
 import type { ZeroPlan } from "./config";
 import { offloaded } from "./stages";
@@ -46,7 +46,34 @@ export function estimateZeroMemory(
   const optimizerOnDisk = plan.offloadOptimizer === "nvme" ? (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards : 0;
   const paramsOnDisk = plan.offloadParam === "nvme" ? m.parameters / shards : 0;
   if (optimizerOnDisk + paramsOnDisk === 0) return estimate;
-  return { ...estimate, disk: optimizerOnDisk + paramsOnDisk, notes: [...estimate.notes, "disk: the NVMe offload's swap files (optimizer state, and at stage 3 the parameter slices)"] };
+  // What of it the host still holds (src/nvme in @fulgur/sharding): the optimizer step runs in
+  // sub_group_size pieces of whole units, the next read in while one is updated; a parameter slice
+  // on disk is read in for its unit's gather, the next unit's beside it.
+  const unitSizes = units.map((u) => modelBytes(input, [u]));
+  const largestElements = Math.max(0, ...unitSizes.map((b) => b.trainableElements)) / shards;
+  const largestParams = Math.max(0, ...unitSizes.map((b) => b.parameters)) / shards;
+  const pieceElements = Math.max(largestElements, Math.min(plan.nvme?.subGroupSize ?? 1e9, m.trainableElements / shards));
+  const stateInMemory = optimizerOnDisk > 0 ? Math.min(optimizerOnDisk, 2 * pieceElements * (input.optimizerBytesPerParameter ?? 8)) : 0;
+  const paramsInMemory = paramsOnDisk > 0 ? Math.min(paramsOnDisk, 2 * largestParams) : 0;
+  const host = estimate.perHost;
+  const perHost = breakdown({
+    parameters: host.parameters - paramsOnDisk + paramsInMemory,
+    gradients: host.gradients,
+    optimizerState: host.optimizerState - optimizerOnDisk + stateInMemory,
+    gatheredUnits: host.gatheredUnits,
+    communication: host.communication,
+    activations: host.activations,
+    workspace: host.workspace,
+  });
+  return {
+    ...estimate,
+    perHost,
+    disk: optimizerOnDisk + paramsOnDisk,
+    notes: [
+      ...estimate.notes,
+      "disk: the NVMe offload's swap files (optimizer state, and at stage 3 the parameter slices); the host holds two sub_group_size pieces of the state and two units' slices while they are used",
+    ],
+  };
 }
 
 type Bytes = ReturnType<typeof modelBytes>;

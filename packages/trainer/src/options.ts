@@ -64,6 +64,7 @@ export const trainerOptionsSchema = z
       .object({
         gpuMemory: z.union([z.string(), z.number().positive()]).optional(),
         hostMemory: z.union([z.string(), z.number().positive()]).optional(),
+        diskSpace: z.union([z.string(), z.number().positive()]).optional(),
       })
       .strict()
       .optional(),

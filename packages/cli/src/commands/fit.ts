@@ -104,7 +104,7 @@ export function fitCommand(ctx: CliContext): Command {
 Config (YAML or JSON; relative paths are relative to the config file):
   model:   { config: tiny | small | 1b | { dModel, nLayers, nHeads, seqLen }, lr, weightDecay, warmupSteps, totalSteps, seed }
   data:    { paths: [dir or file, ...], batchSize, seqLen?, shuffle?, valFraction? }
-  trainer: { maxSteps, maxEpochs, precision, accelerator, devices, strategy, machine: { gpuMemory, hostMemory }, ... }   (Trainer options)
+  trainer: { maxSteps, maxEpochs, precision, accelerator, devices, strategy, machine: { gpuMemory, hostMemory, diskSpace }, ... }   (Trainer options)
   ckptPath: checkpoint to resume from
 
 Examples:

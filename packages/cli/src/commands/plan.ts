@@ -29,6 +29,7 @@ interface PlanFlags {
   nodes: number;
   gpuMemory?: number;
   hostMemory?: number;
+  diskSpace?: number;
   precision: string;
   microBatch?: number;
   accumulate: number;
@@ -64,7 +65,7 @@ export async function runPlan(ctx: CliContext, flags: PlanFlags): Promise<void> 
   const microBatch = flags.microBatch ?? sizeBatch ?? named.microBatch ?? 1;
   // The accelerator is asked only for what was not described (a GPU's memory).
   const accelerator = flags.gpuMemory === undefined ? await resolveAccelerator("auto") : null;
-  const machine = describeMachine({ devicesPerNode: flags.devices, nodes: flags.nodes }, { gpuMemory: flags.gpuMemory, hostMemory: flags.hostMemory }, accelerator);
+  const machine = describeMachine({ devicesPerNode: flags.devices, nodes: flags.nodes }, { gpuMemory: flags.gpuMemory, hostMemory: flags.hostMemory, diskSpace: flags.diskSpace }, accelerator);
   const module = withDevice("meta", () => new GPT(config));
   const worldSize = flags.devices * flags.nodes;
   const candidates: PlanCandidate[] = flags.strategy ? flags.strategy.map((strategy) => ({ strategy })) : defaultCandidates(worldSize);
@@ -92,6 +93,7 @@ export function planCommand(ctx: CliContext): Command {
     .addOption(new Option("--nodes <n>", "nodes").argParser(positiveInt("nodes")).default(1))
     .addOption(new Option("--gpu-memory <size>", "memory of one GPU (default: this machine's first GPU)").argParser(bytesFlag))
     .addOption(new Option("--host-memory <size>", "host memory of one node (default: this machine's, os.totalmem())").argParser(bytesFlag))
+    .addOption(new Option("--disk-space <size>", "free space on one node's drive for NVMe offload (default: not described; NVMe offload is then shown but never fits)").argParser(bytesFlag))
     .addOption(new Option("--precision <p>", "training precision").argParser(oneOf(Object.keys(PRECISION_ALIASES), "a precision")).default("bf16-mixed"))
     .addOption(new Option("--micro-batch <n>", "samples per GPU per forward (default: the configuration's)").argParser(positiveInt("samples per micro-batch")))
     .addOption(new Option("--accumulate <n>", "micro-batches per optimizer step").argParser(positiveInt("micro-batches per step")).default(1))
@@ -111,6 +113,7 @@ and the runtime).
 Examples:
   $ fulgur plan --config 1b --devices 8
   $ fulgur plan --config 1b --devices 8 --gpu-memory 80GiB --host-memory 512GiB --nodes 2
+  $ fulgur plan --size 8192,86,64,1024,1 --devices 8 --gpu-memory 80GiB --host-memory 1TiB --disk-space 8TB
   $ fulgur plan --size 4096,32,32,1024,1 --devices 8 --gpu-memory 80GiB --json`,
     )
     .action(async (opts: PlanFlags) => runPlan(ctx, opts));

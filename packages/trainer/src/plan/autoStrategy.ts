@@ -3,14 +3,15 @@
  * docs/guide/choosing-a-strategy.md). On several devices: DDP when the whole training state and a
  * micro-batch's activations fit one GPU with headroom (fastest: no gathers), else FSDP full shard
  * (parameters, gradients and optimizer state divided over the ranks), else FSDP, then ZeRO-3, with
- * the slices and the optimizer state in host memory. On one device: `single_device` when it fits,
- * else the same offloads. When nothing fits the first offload is picked anyway, and said so: the
+ * the slices and the optimizer state in host memory, then ZeRO-3 with them on disk (NVMe offload,
+ * when the machine's disk is described and holds them). On one device: `single_device` when it
+ * fits, else the same offloads. When nothing fits the first offload is picked anyway, and said so: the
  * Trainer's pre-flight check then refuses it unless told to try.
  */
 import { type MemoryPlan, type PlanRow, formatBytes } from "./memoryPlan";
 
-export const AUTO_ORDER_MULTI = ["ddp", "fsdp", "fsdp_cpu_offload", "deepspeed_stage_3_offload"] as const;
-export const AUTO_ORDER_SINGLE = ["single_device", "fsdp_cpu_offload", "deepspeed_stage_3_offload"] as const;
+export const AUTO_ORDER_MULTI = ["ddp", "fsdp", "fsdp_cpu_offload", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme"] as const;
+export const AUTO_ORDER_SINGLE = ["single_device", "fsdp_cpu_offload", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme"] as const;
 
 export interface AutoChoice {
   readonly strategy: string;
@@ -21,7 +22,8 @@ export interface AutoChoice {
 
 function needs(r: PlanRow): string {
   const host = r.hostBytesPerNode > 0 ? ` and ${formatBytes(r.hostBytesPerNode)} host per node` : "";
-  return `${r.strategy} needs ${formatBytes(r.perDeviceBytes)} per GPU${host}`;
+  const disk = r.diskBytesPerNode > 0 ? ` and ${formatBytes(r.diskBytesPerNode)} disk per node` : "";
+  return `${r.strategy} needs ${formatBytes(r.perDeviceBytes)} per GPU${host}${disk}`;
 }
 
 /** Picks a strategy from the plan's rows by the rule above. */

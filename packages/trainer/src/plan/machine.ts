@@ -19,12 +19,16 @@ export interface Machine {
   readonly source: string;
   /** Devices are GPUs beside the host (described, or reported by the accelerator), not the host itself. */
   readonly gpu?: boolean;
+  /** Bytes of one node's disk for NVMe offload, when described; undefined: not checked. */
+  readonly diskBytes?: number;
 }
 
 /** What a user may describe; what is left out comes from this machine. */
 export interface MachineDescription {
   readonly gpuMemory?: number | string;
   readonly hostMemory?: number | string;
+  /** Free space on each node's drive for NVMe offload's swap files; left out, NVMe offload is planned but never fits. */
+  readonly diskSpace?: number | string;
 }
 
 const UNITS: Readonly<Record<string, number>> = {
@@ -93,5 +97,11 @@ export function describeMachine(
     host = totalmem();
     sources.push("host memory from os.totalmem()");
   }
-  return Object.freeze({ gpuMemoryBytes: gpu, hostMemoryBytes: host, devicesPerNode: layout.devicesPerNode, nodes: layout.nodes, source: sources.join("; "), gpu: !sources[0].startsWith("no GPU") });
+  const gpuMachine = !sources[0].startsWith("no GPU");
+  let disk: number | undefined;
+  if (description.diskSpace !== undefined) {
+    disk = parseBytes("diskSpace", description.diskSpace);
+    sources.push("disk described");
+  }
+  return Object.freeze({ gpuMemoryBytes: gpu, hostMemoryBytes: host, devicesPerNode: layout.devicesPerNode, nodes: layout.nodes, source: sources.join("; "), gpu: gpuMachine, diskBytes: disk });
 }

@@ -37,8 +37,8 @@ export interface PlanCandidate {
 export function defaultCandidates(worldSize: number): PlanCandidate[] {
   const names =
     worldSize > 1
-      ? ["ddp", "fsdp", "fsdp_shard_grad_op", "deepspeed_stage_2", "deepspeed_stage_3", "fsdp_cpu_offload", "deepspeed_stage_3_offload"]
-      : ["single_device", "fsdp_cpu_offload", "deepspeed_stage_3_offload"];
+      ? ["ddp", "fsdp", "fsdp_shard_grad_op", "deepspeed_stage_2", "deepspeed_stage_3", "fsdp_cpu_offload", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme"]
+      : ["single_device", "fsdp_cpu_offload", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme"];
   return names.map((strategy) => ({ strategy }));
 }
 
@@ -105,6 +105,9 @@ function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" |
   if (e.perDevice.total > plan.usableGpuBytes) out.push(`GPU ${formatBytes(e.perDevice.total)} > ${formatBytes(plan.usableGpuBytes)} usable`);
   const host = e.perHost.total * plan.machine.devicesPerNode;
   if (host > plan.usableHostBytes) out.push(`host ${formatBytes(host)} > ${formatBytes(plan.usableHostBytes)} usable`);
+  const disk = e.disk * plan.machine.devicesPerNode;
+  if (disk > 0 && plan.machine.diskBytes === undefined) out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
+  else if (disk > 0 && disk > plan.machine.diskBytes! * (1 - PLAN_HEADROOM)) out.push(`disk ${formatBytes(disk)} > ${formatBytes(plan.machine.diskBytes! * (1 - PLAN_HEADROOM))} usable`);
   return out;
 }
 
@@ -181,8 +184,8 @@ export function renderPlan(plan: MemoryPlan): string {
   const lines = [
     `Memory plan: ${(plan.parameters / 1e9).toFixed(2)}B parameters, ${plan.precision}, micro-batch ${plan.microBatch}` +
       (plan.accumulateGradBatches > 1 ? `, ${plan.accumulateGradBatches} micro-batches per step` : ""),
-    `Machine: ${m.nodes} node(s) × ${m.devicesPerNode} GPU(s) of ${formatBytes(m.gpuMemoryBytes)}, ${formatBytes(m.hostMemoryBytes)} host memory per node (${m.source})`,
-    `Usable: ${formatBytes(plan.usableGpuBytes)} per GPU, ${formatBytes(plan.usableHostBytes)} host per node (${pct} kept for the CUDA context, workspaces, allocator fragmentation and the runtime)`,
+    `Machine: ${m.nodes} node(s) × ${m.devicesPerNode} GPU(s) of ${formatBytes(m.gpuMemoryBytes)}, ${formatBytes(m.hostMemoryBytes)} host memory${m.diskBytes === undefined ? "" : ` and ${formatBytes(m.diskBytes)} disk`} per node (${m.source})`,
+    `Usable: ${formatBytes(plan.usableGpuBytes)} per GPU, ${formatBytes(plan.usableHostBytes)} host${m.diskBytes === undefined ? "" : `, ${formatBytes(m.diskBytes * (1 - PLAN_HEADROOM))} disk`} per node (${pct} kept for the CUDA context, workspaces, allocator fragmentation and the runtime)`,
     "",
   ];
   const header = ["STRATEGY", "FITS", "PEAK/GPU", "HOST/NODE", "DISK/NODE", "MAX MICRO-BATCH", "PEAK AT"];

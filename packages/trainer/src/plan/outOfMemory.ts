@@ -26,7 +26,7 @@ export class TrainingOutOfMemoryError extends Error {
 /** What would make it fit, from the plan, in one sentence. */
 export function outOfMemoryAdvice(plan: MemoryPlan | null, strategy: string, microBatch: number): string {
   if (!plan) {
-    return "No memory plan was made for this run (on the CPU accelerator the Trainer plans only for a described machine): give the Trainer option machine: { gpuMemory, hostMemory }, or run `fulgur plan`, to see what fits.";
+    return "No memory plan was made for this run (on the CPU accelerator the Trainer plans only for a described machine): give the Trainer option machine: { gpuMemory, hostMemory, diskSpace }, or run `fulgur plan`, to see what fits.";
   }
   const own = plan.rows.find((r) => r.strategy === strategy && r.error === undefined);
   const parts: string[] = [];
