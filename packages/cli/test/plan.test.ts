@@ -98,6 +98,17 @@ describe('"auto" on described machines (8 × 80 GiB)', () => {
 });
 
 describe("fulgur plan", () => {
+  it("plans a pipeline, whose biggest micro-batch is a multiple of its micro-batch count", async () => {
+    const r = await cli("plan", "--config", "1b", "--devices", "4", "--gpu-memory", "80GiB", "--host-memory", "512GiB", "--strategy", "pipeline", "--micro-batch", "8", "--json");
+    expect(r.code).toBe(0);
+    const row = (JSON.parse(r.out) as { rows: { strategy: string; fits: boolean; maxMicroBatch: number; error?: string }[] }).rows[0];
+    expect(row.error).toBeUndefined();
+    expect(row.fits).toBe(true);
+    // Four stages, four micro-batches by default: only batches that split into four are searched.
+    expect(row.maxMicroBatch).toBeGreaterThan(8);
+    expect(row.maxMicroBatch % 4).toBe(0);
+  });
+
   it("prints a row per strategy with each strategy's own estimate, and what auto picks", async () => {
     const r = await cli("plan", "--config", "1b", "--devices", "8", "--gpu-memory", "80GiB", "--host-memory", "512GiB");
     expect(r.err).toBe("");

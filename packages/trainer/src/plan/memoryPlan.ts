@@ -129,6 +129,24 @@ function largestFitting(estimate: Estimator, fits: (e: MemoryEstimate) => boolea
   return good;
 }
 
+/**
+ * The biggest fitting micro-batch among those the strategy takes: a pipeline splits its batch into
+ * equal micro-batches, so only multiples of the smallest batch it accepts are searched (found by
+ * trying 1, 2, ... up to the batch the plan is for, which the strategy did take).
+ */
+function largestFittingMultiple(estimate: Estimator, taken: number, fits: (e: MemoryEstimate) => boolean): number {
+  let step = 1;
+  for (; step < taken; step++) {
+    try {
+      estimate(step);
+      break;
+    } catch {
+      // Not a batch this strategy can run: the next.
+    }
+  }
+  return step * largestFitting((k) => estimate(k * step), fits);
+}
+
 export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
   const { machine } = input;
   const worldSize = machine.devicesPerNode * machine.nodes;
@@ -166,7 +184,7 @@ export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
         perDeviceBytes: e.perDevice.total,
         hostBytesPerNode: e.perHost.total * machine.devicesPerNode,
         diskBytesPerNode: e.disk * machine.devicesPerNode,
-        maxMicroBatch: largestFitting(estimate, (x) => problemsOf(x, base).length === 0),
+        maxMicroBatch: largestFittingMultiple(estimate, input.microBatch, (x) => problemsOf(x, base).length === 0),
         problems,
         estimate: e,
       });
