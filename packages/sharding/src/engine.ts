@@ -79,6 +79,12 @@ function commonAncestor(paths: readonly string[]): string {
  * bytes live on the device and the peak so far, to see where a step's memory goes unit by unit.
  */
 const TRACE = process.env.FULGUR_TRACE_MEMORY === "1";
+/**
+ * FULGUR_TRACE_STEP=1: a line on stderr per optimizer step with the host's time waiting for the
+ * step's gradients (the last reductions, and under offload their copies to the host) and in the
+ * optimizer step itself: the per-step breakdown of an offloaded run.
+ */
+const TRACE_STEP = process.env.FULGUR_TRACE_STEP === "1";
 function trace(event: string, unit: FlatUnit, device: string): void {
   if (TRACE) process.stderr.write(`memtrace ${event} ${unit.name} live ${memoryStats(device).liveBytes} peak ${memoryStats(device).peakBytes}\n`);
 }
@@ -91,6 +97,8 @@ export class ShardingEngine {
   private forwardOrder: FlatUnit[] = [];
   private recorded: FlatUnit[] | null = [];
   private inBackward = false;
+  /** FULGUR_TRACE_STEP=1: when the step's gradients were being finished (host clock). */
+  private stepTimes: { gradientsFrom: number; gradientsTo: number } | null = null;
   /** Offloaded gradients on their way to the host (downloadQueue.ts). */
   private readonly downloads = new DownloadQueue<FlatUnit>(() => this.units);
   private readonly handles: RemovableHandle[] = [];
@@ -244,6 +252,7 @@ export class ShardingEngine {
    * and the optimizer's parameters given their gradient views. Returns those gradients.
    */
   finishGradients(): Tensor[] {
+    const start = TRACE_STEP ? performance.now() : 0;
     for (const unit of this.units) {
       unit.reduceGradients();
       if (unit !== this.rootUnit && !unit.keptGathered) unit.reshard();
@@ -253,6 +262,7 @@ export class ShardingEngine {
     const replicas = this.units.map((u) => u.averageReplicas());
     for (const w of replicas) w?.synchronize();
     for (const unit of this.units) unit.attachStepGradients();
+    if (TRACE_STEP) this.stepTimes = { gradientsFrom: start, gradientsTo: performance.now() };
     return this.optimizerParams().flatMap((p) => (p.grad ? [p.grad] : []));
   }
 
@@ -303,6 +313,11 @@ export class ShardingEngine {
 
   /** After the optimizer step (or a load): slices changed, so the root unit is gathered again. */
   afterStep(): void {
+    if (this.stepTimes) {
+      const { gradientsFrom, gradientsTo } = this.stepTimes;
+      process.stderr.write(`steptrace gradients ${(gradientsTo - gradientsFrom).toFixed(1)} ms (the last reductions and the offloaded gradients' copies waited for), optimizer ${(performance.now() - gradientsTo).toFixed(1)} ms (clipping and the step)\n`);
+      this.stepTimes = null;
+    }
     for (const unit of this.units) unit.stepped();
     // Kept units are gathered again at once (all started before any is waited for, so the
     // gathers overlap each other); otherwise only the root unit is.
