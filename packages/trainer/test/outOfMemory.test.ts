@@ -79,7 +79,7 @@ describe("the advice, from a plan", () => {
   const plan = (rows: PlanRow[]): MemoryPlan => ({
     machine: describeMachine({ devicesPerNode: 8, nodes: 1 }, { gpuMemory: "80GiB", hostMemory: "1TiB" }),
     precision: "bf16-mixed", microBatch: 8, accumulateGradBatches: 1, worldSize: 8, parameters: 7e9,
-    usableGpuBytes: 72 * 2 ** 30, usableHostBytes: 921 * 2 ** 30, rows,
+    usableGpuBytes: 72 * 2 ** 30, usableHostBytes: 921 * 2 ** 30, usableDiskBytes: null, rows,
   });
 
   it("names a smaller micro-batch of the same strategy and the strategies that fit at this one", () => {

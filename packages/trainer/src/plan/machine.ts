@@ -78,6 +78,7 @@ export function describeMachine(
 ): Machine {
   const sources: string[] = [];
   let gpu: number;
+  let gpuMachine = true;
   if (description.gpuMemory !== undefined) {
     gpu = parseBytes("gpuMemory", description.gpuMemory);
     sources.push("GPU memory described");
@@ -87,6 +88,7 @@ export function describeMachine(
     sources.push(`GPU memory of ${device}`);
   } else {
     gpu = totalmem();
+    gpuMachine = false;
     sources.push("no GPU: device memory is the host's (os.totalmem())");
   }
   let host: number;
@@ -97,7 +99,6 @@ export function describeMachine(
     host = totalmem();
     sources.push("host memory from os.totalmem()");
   }
-  const gpuMachine = !sources[0].startsWith("no GPU");
   let disk: number | undefined;
   if (description.diskSpace !== undefined) {
     disk = parseBytes("diskSpace", description.diskSpace);

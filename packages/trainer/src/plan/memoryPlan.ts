@@ -82,6 +82,8 @@ export interface MemoryPlan {
   /** Bytes of one GPU the plan may use, and of one node's host memory ([Note: headroom]). */
   readonly usableGpuBytes: number;
   readonly usableHostBytes: number;
+  /** Bytes of one node's disk the plan may use for NVMe offload, or null when no disk was described. */
+  readonly usableDiskBytes: number | null;
   readonly rows: readonly PlanRow[];
 }
 
@@ -100,14 +102,14 @@ export function formatBytes(bytes: number, decimals: (value: number) => number =
 
 type Estimator = (microBatch: number) => MemoryEstimate;
 
-function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" | "usableHostBytes" | "machine">): string[] {
+function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" | "usableHostBytes" | "usableDiskBytes" | "machine">): string[] {
   const out: string[] = [];
   if (e.perDevice.total > plan.usableGpuBytes) out.push(`GPU ${formatBytes(e.perDevice.total)} > ${formatBytes(plan.usableGpuBytes)} usable`);
   const host = e.perHost.total * plan.machine.devicesPerNode;
   if (host > plan.usableHostBytes) out.push(`host ${formatBytes(host)} > ${formatBytes(plan.usableHostBytes)} usable`);
   const disk = e.disk * plan.machine.devicesPerNode;
-  if (disk > 0 && plan.machine.diskBytes === undefined) out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
-  else if (disk > 0 && disk > plan.machine.diskBytes! * (1 - PLAN_HEADROOM)) out.push(`disk ${formatBytes(disk)} > ${formatBytes(plan.machine.diskBytes! * (1 - PLAN_HEADROOM))} usable`);
+  if (disk > 0 && plan.usableDiskBytes === null) out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
+  else if (plan.usableDiskBytes !== null && disk > plan.usableDiskBytes) out.push(`disk ${formatBytes(disk)} > ${formatBytes(plan.usableDiskBytes)} usable`);
   return out;
 }
 
@@ -160,6 +162,7 @@ export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
     parameters: input.module.parameters().reduce((n, p) => n + p.numel, 0),
     usableGpuBytes: Math.floor(machine.gpuMemoryBytes * (1 - PLAN_HEADROOM)),
     usableHostBytes: Math.floor(machine.hostMemoryBytes * (1 - PLAN_HEADROOM)),
+    usableDiskBytes: machine.diskBytes === undefined ? null : Math.floor(machine.diskBytes * (1 - PLAN_HEADROOM)),
   };
   const rows: PlanRow[] = [];
   for (const c of input.candidates ?? defaultCandidates(worldSize)) {
@@ -203,7 +206,7 @@ export function renderPlan(plan: MemoryPlan): string {
     `Memory plan: ${(plan.parameters / 1e9).toFixed(2)}B parameters, ${plan.precision}, micro-batch ${plan.microBatch}` +
       (plan.accumulateGradBatches > 1 ? `, ${plan.accumulateGradBatches} micro-batches per step` : ""),
     `Machine: ${m.nodes} node(s) × ${m.devicesPerNode} GPU(s) of ${formatBytes(m.gpuMemoryBytes)}, ${formatBytes(m.hostMemoryBytes)} host memory${m.diskBytes === undefined ? "" : ` and ${formatBytes(m.diskBytes)} disk`} per node (${m.source})`,
-    `Usable: ${formatBytes(plan.usableGpuBytes)} per GPU, ${formatBytes(plan.usableHostBytes)} host${m.diskBytes === undefined ? "" : `, ${formatBytes(m.diskBytes * (1 - PLAN_HEADROOM))} disk`} per node (${pct} kept for the CUDA context, workspaces, allocator fragmentation and the runtime)`,
+    `Usable: ${formatBytes(plan.usableGpuBytes)} per GPU, ${formatBytes(plan.usableHostBytes)} host${plan.usableDiskBytes === null ? "" : `, ${formatBytes(plan.usableDiskBytes)} disk`} per node (${pct} kept for the CUDA context, workspaces, allocator fragmentation and the runtime)`,
     "",
   ];
   const header = ["STRATEGY", "FITS", "PEAK/GPU", "HOST/NODE", "DISK/NODE", "MAX MICRO-BATCH", "PEAK AT"];
