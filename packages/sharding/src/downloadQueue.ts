@@ -34,8 +34,10 @@ export class DownloadQueue<U extends Downloading> {
     const previous = this.lastReduced;
     this.lastReduced = unit;
     previous?.startDownloads();
-    for (const u of this.units()) u.sweepDownloads();
     if (previous?.downloading) this.inFlight.push(previous);
+    // Only the units this queue started have copies under way (those started by `flush` are
+    // waited for at the step): sweeping them is sweeping every unit.
+    for (const u of this.inFlight) u.sweepDownloads();
     this.inFlight = this.inFlight.filter((u) => u.downloading);
     while (this.inFlight.length > this.limit) this.inFlight.shift()!.waitDownloads();
   }

@@ -86,7 +86,9 @@ const TRACE = process.env.FULGUR_TRACE_MEMORY === "1";
  */
 const TRACE_STEP = process.env.FULGUR_TRACE_STEP === "1";
 function trace(event: string, unit: FlatUnit, device: string): void {
-  if (TRACE) process.stderr.write(`memtrace ${event} ${unit.name} live ${memoryStats(device).liveBytes} peak ${memoryStats(device).peakBytes}\n`);
+  if (!TRACE) return;
+  const { liveBytes, peakBytes } = memoryStats(device);
+  process.stderr.write(`memtrace ${event} ${unit.name} live ${liveBytes} peak ${peakBytes}\n`);
 }
 
 export class ShardingEngine {

@@ -33,20 +33,13 @@ interface WasmGlobals {
 }
 const wasm = (globalThis as unknown as { WebAssembly?: WasmGlobals }).WebAssembly;
 
-function decode(base64: string): Uint8Array {
-  const text = atob(base64);
-  const out = new Uint8Array(text.length);
-  for (let i = 0; i < text.length; i++) out[i] = text.charCodeAt(i);
-  return out;
-}
-
 function load(): Kernel | null {
   if (kernel !== undefined) return kernel;
   if (process.env.FULGUR_CPU_SIMD === "0") return (kernel = null);
   if (!wasm) return (kernel = null);
   try {
     const memory = new wasm.Memory({ initial: 2, maximum: 2 });
-    const instance = new wasm.Instance(new wasm.Module(decode(adamwWasm)), { env: { memory } });
+    const instance = new wasm.Instance(new wasm.Module(Buffer.from(adamwWasm, "base64")), { env: { memory } });
     const f = new Float32Array(memory.buffer);
     kernel = {
       run: instance.exports.adamw as Kernel["run"],
