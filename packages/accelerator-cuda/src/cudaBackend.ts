@@ -149,12 +149,12 @@ export class CudaBackend implements Backend {
     const n = numelOf(view.shape);
     if (out.length !== n) throw new RangeError(`readInto: ${n} elements into a host array of ${out.length}`);
     const ctx = this.ctx;
-    if (isContiguous(view.shape, view.strides) && isPinned(out)) {
-      this.queueDownload(ptrOf(view, this), out, ctx.compute.handle);
-      ctx.status.queueRead();
-      ctx.compute.synchronize();
-    } else if (isContiguous(view.shape, view.strides)) {
-      ctx.staging.download(ptrOf(view, this), bytesOf(out), () => ctx.status.queueRead());
+    if (isContiguous(view.shape, view.strides)) {
+      if (isPinned(out)) {
+        this.queueDownload(ptrOf(view, this), out, ctx.compute.handle);
+        ctx.status.queueRead();
+        ctx.compute.synchronize();
+      } else ctx.staging.download(ptrOf(view, this), bytesOf(out), () => ctx.status.queueRead());
     } else {
       const tmp = this.alloc(dtype, n);
       this.copy(view, contiguousViewOf(tmp, view.shape));
