@@ -145,6 +145,11 @@ export interface Backend {
 
   // Memory
   alloc(dtype: DType, length: number): Storage;
+  /**
+   * Optional: a storage whose contents are undefined, for a caller that writes every element
+   * before reading it (memory read back from disk); a backend that reuses memory skips clearing it.
+   */
+  allocForOverwrite?(dtype: DType, length: number): Storage;
   free(storage: Storage): void;
   fromHost(data: HostArray, dtype: DType): Storage;
   /** Contiguous copy of a view in storage format (16-bit floats as raw bits); waits for pending work. */

@@ -30,8 +30,9 @@ export function assertDType(value: unknown, field = "dtype"): DType {
  * A zeroed host array. `shared`: over a SharedArrayBuffer, which worker threads can update in
  * place (the CPU optimizer's threads; see cpu/optimizerThreads.ts).
  */
-export function allocHost(dtype: DType, n: number, shared = false): HostArray {
-  const buffer = shared ? new SharedArrayBuffer(n * itemsize(dtype)) : null;
+export function allocHost(dtype: DType, n: number, shared: boolean | SharedArrayBuffer = false): HostArray {
+  // A given buffer (reused shared memory) is taken whole: it must hold exactly n elements.
+  const buffer = shared instanceof SharedArrayBuffer ? shared : shared ? new SharedArrayBuffer(n * itemsize(dtype)) : null;
   switch (dtype) {
     case "float32":
       return buffer ? new Float32Array(buffer) : new Float32Array(n);

@@ -97,7 +97,7 @@ export class StorageRef {
   /** Allocates memory again (contents undefined; every range counts as written). Idempotent. */
   restoreMemory(): void {
     if (this.memory !== null || this.refs <= 0) return;
-    this.memory = this.backend.alloc(this.dtype, this.length);
+    this.memory = this.backend.allocForOverwrite?.(this.dtype, this.length) ?? this.backend.alloc(this.dtype, this.length);
     const s = statsFor(this.backend.device);
     s.liveBytes += this.bytes;
     if (s.liveBytes > s.peakBytes) s.peakBytes = s.liveBytes;

@@ -23,6 +23,7 @@ import { allocHost, encodeElement, isStorageArray, itemsize } from "../dtype";
 import { adamw } from "./adamw";
 import { dataOf } from "./storage";
 import { adamwThreaded } from "./optimizerThreads";
+import { SharedBufferPool } from "./sharedBufferPool";
 import { allocatesShared } from "./sharedMemory";
 import { attention, attentionBackward } from "./attention";
 import { crossEntropy, crossEntropyBackward } from "./crossEntropy";
@@ -42,6 +43,8 @@ export class CpuBackend implements Backend {
   readonly device = "cpu";
   private allocated = 0;
   private peak = 0;
+  /** Large freed shared buffers, for the next allocation of their size ([Note: reusing shared memory]). */
+  private readonly pool = new SharedBufferPool();
   /** Bytes the backend may hold at once (a test hook, see setCpuMemoryLimit), or null. */
   private limit: number | null = null;
 
@@ -49,6 +52,16 @@ export class CpuBackend implements Backend {
     if (!Number.isInteger(length) || length < 0) {
       throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
     }
+    return this.make(dtype, length, true);
+  }
+
+  /** A storage whose contents are undefined: the caller writes every element before reading (a storage read back from disk). */
+  allocForOverwrite(dtype: DType, length: number): CpuStorage {
+    if (!Number.isInteger(length) || length < 0) throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
+    return this.make(dtype, length, false);
+  }
+
+  private make(dtype: DType, length: number, zeroed: boolean): CpuStorage {
     const bytes = length * itemsize(dtype);
     if (this.limit !== null && this.allocated + bytes > this.limit) {
       throw new OutOfMemoryError(
@@ -58,8 +71,12 @@ export class CpuBackend implements Backend {
       );
     }
     // Shared memory (large storages, and whatever an offloading engine asks for) is what worker
-    // threads update in place: the CPU optimizer's and the disk offload's.
-    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length, allocatesShared(length * itemsize(dtype)))));
+    // threads update in place: the CPU optimizer's and the disk offload's. A large one reuses a
+    // freed buffer when one of its size is kept ([Note: reusing shared memory]).
+    const shared = allocatesShared(bytes);
+    const reused = shared ? this.pool.take(bytes) : null;
+    if (reused && zeroed) new Uint8Array(reused).fill(0);
+    return this.track(new CpuStorage(this, dtype, length, allocHost(dtype, length, reused ?? shared)));
   }
 
   private track(s: CpuStorage): CpuStorage {
@@ -73,8 +90,10 @@ export class CpuBackend implements Backend {
       throw new TypeError("cpu backend: free() got a storage that this backend did not allocate");
     }
     if (storage.freed) throw new Error("cpu backend: storage was already freed (double free)");
+    const buffer = storage.data.buffer;
     storage.release();
     this.allocated -= storage.byteLength;
+    if (buffer instanceof SharedArrayBuffer) this.pool.give(buffer);
   }
 
   /**
