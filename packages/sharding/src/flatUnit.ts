@@ -19,6 +19,9 @@ import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
+/** A collective with nothing to do (one rank): complete from the start. */
+const DONE: Work = Object.freeze({ wait: async () => {}, synchronize: () => {}, isCompleted: () => true });
+
 /**
  * What a unit is doing (FSDP2's TrainingState, for this unit's parameters). "partial": resharded
  * after forward to the post-forward group (FSDP2's `reshard_after_forward: int`), which gathers it
@@ -79,6 +82,12 @@ export class FlatUnit {
    * Set by the engine; false for a unit kept on the device ([Note: units kept on the device] in api.ts).
    */
   onHost = false;
+  /**
+   * Whether an offloaded unit's optimizer state (and, with parameter offload, its master slice)
+   * lives on the disk tier between steps; false for one kept in host memory ([Note: three tiers]
+   * in api.ts) or on the device. Set by the engine.
+   */
+  onDisk = false;
   /**
    * Whether the gathered parameters stay from step to step (ZeRO stages 1 and 2, or a unit whose
    * parameters are kept on the device): gathered again right after each optimizer step, never
@@ -362,6 +371,13 @@ export class FlatUnit {
     }
     noGrad(() => {
       const input = flat.dtype === this.reduceDtype ? flat : flat.to(this.reduceDtype).untrack();
+      if (this.groups.shard.size === 1) {
+        // One shard: the reduce-scatter's average over one rank is the buffer itself. Taken as the
+        // reduced slice, with no copy and no second buffer of the unit's size beside it.
+        if (input !== flat) flat.dispose();
+        this.pendingReductions.push({ work: DONE, out: input });
+        return;
+      }
       const out = zeros([this.layout.shardNumel], { dtype: this.reduceDtype, device: this.device }).untrack();
       const work = this.groups.shard.reduceScatter(out, input, "avg");
       // The inputs may be freed once the collective has read them: on CPU at the call, on CUDA
