@@ -190,6 +190,11 @@ export interface MemoryEstimate {
   readonly perHost: MemoryBreakdown;
   /** Bytes on disk (NVMe offload). */
   readonly disk: number;
+  /**
+   * The directory the disk bytes go to (NVMe offload's path), when known: a plan for which no
+   * disk is described reads that filesystem's free space instead.
+   */
+  readonly diskPath?: string;
   /** How the figures were made, for the plan's table. */
   readonly notes: readonly string[];
   /**

@@ -12,6 +12,7 @@
  * runtime and the data loader on the host. 10% of an 80 GiB GPU is 8 GiB, which covers them on
  * the H200 runs measured so far; a plan that fits only without it is reported as not fitting.
  */
+import { statfsSync } from "node:fs";
 import { type MemoryEstimate, StrategyRegistry, estimatesMemory } from "@fulgur/core";
 import type { Module } from "@fulgur/nn";
 import { loadStrategyPackage } from "../plugins";
@@ -102,14 +103,31 @@ export function formatBytes(bytes: number, decimals: (value: number) => number =
 
 type Estimator = (microBatch: number) => MemoryEstimate;
 
+/** Free bytes of the filesystem holding `path` for an unprivileged writer, or null when it is not here. */
+function freeDiskBytes(path: string): number | null {
+  try {
+    const s = statfsSync(path);
+    return Number(s.bavail) * Number(s.bsize);
+  } catch {
+    return null;
+  }
+}
+
 function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" | "usableHostBytes" | "usableDiskBytes" | "machine">): string[] {
   const out: string[] = [];
   if (e.perDevice.total > plan.usableGpuBytes) out.push(`GPU ${formatBytes(e.perDevice.total)} > ${formatBytes(plan.usableGpuBytes)} usable`);
   const host = e.perHost.total * plan.machine.devicesPerNode;
   if (host > plan.usableHostBytes) out.push(`host ${formatBytes(host)} > ${formatBytes(plan.usableHostBytes)} usable`);
   const disk = e.disk * plan.machine.devicesPerNode;
-  if (disk > 0 && plan.usableDiskBytes === null) out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
-  else if (plan.usableDiskBytes !== null && disk > plan.usableDiskBytes) out.push(`disk ${formatBytes(disk)} > ${formatBytes(plan.usableDiskBytes)} usable`);
+  if (disk === 0) return out;
+  if (plan.usableDiskBytes !== null) {
+    if (disk > plan.usableDiskBytes) out.push(`disk ${formatBytes(disk)} > ${formatBytes(plan.usableDiskBytes)} usable`);
+    return out;
+  }
+  // No disk described: the free space of the directory the strategy writes to, when it is here.
+  const free = e.diskPath === undefined ? null : freeDiskBytes(e.diskPath);
+  if (free === null) out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
+  else if (disk > Math.floor(free * (1 - PLAN_HEADROOM))) out.push(`disk ${formatBytes(disk)} > ${formatBytes(Math.floor(free * (1 - PLAN_HEADROOM)))} usable of ${formatBytes(free)} free under ${e.diskPath}`);
   return out;
 }
 
