@@ -62,7 +62,21 @@ export interface OffloadKeep {
   readonly optimizerState: readonly string[];
   /** Units whose gathered parameters stay on the device between steps (not re-uploaded for each forward and backward). */
   readonly parameters: readonly string[];
+  /**
+   * With NVMe offload: offloaded units whose master slice and optimizer state stay in host memory
+   * instead of going to disk ([Note: three tiers]). Absent or empty: every offloaded unit's go to disk.
+   */
+  readonly host?: readonly string[];
 }
+
+/**
+ * [Note: three tiers] A model too big for the GPU and the host together is placed over GPU, host
+ * and disk by whole units: the units kept on the device (`optimizerState`) hold everything there;
+ * of the offloaded ones, those in `host` keep their slices and optimizer state in (pinned) host
+ * memory, and the rest keep them on disk between steps, read in piece by piece for the optimizer
+ * step. Every offloaded unit's gradient slice is in host memory (the download lands there). A
+ * unit on the host is stepped with its piece like the others, with no disk I/O.
+ */
 
 /**
  * One unit's own settings, in place of the engine's (FSDP2 takes `reshard_after_forward` and

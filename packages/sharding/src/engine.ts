@@ -141,12 +141,13 @@ export class ShardingEngine {
     const groups = plan.options?.groups ?? this.groups;
     const unit = new FlatUnit(plan.path, this.root, layout, groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
     unit.onHost = onHost;
+    unit.onDisk = this.nvme !== null && onHost && !(keep?.host?.includes(plan.path) ?? false);
     // The root unit is gathered for the whole step anyway (see the header).
     unit.keptGathered = plan.path === "" || (this.options.keepGathered ?? false) || (this.options.offload && (keep?.parameters.includes(plan.path) ?? false));
     this.reshardsAfterForward.set(unit, plan.options?.reshardAfterForward ?? this.options.reshardAfterForward);
     for (const p of plan.params) p.tensor.dispose();
     // NVMe parameter offload: the slice lives on disk from here on, read in for each use.
-    if (this.nvme && this.options.nvme!.parameters && onHost && !unit.resident) {
+    if (this.nvme && this.options.nvme!.parameters && unit.onDisk && !unit.resident) {
       unit.masterTier = this.nvme;
       this.nvme.evict([unit.master], true);
     } else unit.pinHostSlices();
@@ -300,8 +301,8 @@ export class ShardingEngine {
   async withOptimizerState<T>(optimizer: Optimizer, changed: boolean, fn: () => Promise<T> | T): Promise<T> {
     const nvme = this.nvme;
     if (!nvme || !this.options.nvme!.optimizerState) return this.onHost(async () => fn());
-    // Units kept on the device keep their state there: only the offloaded units' goes to disk.
-    const offloaded = new Set(this.units.filter((u) => u.onHost).flatMap((u) => [...u.optimParams]));
+    // Units kept on the device or in host memory keep their state there: only the others' goes to disk.
+    const offloaded = new Set(this.units.filter((u) => u.onDisk).flatMap((u) => [...u.optimParams]));
     const stateTensors = (): Tensor[] =>
       [...optimizer.state.entries()].flatMap(([p, s]) => (offloaded.has(p) ? Object.values(s).filter((v): v is Tensor => typeof v !== "number") : []));
     const before = stateTensors();
@@ -338,7 +339,7 @@ export class ShardingEngine {
       name: u.name,
       // Parameters computed from the device without an upload: a slice there, or a gathered copy kept there.
       parameters: !u.onHost || u.resident || u.keptGathered ? "device" : u.masterTier ? "nvme" : "host",
-      optimizerState: u.onHost ? stateTier : "device",
+      optimizerState: u.onHost ? (u.onDisk ? stateTier : "host") : "device",
     }));
   }
 

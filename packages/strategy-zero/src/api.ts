@@ -78,6 +78,15 @@ export interface DeepSpeedOptions extends ParallelOptions {
    * left, units keep their gathered parameters on the device, then their slices and optimizer state.
    */
   readonly offloadKeep?: "auto" | number | null;
+  /**
+   * With NVMe offload: keep in host memory, instead of on disk, the offloaded units whose slices
+   * and optimizer state fit there (Fulgur's own; the guide's "GPU, host and disk together"), so a
+   * model uses all three. "auto": the host's available memory shared by this node's ranks; a
+   * number: the bytes of host memory each rank may use. From it the strategy's estimate of what
+   * the host holds anyway (gradient slices, the pieces the step reads in) is taken; in what is
+   * left, units are kept from the last one back, the first ones going to disk.
+   */
+  readonly offloadKeepHost?: "auto" | number | null;
 }
 
 /** The ZeRO options proper (everything but the launch options ParallelOptions shares). */
@@ -108,6 +117,7 @@ const NOT_GIVEN: { readonly [K in ZeroOptionName]: null } = {
   minLossScale: null,
   autoWrapPolicy: null,
   offloadKeep: null,
+  offloadKeepHost: null,
 };
 
 /** A bad DeepSpeed strategy option; `option` names it. */
@@ -145,6 +155,7 @@ const schema = z.strictObject({
   minLossScale: z.number().positive().finite().optional(),
   autoWrapPolicy: policy.nullable().optional(),
   offloadKeep: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
+  offloadKeepHost: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
 });
 
 const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
@@ -168,6 +179,7 @@ const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
   minLossScale: "a number greater than 0",
   autoWrapPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
   offloadKeep: '"auto" (the device\'s free memory), a positive integer number of bytes of device memory, or null',
+  offloadKeepHost: '"auto" (the host\'s available memory over this node\'s ranks), a positive integer number of bytes of host memory per rank, or null',
 };
 
 const SPEC: OptionSpec<DeepSpeedOptions> = {

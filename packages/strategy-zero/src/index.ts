@@ -22,7 +22,18 @@ export {
 export { CONFIG_ENV, ZeroConfigError, resolvePlan, type NvmeTuning, type OffloadDevice, type ZeroPlan } from "./config";
 export { HONOURED_KEYS, keysWithoutEffect, type IdleKey, type KeyRule, type RunFacts } from "./keys";
 export { DEEPSPEED_FP16_DEFAULTS, DeepSpeedLossScaler, type LossScalerSettings } from "./lossScaler";
-export { FREE_MEMORY_HEADROOM, describePlacement, keepForRatio, keepWithinBudget, keepWithinDevice, type KeepCosts, type UnitSize } from "./placement";
+export {
+  FREE_MEMORY_HEADROOM,
+  HOST_MEMORY_HEADROOM,
+  describePlacement,
+  keepForRatio,
+  keepInHost,
+  keepWithinBudget,
+  keepWithinDevice,
+  type HostKeepCosts,
+  type KeepCosts,
+  type UnitSize,
+} from "./placement";
 export { NvmePathError, checkNvmePath, engineOptionsFor, nvmeOffloadOf, prefetchDepth } from "./stages";
 export { DeepSpeedStrategy, type DeepSpeedConstruction } from "./strategy";
 export { PACKAGE_NAME, ZERO_STRATEGIES, registerStrategies, type ZeroStrategyEntry } from "./registration";

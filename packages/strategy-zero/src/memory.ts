@@ -41,8 +41,9 @@ export function estimateZeroMemory(
       plan.stage === 3 ? `gathered: the computing unit and ${prefetch} prefetched, each with its gradient buffer` : "gathered: every unit, kept from step to step",
     ],
   });
-  // Units kept on the device keep their slices and state out of the files.
-  const m = subtract(modelBytes(input), keptBytes(input, units, layout.keep ?? null));
+  // Units kept on the device or in host memory ([Note: three tiers]) keep their slices and state out of the files.
+  const keep = layout.keep ?? null;
+  const m = subtract(subtract(modelBytes(input), bytesOfUnits(input, units, keep?.optimizerState ?? [])), bytesOfUnits(input, units, keep?.host ?? []));
   const optimizerOnDisk = plan.offloadOptimizer === "nvme" ? (m.trainableElements * (input.optimizerBytesPerParameter ?? 8)) / shards : 0;
   const paramsOnDisk = plan.offloadParam === "nvme" ? m.parameters / shards : 0;
   if (optimizerOnDisk + paramsOnDisk === 0) return estimate;
@@ -69,6 +70,7 @@ export function estimateZeroMemory(
     ...estimate,
     perHost,
     disk: optimizerOnDisk + paramsOnDisk,
+    ...(plan.nvmePath === null ? {} : { diskPath: plan.nvmePath }),
     notes: [
       ...estimate.notes,
       "disk: the NVMe offload's swap files (optimizer state, and at stage 3 the parameter slices); the host holds two sub_group_size pieces of the state and two units' slices while they are used",
@@ -82,11 +84,10 @@ const NONE: Bytes = { parameters: 0, trainable: 0, trainableElements: 0 };
 const add = (a: Bytes, b: Bytes): Bytes => ({ parameters: a.parameters + b.parameters, trainable: a.trainable + b.trainable, trainableElements: a.trainableElements + b.trainableElements });
 const subtract = (a: Bytes, b: Bytes): Bytes => ({ parameters: a.parameters - b.parameters, trainable: a.trainable - b.trainable, trainableElements: a.trainableElements - b.trainableElements });
 
-/** The bytes of the units whose slices and state stay on the device ("" is the root unit: what no wrapped unit holds). */
-function keptBytes(input: MemoryEstimateInput, units: readonly string[], keep: OffloadKeep | null): Bytes {
-  if (!keep) return NONE;
-  const wrapped = keep.optimizerState.filter((u) => u !== "");
+/** The bytes of the given units ("" is the root unit: what no wrapped unit holds). */
+function bytesOfUnits(input: MemoryEstimateInput, units: readonly string[], paths: readonly string[]): Bytes {
+  const wrapped = paths.filter((u) => u !== "");
   const kept = wrapped.length > 0 ? modelBytes(input, wrapped) : NONE;
-  if (!keep.optimizerState.includes("")) return kept;
+  if (!paths.includes("")) return kept;
   return add(kept, subtract(modelBytes(input), units.length > 0 ? modelBytes(input, units) : NONE));
 }

@@ -22,6 +22,7 @@
  * no longer needed, and that memory counts back. The optimizer state is counted as AdamW's in fp32
  * (8 bytes an element): the optimizer is not made yet when the units are placed.
  */
+import { freemem } from "node:os";
 import { type Accelerator, reportsDeviceMemory } from "@fulgur/core";
 import type { OffloadKeep, UnitPlacement } from "@fulgur/sharding";
 import { type DType, itemsize } from "@fulgur/tensor";
@@ -94,6 +95,51 @@ export function keepWithinBudget(units: readonly UnitSize[], budget: number, cos
   return Object.freeze({ optimizerState: Object.freeze(optimizerState), parameters: Object.freeze(parameters) });
 }
 
+/** What keeping a unit in host memory instead of on disk costs there, per element of its slice. */
+export interface HostKeepCosts {
+  /** Ranks each unit is sharded over. */
+  readonly shards: number;
+  /** Bytes per element that NVMe offload would put on disk: the optimizer state's, and the master slice's with parameter offload. */
+  readonly bytesPerElement: number;
+}
+
+/**
+ * Of the offloaded units (not kept on the device), those whose slices and state stay in host
+ * memory within `budget` bytes ([Note: three tiers] in @fulgur/sharding): taken from the last unit
+ * back, as the device keeps them, each when it fits in what is left; the first ones go to disk.
+ */
+export function keepInHost(units: readonly UnitSize[], onDevice: readonly string[], budget: number, costs: HostKeepCosts): readonly string[] {
+  let left = Math.max(0, budget);
+  const host: string[] = [];
+  for (const u of [...units].reverse()) {
+    if (onDevice.includes(u.path)) continue;
+    const cost = Math.ceil(u.numel / costs.shards) * costs.bytesPerElement;
+    if (cost > left) continue;
+    left -= cost;
+    host.push(u.path);
+  }
+  return Object.freeze(host);
+}
+
+/** Of the host's available memory "auto" reads, the share left for the rest of the machine (the OS, the page cache the disk tier goes through, the process's own heap). */
+export const HOST_MEMORY_HEADROOM = 0.1;
+
+/** The host memory "auto" lets one rank use: the available memory less the headroom, shared by this node's ranks. */
+export function freeHostBytes(): number {
+  const local = Number(process.env.LOCAL_WORLD_SIZE ?? "1");
+  return Math.floor((freemem() * (1 - HOST_MEMORY_HEADROOM)) / (Number.isInteger(local) && local > 0 ? local : 1));
+}
+
+/** Refuses an offloadKeepHost that cannot act: nothing goes to disk in this run. */
+export function checkOffloadKeepHost(plan: ZeroPlan, keep: "auto" | number | null, strategyName: string): void {
+  if (keep === null || plan.offloadOptimizer === "nvme" || plan.offloadParam === "nvme") return;
+  throw new DeepSpeedOptionError(
+    "offloadKeepHost",
+    `${strategyName} option offloadKeepHost: got ${JSON.stringify(keep)}; it keeps in host memory what NVMe offload would put on disk, but nothing goes to disk in this run ` +
+      `(offload_optimizer.device "${plan.offloadOptimizer}", offload_param.device "${plan.offloadParam}"); offload to NVMe (offloadOptimizerDevice: "nvme") or leave offloadKeepHost out`,
+  );
+}
+
 /** The start-up line: how many units keep their parameters and their optimizer state on the device. */
 export function describePlacement(placement: readonly UnitPlacement[]): string {
   const m = placement.length;
@@ -101,7 +147,11 @@ export function describePlacement(placement: readonly UnitPlacement[]): string {
   const state = placement.filter((u) => u.optimizerState === "device").length;
   const elsewhere = [...new Set(placement.flatMap((u) => [u.parameters, u.optimizerState]).filter((t) => t !== "device"))];
   const rest = elsewhere.length === 0 ? "nothing offloaded" : `the rest on ${elsewhere.join(" and ")}`;
-  return `${params} of ${m} units' parameters on the device, ${state} of ${m} units' optimizer state on the device, ${rest}`;
+  // Three tiers ([Note: three tiers] in @fulgur/sharding): how many units' state stays in host memory rather than on disk.
+  const inHost = placement.filter((u) => u.optimizerState === "host").length;
+  const threeTiers = inHost > 0 && placement.some((u) => u.optimizerState === "nvme");
+  const hostPart = threeTiers ? `, ${inHost} of ${m} units' optimizer state in host memory` : "";
+  return `${params} of ${m} units' parameters on the device, ${state} of ${m} units' optimizer state on the device${hostPart}, ${rest}`;
 }
 
 /**

@@ -39,6 +39,7 @@ import {
 } from "@fulgur/strategy-kit";
 import {
   type Tensor,
+  itemsize,
   materialize,
   noGrad,
   scope,
@@ -54,7 +55,7 @@ import { ZeroConfigError, type ZeroPlan, resolvePlan } from "./config";
 import { idleKeysWarning, keysWithoutEffect } from "./keys";
 import { installLossScaler } from "./lossScaler";
 import { estimateZeroMemory } from "./memory";
-import { checkOffloadKeep, describePlacement, freeDeviceBytes, keepForRatio, keepWithinDevice } from "./placement";
+import { checkOffloadKeep, checkOffloadKeepHost, describePlacement, freeDeviceBytes, freeHostBytes, keepForRatio, keepInHost, keepWithinDevice } from "./placement";
 import {
   SegmentIndex,
   gatherModuleState,
@@ -124,6 +125,7 @@ export class DeepSpeedStrategy
     try {
       this.resolved = resolvePlan(parsed, name);
       checkOffloadKeep(this.resolved, parsed.offloadKeep, name);
+      checkOffloadKeepHost(this.resolved, parsed.offloadKeepHost, name);
     } catch (err) {
       if (construction.refuseConfigAt !== "start") throw err;
       this.refusal = err as Error;
@@ -269,22 +271,48 @@ export class DeepSpeedStrategy
    */
   private async keepFor(module: Module, plans: readonly UnitPlan[], accumulate: number): Promise<OffloadKeep | null> {
     if (!offloaded(this.plan)) return null;
+    const { offloadKeep, offloadKeepHost } = this.options;
+    const deviceBytes = offloadKeep === "auto" ? await this.reduce(freeDeviceBytes(this.name, this.context.accelerator, this.rootDevice), "min") : offloadKeep;
+    const hostBytes = offloadKeepHost === "auto" ? await this.reduce(freeHostBytes(), "min") : offloadKeepHost;
+    return this.placeUnits(this.estimateInput(module, accumulate), plans, deviceBytes, hostBytes);
+  }
+
+  /**
+   * Before setup (a memory plan): the placement the options make without reading the machine, so
+   * the plan counts what stays on the device or in host memory. A budget of "auto" is read only
+   * at setup: until then its units count as offloaded (the larger host and disk figures).
+   */
+  private plannedKeep(input: MemoryEstimateInput): OffloadKeep | null {
+    if (!offloaded(this.plan)) return null;
+    const bytes = (b: "auto" | number | null): number | null => (typeof b === "number" ? b : null);
+    const plans = planUnits(input.module, unitPaths(input.module, this.options.autoWrapPolicy));
+    return this.placeUnits(input, plans, bytes(this.options.offloadKeep), bytes(this.options.offloadKeepHost));
+  }
+
+  /**
+   * Which units keep their state where ([Note: three tiers] in @fulgur/sharding): on the device by
+   * offload_optimizer.ratio, or within `deviceBytes` beyond what training needs there anyway;
+   * then, of the others, in host memory within `hostBytes` beyond what the host holds anyway with
+   * all of them on disk. Null budgets choose nothing.
+   */
+  private placeUnits(input: MemoryEstimateInput, plans: readonly UnitPlan[], deviceBytes: number | null, hostBytes: number | null): OffloadKeep | null {
     const units = plans.map((u) => ({ path: u.path, numel: unitNumel(u) }));
-    const budget = this.options.offloadKeep;
-    if (budget === null) return this.plan.offloadRatio < 1 ? keepForRatio(units, this.plan.offloadRatio) : null;
-    const deviceBytes = budget === "auto" ? await this.reduce(freeDeviceBytes(this.name, this.context.accelerator, this.rootDevice), "min") : budget;
-    const needed = estimateZeroMemory(this.name, this.plan, this.estimateInput(module, accumulate), {
-      worldSize: this.worldSize,
-      prefetch: this.prefetch,
-      policy: this.options.autoWrapPolicy,
-      keep: null,
-    }).perDevice.total;
-    return keepWithinDevice(units, deviceBytes - needed, {
-      stage: this.plan.stage,
-      shards: this.plan.stage === 0 ? 1 : this.worldSize,
-      masterDtype: plans[0]?.params[0]?.tensor.dtype ?? "float32",
-      precision: this.precision.name,
+    const masterDtype = plans[0]?.params[0]?.tensor.dtype ?? "float32";
+    const worldSize = input.worldSize ?? this.worldSize;
+    const shards = this.plan.stage === 0 ? 1 : worldSize;
+    const estimate = (keep: OffloadKeep | null) =>
+      estimateZeroMemory(this.name, this.plan, input, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep });
+    let onDevice: OffloadKeep | null = null;
+    if (deviceBytes !== null) {
+      onDevice = keepWithinDevice(units, deviceBytes - estimate(null).perDevice.total, { stage: this.plan.stage, shards, masterDtype, precision: input.precision });
+    } else if (this.plan.offloadRatio < 1) onDevice = keepForRatio(units, this.plan.offloadRatio);
+    if (hostBytes === null) return onDevice;
+    const base: OffloadKeep = onDevice ?? { optimizerState: [], parameters: [] };
+    const host = keepInHost(units, base.optimizerState, hostBytes - estimate(base).perHost.total, {
+      shards,
+      bytesPerElement: (this.plan.offloadOptimizer === "nvme" ? 8 : 0) + (this.plan.offloadParam === "nvme" ? itemsize(masterDtype) : 0),
     });
+    return Object.freeze({ ...base, host });
   }
 
   private estimateInput(module: Module, accumulate: number): MemoryEstimateInput {
@@ -428,7 +456,7 @@ export class DeepSpeedStrategy
       worldSize: input.worldSize ?? this.worldSize,
       prefetch: this.prefetch,
       policy: this.options.autoWrapPolicy,
-      keep: this.keep,
+      keep: this.keep ?? this.plannedKeep(input),
     });
   }
 

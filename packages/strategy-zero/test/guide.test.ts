@@ -38,7 +38,7 @@ function shownAfter(page: string, marker: string): string[] {
 
 describe("docs/guide/deepspeed.md and the README", () => {
   it("show the example files as they are", () => {
-    for (const name of ["writer.mjs", "zero3.mjs", "zero-config.mjs", "zero-keep.mjs"]) expect(blocks(GUIDE, "js"), name).toContain(example(name).trimEnd());
+    for (const name of ["writer.mjs", "zero3.mjs", "zero-config.mjs", "zero-keep.mjs", "zero-tiers.mjs"]) expect(blocks(GUIDE, "js"), name).toContain(example(name).trimEnd());
     expect(blocks(GUIDE, "json")).toContain(example("ds_config.json").trimEnd());
     for (const name of ["writer.mjs", "zero3.mjs"]) expect(blocks(README, "js"), name).toContain(example(name).trimEnd());
   });
@@ -67,6 +67,13 @@ describe("the examples run and print what the guide shows", () => {
   it("zero-keep.mjs: stage 3 offload keeping what fits in the bytes given, and the line saying where units are", async () => {
     const printed = (await runExample("zero-keep.mjs")).trimEnd().split("\n");
     const shown = shownAfter(GUIDE, "At start rank 0 prints where the units are");
+    expect(printed).toContain(shown[0]);
+    expect(printed.at(-1)).toMatch(/^\[rank 0\] loss \d+\.\d\d after 4 steps$/);
+  });
+
+  it("zero-tiers.mjs: NVMe offload keeping in host memory what fits in the bytes given; the line saying where units are", async () => {
+    const printed = (await runExample("zero-tiers.mjs")).trimEnd().split("\n");
+    const shown = shownAfter(GUIDE, "Rank 0 says how the units were placed");
     expect(printed).toContain(shown[0]);
     expect(printed.at(-1)).toMatch(/^\[rank 0\] loss \d+\.\d\d after 4 steps$/);
   });

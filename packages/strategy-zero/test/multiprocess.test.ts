@@ -341,7 +341,50 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
       expectLosses(resumed.losses, ref.losses.slice(STEPS / 2));
     }
   });
+
+  it("NVMe offload with offloadKeepHost: the last units' slices and state stay in host memory, the first ones' go to disk, and the losses are one process's", async () => {
+    const ref = await reference();
+    const nvmePath = join(scratch, "nvme-three-tiers");
+    mkdirSync(nvmePath);
+    const config = nvmeConfig(nvmePath);
+    // What the host holds with every unit's state on disk, as the strategy estimates it for this job.
+    const needed = new DeepSpeedStrategy({ config: config as Record<string, unknown> }).estimateMemory({
+      module: withDevice("meta", () => new FixtureShape()),
+      precision: "32-true",
+      microBatch: GLOBAL_BATCH / 2 / ACCUMULATE,
+      accumulateGradBatches: ACCUMULATE,
+      worldSize: 2,
+    }).perHost.total;
+    // 180,000 bytes more: the root unit's disk share (8,480 elements × 12 bytes: master slice and
+    // two moments) is 101,760 and block 2's 76,224, 177,984 in all; block 1's does not fit after them.
+    const job = await train({ strategy: "deepspeed", world: 2, options: { config, offloadKeepHost: needed + 180_000 }, flags: ["--cpu-threads", "2", "--nvme-dir", nvmePath] });
+    expectLosses(job.losses, ref.losses);
+    expect(job.stdout).toContain("[rank 0] deepspeed: 1 of 4 units' parameters on the device, 0 of 4 units' optimizer state on the device, 2 of 4 units' optimizer state in host memory, the rest on nvme and host\n");
+    for (const z of job.zero) {
+      expect(z!.placement).toEqual([
+        { name: "model.blocks.0", parameters: "nvme", optimizerState: "nvme" },
+        { name: "model.blocks.1", parameters: "nvme", optimizerState: "nvme" },
+        { name: "model.blocks.2", parameters: "host", optimizerState: "host" },
+        { name: "", parameters: "device", optimizerState: "host" },
+      ]);
+    }
+    // The host holds block 2's and the root unit's slices and state, and blocks 0 and 1's gradient
+    // slices only (their master slices and moments are on disk between steps).
+    for (const z of job.zero) expect(z!.held.host).toBe(slices(block) + slices(root) + 2 * (block / 2) * 4);
+    expect(readdirSync(nvmePath)).toEqual([]);
+  });
 });
+
+/** The fixture's model on `meta`, for the strategy's estimate of a job (nothing is allocated). */
+class FixtureShape extends Module {
+  constructor() {
+    super();
+    this.registerModule("model", new GPT({ vocabSize: 256, seqLen: 16, dModel: 32, nLayers: 3, nHeads: 2 }, { seed: 0 }));
+  }
+  forward(): never {
+    throw new Error("only its shape is estimated");
+  }
+}
 
 describe("what cannot run is refused before any rank starts", () => {
   it("an NVMe directory that is not a directory is named, with its value", async () => {

@@ -10,7 +10,7 @@ import { withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
 import { DeepSpeedOptionError, DeepSpeedStrategy, ZeroConfigError, engineOptionsFor, keysWithoutEffect } from "../src/index";
 import { estimateZeroMemory } from "../src/memory";
-import { FREE_MEMORY_HEADROOM, checkOffloadKeep, describePlacement, freeDeviceBytes, keepForRatio, keepWithinBudget, keepWithinDevice } from "../src/placement";
+import { FREE_MEMORY_HEADROOM, checkOffloadKeep, checkOffloadKeepHost, describePlacement, freeDeviceBytes, keepForRatio, keepInHost, keepWithinBudget, keepWithinDevice } from "../src/placement";
 
 // Four blocks of 100 elements and the root unit of 200, last (the engine's order).
 const units = [
@@ -104,6 +104,14 @@ describe("offloadKeep: what fits in the device memory left", () => {
       { name: "", parameters: "device", optimizerState: "device" },
     ]);
     expect(line).toBe("2 of 3 units' parameters on the device, 1 of 3 units' optimizer state on the device, the rest on nvme");
+    // Three tiers: how many units keep their state in host memory rather than on disk.
+    expect(
+      describePlacement([
+        { name: "blocks.0", parameters: "nvme", optimizerState: "nvme" },
+        { name: "blocks.1", parameters: "host", optimizerState: "host" },
+        { name: "", parameters: "device", optimizerState: "device" },
+      ]),
+    ).toBe("1 of 3 units' parameters on the device, 1 of 3 units' optimizer state on the device, 1 of 3 units' optimizer state in host memory, the rest on nvme and host");
     expect(describePlacement([{ name: "", parameters: "device", optimizerState: "device" }])).toBe(
       "1 of 1 units' parameters on the device, 1 of 1 units' optimizer state on the device, nothing offloaded",
     );
@@ -148,5 +156,31 @@ describe("the memory estimate with units kept on the device", () => {
     // On NVMe, the kept unit's state (8 bytes an element of its half) is not in the files.
     const nvme = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme", nvmePath: "/tmp" }).plan;
     expect(estimateZeroMemory("z", nvme, input, layout).disk - estimateZeroMemory("z", nvme, input, { ...layout, keep }).disk).toBe((12_704 / 2) * 8);
+  });
+});
+
+describe("GPU, host and disk together (offloadKeepHost)", () => {
+  it("keeps in host memory, from the last unit back, the offloaded units whose disk share fits; the first ones go to disk", () => {
+    // 12 bytes an element (optimizer state and master slice) at 2 shards: a block costs 600, the root 1,200.
+    const costs = { shards: 2, bytesPerElement: 12 };
+    expect(keepInHost(units, [], 0, costs)).toEqual([]);
+    expect(keepInHost(units, [], 1_799, costs)).toEqual([""]);
+    expect(keepInHost(units, [], 1_800, costs)).toEqual(["", "blocks.3"]);
+    // Units kept on the device are not counted; a later unit that fits is still taken.
+    expect(keepInHost(units, ["", "blocks.3"], 1_300, costs)).toEqual(["blocks.2", "blocks.1"]);
+    expect(keepInHost([{ path: "a", numel: 100 }, { path: "b", numel: 300 }, { path: "c", numel: 100 }], [], 1_300, costs)).toEqual(["c", "a"]);
+    // A negative budget (the host needs more than it has anyway) keeps nothing.
+    expect(keepInHost(units, [], -5, costs)).toEqual([]);
+  });
+
+  it("is refused naming the option and the value: a bad value, or nothing going to disk", () => {
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme", offloadKeepHost: 0 })).toThrow(
+      /offloadKeepHost.*"auto".*bytes of host memory per rank/s,
+    );
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadKeepHost: "auto" })).toThrow(
+      'deepspeed option offloadKeepHost: got "auto"; it keeps in host memory what NVMe offload would put on disk, but nothing goes to disk in this run (offload_optimizer.device "cpu", offload_param.device "none")',
+    );
+    const nvme = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme" }).plan;
+    expect(() => checkOffloadKeepHost(nvme, 1e9, "deepspeed")).not.toThrow();
   });
 });

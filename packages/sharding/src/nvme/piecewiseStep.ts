@@ -40,8 +40,8 @@ export function piecesOf(units: readonly FlatUnit[], limit: number): FlatUnit[][
 function tensorsOf(piece: readonly FlatUnit[], optimizer: Optimizer, tier: NvmeTier): Tensor[] {
   const out: Tensor[] = [];
   for (const unit of piece) {
-    // A unit kept on the device is stepped with its piece, its state staying where it is.
-    if (!unit.onHost) continue;
+    // A unit kept on the device or in host memory is stepped with its piece, its state staying where it is.
+    if (!unit.onDisk) continue;
     if (unit.masterTier === tier) out.push(unit.master);
     for (const p of unit.optimParams) {
       const s = optimizer.state.get(p);
