@@ -7,8 +7,9 @@
  * - Collectives run on the group's own stream so they overlap with compute:
  *   an event recorded on the compute stream is waited on by the NCCL stream before the collective
  *   (it sees every op queued before the call; an operand still being uploaded from pinned memory is
- *   waited for too, by this stream alone: [Note: uploads on their own stream] in cudaBackend.ts), and the collective's completion event is waited on
- *   by the compute stream when the Work is waited (ops queued after `wait()` see its result).
+ *   waited for too, by this stream alone: [Note: uploads on their own stream] in cudaBackend.ts),
+ *   and the collective's completion event is waited on by the compute stream when the Work is
+ *   waited (ops queued after `wait()` see its result).
  *   Storages used by a pending collective remember its event, so freeing them early is safe.
  * - `Work.wait()` polls the completion event without blocking the event loop, and a watchdog aborts
  *   the communicator (ncclCommAbort) when a collective has not finished within the timeout,

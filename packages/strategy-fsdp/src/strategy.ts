@@ -154,9 +154,9 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
    * [Note: per-unit offload] FSDP2 takes `offload_policy` per `fully_shard` call. A unit's
    * `cpuOffload` (else the strategy's) says where its master slice, gradient slice and optimizer
    * state live; the engine places units apart as ZeRO's `offload_optimizer.ratio` does ([Note: units
-   * kept on the device] in @fulgur/sharding): offload on as soon as one unit is offloaded, and the
-   * units that are not kept on the device. Their parameters are still gathered for each forward and
-   * backward, from the slice on the device (no upload). `units`: the wrapped paths; the root unit
+   * kept on the device] in @fulgur/sharding): its offload is on as soon as one unit is offloaded,
+   * and its `keep` lists the units that are not. Those are still gathered for each forward and
+   * backward, from their slice on the device (no upload). `units`: the wrapped paths; the root unit
    * ("") is placed by its own mark or the strategy's option.
    */
   private offloadPlacement(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): { offload: boolean; keep: OffloadKeep | null } {

@@ -247,8 +247,9 @@ describe("per-unit options of fullyShard replace the strategy's for their unit",
   it("FULL_SHARD with the first block reduced in float64, the second offloaded to host memory, the last kept gathered after forward, at world 2: the losses of one process", async () => {
     const ref = await reference();
     const units = { 0: { mixedPrecision: { reduceDtype: "float64" } }, 1: { cpuOffload: true }, 2: { reshardAfterForward: false } };
-    const { losses, ranks } = await job("fsdp", 2, {}, ["--unit-options", JSON.stringify(units)]);
+    const { losses, ranks, run } = await job("fsdp", 2, {}, ["--unit-options", JSON.stringify(units)]);
     expectSameLosses(losses, ref.losses);
+    expect(run.stdout).toContain("[rank 0] fsdp: 4 unit(s) (3 wrapped), FULL_SHARD over 2 rank(s); 1 of 4 unit(s) offloaded to host memory\n");
     for (const r of ranks) {
       // Between forward and backward: the last block stays gathered for its backward, which comes
       // first; the other blocks are freed, the root unit is gathered for the whole step.
