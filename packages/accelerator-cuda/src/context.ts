@@ -25,6 +25,7 @@ export class DeviceContext {
   readonly staging: PinnedStaging;
   readonly status: DeviceStatus;
   private hostCopyStream: Stream | null = null;
+  private uploadStream: Stream | null = null;
   private readonly modules = new Map<string, KernelModule>();
   private compilerVersion: string | null = null;
 
@@ -49,6 +50,21 @@ export class DeviceContext {
   get hostCopies(): Stream {
     this.hostCopyStream ??= Stream.create(this.index, `host copy stream of cuda:${this.index}`);
     return this.hostCopyStream;
+  }
+
+  /**
+   * Uploads from pinned host memory (offloaded slices going up to compute) go here, apart from the
+   * downloads of `hostCopies`, so the two directions use both copy engines and neither waits behind
+   * the other; created on first use. See [Note: uploads on their own stream] in cudaBackend.ts.
+   */
+  get uploads(): Stream {
+    this.uploadStream ??= Stream.create(this.index, `upload stream of cuda:${this.index}`);
+    return this.uploadStream;
+  }
+
+  /** Blocks until the uploads queued so far have read their host memory (before it is unpinned). */
+  finishUploads(): void {
+    this.uploadStream?.synchronize();
   }
 
   /** Makes this device current (kernel launches and module loads target the current device). */

@@ -29,7 +29,7 @@ import { allocHost, isStorageArray, registerBackend } from "@fulgur/tensor";
 import type { DeviceContext } from "./context";
 import { deviceContext } from "./context";
 import { parseDevice } from "./device";
-import { CudaStorage, cudaStorageOf, ptrOf } from "./storage";
+import { CudaStorage, addressOf, awaitWrite, cudaStorageOf, ptrOf } from "./storage";
 import { CudaEvent } from "./event";
 import { check } from "./check";
 import { cudaMemcpyDeviceToHost, cudaMemcpyHostToDevice, cudart } from "./ffi/cudart";
@@ -100,7 +100,9 @@ export class CudaBackend implements Backend {
     if (storage.freed) throw new Error(`${this.device}: storage was already freed (double free)`);
     storage.freed = true;
     const ctx = this.ctx;
-    // Collectives on other streams may still use this memory: order the free after them.
+    // Collectives on other streams may still use this memory, and an upload may still be writing
+    // it: order the free after them.
+    if (storage.pendingWrite !== null) awaitWrite(storage, ctx.compute);
     for (const ev of storage.pendingUses) ctx.compute.waitEvent(ev);
     storage.pendingUses = [];
     ctx.allocator.free(storage.ptr, storage.byteLength);
@@ -116,15 +118,9 @@ export class CudaBackend implements Backend {
     if (data.length === 0) return s;
     const ctx = this.ctx;
     if (isStorageArray(data, dtype)) {
-      // Pinned (an offloaded slice): one DMA straight from it, queued in order on the compute stream.
-      if (isPinned(data)) {
-        check(
-          cudart().cudaMemcpyAsync(s.ptr, bytesOf(data), data.byteLength, cudaMemcpyHostToDevice, ctx.compute.handle),
-          "cudaMemcpyAsync",
-          "cudart",
-          "pinned host to device",
-        );
-      } else ctx.staging.upload(bytesOf(data), s.ptr);
+      // Pinned (an offloaded slice): one DMA straight from it, beside compute ([Note: uploads on their own stream]).
+      if (isPinned(data)) this.uploadPinned(data, s);
+      else ctx.staging.upload(bytesOf(data), s.ptr);
       return s;
     }
     const src = valueDtypeOf(data) === null ? Float64Array.from(data) : data;
@@ -134,6 +130,35 @@ export class CudaBackend implements Backend {
     this.copy(contiguousViewOf(tmp, [src.length]), contiguousViewOf(s, [src.length]));
     this.free(tmp);
     return s;
+  }
+
+  /**
+   * [Note: uploads on their own stream] An offloaded unit's slice goes up while the unit before it
+   * computes (the prefetch is issued before that unit's kernels). Queued on the compute stream, the
+   * DMA would hold every kernel behind it for its whole length; on the upload stream it overlaps
+   * them, and on a stream apart from the downloads' (`hostCopies`) the two directions run on the
+   * two copy engines at once instead of queueing behind each other. Two orderings make it correct:
+   * - before the copy, the upload stream waits for an event recorded on compute at the call: the
+   *   new storage's memory comes from the pool in compute's stream order, and may be a block that
+   *   kernels still queued on compute use until they free it;
+   * - after the copy, a `ready` event becomes the storage's pending write: the first use on each
+   *   stream waits for it (a kernel, cuBLASLt call or copy on compute through `ptrOf`; a collective
+   *   on its NCCL stream; a download on the host copy stream; the free, on compute, so the block is
+   *   not handed out again while the copy writes it). Compute's wait settles it for good, since every
+   *   other stream waits for compute before each use; until then each stream waits once, and only
+   *   the use waits, not the issue: a collective reading the slice leaves compute free to run on.
+   * The host array must keep its values until the copy has read them, as for any asynchronous copy:
+   * the sharding engine writes a slice only in the optimizer step, after the step's gradients came
+   * down, which compute queued after every use of the uploads.
+   */
+  private uploadPinned(data: HostArray, s: CudaStorage): void {
+    const ctx = this.ctx;
+    const uploads = ctx.uploads;
+    const allocated = CudaEvent.create(false).record(ctx.compute);
+    uploads.waitEvent(allocated);
+    allocated.destroy();
+    check(cudart().cudaMemcpyAsync(s.ptr, bytesOf(data), data.byteLength, cudaMemcpyHostToDevice, uploads.handle), "cudaMemcpyAsync", "cudart", "pinned host to device");
+    s.pendingWrite = { ready: CudaEvent.create(false).record(uploads), compute: ctx.compute, waited: [] };
   }
 
   read(view: View): HostArray {
@@ -176,6 +201,8 @@ export class CudaBackend implements Backend {
   }
 
   unpinHost(array: HostArray): void {
+    // An upload may still be reading the pages: unregistering them under a DMA is undefined.
+    this.ctxValue?.finishUploads();
     unpinHost(array);
   }
 
@@ -196,7 +223,8 @@ export class CudaBackend implements Backend {
     const copies = ctx.hostCopies;
     const ready = CudaEvent.create(false).record(ctx.compute);
     copies.waitEvent(ready);
-    this.queueDownload(ptrOf(view, this), out, copies.handle);
+    awaitWrite(storage, copies);
+    this.queueDownload(addressOf(view, this), out, copies.handle);
     const done = CudaEvent.create(false).record(copies);
     storage.pendingUses.push(done);
     let waited = false;

@@ -6,8 +6,10 @@
  *   ncclCommInitRank so that blocking call only waits for NCCL's own bootstrap.
  * - Collectives run on the group's own stream so they overlap with compute:
  *   an event recorded on the compute stream is waited on by the NCCL stream before the collective
- *   (it sees every op queued before the call), and the collective's completion event is waited on
- *   by the compute stream when the Work is waited (ops queued after `wait()` see its result).
+ *   (it sees every op queued before the call; an operand still being uploaded from pinned memory is
+ *   waited for too, by this stream alone: [Note: uploads on their own stream] in cudaBackend.ts),
+ *   and the collective's completion event is waited on by the compute stream when the Work is
+ *   waited (ops queued after `wait()` see its result).
  *   Storages used by a pending collective remember its event, so freeing them early is safe.
  * - `Work.wait()` polls the completion event without blocking the event loop, and a watchdog aborts
  *   the communicator (ncclCommAbort) when a collective has not finished within the timeout,
@@ -34,7 +36,7 @@ import { CudaEvent } from "./event";
 import type { Ptr } from "./ffi/cudart";
 import * as N from "./ffi/nccl";
 import { isContiguous, numelOf } from "./ops/layout";
-import { cudaStorageOf, ptrOf } from "./storage";
+import { addressOf, awaitWrite, cudaStorageOf } from "./storage";
 import type { CudaStorage } from "./storage";
 import { Stream } from "./stream";
 
@@ -317,7 +319,7 @@ export class NcclProcessGroup implements ProcessGroup {
     if (!isContiguous(t.shape, t.strides)) {
       throw new TypeError(`${op}: ${role} [${t.shape.join(", ")}] must be contiguous; call .contiguous() first`);
     }
-    return { ptr: ptrOf(t, this.device), count: numelOf(t.shape), dtype: NCCL_DTYPE[storage.dtype], storage };
+    return { ptr: addressOf(t, this.device), count: numelOf(t.shape), dtype: NCCL_DTYPE[storage.dtype], storage };
   }
 
   private peer(r: number, what: string): number {
@@ -333,6 +335,8 @@ export class NcclProcessGroup implements ProcessGroup {
     const ready = CudaEvent.create(false).record(ctx.compute);
     this.stream.waitEvent(ready);
     ready.destroy();
+    // An operand still being uploaded on another stream: this stream waits, compute does not.
+    for (const s of storages) if (s.pendingWrite !== null) awaitWrite(s, this.stream);
     const code = call(this.stream.handle);
     if (code !== 0 && code !== N.ncclInProgress) throw statusError(code, callName, "nccl", `${op} on group "${this.name}"`);
     const done = CudaEvent.create(false).record(this.stream);

@@ -1,10 +1,13 @@
 /**
  * CUDA streams. Fulgur keeps few, each with one job, so the order of work is easy to reason about:
  * - the compute stream (one per device, src/context.ts): every tensor op, allocation and free, and
- *   the host<->device copies of fromHost/read, in program order; stream-ordered allocation makes a
+ *   the staged host<->device copies of fromHost/read, in program order; stream-ordered allocation makes a
  *   freed block reusable by the next op without any host synchronisation;
  * - the communication stream (one per NCCL process group, src/nccl.ts): collectives, so they overlap
- *   with compute; ordered against the compute stream with events, never with host waits.
+ *   with compute; ordered against the compute stream with events, never with host waits;
+ * - the host copy stream and the upload stream (one each per device, src/context.ts): downloads into
+ *   and uploads from pinned host memory (offload), beside compute and beside each other, ordered
+ *   with events too ([Note: uploads on their own stream] in src/cudaBackend.ts).
  * Streams are non-blocking: they do not synchronise with the legacy default stream, which some
  * libraries still use implicitly.
  */

@@ -2,7 +2,8 @@
  * The package's FFI plumbing end to end against fake CUDA/NCCL libraries that run on the CPU
  * (test/fixtures/fakecuda.c, built here with the C compiler nvcc also needs). Kernels cannot run,
  * but everything around them can: library loading through FULGUR_CUDA_LIB_DIR, out-parameters and
- * BigInt pointers, the pool allocator and its OOM retry, pinned staging for fromHost/read, the device
+ * BigInt pointers, the pool allocator and its OOM retry, pinned staging for fromHost/read, which
+ * stream each copy of pinned memory goes to and what it waits for (each stream's log), the device
  * error flag, the environment report, and the NCCL process group: unique id exchange through the
  * store, the by-value ncclUniqueId, collective arguments, Work completion, and the watchdog abort.
  */
@@ -60,6 +61,16 @@ class MemoryStore implements Store {
   async close(): Promise<void> {}
 }
 
+/** One entry of a fake stream's log: what was queued and its arguments (see fakecuda.c's log_op). */
+interface Queued {
+  readonly op: string;
+  /** memcpy: destination; wait, record: the event; launch: the first kernel parameter; nccl: the input buffer; free, malloc: the block. */
+  readonly a: bigint;
+  /** memcpy: the direction (1 host to device, 2 device to host); nccl: the count; malloc: the bytes. */
+  readonly b: bigint;
+}
+const LOGGED = ["", "memcpy", "wait", "record", "launch", "nccl", "free", "malloc"];
+
 describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
   let dir: string;
   let saved: string | undefined;
@@ -72,6 +83,8 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     lastNccl: () => number[];
     registered: () => number;
     registerCalls: () => number;
+    /** What was queued on a stream from its `from`-th entry on, and the log's length. */
+    streamLog: (stream: bigint, from?: number) => { n: number; entries: Queued[] };
   };
   let pkg: typeof import("../src/index");
 
@@ -97,11 +110,19 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     const last = nc.func("void fake_last_nccl(_Out_ int64_t *out)");
     const drv = koffi.load(join(dir, "libcuda.so.1"));
     const lastLaunch = drv.func("void fake_last_launch(_Out_ int64_t *out)");
+    const streamLog = rt.func("int fake_stream_log(void *s, int from, _Out_ int64_t *out, int max)");
     hooks = {
       lastLaunch: () => {
         const out = new BigInt64Array(6);
         lastLaunch(out);
         return [...out].map(Number);
+      },
+      streamLog: (stream, from = 0) => {
+        const out = new BigInt64Array(3 * 256);
+        const n = streamLog(stream, from, out, 256) as number;
+        const entries: Queued[] = [];
+        for (let i = 0; i < Math.min(256, n - from); i++) entries.push({ op: LOGGED[Number(out[3 * i])], a: out[3 * i + 1], b: out[3 * i + 2] });
+        return { n, entries };
       },
       trims: () => trims(),
       registered: () => registered(),
@@ -235,6 +256,104 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     b.unpinHost!(down);
     expect([hooks.registered(), pkg.pinnedBufferCount(), pkg.isPinned(slice)]).toEqual([0, 0, false]);
     expect(hooks.registerCalls()).toBe(2);
+  });
+
+  it("uploads from pinned memory on a stream of its own, after compute, and the first use on each stream waits for it once", async () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const ctx = b.ctx;
+    const [compute, uploads, copies] = [ctx.compute.handle, ctx.uploads.handle, ctx.hostCopies.handle];
+    const mark = (stream: bigint): (() => Queued[]) => {
+      const from = hooks.streamLog(stream).n;
+      return () => hooks.streamLog(stream, from).entries;
+    };
+    const waitsOn = (log: Queued[], event: bigint): number => log.filter((e) => e.op === "wait" && e.a === event).length;
+    const slice = new Float32Array(new SharedArrayBuffer(4 * 300));
+    for (let i = 0; i < slice.length; i++) slice[i] = i * 0.25 - 7;
+    b.pinHost!(slice);
+    const flat = (s: InstanceType<typeof pkg.CudaStorage>, n = 100): View => ({ storage: s, shape: [n], strides: [1], offset: 0 });
+
+    // A pinned upload: compute allocates and records an event; the upload stream waits for that
+    // event, copies, and records the storage's ready event. Compute waits for nothing yet.
+    const onCompute = mark(compute);
+    const onUploads = mark(uploads);
+    const s1 = b.fromHost(slice.subarray(0, 100), "float32");
+    const up = onUploads();
+    expect(up.map((e) => e.op)).toEqual(["wait", "memcpy", "record"]);
+    expect([up[1].a, up[1].b]).toEqual([s1.ptr, 1n]);
+    expect(onCompute()).toEqual([{ op: "malloc", a: s1.ptr, b: 400n }, { op: "record", a: up[0].a, b: 0n }]);
+    const ready1 = up[2].a;
+    expect(s1.pendingWrite?.ready.handle).toBe(ready1);
+    // The first kernel reading it makes compute wait for the copy, once; the second waits for nothing.
+    const y = b.alloc("float32", 100);
+    const beforeKernels = mark(compute);
+    b.unary("neg", flat(s1), flat(y));
+    b.unary("exp", flat(s1), flat(y));
+    const kernels = beforeKernels();
+    expect(kernels.map((e) => e.op)).toEqual(["wait", "launch", "launch"]);
+    expect([kernels[0].a, kernels[1].a]).toEqual([ready1, s1.ptr]);
+    expect(s1.pendingWrite).toBeNull();
+    // The values arrived (the fake copies at once).
+    expect([...(b.read(flat(s1)) as Float32Array)]).toEqual([...slice.subarray(0, 100)]);
+
+    // Read first by a collective: the NCCL stream waits for the copy, compute does not; a second
+    // collective does not wait again; the free (on compute) waits for it once, before the block goes back.
+    const store = new MemoryStore();
+    const g = await pkg.NcclProcessGroup.create({ store, rank: 0, size: 1, device: "cuda:0", name: "uploads" });
+    const nccl = (g as unknown as { stream: { handle: bigint } }).stream.handle;
+    const s2 = b.fromHost(slice.subarray(100, 200), "float32");
+    const ready2 = s2.pendingWrite!.ready.handle;
+    const onNccl = mark(nccl);
+    const computeMeanwhile = mark(compute);
+    const t2 = { storage: s2, shape: [100], strides: [1], offset: 0 } as unknown as Tensor;
+    await g.allReduce(t2).wait();
+    await g.allReduce(t2).wait();
+    const collectives = onNccl();
+    expect(waitsOn(collectives, ready2)).toBe(1);
+    expect(collectives.findIndex((e) => e.op === "wait" && e.a === ready2)).toBeLessThan(collectives.findIndex((e) => e.op === "nccl"));
+    expect(collectives.filter((e) => e.op === "nccl").map((e) => e.a)).toEqual([s2.ptr, s2.ptr]);
+    expect(waitsOn(computeMeanwhile(), ready2)).toBe(0);
+    const atFree = mark(compute);
+    b.free(s2);
+    const freeing = atFree();
+    expect(waitsOn(freeing, ready2)).toBe(1);
+    expect(freeing.findIndex((e) => e.op === "wait" && e.a === ready2)).toBeLessThan(freeing.findIndex((e) => e.op === "free" && e.a === s2.ptr));
+    await g.destroy();
+
+    // Read first by a download into pinned memory: the host copy stream waits for it, after compute's event.
+    const s3 = b.fromHost(slice.subarray(200, 300), "float32");
+    const ready3 = s3.pendingWrite!.ready.handle;
+    const down = new Float32Array(new SharedArrayBuffer(4 * 100));
+    b.pinHost!(down);
+    const onCopies = mark(copies);
+    const computeBeside = mark(compute);
+    const pending = b.readIntoAsync!(flat(s3), down);
+    const copied = onCopies();
+    expect(copied.map((e) => e.op)).toEqual(["wait", "wait", "memcpy", "record"]);
+    expect([copied[1].a, copied[2].b]).toEqual([ready3, 2n]);
+    expect(computeBeside().map((e) => e.op)).toEqual(["record"]);
+    pending.wait();
+    expect([...down]).toEqual([...slice.subarray(200, 300)]);
+    const atFree3 = mark(compute);
+    b.free(s3);
+    expect(waitsOn(atFree3(), ready3)).toBe(1);
+
+    // Freed before any use: the free waits for the copy.
+    const s4 = b.fromHost(slice.subarray(0, 50), "float32");
+    const ready4 = s4.pendingWrite!.ready.handle;
+    const atFree4 = mark(compute);
+    b.free(s4);
+    expect(atFree4().map((e) => [e.op, e.a])).toEqual([["wait", ready4], ["free", s4.ptr]]);
+
+    // An array that is not pinned goes through the staging ring on compute, as before.
+    const staged = mark(compute);
+    const quiet = mark(uploads);
+    const s5 = b.fromHost(Float32Array.from([1, 2, 3]), "float32");
+    expect(quiet()).toEqual([]);
+    expect(staged().map((e) => e.op)).toEqual(["malloc", "memcpy", "record"]);
+    expect(s5.pendingWrite).toBeNull();
+    for (const x of [y, s1, s5]) b.free(x);
+    b.unpinHost!(slice);
+    b.unpinHost!(down);
   });
 
   it("reports the device's free and total memory (cudaMemGetInfo) and its total without a context", () => {

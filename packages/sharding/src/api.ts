@@ -81,8 +81,9 @@ export interface OffloadKeep {
 /**
  * One unit's own settings, in place of the engine's (FSDP2 takes `reshard_after_forward` and
  * `mp_policy` per `fully_shard` call): e.g. the last block kept gathered from its forward to its
- * backward, which comes right after, or one unit reduced in fp32. Offload is the engine's alone:
- * one optimizer steps every unit's slices, all on the host or all on the device.
+ * backward, which comes right after, or one unit reduced in fp32. Where a unit's slices live is
+ * not among them: the engine's `offload` and `keep` place every unit ([Note: units kept on the
+ * device]), which is how FSDP's per-unit `cpuOffload` reaches the engine.
  */
 export interface UnitOptions {
   readonly reshardAfterForward?: boolean;

@@ -143,8 +143,9 @@ export interface FullyShardOptions {
   readonly reshardAfterForward?: boolean | number;
   readonly mixedPrecision?: FSDPMixedPrecision;
   /**
-   * Must equal the strategy's cpuOffload when given: one optimizer steps every unit's slices, all
-   * in host memory or all on the device.
+   * This unit's slices, gradient slice and optimizer state in host memory (true) or on the device
+   * (false), whatever the strategy's cpuOffload (FSDP2's per-call `offload_policy`): e.g. the
+   * largest units offloaded and the rest kept on the device. See [Note: per-unit offload] in strategy.ts.
    */
   readonly cpuOffload?: boolean;
 }
@@ -163,7 +164,7 @@ const unitSchema = z.strictObject({ reshardAfterForward: reshardAfterForward.opt
 const UNIT_ALLOWED: Record<keyof FullyShardOptions, string> = {
   reshardAfterForward: ALLOWED.reshardAfterForward,
   mixedPrecision: ALLOWED.mixedPrecision,
-  cpuOffload: "true or false, the same as the strategy's cpuOffload",
+  cpuOffload: "true or false (this unit's slices and optimizer state in host memory, or on the device)",
 };
 
 /** Checks `fullyShard`'s options once, when it is called; `what` names the call in errors. */

@@ -31,6 +31,7 @@ import { type Module, type Optimizer, materializeModule } from "@fulgur/nn";
 import {
   type EngineOptions,
   type FlatUnit,
+  type OffloadKeep,
   type ShardingStrategy,
   ShardingEngine,
   type UnitGroups,
@@ -98,14 +99,6 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     const mode = this.options.shardingStrategy;
     this.postForwardGroups.clear();
     for (const [path, own] of unitOptions) {
-      // Offload is the engine's, for all units: one optimizer steps every unit's slices, all on the host or all on the device.
-      if (own.cpuOffload !== null && own.cpuOffload !== this.options.cpuOffload) {
-        throw new FSDPOptionError(
-          "cpuOffload",
-          `${this.name}: fullyShard(${path || "the root"}) option cpuOffload: got ${own.cpuOffload}, the strategy's is ${this.options.cpuOffload}; ` +
-            "a unit cannot differ: one optimizer steps every unit's slices, all in host memory or all on the device (set cpuOffload on the strategy)",
-        );
-      }
       if (typeof own.reshardAfterForward === "number") this.checkPostForward(own.reshardAfterForward, `fullyShard(${path || "the root"}) option reshardAfterForward`);
     }
     if (mode === "NO_SHARD") return { shard: new SoloGroup(world.ranks[world.rank]), replicate: world.size > 1 ? world : null };
@@ -157,7 +150,24 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     return Object.freeze({ mixedPrecision, reshardAfterForward: k !== false, groups: Object.freeze({ ...this.groups!, postForward }) });
   }
 
-  private engineOptions(): EngineOptions {
+  /**
+   * [Note: per-unit offload] FSDP2 takes `offload_policy` per `fully_shard` call. A unit's
+   * `cpuOffload` (else the strategy's) says where its master slice, gradient slice and optimizer
+   * state live; the engine places units apart as ZeRO's `offload_optimizer.ratio` does ([Note: units
+   * kept on the device] in @fulgur/sharding): its offload is on as soon as one unit is offloaded,
+   * and its `keep` lists the units that are not. Those are still gathered for each forward and
+   * backward, from their slice on the device (no upload). `units`: the wrapped paths; the root unit
+   * ("") is placed by its own mark or the strategy's option.
+   */
+  private offloadPlacement(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): { offload: boolean; keep: OffloadKeep | null } {
+    const all = [...units, ""];
+    const offloaded = all.filter((path) => own.get(path)?.cpuOffload ?? this.options.cpuOffload);
+    if (offloaded.length === 0) return { offload: false, keep: null };
+    const kept = all.filter((path) => !offloaded.includes(path));
+    return { offload: true, keep: kept.length === 0 ? null : Object.freeze({ optimizerState: Object.freeze(kept), parameters: Object.freeze([]) }) };
+  }
+
+  private engineOptions(placement: { offload: boolean; keep: OffloadKeep | null }): EngineOptions {
     const o = this.options;
     const full = o.shardingStrategy === "FULL_SHARD" || o.shardingStrategy === "HYBRID_SHARD";
     return Object.freeze({
@@ -165,7 +175,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       mixedPrecision: Object.freeze({ paramDtype: o.mixedPrecision.paramDtype ?? null, reduceDtype: o.mixedPrecision.reduceDtype ?? null }),
       prefetch: o.forwardPrefetch || o.backwardPrefetch !== null ? o.limitAllGathers : 0,
       reshardAfterForward: o.reshardAfterForward === null ? full : o.reshardAfterForward !== false,
-      offload: o.cpuOffload,
+      offload: placement.offload,
+      keep: placement.keep,
     });
   }
 
@@ -180,7 +191,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       const picked = selectModules(module, this.options.activationCheckpointingPolicy).map((p) => module.getSubmodule(p));
       this.undoCheckpointing = applyActivationCheckpointing(picked);
     }
-    const engine = new ShardingEngine(module, this.groups, this.engineOptions(), device);
+    const engine = new ShardingEngine(module, this.groups, this.engineOptions(this.offloadPlacement(paths, unitOptions)), device);
     const onMeta = module.parameters().some((p) => p.device === "meta");
     if (!onMeta) module.to(device);
     for (const plan of planUnits(module, paths)) {
@@ -196,9 +207,11 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     this.engine = engine;
     this.segmentNames.clear();
     for (const unit of engine.units) unit.optimParams.forEach((p, index) => this.segmentNames.set(p, { unit, index }));
+    const offloaded = engine.units.filter((u) => u.onHost).length;
+    const mixed = offloaded > 0 && offloaded < engine.units.length ? `; ${offloaded} of ${engine.units.length} unit(s) offloaded to host memory` : "";
     this.log(
       `${this.name}: ${engine.units.length} unit(s) (${paths.length} wrapped), ${this.options.shardingStrategy} over ` +
-        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}`,
+        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}${mixed}`,
     );
     return module;
   }
@@ -415,11 +428,13 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     const o = this.options;
     const world = input.worldSize ?? this.worldSize;
     const shards = o.shardingStrategy === "NO_SHARD" ? 1 : o.shardingStrategy === "HYBRID_SHARD" ? (o.deviceMesh?.[1] ?? world) : world;
-    const engine = this.engineOptions();
     const marked = markedModules(input.module);
     const units = marked.length > 0 ? marked : o.autoWrapPolicy === null ? moduleListElements(input.module) : selectModules(input.module, o.autoWrapPolicy);
+    const unitOptions = fullyShardOptions(input.module);
+    const placement = this.offloadPlacement(units, unitOptions);
+    const engine = this.engineOptions(placement);
     const k = o.reshardAfterForward;
-    const own = [...fullyShardOptions(input.module)].flatMap(([path, u]) => (u.reshardAfterForward === null ? [] : [[path, u.reshardAfterForward] as const]));
+    const own = [...unitOptions].flatMap(([path, u]) => (u.reshardAfterForward === null ? [] : [[path, u.reshardAfterForward] as const]));
     return estimateShardedMemory(this.name, input, {
       shards,
       units,
@@ -427,7 +442,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       reshardAfterForward: typeof k === "number" ? k : engine.reshardAfterForward,
       unitReshardAfterForward: new Map(own),
       keepGathered: false,
-      offload: o.cpuOffload,
+      offload: placement.offload,
+      keep: placement.keep,
       alone: world === 1,
       checkpointed: o.activationCheckpointingPolicy === null ? [] : selectModules(input.module, o.activationCheckpointingPolicy),
       notes: [`${o.shardingStrategy} over ${shards} shard(s); ${units.length} wrapped unit(s) gathered while they compute, ${engine.prefetch} prefetched; the root unit gathered for the whole step`],

@@ -83,7 +83,9 @@ describe("fullyShard options", () => {
       "fullyShard(Block) option reshardAfterForward: got 1; expected true, false, or an integer k >= 2 dividing the world size",
     );
     expect(() => fullyShard(block, { mixedPrecision: { reduceDtype: "fp8" as never } })).toThrow(/^fullyShard\(Block\) option mixedPrecision: got \{"reduceDtype":"fp8"\}; expected an object \{ paramDtype\?, reduceDtype\? \}/);
-    expect(() => fullyShard(block, { cpuOffload: "yes" as never })).toThrow('fullyShard(Block) option cpuOffload: got "yes"; expected true or false, the same as the strategy\'s cpuOffload');
+    expect(() => fullyShard(block, { cpuOffload: "yes" as never })).toThrow(
+      'fullyShard(Block) option cpuOffload: got "yes"; expected true or false (this unit\'s slices and optimizer state in host memory, or on the device)',
+    );
     expect(() => fullyShard(block, { shardingStrategy: "NO_SHARD" } as never)).toThrow(
       'fullyShard(Block): unknown option(s) "shardingStrategy"; allowed options are reshardAfterForward, mixedPrecision, cpuOffload',
     );
@@ -100,24 +102,54 @@ describe("fullyShard options", () => {
     expect(own.get("")!.mixedPrecision).toEqual({ paramDtype: "bfloat16" });
   });
 
-  /** Sets up `options`' strategy alone in this process (world 1) and shards the tiny GPT with its blocks marked by `unit`. */
-  async function shardAlone(options: FSDPOptions, unit: FullyShardOptions): Promise<void> {
+  /**
+   * Sets up `options`' strategy alone in this process (world 1) and shards the tiny GPT with its
+   * blocks marked by `unit` (one options object for all, or one per block); returns where each unit lives.
+   */
+  async function shardAlone(options: FSDPOptions, unit: FullyShardOptions | readonly FullyShardOptions[]): Promise<[string, string][]> {
     const strategy = new FSDPStrategy(options);
     await strategy.setup({ accelerator: conformanceCpuAccelerator(), precision: createPrecision("32-true"), cluster: new LocalEnvironment({}), devices: 1, numNodes: 1 });
     try {
       const gpt = tiny();
-      for (const block of gpt.blocks.children()) fullyShard(block, unit);
+      gpt.blocks.children().forEach((block, i) => fullyShard(block, Array.isArray(unit) ? unit[i] : unit));
       await strategy.setupModule(gpt);
+      return strategy.sharding.placement().map((u) => [u.name, u.optimizerState]);
     } finally {
       await strategy.teardown();
     }
   }
 
+  it("cpuOffload places a unit's slices and optimizer state in host memory or on the device, whatever the strategy's", async () => {
+    expect(await shardAlone({}, [{ cpuOffload: true }, {}])).toEqual([
+      ["blocks.0", "host"],
+      ["blocks.1", "device"],
+      ["", "device"],
+    ]);
+    expect(await shardAlone({ cpuOffload: true }, [{}, { cpuOffload: false }])).toEqual([
+      ["blocks.0", "host"],
+      ["blocks.1", "device"],
+      ["", "host"],
+    ]);
+    expect(await shardAlone({ cpuOffload: true }, { cpuOffload: true })).toEqual([
+      ["blocks.0", "host"],
+      ["blocks.1", "host"],
+      ["", "host"],
+    ]);
+    // And the estimate follows: the offloaded block's slices and state are counted in host memory only.
+    const estimate = (options: FSDPOptions, units: readonly FullyShardOptions[]) => {
+      const gpt = withDevice("meta", tiny);
+      gpt.blocks.children().forEach((block, i) => fullyShard(block, units[i]));
+      return new FSDPStrategy(options).estimateMemory({ module: gpt, precision: "32-true", microBatch: 2, worldSize: 1 });
+    };
+    const one = estimate({}, [{ cpuOffload: true }, {}]);
+    const both = estimate({}, [{ cpuOffload: true }, { cpuOffload: true }]);
+    const blockBytes = (3 * 8 * 8 + 3 * 8 + 8 * 8 + 8 + 4 * 8 * 8 + 4 * 8 + 4 * 8 * 8 + 8 + 4 * 8) * 4;
+    // Master, gradient and two AdamW moments per element, fp32.
+    expect(one.perHost.total).toBe(4 * blockBytes);
+    expect(both.perHost.total).toBe(8 * blockBytes);
+  });
+
   it("that the strategy cannot honour are refused when it shards the module, naming the unit and why", async () => {
-    await expect(shardAlone({}, { cpuOffload: true })).rejects.toThrow(
-      "fsdp: fullyShard(blocks.0) option cpuOffload: got true, the strategy's is false; a unit cannot differ: one optimizer steps every unit's slices, all in host memory or all on the device (set cpuOffload on the strategy)",
-    );
-    await expect(shardAlone({ cpuOffload: true }, { cpuOffload: true })).resolves.toBeUndefined();
     await expect(shardAlone({}, { reshardAfterForward: 2 })).rejects.toThrow(
       "fsdp fullyShard(blocks.0) option reshardAfterForward: 2 with FULL_SHARD over 1 rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < 1 (or use true or false)",
     );

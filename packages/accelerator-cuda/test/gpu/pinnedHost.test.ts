@@ -57,6 +57,41 @@ describe.skipIf(!hasGpu)("pinned host memory on CUDA", () => {
     for (const s of [dev, reuse]) b.free(s);
   });
 
+  it("an upload (its own stream) read first by a download, by a kernel, or freed at once: whole values, memory reused safely", () => {
+    const b = gpu();
+    const src = sharedFloats(N);
+    for (let i = 0; i < N; i++) src[i] = (i % 777) * 0.5 - 100;
+    b.pinHost!(src);
+    // Read first on the host copy stream: that stream waits for the upload, compute does not.
+    const first = b.fromHost(src, "float32");
+    const out = sharedFloats(N);
+    b.pinHost!(out);
+    const pending = b.readIntoAsync!(view(first, N), out);
+    // Freed while both copies may still run: the block goes back only after them, and the next
+    // allocation (likely the same block) is overwritten by compute only then.
+    b.free(first);
+    const reuse = b.alloc("float32", N);
+    b.fill(view(reuse, N), 3);
+    pending.wait();
+    let bad = 0;
+    for (let i = 0; i < N; i++) if (out[i] !== src[i]) bad++;
+    expect(bad).toBe(0);
+    // Read first by a kernel on compute, right after the upload is queued.
+    const second = b.fromHost(src, "float32");
+    const doubled = b.alloc("float32", N);
+    b.unary("mul_scalar", view(second, N), view(doubled, N), 2);
+    const back = b.read(view(doubled, N)) as Float32Array;
+    bad = 0;
+    for (let i = 0; i < N; i++) if (back[i] !== 2 * src[i]) bad++;
+    expect(bad).toBe(0);
+    // Freed before any use, then unpinned: neither the free nor the unpinning runs under the copy.
+    b.free(b.fromHost(src, "float32"));
+    b.unpinHost!(src);
+    b.unpinHost!(out);
+    expect((b.read(view(reuse, N)) as Float32Array)[N - 1]).toBe(3);
+    for (const s of [second, doubled, reuse]) b.free(s);
+  });
+
   it("falls back to a synchronous copy into memory that is not pinned", () => {
     const b = gpu();
     const dev = b.fromHost(Float32Array.from([1, 2, 3]), "float32");
