@@ -4,7 +4,7 @@
  * strategies' own estimates, bad flags are refused naming the flag, the value and what is allowed,
  * and "auto" picks DDP, FSDP or offload as docs/guide/choosing-a-strategy.md says.
  */
-import { readFileSync } from "node:fs";
+import { readFileSync, statfsSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { describe, expect, it } from "vitest";
@@ -85,6 +85,23 @@ describe('"auto" on described machines (8 × 80 GiB)', () => {
     const small = await autoOn(GPT_70B, "1TiB", 1, "500GB");
     expect(small.plan.rows.find((r) => r.strategy === "deepspeed_stage_3_offload_nvme")!.problems[0]).toMatch(/^disk [\d.]+ GiB > 419\.1 GiB usable$/);
     expect(small.choice.fits).toBe(false);
+  });
+
+  it("no disk described: the NVMe rows are checked against the free space under their nvme_path", async () => {
+    const machine = describeMachine({ devicesPerNode: 8, nodes: 1 }, { gpuMemory: "80GiB", hostMemory: "1TiB" });
+    const dir = tempDir();
+    const { bavail, bsize } = statfsSync(dir);
+    const usable = Math.floor(Number(bavail) * Number(bsize) * 0.9);
+    const candidates = [{ strategy: "deepspeed_stage_3_offload_nvme", options: { nvmePath: dir } }];
+    // 70B: about 840 GB of slices and state on disk, more than any test machine's free space.
+    const big = await planMemory({ module: meta(GPT_70B), machine, precision: "bf16-mixed", microBatch: 1, candidates });
+    const [row] = big.rows;
+    expect(row.diskBytesPerNode).toBeGreaterThan(usable);
+    expect(row.problems).toEqual([expect.stringMatching(new RegExp(`^disk [\\d.]+ GiB > [\\d.]+ [GTM]iB usable of [\\d.]+ [GTM]iB free under ${dir.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`))]);
+    // The tiny model's few MB fit where the 70B's did not.
+    const tiny = await planMemory({ module: meta(GPT_CONFIGS.tiny), machine, precision: "bf16-mixed", microBatch: 1, candidates });
+    expect(tiny.rows[0].diskBytesPerNode).toBeLessThan(usable);
+    expect(tiny.rows[0]).toMatchObject({ fits: true, problems: [] });
   });
 
   it("one device: single_device when it fits, else offload", async () => {
