@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
+import type { MemoryEstimate } from "@fulgur/core";
 import { GPT, Module } from "@fulgur/nn";
 import { withDevice } from "@fulgur/tensor";
 import { afterAll, describe, expect, it } from "vitest";
@@ -300,23 +301,7 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
   it("offloadKeep with a budget: kept what the budget allows; its checkpoint resumes in single_device, in ZeRO with everything offloaded and in ZeRO with ratio 0.5", async () => {
     const ref = await reference();
     // What the device needs with everything offloaded, as the strategy estimates it for this job.
-    class Fixture extends Module {
-      constructor() {
-        super();
-        this.registerModule("model", new GPT({ vocabSize: 256, seqLen: 16, dModel: 32, nLayers: 3, nHeads: 2 }, { seed: 0 }));
-      }
-      forward(): never {
-        throw new Error("only its shape is estimated");
-      }
-    }
-    const module = withDevice("meta", () => new Fixture());
-    const needed = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadParameters: true }).estimateMemory({
-      module,
-      precision: "32-true",
-      microBatch: GLOBAL_BATCH / 2 / ACCUMULATE,
-      accumulateGradBatches: ACCUMULATE,
-      worldSize: 2,
-    }).perDevice.total;
+    const needed = jobEstimate(new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadParameters: true })).perDevice.total;
     // 300,000 bytes more: the three blocks' gathered copies (3 × 50,816), then the root unit's
     // slices and state (135,680), 288,128 in all; block 2's slices and state (101,632) do not fit.
     const left = 300_000;
@@ -348,13 +333,7 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
     mkdirSync(nvmePath);
     const config = nvmeConfig(nvmePath);
     // What the host holds with every unit's state on disk, as the strategy estimates it for this job.
-    const needed = new DeepSpeedStrategy({ config: config as Record<string, unknown> }).estimateMemory({
-      module: withDevice("meta", () => new FixtureShape()),
-      precision: "32-true",
-      microBatch: GLOBAL_BATCH / 2 / ACCUMULATE,
-      accumulateGradBatches: ACCUMULATE,
-      worldSize: 2,
-    }).perHost.total;
+    const needed = jobEstimate(new DeepSpeedStrategy({ config: config as Record<string, unknown> })).perHost.total;
     // 180,000 bytes more: the root unit's disk share (8,480 elements × 12 bytes: master slice and
     // two moments) is 101,760 and block 2's 76,224, 177,984 in all; block 1's does not fit after them.
     const job = await train({ strategy: "deepspeed", world: 2, options: { config, offloadKeepHost: needed + 180_000 }, flags: ["--cpu-threads", "2", "--nvme-dir", nvmePath] });
@@ -375,7 +354,18 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
   });
 });
 
-/** The fixture's model on `meta`, for the strategy's estimate of a job (nothing is allocated). */
+/** The strategy's estimate for a job of this file at world 2 (32-true), made on the fixture's model on `meta`. */
+function jobEstimate(strategy: DeepSpeedStrategy): MemoryEstimate {
+  return strategy.estimateMemory({
+    module: withDevice("meta", () => new FixtureShape()),
+    precision: "32-true",
+    microBatch: GLOBAL_BATCH / 2 / ACCUMULATE,
+    accumulateGradBatches: ACCUMULATE,
+    worldSize: 2,
+  });
+}
+
+/** The fixture's model (nothing is allocated on `meta`). */
 class FixtureShape extends Module {
   constructor() {
     super();
