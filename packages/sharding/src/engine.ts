@@ -99,6 +99,8 @@ export class ShardingEngine {
   private forwardOrder: FlatUnit[] = [];
   private recorded: FlatUnit[] | null = [];
   private inBackward = false;
+  /** The unit reduced last in this backward, whose reduced gradients are added into its slice when the next one is ([Note: reduced into the slice] in flatUnit.ts). */
+  private lastReduced: FlatUnit | null = null;
   /** FULGUR_TRACE_STEP=1: when the step's gradients were being finished (host clock). */
   private stepTimes: { gradientsFrom: number; gradientsTo: number } | null = null;
   /** Offloaded gradients on their way to the host (downloadQueue.ts). */
@@ -226,6 +228,9 @@ export class ShardingEngine {
       unit.reduceGradients();
       if (!unit.keptGathered) unit.reshard();
       if (this.options.offload) this.downloads.reduced(unit);
+      // One unit late, as the downloads: its reduction has had this unit's backward to finish.
+      this.lastReduced?.foldReductions();
+      this.lastReduced = unit;
     }
   }
 
@@ -256,6 +261,7 @@ export class ShardingEngine {
    */
   finishGradients(): Tensor[] {
     const start = TRACE_STEP ? performance.now() : 0;
+    this.lastReduced = null;
     for (const unit of this.units) {
       unit.reduceGradients();
       if (unit !== this.rootUnit && !unit.keptGathered) unit.reshard();

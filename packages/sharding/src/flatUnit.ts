@@ -358,7 +358,16 @@ export class FlatUnit {
     return this.gradsSeen.size === this.layout.slots.length;
   }
 
-  /** Starts reducing this backward's gradients into the slice (reduce-scatter over the shard group). */
+  /**
+   * Starts reducing this backward's gradients into the slice (reduce-scatter over the shard group).
+   *
+   * [Note: reduced into the slice] A step's first reduction writes straight into the gradient
+   * slice when the slice is on the device in the reduce dtype: no second slice-sized buffer, no
+   * copy. Later ones (the next micro-batches of an accumulation window, or another reduce dtype)
+   * need a buffer of their own, which the engine adds into the slice one unit late
+   * (`foldReductions`): kept until the step, each micro-batch's reduced slices of every unit were
+   * alive through the next micro-batches, memory no plan counted.
+   */
   reduceGradients(): void {
     if (this.resident || !this.flatGrad) return;
     const flat = this.flatGrad;
@@ -378,14 +387,27 @@ export class FlatUnit {
         this.pendingReductions.push({ work: DONE, out: input });
         return;
       }
-      const out = zeros([this.layout.shardNumel], { dtype: this.reduceDtype, device: this.device }).untrack();
+      const inPlace = !this.gradFresh && this.pendingReductions.length === 0 && this.master.device === this.device && this.master.dtype === this.reduceDtype;
+      if (inPlace) this.gradShard ??= this.newGradShard();
+      const out = inPlace ? this.gradShard! : zeros([this.layout.shardNumel], { dtype: this.reduceDtype, device: this.device }).untrack();
       const work = this.groups.shard.reduceScatter(out, input, "avg");
       // The inputs may be freed once the collective has read them: on CPU at the call, on CUDA
       // the allocator orders the free after the collective's stream use.
       if (input !== flat) input.dispose();
       flat.dispose();
       this.pendingReductions.push({ work, out });
+      // The slice holds this step's gradients once the work is done (finishReductions waits for it).
+      if (inPlace) this.gradFresh = true;
     });
+  }
+
+  /**
+   * Adds the reductions started so far into the gradient slice and frees their buffers, where the
+   * slice is on the device ([Note: reduced into the slice]). Offloaded to a GPU's host, the
+   * download queue moves them instead, and the step adds the rest.
+   */
+  foldReductions(): void {
+    if (this.master.device === this.device) this.finishReductions();
   }
 
   /**
@@ -439,6 +461,7 @@ export class FlatUnit {
     this.waitDownloads();
     for (const { work, out } of this.pendingReductions.splice(0)) {
       work.synchronize();
+      if (out === this.gradShard) continue;
       noGrad(() => {
         if (!this.gradShard) {
           this.gradShard = this.newGradShard();
@@ -622,9 +645,9 @@ export class FlatUnit {
     this.unsharded = [];
     this.gathered?.dispose();
     this.gathered = null;
+    for (const { out } of this.pendingReductions.splice(0)) if (out !== this.gradShard) out.dispose();
     this.gradShard?.dispose();
     this.gradShard = null;
-    for (const { out } of this.pendingReductions.splice(0)) out.dispose();
     for (const array of this.pinned.splice(0)) getBackend(this.device).unpinHost?.(array);
   }
 }

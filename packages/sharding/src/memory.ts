@@ -132,6 +132,38 @@ function estimateAlone(strategy: string, input: MemoryEstimateInput, layout: Sha
   };
 }
 
+/**
+ * Bytes of reduced gradients waiting to be added into their slice while segment i computes (the
+ * step's later micro-batches: [Note: reduced into the slice] in flatUnit.ts). A unit is reduced
+ * when the backward of its first segment is done, into a buffer of its own from the second
+ * micro-batch of a window on, and that buffer is added into the slice when the next unit is
+ * reduced. So backward holds the slice of the unit reduced last, and from the third micro-batch
+ * on the forward holds the previous micro-batch's last one. `reduces`: whether a unit's reduction
+ * takes this path (not a resident unit, not one whose gradients go down to a GPU's host).
+ */
+function reducedGradientsPending(
+  input: MemoryEstimateInput,
+  layout: ShardedMemoryLayout,
+  profile: ActivationProfile | null,
+  reduces: (unit: string) => boolean,
+): (segment: number) => { readonly forward: number; readonly backward: number } {
+  const accumulate = input.accumulateGradBatches ?? 1;
+  if (accumulate === 1) return () => ({ forward: 0, backward: 0 });
+  const segments = profile?.segments ?? [];
+  // Each reducing unit with the index of its first segment, in forward order.
+  const firsts = layout.units
+    .filter(reduces)
+    .map((u) => ({ slice: modelBytes(input, [u]).trainable / layout.shards, first: segments.findIndex((s) => unitOf(s, layout.units) === u) }))
+    .filter((u) => u.first >= 0)
+    .sort((a, b) => a.first - b.first);
+  const lastOfPreviousMicroBatch = accumulate > 2 && firsts.length > 0 ? firsts[0].slice : 0;
+  return (i) => {
+    // In backward, segment i runs after every unit whose first segment comes later has been reduced.
+    const reduced = firsts.find((u) => u.first > i);
+    return { forward: lastOfPreviousMicroBatch, backward: reduced ? reduced.slice : lastOfPreviousMicroBatch };
+  };
+}
+
 export function estimateShardedMemory(strategy: string, input: MemoryEstimateInput, layout: ShardedMemoryLayout): MemoryEstimate {
   checkEstimateInput(input);
   if (layout.alone === true && layout.shards === 1 && !layout.offload) return estimateAlone(strategy, input, layout);
@@ -172,6 +204,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // on their way down (the one reduced last and DOWNLOADS_IN_FLIGHT before it, engine.ts).
   const largestTrainable = Math.max(0, ...[...unitBytes.values()].map((b) => b.trainable));
   const busCopies = layout.offload && input.copiesCrossBus ? (largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
+  const pending = reducedGradientsPending(input, layout, profile, (u) => !replicated && !resident(u) && !(layout.offload && input.copiesCrossBus === true && !keep?.optimizerState.includes(u)));
   const step: StepLayout = {
     held: {
       ...onDevice,
@@ -182,16 +215,17 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
       // Units gathered all step keep their autocast copies all step too.
       workspace: rootCasts + (layout.keepGathered ? [...unitCasts.values()].reduce((a, b) => a + b, 0) : keptCasts),
     },
-    segment: (s) => {
+    segment: (s, i) => {
       const unit = unitOf(s, units);
       const own = modelBytes(input, s.modules).trainable;
-      if (unit === "") return { gathered: 0, gradientsKept: accumulating ? 0 : own, gradientBuffer: 0 };
+      const reducedGradients = pending(i);
+      if (unit === "") return { gathered: 0, gradientsKept: accumulating ? 0 : own, gradientBuffer: 0, reducedGradients };
       const bytes = unitBytes.get(unit)!;
-      if (layout.keepGathered || replicated || keptCopies.has(unit) || resident(unit)) return { gathered: 0, gradientsKept: 0, gradientBuffer: bytes.trainable };
+      if (layout.keepGathered || replicated || keptCopies.has(unit) || resident(unit)) return { gathered: 0, gradientsKept: 0, gradientBuffer: bytes.trainable, reducedGradients };
       const casts = unitCasts.get(unit) ?? 0;
       const k = layout.unitReshardAfterForward?.get(unit) ?? layout.reshardAfterForward;
       const kept = k === false ? bytes.parameters : typeof k === "number" ? (bytes.parameters * k) / shards : 0;
-      return { gathered: bytes.parameters - kept + prefetch * largest + casts, keptGathered: kept, gradientsKept: 0, gradientBuffer: bytes.trainable };
+      return { gathered: bytes.parameters - kept + prefetch * largest + casts, keptGathered: kept, gradientsKept: 0, gradientBuffer: bytes.trainable, reducedGradients };
     },
     otherGradients: 0,
     optimizerWorkspace: 0,

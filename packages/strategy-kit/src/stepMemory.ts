@@ -37,6 +37,8 @@ export interface SegmentMemory {
   readonly gradientBuffer: number;
   /** Workspace held while the segment computes, forward and backward (autocast copies that come and go with a unit). */
   readonly workspace?: number;
+  /** Reduced gradients not yet added into their slice (a sharded unit's reduce-scatter output), during the segment's forward and its backward. */
+  readonly reducedGradients?: { readonly forward: number; readonly backward: number };
 }
 
 export interface StepLayout {
@@ -88,6 +90,7 @@ export function simulateStep(profile: ActivationProfile | null, layout: StepLayo
   let kept = 0;
   segments.forEach((s, i) => {
     at("forward", `forward of ${s.name}`, {
+      gradients: memory[i].reducedGradients?.forward ?? 0,
       gathered: memory[i].gathered + kept,
       activations: saved + s.savedBytes + s.forwardTransientBytes,
       workspace: memory[i].workspace,
@@ -101,7 +104,7 @@ export function simulateStep(profile: ActivationProfile | null, layout: StepLayo
     const m = memory[i];
     gradients += m.gradientsKept;
     at("backward", `backward of ${s.name}`, {
-      gradients: gradients + m.gradientBuffer + (i === 0 ? layout.otherGradients : 0),
+      gradients: gradients + m.gradientBuffer + (m.reducedGradients?.backward ?? 0) + (i === 0 ? layout.otherGradients : 0),
       gathered: m.gathered + kept,
       activations: saved + s.backwardTransientBytes,
       workspace: m.workspace,

@@ -26,7 +26,11 @@ export function checkpoint(fn: (...inputs: Tensor[]) => Tensor, ...inputs: Tenso
     });
     let y: Tensor;
     try {
-      y = enableGrad(() => autocast(castDtype, () => fn(...detached)));
+      // In a scope of its own: the recomputation's temporaries are freed at once and its saved
+      // tensors belong to autograd alone, so backward frees each as soon as it has used it (as the
+      // forward's were). Left to the checkpoint node's scope, every one of them lived until the
+      // node's backward ended: the whole segment's activations beside its backward's gradients.
+      y = scope(() => enableGrad(() => autocast(castDtype, () => fn(...detached))));
     } finally {
       generator.setState(resume);
     }
