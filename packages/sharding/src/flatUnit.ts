@@ -590,7 +590,10 @@ export class FlatUnit {
 
   /**
    * The part of a whole value of slot `index` this rank holds, shaped like the parameter the
-   * optimizer steps: the flat segment, or the whole shape for a resident unit.
+   * optimizer steps: the flat segment, or the whole shape for a resident unit. One view, which the
+   * caller disposes: the flat view on the way to it is freed here (called outside any step's
+   * scope, as a resume loads optimizer state, it held every whole value it was made from alive
+   * for the rest of training: two copies of the model's size under AdamW).
    */
   sliceOf(index: number, whole: Tensor): Tensor {
     const seg = this.segments[index];
@@ -599,7 +602,7 @@ export class FlatUnit {
       throw new RangeError(`${slot.fqn}: a value of shape [${whole.shape.join(", ")}] for a parameter of shape [${slot.shape.join(", ")}]`);
     }
     if (this.resident) return whole.reshape(slot.shape);
-    return whole.contiguous().reshape([slot.numel]).narrow(0, seg.start, seg.end - seg.start);
+    return scope(() => whole.contiguous().reshape([slot.numel]).narrow(0, seg.start, seg.end - seg.start));
   }
 
   /** Copies this rank's segments (slot order, each flat and of the segment's length) into the master slice. */

@@ -11,3 +11,4 @@ export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout }
 export { canReleaseMemory } from "./storageMemory";
 export { type StreamingCheckpointIO, saveFullStreamed, streamsTensors } from "./streamedSave";
 export { checkpointSegments, estimateShardedMemory, type ShardedMemoryLayout } from "./memory";
+export type { NvmeLayout } from "./offloadHostMemory";

@@ -9,6 +9,7 @@
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
 import { DOWNLOADS_IN_FLIGHT, type OffloadKeep } from "./api";
+import { type NvmeLayout, hostOverStep, unitsOnDisk } from "./offloadHostMemory";
 import {
   EMPTY_BREAKDOWN,
   activationNote,
@@ -44,6 +45,8 @@ export interface ShardedMemoryLayout {
    * optimizer's and autocast copies are the only thing a unit frees ([Note: a rank alone]).
    */
   readonly alone?: boolean;
+  /** With offload: what NVMe offload keeps on disk (offloadHostMemory.ts), or null. */
+  readonly nvme?: NvmeLayout | null;
   /** Modules whose forward is recomputed in backward (activation checkpointing). */
   readonly checkpointed: readonly string[];
   readonly notes: readonly string[];
@@ -231,12 +234,23 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
     optimizerWorkspace: 0,
   };
   const peak = simulateStep(profile, step);
-  return {
-    strategy,
-    perDevice: peak.breakdown,
-    perHost: onHost ? breakdown({ ...onHost, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 }) : EMPTY_BREAKDOWN,
-    disk: 0,
-    notes: [...layout.notes, activationNote(profile), `peak: ${peak.where}`],
-    peak: { phase: peak.phase, where: peak.where },
-  };
+  const notes = [...layout.notes, activationNote(profile)];
+  if (!onHost) return { strategy, perDevice: peak.breakdown, perHost: EMPTY_BREAKDOWN, disk: 0, notes: [...notes, `peak: ${peak.where}`], peak: { phase: peak.phase, where: peak.where } };
+  // A unit alone on its rank computes from its slice when the slice is on the device itself (the CPU backend).
+  const slicesOnDisk = shards > 1 || input.copiesCrossBus === true;
+  const host = hostOverStep(input, unitsOnDisk(input, units, keep), shards, onHost, layout.offload ? layout.nvme ?? null : null, slicesOnDisk);
+  const onHostAt = (b: { parameters: number; gradients: number; optimizerState: number }) => breakdown({ ...b, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 });
+  let moment = { device: peak.breakdown, host: onHostAt(host.between), phase: peak.phase, where: peak.where };
+  if (input.copiesCrossBus) {
+    // A GPU's host is memory of its own: its highest is in the optimizer step, or while a slice is read for a gather.
+    const step = onHostAt(host.step);
+    const read = onHostAt({ ...host.between, parameters: host.between.parameters + host.gatherRead });
+    moment = { ...moment, host: step.total >= read.total ? step : read };
+  } else {
+    // One memory (the CPU backend): the step peaks where device and host together are highest.
+    const step = onHostAt(host.step);
+    if (peak.optimizerStep.total + step.total > moment.device.total + moment.host.total) moment = { device: peak.optimizerStep, host: step, phase: "optimizer", where: "optimizer step" };
+  }
+  if (host.disk > 0) notes.push("disk: the NVMe offload's swap files; the host holds the state only in the optimizer step, three neighbouring sub_group_size pieces at a time, and a slice on disk only while its unit is gathered");
+  return { strategy, perDevice: moment.device, perHost: moment.host, disk: host.disk, notes: [...notes, `peak: ${moment.where}`], peak: { phase: moment.phase, where: moment.where } };
 }

@@ -54,6 +54,8 @@ export interface StepPeak {
   readonly breakdown: MemoryBreakdown;
   readonly phase: MemoryPhase;
   readonly where: string;
+  /** The optimizer step's moment (the peak's when it is there): what the host's own step memory is set beside. */
+  readonly optimizerStep: MemoryBreakdown;
 }
 
 interface Moment {
@@ -115,5 +117,11 @@ export function simulateStep(profile: ActivationProfile | null, layout: StepLayo
   at("optimizer", "optimizer step", { gradients: gradients + layout.otherGradients, workspace: layout.optimizerWorkspace });
   let best = moments[0];
   for (const m of moments) if (total(m.parts) > total(best.parts)) best = m;
-  return { breakdown: Object.freeze({ ...best.parts, total: total(best.parts) }), phase: best.phase, where: best.where };
+  const step = moments[moments.length - 1].parts;
+  return {
+    breakdown: Object.freeze({ ...best.parts, total: total(best.parts) }),
+    phase: best.phase,
+    where: best.where,
+    optimizerStep: Object.freeze({ ...step, total: total(step) }),
+  };
 }

@@ -8,7 +8,8 @@
  * its flat partition anywhere; a unit's slice is the engine's smallest flat buffer, so pieces round
  * to units. For piece k the step (1) waits for k's reads, (2) starts k+1's reads, (3) updates k on
  * the CPU optimizer's threads while the I/O threads read, (4) starts k's writes, and (5) waits for
- * k-1's writes and releases k-1's memory. At most two pieces are in memory.
+ * k-1's writes and releases k-1's memory. So while k is updated, three pieces are in memory: k,
+ * k+1 being read into and k-1 being written from (the memory estimate counts them).
  *
  * The optimizer itself steps each piece: every other parameter's gradient is hidden for that call,
  * so the update of each element is the one the whole step makes (AdamW is elementwise; the step
