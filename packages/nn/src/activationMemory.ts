@@ -14,6 +14,14 @@
  * log-sum-exp per head (fused attention saves no T×T matrix), in fp32. The head saves the final
  * norm's input and output and the logits (the loss recomputes its softmax from them); backward
  * starts by making the logits' gradient, as large as the logits.
+ *
+ * [Note: what a weight pass waits with] A split backward's input pass keeps, per op with weights,
+ * its saved input and its output gradient until the weight pass (measured on the CPU backend, in
+ * test/activationMemory.test.ts). Per token of a block: the two LayerNorms' residual inputs (2·d·r),
+ * their output gradients, qkv's and the projection's inputs and output gradients, the MLP's input,
+ * output gradient, hidden before and after GELU and the hidden's gradient it kept (22·d·c), and
+ * the norms' statistics. The head: the final norm's input and output gradient (2·d·r), the head's
+ * input (d·c) and the logits' gradient (V·c). The embeddings: each table's output gradient and ids.
  */
 import { type DType, itemsize } from "@fulgur/tensor";
 import { GPT } from "./gpt";
@@ -33,6 +41,12 @@ export interface ActivationSegment {
   readonly backwardTransientBytes: number;
   /** Bytes of its input: all it keeps when its forward is checkpointed (recomputed in backward). */
   readonly inputBytes?: number;
+  /**
+   * Bytes a split backward's input pass (B) leaves for its weight pass (W): what its ops with
+   * weights saved, their output gradients and what they kept ([Note: the weight pass] in
+   * @fulgur/tensor). B frees the rest of `savedBytes`; W frees these.
+   */
+  readonly deferredBytes?: number;
 }
 
 export interface ActivationProfile {
@@ -86,6 +100,7 @@ export function gptActivationProfile(gpt: GPT, options: ActivationProfileOptions
     savedBytes: tokens * 12 + T * 4,
     forwardTransientBytes: tokens * d * r,
     backwardTransientBytes: tokens * d * r,
+    deferredBytes: tokens * (d * r + 4) + T * (d * r + 4),
   };
   const blockSaved = tokens * (2 * d * r + 14 * d * c + (4 + H) * 4);
   // Measured on the CPU backend: the MLP's output and the residual sum it is added to in forward;
@@ -100,6 +115,8 @@ export function gptActivationProfile(gpt: GPT, options: ActivationProfileOptions
     forwardTransientBytes: activationCheckpointing ? blockSaved + blockForward : blockForward,
     backwardTransientBytes: activationCheckpointing ? blockSaved + blockBackward : blockBackward,
     inputBytes: activationCheckpointing ? undefined : tokens * d * r,
+    // A checkpointed block's recomputation is deferred like the block itself.
+    deferredBytes: tokens * (2 * d * r + 22 * d * c + 16),
   }));
   const head: ActivationSegment = {
     name: "head and loss",
@@ -107,6 +124,7 @@ export function gptActivationProfile(gpt: GPT, options: ActivationProfileOptions
     savedBytes: tokens * (d * r + d * c + V * c + 8),
     forwardTransientBytes: tokens * V * 4,
     backwardTransientBytes: tokens * V * c,
+    deferredBytes: tokens * (2 * d * r + d * c + V * c + 8),
   };
   const dropout = gpt.config.dropout > 0 ? "; dropout masks not counted" : "";
   return { segments: [embeddings, ...blocks, head], source: `GPT formula (micro-batch ${microBatch} × ${T} tokens${dropout})` };

@@ -3,9 +3,28 @@
  * measures: the bytes a forward leaves saved for backward, and the highest bytes of a backward
  * whose gradients already exist (as from the second micro-batch of an accumulation window).
  */
-import { autocast, memoryStats, randint, resetPeakMemory, scope, withDevice } from "@fulgur/tensor";
+import { autocast, deferWeightGradients, memoryStats, randint, resetPeakMemory, scope, withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
 import { GPT, type GPTConfig, activationProfile, autocastCopyElements, gptActivationProfile } from "../src";
+
+/** The bytes a split backward's input pass leaves for the weight pass (gradients already there). */
+function measureDeferred(config: GPTConfig, batch: number, bf16: boolean): number {
+  const model = new GPT(config, { seed: 0 });
+  const idx = randint(0, config.vocabSize, [batch, config.seqLen], { dtype: "int32" });
+  const targets = randint(0, config.vocabSize, [batch, config.seqLen], { dtype: "int32" });
+  let deferred = 0;
+  for (let pass = 0; pass < 2; pass++) {
+    const base = memoryStats("cpu").liveBytes;
+    const loss = scope(() => (bf16 ? autocast("bfloat16", () => model.loss(idx, targets)) : model.loss(idx, targets)).keep());
+    const weightPass = deferWeightGradients(() => scope(() => loss.backward()));
+    loss.dispose();
+    deferred = memoryStats("cpu").liveBytes - base;
+    weightPass.run();
+    // The weight pass frees all of it, adding into the gradients the first pass made.
+    if (pass === 1) expect(memoryStats("cpu").liveBytes).toBe(base);
+  }
+  return deferred;
+}
 
 function measure(config: GPTConfig, batch: number, bf16: boolean): { saved: number; backwardPeak: number } {
   const model = new GPT(config, { seed: 0 });
@@ -50,6 +69,18 @@ describe("the GPT's activation formula", () => {
         live -= segments[i].savedBytes;
       }
       expect(Math.abs(peak / measured.backwardPeak - 1), `formula ${peak}, measured ${measured.backwardPeak}`).toBeLessThan(0.03);
+    });
+  }
+
+  for (const c of cases.slice(0, 3)) {
+    it(`what a split backward leaves for its weight pass within 3% of the CPU's (${JSON.stringify(c.config)}, batch ${c.batch}${c.bf16 ? ", bf16 autocast" : ""})`, () => {
+      const measured = measureDeferred(c.config, c.batch, c.bf16);
+      const meta = withDevice("meta", () => new GPT(c.config));
+      const profile = gptActivationProfile(meta, { microBatch: c.batch, computeDtype: c.bf16 ? "bfloat16" : null });
+      const deferred = profile.segments.reduce((s, x) => s + x.deferredBytes!, 0);
+      // More than the forward saved: every op with weights keeps its output gradient too.
+      expect(deferred).toBeGreaterThan(profile.segments.reduce((s, x) => s + x.savedBytes, 0));
+      expect(Math.abs(deferred / measured - 1), `formula ${deferred}, measured ${measured}`).toBeLessThan(0.03);
     });
   }
 

@@ -3,10 +3,14 @@
  * gradients and optimizer state, the embeddings every stage runs (see strategy.ts, [Note: a rank
  * holds its stages]), and the activations of the micro-batches in flight on it, found by walking
  * its actions in the schedule: a forward saves its stage's activations for one micro-batch, the
- * backward (the weight pass W, when the schedule splits backward) frees them. The device figure is
- * the rank that holds most (under 1F1B, the first: p micro-batches in flight).
+ * backward frees them. When the schedule splits backward, the input pass B frees all but what the
+ * weight pass W needs (every op with weights keeps its saved input and its output gradient: the
+ * segments' `deferredBytes`, [Note: what a weight pass waits with] in @fulgur/nn), and W frees
+ * that. The device figure is the rank that holds most (under 1F1B, the first: p micro-batches in
+ * flight).
  */
 import type { MemoryBreakdown, MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
+import type { ActivationSegment } from "@fulgur/nn";
 import { EMPTY_BREAKDOWN, activationNote, autocastCopyBytes, breakdown, checkEstimateInput, modelBytes, resolveActivations } from "@fulgur/strategy-kit";
 import type { PipelineSchedule } from "./schedules/action";
 import type { StagedModel } from "./stagedModel";
@@ -39,12 +43,15 @@ export function estimatePipelineMemory(strategy: string, input: MemoryEstimateIn
   const saved = new Array<number>(stageCount).fill(0);
   const forwardTransient = new Array<number>(stageCount).fill(0);
   const backwardTransient = new Array<number>(stageCount).fill(0);
+  const bySegment = new Array<ActivationSegment[]>(stageCount).fill([]).map(() => [] as ActivationSegment[]);
   for (const seg of profile?.segments ?? []) {
     const s = stageOfModule(seg.modules[0]);
     saved[s] += seg.savedBytes;
     forwardTransient[s] = Math.max(forwardTransient[s], seg.forwardTransientBytes);
     backwardTransient[s] = Math.max(backwardTransient[s], seg.backwardTransientBytes);
+    bySegment[s].push(seg);
   }
+  const split = schedule.splitBackward ? bySegment.map(splitBackwardOf) : null;
   const optimizerBytes = input.optimizerBytesPerParameter ?? 8;
   const accumulating = (input.accumulateGradBatches ?? 1) > 1;
   const ranks: RankMemory[] = [];
@@ -64,18 +71,29 @@ export function estimatePipelineMemory(strategy: string, input: MemoryEstimateIn
     const consider = (activations: number, where: string): void => {
       if (activations + gradients > best.bytes) best = { bytes: activations + gradients, activations, gradients, where };
     };
+    // The first backward of a stage makes its gradients (under a split backward, its weight pass).
+    const makeGradients = (stage: number): void => {
+      if (accumulating || withGradients.has(stage)) return;
+      withGradients.add(stage);
+      gradients += stageGradients.get(stage) ?? 0;
+    };
     for (const a of schedule.ranks[r]) {
       if (a.kind === "F") {
         consider(live + saved[a.stage] + forwardTransient[a.stage], `forward of stage ${a.stage}, micro-batch ${a.microBatch}`);
         live += saved[a.stage];
+      } else if (a.kind === "B" && split) {
+        // B frees what the weight pass does not need and leaves the rest until W.
+        consider(live - saved[a.stage] + split[a.stage].peak, `input backward of stage ${a.stage}, micro-batch ${a.microBatch}`);
+        live += split[a.stage].deferred - saved[a.stage];
       } else if (a.kind === "B") {
-        if (!accumulating && !withGradients.has(a.stage)) {
-          withGradients.add(a.stage);
-          gradients += stageGradients.get(a.stage) ?? 0;
-        }
+        makeGradients(a.stage);
         consider(live + backwardTransient[a.stage], `backward of stage ${a.stage}, micro-batch ${a.microBatch}`);
-        if (!schedule.splitBackward) live -= saved[a.stage];
-      } else if (a.kind === "W") live -= saved[a.stage];
+        live -= saved[a.stage];
+      } else if (a.kind === "W" && split) {
+        makeGradients(a.stage);
+        consider(live, `weight backward of stage ${a.stage}, micro-batch ${a.microBatch}`);
+        live -= split[a.stage].deferred;
+      }
     }
     consider(0, "optimizer step");
     ranks.push({
@@ -106,4 +124,24 @@ export function estimatePipelineMemory(strategy: string, input: MemoryEstimateIn
     ],
     peak: { phase, where: `${worst.where} on pipeline rank ${worst.rank}` },
   };
+}
+
+/**
+ * A stage's input backward (B) under a split backward, from its segments in forward order: the
+ * bytes it leaves for the weight pass (every segment's `deferredBytes`; its saved bytes where the
+ * formula gives none), and its highest above what the rank held before but the stage's saved
+ * activations. Segments go backward in reverse: while segment i runs, the later ones have left
+ * their deferred bytes, i and the earlier ones still hold what they saved.
+ */
+function splitBackwardOf(segments: readonly ActivationSegment[]): { readonly deferred: number; readonly peak: number } {
+  let deferred = 0;
+  let peak = 0;
+  let stillSaved = segments.reduce((n, s) => n + s.savedBytes, 0);
+  for (let i = segments.length - 1; i >= 0; i--) {
+    const s = segments[i];
+    peak = Math.max(peak, deferred + stillSaved + s.backwardTransientBytes);
+    stillSaved -= s.savedBytes;
+    deferred += s.deferredBytes ?? s.savedBytes;
+  }
+  return { deferred, peak: Math.max(peak, deferred) };
 }
