@@ -74,6 +74,27 @@ describe("Trainer.plan()", () => {
     expect(module.parameters().length).toBeGreaterThan(0);
   });
 
+  it("builds the network once, on meta, for every strategy and micro-batch it plans; fit builds it once more, for training", async () => {
+    /** Where each call of configureModel put the parameters. */
+    class Counted extends GPTLanguageModel {
+      built: string[] = [];
+      override configureModel(): void {
+        super.configureModel();
+        this.built.push(this.parameters()[0].device);
+      }
+    }
+    const planned = new Counted({ config: TINY });
+    const plan = await new Trainer(quiet).plan(planned, { microBatch: 1, machine: { gpuMemory: "1GiB", hostMemory: "1GiB" }, candidates: [{ strategy: "single_device" }, { strategy: "single_device" }] });
+    // Two estimated rows, each searching its biggest micro-batch: one build.
+    expect(plan.rows.filter((r) => r.maxMicroBatch > 1)).toHaveLength(2);
+    expect(planned.built).toEqual(["meta"]);
+    // fit plans before anything is chosen or launched, then the strategy builds on its device:
+    // what configureModel writes (weights loaded from a file, values from the seed) is made there.
+    const trained = new Counted({ config: TINY });
+    await new Trainer({ ...quiet, strategy: "auto", maxSteps: 1, machine: { gpuMemory: "1GiB", hostMemory: "1GiB" } }).fit(trained, loader({ batchSize: 4 }));
+    expect(trained.built).toEqual(["meta", "cpu"]);
+  });
+
   it("the biggest micro-batch that fits is the largest whose estimate is within the usable memory", async () => {
     const gpu = 4 * 2 ** 20;
     const machine = describeMachine({ devicesPerNode: 1, nodes: 1 }, { gpuMemory: gpu, hostMemory: "1GiB" });
