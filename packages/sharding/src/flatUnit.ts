@@ -404,10 +404,13 @@ export class FlatUnit {
   /**
    * Adds the reductions started so far into the gradient slice and frees their buffers, where the
    * slice is on the device ([Note: reduced into the slice]). Offloaded to a GPU's host, the
-   * download queue moves them instead, and the step adds the rest.
+   * download queue moves them instead, and the step adds the rest. While every reduction went
+   * straight into the slice there is nothing to free: compute is not made to wait for them (on
+   * CUDA a stream wait on the collective), only the step is.
    */
   foldReductions(): void {
-    if (this.master.device === this.device) this.finishReductions();
+    if (this.master.device !== this.device || this.pendingReductions.every((r) => r.out === this.gradShard)) return;
+    this.finishReductions();
   }
 
   /**
