@@ -308,7 +308,11 @@ export class DeepSpeedStrategy
     } else if (this.plan.offloadRatio < 1) onDevice = keepForRatio(units, this.plan.offloadRatio);
     if (hostBytes === null) return onDevice;
     const base: OffloadKeep = onDevice ?? { optimizerState: [], parameters: [] };
-    const host = keepInHost(units, base.optimizerState, hostBytes - estimate(base).perHost.total, {
+    // The host's own highest (the optimizer step's pieces read in), as on a GPU's host: on the CPU
+    // backend the estimate's host figure is the host's share of the moment device and host
+    // together peak, which may leave the pieces out.
+    const hostNeeds = estimateZeroMemory(this.name, this.plan, { ...input, copiesCrossBus: true }, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep: base }).perHost.total;
+    const host = keepInHost(units, base.optimizerState, hostBytes - hostNeeds, {
       shards,
       bytesPerElement: (this.plan.offloadOptimizer === "nvme" ? 8 : 0) + (this.plan.offloadParam === "nvme" ? itemsize(masterDtype) : 0),
     });

@@ -13,7 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
-import type { MemoryEstimate } from "@fulgur/core";
+import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import { GPT, Module } from "@fulgur/nn";
 import { withDevice } from "@fulgur/tensor";
 import { afterAll, describe, expect, it } from "vitest";
@@ -330,8 +330,11 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
     const nvmePath = join(scratch, "nvme-three-tiers");
     mkdirSync(nvmePath);
     const config = nvmeConfig(nvmePath);
-    // What the host holds with every unit's state on disk, as the strategy estimates it for this job.
-    const needed = jobEstimate(new DeepSpeedStrategy({ config: config as Record<string, unknown> })).perHost.total;
+    // What the host holds at its highest with every unit's state on disk (the gradient slices and
+    // the optimizer step's pieces read in), as the strategy estimates it for this job: the host's
+    // own figure, as on a GPU's host (on the CPU backend the estimate reports the host's share of
+    // the moment device and host together peak).
+    const needed = jobEstimate(new DeepSpeedStrategy({ config: config as Record<string, unknown> }), { copiesCrossBus: true }).perHost.total;
     // 180,000 bytes more: the root unit's disk share (8,480 elements × 12 bytes: master slice and
     // two moments) is 101,760 and block 2's 76,224, 177,984 in all; block 1's does not fit after them.
     const job = await train({ strategy: "deepspeed", world: 2, options: { config, offloadKeepHost: needed + 180_000 }, flags: ["--cpu-threads", "2", "--nvme-dir", nvmePath] });
@@ -353,13 +356,14 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
 });
 
 /** The strategy's estimate for a job of this file at world 2 (32-true), made on the fixture's model on `meta`. */
-function jobEstimate(strategy: DeepSpeedStrategy): MemoryEstimate {
+function jobEstimate(strategy: DeepSpeedStrategy, extra: Partial<MemoryEstimateInput> = {}): MemoryEstimate {
   return strategy.estimateMemory({
     module: withDevice("meta", () => new FixtureShape()),
     precision: "32-true",
     microBatch: GLOBAL_BATCH / 2 / ACCUMULATE,
     accumulateGradBatches: ACCUMULATE,
     worldSize: 2,
+    ...extra,
   });
 }
 
