@@ -355,7 +355,7 @@ describe("offload keeps some units on the device (offload_optimizer.ratio, offlo
   });
 });
 
-/** The strategy's estimate for a job of this file at world 2 (32-true), made on the fixture's model on `meta`. */
+/** The strategy's estimate for a job of this file at world 2 (32-true), made on the fixture's model on `meta`; `extra` adds to its input. */
 function jobEstimate(strategy: DeepSpeedStrategy, extra: Partial<MemoryEstimateInput> = {}): MemoryEstimate {
   return strategy.estimateMemory({
     module: withDevice("meta", () => new FixtureShape()),
