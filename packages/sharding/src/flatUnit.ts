@@ -14,13 +14,11 @@
  */
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
+import { COMPLETED_WORK } from "@fulgur/strategy-kit";
 import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, getBackend, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
-
-/** A collective with nothing to do (one rank): complete from the start. */
-const DONE: Work = Object.freeze({ wait: async () => {}, synchronize: () => {}, isCompleted: () => true });
 
 /**
  * What a unit is doing (FSDP2's TrainingState, for this unit's parameters). "partial": resharded
@@ -384,7 +382,7 @@ export class FlatUnit {
         // One shard: the reduce-scatter's average over one rank is the buffer itself. Taken as the
         // reduced slice, with no copy and no second buffer of the unit's size beside it.
         if (input !== flat) flat.dispose();
-        this.pendingReductions.push({ work: DONE, out: input });
+        this.pendingReductions.push({ work: COMPLETED_WORK, out: input });
         return;
       }
       const inPlace = !this.gradFresh && this.pendingReductions.length === 0 && this.master.device === this.device && this.master.dtype === this.reduceDtype;

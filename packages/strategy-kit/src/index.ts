@@ -35,7 +35,7 @@ export { FailureGuard, type FailureGuardOptions } from "./failureGuard";
 export { WorkerFailureError, forkWorkers, relaunchScript, workerNodeFlags, type WorkerLaunch } from "./launchers";
 export { OPTIMIZER_FORMAT, OPTIMIZER_FORMAT_VERSION, loadNamedOptimizerState, namedOptimizerState, type StateEntry } from "./optimizerState";
 export { DeviceMesh } from "./deviceMesh";
-export { SoloGroup } from "./soloGroup";
+export { COMPLETED_WORK, SoloGroup } from "./soloGroup";
 export {
   EMPTY_BREAKDOWN,
   activationNote,

@@ -6,7 +6,8 @@
 import type { ProcessGroup, ReduceOp, Work } from "@fulgur/core";
 import { type Tensor, noGrad } from "@fulgur/tensor";
 
-const DONE: Work = Object.freeze({
+/** A collective with nothing to do (one rank): complete from the start. */
+export const COMPLETED_WORK: Work = Object.freeze({
   wait: () => Promise.resolve(),
   synchronize: () => undefined,
   isCompleted: () => true,
@@ -24,14 +25,14 @@ export class SoloGroup implements ProcessGroup {
 
   private copy(output: Tensor, input: Tensor): Work {
     if (output !== input) noGrad(() => output.copy_(input.reshape(output.shape)));
-    return DONE;
+    return COMPLETED_WORK;
   }
 
   allReduce(_tensor: Tensor, _op?: ReduceOp): Work {
-    return DONE;
+    return COMPLETED_WORK;
   }
   broadcast(_tensor: Tensor, _src: number): Work {
-    return DONE;
+    return COMPLETED_WORK;
   }
   allGather(output: Tensor, input: Tensor): Work {
     return this.copy(output, input);
@@ -46,7 +47,7 @@ export class SoloGroup implements ProcessGroup {
     throw new Error("a group of one rank has nobody to receive from");
   }
   barrier(): Work {
-    return DONE;
+    return COMPLETED_WORK;
   }
   async newGroup(ranks: readonly number[]): Promise<ProcessGroup> {
     if (ranks.length !== 1 || ranks[0] !== 0) throw new RangeError(`newGroup of a group of one rank: got ${JSON.stringify(ranks)}; expected [0]`);
