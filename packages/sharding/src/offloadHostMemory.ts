@@ -11,6 +11,7 @@
 import type { MemoryEstimateInput } from "@fulgur/core";
 import { modelBytes } from "@fulgur/strategy-kit";
 import type { OffloadKeep } from "./api";
+import { piecesOf } from "./nvme/piecewiseStep";
 
 /** What NVMe offload puts on disk, and the optimizer step's piece size in elements (sub_group_size). */
 export interface NvmeLayout {
@@ -60,22 +61,14 @@ export function hostOverStep(
     state: nvme.optimizerState && u.onDisk ? (u.elements * optimizerBytes) / shards : 0,
     slice: nvme.parameters && slicesOnDisk && u.onDisk ? u.parameters / shards : 0,
   }));
-  const pieces: { elements: number; state: number; slice: number }[] = [];
-  for (const u of units) {
-    const last = pieces.at(-1);
-    if (!last || last.elements + u.elements > nvme.subGroupSize) pieces.push({ ...u });
-    else {
-      last.elements += u.elements;
-      last.state += u.state;
-      last.slice += u.slice;
-    }
-  }
+  const sum = (xs: readonly { state: number; slice: number }[]) => xs.reduce((s, x) => ({ state: s.state + x.state, slice: s.slice + x.slice }), { state: 0, slice: 0 });
+  const pieces = piecesOf(units, nvme.subGroupSize, (u) => u.elements).map(sum);
   let step = { state: 0, slice: 0 };
   pieces.forEach((_, k) => {
-    const near = pieces.slice(Math.max(0, k - 1), k + 2).reduce((s, p) => ({ state: s.state + p.state, slice: s.slice + p.slice }), { state: 0, slice: 0 });
+    const near = sum(pieces.slice(Math.max(0, k - 1), k + 2));
     if (near.state + near.slice > step.state + step.slice) step = near;
   });
-  const onDisk = units.reduce((s, u) => ({ state: s.state + u.state, slice: s.slice + u.slice }), { state: 0, slice: 0 });
+  const onDisk = sum(units);
   const between = { parameters: held.parameters - onDisk.slice, gradients: held.gradients, optimizerState: held.optimizerState - onDisk.state };
   return {
     between,

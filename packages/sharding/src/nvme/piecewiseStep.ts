@@ -20,12 +20,15 @@ import type { Tensor } from "@fulgur/tensor";
 import type { FlatUnit } from "../flatUnit";
 import type { NvmeTier, Transfer } from "./nvmeTier";
 
-/** Consecutive units whose slices together hold at most `limit` elements (at least one unit each). */
-export function piecesOf(units: readonly FlatUnit[], limit: number): FlatUnit[][] {
-  const out: FlatUnit[][] = [];
+/**
+ * Consecutive units whose slices together hold at most `limit` elements (at least one unit each);
+ * `elements` gives a unit's slice size (the memory estimate cuts the same pieces from sizes alone).
+ */
+export function piecesOf<U>(units: readonly U[], limit: number, elements: (unit: U) => number): U[][] {
+  const out: U[][] = [];
   let size = 0;
   for (const u of units) {
-    const n = u.layout.shardNumel;
+    const n = elements(u);
     if (out.length === 0 || size + n > limit) {
       out.push([u]);
       size = n;
@@ -75,7 +78,7 @@ function stepOnly(step: () => void, optimizer: Optimizer, params: ReadonlySet<Te
  * ([Note: the piecewise step]); state the step makes goes to disk with its piece.
  */
 export async function stepInPieces<T>(optimizer: Optimizer, units: readonly FlatUnit[], tier: NvmeTier, subGroupSize: number, run: () => Promise<T>): Promise<T> {
-  const pieces = piecesOf(units, subGroupSize);
+  const pieces = piecesOf(units, subGroupSize, (u) => u.layout.shardNumel);
   const own = Object.prototype.hasOwnProperty.call(optimizer, "step");
   const original = optimizer.step;
   const whole = (): void => void original.call(optimizer);
