@@ -49,19 +49,18 @@ export class CpuBackend implements Backend {
   private limit: number | null = null;
 
   alloc(dtype: DType, length: number): CpuStorage {
-    if (!Number.isInteger(length) || length < 0) {
-      throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
-    }
     return this.make(dtype, length, true);
   }
 
   /** A storage whose contents are undefined: the caller writes every element before reading (a storage read back from disk). */
   allocForOverwrite(dtype: DType, length: number): CpuStorage {
-    if (!Number.isInteger(length) || length < 0) throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
     return this.make(dtype, length, false);
   }
 
   private make(dtype: DType, length: number, zeroed: boolean): CpuStorage {
+    if (!Number.isInteger(length) || length < 0) {
+      throw new RangeError(`cpu backend: cannot allocate ${length} elements`);
+    }
     const bytes = length * itemsize(dtype);
     if (this.limit !== null && this.allocated + bytes > this.limit) {
       throw new OutOfMemoryError(

@@ -48,10 +48,4 @@ export class SharedBufferPool {
     this.held += bytes;
     return true;
   }
-
-  /** Lets every kept buffer go to the GC. */
-  clear(): void {
-    this.free.clear();
-    this.held = 0;
-  }
 }
