@@ -300,8 +300,8 @@ export class DeepSpeedStrategy
     const masterDtype = plans[0]?.params[0]?.tensor.dtype ?? "float32";
     const worldSize = input.worldSize ?? this.worldSize;
     const shards = this.plan.stage === 0 ? 1 : worldSize;
-    const estimate = (keep: OffloadKeep | null) =>
-      estimateZeroMemory(this.name, this.plan, input, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep });
+    const estimate = (keep: OffloadKeep | null, at: MemoryEstimateInput = input) =>
+      estimateZeroMemory(this.name, this.plan, at, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep });
     let onDevice: OffloadKeep | null = null;
     if (deviceBytes !== null) {
       onDevice = keepWithinDevice(units, deviceBytes - estimate(null).perDevice.total, { stage: this.plan.stage, shards, masterDtype, precision: input.precision });
@@ -311,7 +311,7 @@ export class DeepSpeedStrategy
     // The host's own highest (the optimizer step's pieces read in), as on a GPU's host: on the CPU
     // backend the estimate's host figure is the host's share of the moment device and host
     // together peak, which may leave the pieces out.
-    const hostNeeds = estimateZeroMemory(this.name, this.plan, { ...input, copiesCrossBus: true }, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep: base }).perHost.total;
+    const hostNeeds = estimate(base, { ...input, copiesCrossBus: true }).perHost.total;
     const host = keepInHost(units, base.optimizerState, hostBytes - hostNeeds, {
       shards,
       bytesPerElement: (this.plan.offloadOptimizer === "nvme" ? 8 : 0) + (this.plan.offloadParam === "nvme" ? itemsize(masterDtype) : 0),
