@@ -103,17 +103,28 @@ export function formatBytes(bytes: number, decimals: (value: number) => number =
 
 type Estimator = (microBatch: number) => MemoryEstimate;
 
-/** Free bytes of the filesystem holding `path` for an unprivileged writer, or null when it is not here. */
-function freeDiskBytes(path: string): number | null {
-  try {
-    const s = statfsSync(path);
-    return Number(s.bavail) * Number(s.bsize);
-  } catch {
-    return null;
-  }
+/**
+ * Free bytes of the filesystem holding a path, for an unprivileged writer, or null when the path
+ * is not here: read once per path (a plan weighs many micro-batches against the same directory).
+ */
+type FreeDiskBytes = (path: string) => number | null;
+
+function freeDiskReader(): FreeDiskBytes {
+  const read = new Map<string, number | null>();
+  return (path) => {
+    if (!read.has(path)) {
+      try {
+        const s = statfsSync(path);
+        read.set(path, Number(s.bavail) * Number(s.bsize));
+      } catch {
+        read.set(path, null);
+      }
+    }
+    return read.get(path)!;
+  };
 }
 
-function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" | "usableHostBytes" | "usableDiskBytes" | "machine">): string[] {
+function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" | "usableHostBytes" | "usableDiskBytes" | "machine">, freeDiskBytes: FreeDiskBytes): string[] {
   const out: string[] = [];
   if (e.perDevice.total > plan.usableGpuBytes) out.push(`GPU ${formatBytes(e.perDevice.total)} > ${formatBytes(plan.usableGpuBytes)} usable`);
   const host = e.perHost.total * plan.machine.devicesPerNode;
@@ -126,8 +137,12 @@ function problemsOf(e: MemoryEstimate, plan: Pick<MemoryPlan, "usableGpuBytes" |
   }
   // No disk described: the free space of the directory the strategy writes to, when it is here.
   const free = e.diskPath === undefined ? null : freeDiskBytes(e.diskPath);
-  if (free === null) out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
-  else if (disk > Math.floor(free * (1 - PLAN_HEADROOM))) out.push(`disk ${formatBytes(disk)} > ${formatBytes(Math.floor(free * (1 - PLAN_HEADROOM)))} usable of ${formatBytes(free)} free under ${e.diskPath}`);
+  if (free === null) {
+    out.push(`disk ${formatBytes(disk)} per node, and no disk was described (--disk-space)`);
+    return out;
+  }
+  const usable = Math.floor(free * (1 - PLAN_HEADROOM));
+  if (disk > usable) out.push(`disk ${formatBytes(disk)} > ${formatBytes(usable)} usable of ${formatBytes(free)} free under ${e.diskPath}`);
   return out;
 }
 
@@ -183,6 +198,7 @@ export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
     usableDiskBytes: machine.diskBytes === undefined ? null : Math.floor(machine.diskBytes * (1 - PLAN_HEADROOM)),
   };
   const rows: PlanRow[] = [];
+  const freeDisk = freeDiskReader();
   for (const c of input.candidates ?? defaultCandidates(worldSize)) {
     const options = c.options ?? {};
     const empty = { strategy: c.strategy, options, fits: false, perDeviceBytes: 0, hostBytesPerNode: 0, diskBytesPerNode: 0, maxMicroBatch: 0, problems: [], estimate: null };
@@ -197,7 +213,7 @@ export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
       estimate = (microBatch) =>
         strategy.estimateMemory({ module: input.module, precision: input.precision, microBatch, accumulateGradBatches, seqLen: input.seqLen, worldSize, copiesCrossBus: machine.gpu ?? false });
       const e = estimate(input.microBatch);
-      const problems = problemsOf(e, base);
+      const problems = problemsOf(e, base, freeDisk);
       rows.push({
         strategy: c.strategy,
         options,
@@ -205,7 +221,7 @@ export async function planMemory(input: PlanInput): Promise<MemoryPlan> {
         perDeviceBytes: e.perDevice.total,
         hostBytesPerNode: e.perHost.total * machine.devicesPerNode,
         diskBytesPerNode: e.disk * machine.devicesPerNode,
-        maxMicroBatch: largestFittingMultiple(estimate, input.microBatch, (x) => problemsOf(x, base).length === 0),
+        maxMicroBatch: largestFittingMultiple(estimate, input.microBatch, (x) => problemsOf(x, base, freeDisk).length === 0),
         problems,
         estimate: e,
       });
