@@ -176,20 +176,25 @@ static void mma_forward(const Problem& s, AttnTensor q, AttnTensor k, AttnTensor
   CK_LAUNCH();
 }
 
+// parts: 1 delta, 2 dK/dV, 4 dQ (a mask, to time each kernel alone).
 static void mma_backward(const Problem& s, AttnTensor q, AttnTensor k, AttnTensor v, AttnTensor o, AttnTensor lse,
-                         AttnTensor dO, float* delta, AttnTensor dq, AttnTensor dk, AttnTensor dv) {
+                         AttnTensor dO, float* delta, AttnTensor dq, AttnTensor dk, AttnTensor dv, int parts = 7) {
   const int c = s.causal ? 1 : 0;
-  delta_launch(s, o, dO, delta);
+  if (parts & 1) delta_launch(s, o, dO, delta);
   DkdvFn fkv = mma_dkdv_fn(s.D, s.dt);
   DqFn fq = mma_dq_fn(s.D, s.dt);
   const int skv = mma_smem(1, s.D), sq = mma_smem(2, s.D);
   CK(cudaFuncSetAttribute(fkv, cudaFuncAttributeMaxDynamicSharedMemorySize, skv));
   CK(cudaFuncSetAttribute(fq, cudaFuncAttributeMaxDynamicSharedMemorySize, sq));
   dim3 grid((s.T + 63) / 64, s.B * s.H);
-  fkv<<<grid, FA_THREADS, skv>>>(q, k, v, dO, lse, delta, dk, dv, s.H, s.T, c, s.scale);
-  CK_LAUNCH();
-  fq<<<grid, FA_THREADS, sq>>>(q, k, v, dO, lse, delta, dq, s.H, s.T, c, s.scale);
-  CK_LAUNCH();
+  if (parts & 2) {
+    fkv<<<grid, FA_THREADS, skv>>>(q, k, v, dO, lse, delta, dk, dv, s.H, s.T, c, s.scale);
+    CK_LAUNCH();
+  }
+  if (parts & 4) {
+    fq<<<grid, FA_THREADS, sq>>>(q, k, v, dO, lse, delta, dq, s.H, s.T, c, s.scale);
+    CK_LAUNCH();
+  }
 }
 
 // ---- buffers and comparison ----
@@ -360,6 +365,9 @@ static void bench(const Problem& s, std::mt19937& rng) {
     mma_forward(s, Q, K, V, O, L);
     mma_backward(s, Q, K, V, O, L, DO, delta, DQ, DK, DV);
   });
+  const double md = time_ms([&] { mma_backward(s, Q, K, V, O, L, DO, delta, DQ, DK, DV, 1); });
+  const double mkv = time_ms([&] { mma_backward(s, Q, K, V, O, L, DO, delta, DQ, DK, DV, 2); });
+  const double mq = time_ms([&] { mma_backward(s, Q, K, V, O, L, DO, delta, DQ, DK, DV, 4); });
   CK(cudaDeviceSynchronize());
   printf("\ntiming B%d H%d T%d D%d %s %s (median of 10 after 3 warm-ups)\n", s.B, s.H, s.T, s.D,
          s.causal ? "causal" : "full", s.dt == DT_BF16 ? "bf16" : "f16");
@@ -372,6 +380,9 @@ static void bench(const Problem& s, std::mt19937& rng) {
   line("mma forward", mf, fwdFlops);
   line("mma backward", mb, allFlops - fwdFlops);
   line("mma fwd+bwd", ma, allFlops);
+  line("mma delta", md, 0);
+  line("mma dK/dV", mkv, 2.0 * fwdFlops);
+  line("mma dQ", mq, 1.5 * fwdFlops);
   printf("  speedup: forward %.1fx, fwd+bwd %.1fx\n", rf / mf, ra / ma);
   for (int i = 0; i < 9; i++) CK(cudaFree(buf[i]));
   CK(cudaFree(lse));

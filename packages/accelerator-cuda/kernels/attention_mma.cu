@@ -50,9 +50,11 @@
 // lse is converted back to natural log on the way out (and to base 2 on the way in, backward).
 //
 // Numbered variants: this is variant 1 (FA2 split, 64x64 tiles, 4 warps, mma.sync + ldmatrix +
-// cp.async double buffering). Later variants (e.g. 128-row forward tiles with 8 warps, wgmma on
-// sm_90) should be added beside it and timed in bench/attention_check.cu, keeping this one as the
-// baseline.
+// cp.async double buffering). Later variants (wgmma on sm_90) should be added beside it and timed
+// in bench/attention_check.cu, keeping this one as the baseline. Tried and dropped (2026-12-04,
+// H200, BENCHMARKS.md): a forward with two 16-row m-tiles per warp (128-row blocks, 32-key steps
+// to fit the registers) ran 0.135 ms against this one's 0.115 at the 1b GPT's shape (fewer blocks
+// for the causal imbalance, twice the softmax rescaling); the same for dQ spilled.
 //
 // Launch contract (mirrored in src/ops/attention.ts, attentionMmaSharedBytes, and in
 // bench/attention_check.cu): block FA_THREADS = 128 threads; grid [ceil(T / 64), B * H];
@@ -390,7 +392,7 @@ __device__ __forceinline__ void fa_bwd_dkdv(AttnTensor q, AttnTensor k, AttnTens
                                             const float* delta, AttnTensor dk, AttnTensor dv, int H, int T, int causal,
                                             float scale) {
   typedef FaCfg<D> C;
-  constexpr int QS = D == 128 ? 16 : 32;
+  constexpr int QS = 32;
   extern __shared__ __align__(16) u16 fa_smem[];
   u16* Ks = fa_smem;
   u16* Vs = Ks + C::TILE;
@@ -458,8 +460,9 @@ __device__ __forceinline__ void fa_bwd_dkdv(AttnTensor q, AttnTensor k, AttnTens
     const float* deltaT = deltaS + buf * FA_BM;
 
     const bool needMask = q0 + FA_BM > T || k0 + FA_BN > T || (causal && q0 < k0 + FA_BN - 1);
-    // The 64 queries go in slices of QS (32 at D = 64, 16 at D = 128) so S^T, dP^T and the dK, dV
-    // accumulators fit in registers together (wider slices spill at D = 128).
+    // The 64 queries go in slices of QS = 32 so S^T, dP^T and the dK, dV accumulators fit in
+    // registers together. (Slices of 16 at D = 128, once needed against spills, ran this kernel
+    // 12% slower on an H200: each K or V fragment fed half the products. CUDA 13's ptxas fits 32.)
 #pragma unroll 1
     for (int qs = 0; qs < FA_BM; qs += QS) {
       // S^T = K Q^T and dP^T = V dO^T: 16 keys x QS queries per warp.
