@@ -209,13 +209,18 @@ export class FlatUnit {
    */
   startUpload(): void {
     if (this.state !== "sharded" || this.uploaded || !this.uploadsAhead) return;
-    noGrad(() => {
-      this.uploaded = this.master.to(this.device).untrack();
-    });
+    try {
+      noGrad(() => {
+        this.uploaded = this.master.to(this.device).untrack();
+      });
+    } catch (err) {
+      annotateOutOfMemory(err, { phase: "gather", where: `uploading unit ${this.name === "" ? "(root)" : this.name} ahead of its gather` });
+      throw err;
+    }
   }
 
   /** Whether gathers of this unit start with an upload worth issuing early ([Note: upload one unit ahead]). */
-  get uploadsAhead(): boolean {
+  private get uploadsAhead(): boolean {
     return !this.resident && this.master.device !== this.device && this.masterTier === null && this.computeDtype !== this.master.dtype;
   }
 
