@@ -1,10 +1,12 @@
 /**
  * Offloaded units that gather with a cast upload their slice one unit ahead of the gather
- * ([Note: upload one unit ahead] in flatUnit.ts). CI has no GPU, and the fake CUDA library runs no
- * matrix product (it has no cuBLASLt), so a model cannot step on it: the order is checked here on a
- * "device" of its own, the CPU backend under another name ("trace:0"), whose uploads (`fromHost`)
- * and casts (`copy` from float32 to bfloat16) are logged beside each unit's forward and backward.
- * On CUDA an upload is the DMA queued on the upload stream and the cast the first use on compute,
+ * ([Note: upload one unit ahead] in flatUnit.ts), through whole training steps of a GPT, forward
+ * and backward. The fake CUDA library runs no kernel and no matrix product (it has no cuBLASLt), so
+ * a model cannot train on it (uploadAheadFakeCuda.test.ts checks the CUDA streams' order over one
+ * forward): here the order is checked on a "device" of its own, the CPU backend under another name
+ * ("trace:0"), whose uploads (`fromHost`) and casts (`copy` from float32 to bfloat16) are logged
+ * beside each unit's forward and backward, and the losses against units kept on the device. On
+ * CUDA an upload is the DMA queued on the upload stream and the cast the first use on compute,
  * which waits for it ([Note: uploads on their own stream] in @fulgur/accelerator-cuda); so
  * "uploaded before unit i's forward, cast after it" is "the copy runs beside unit i's kernels".
  */
