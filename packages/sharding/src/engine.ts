@@ -214,11 +214,18 @@ export class ShardingEngine {
     this.prefetch(unit, -1);
   }
 
-  /** Starts gathering the units after (direction 1) or before (-1) `unit` in forward order. */
+  /**
+   * Starts gathering the units after (direction 1) or before (-1) `unit` in forward order, and the
+   * upload of the one after those ([Note: upload one unit ahead] in flatUnit.ts): issued here, ahead
+   * of `unit`'s kernels, it runs beside them, and the cast that waits for it is queued only by the
+   * next unit's prefetch.
+   */
   private prefetch(unit: FlatUnit, direction: 1 | -1): void {
     const order = this.forwardOrder;
     const at = order.indexOf(unit);
-    for (let k = 1; k <= this.options.prefetch; k++) order[at + direction * k]?.startGather();
+    const depth = this.options.prefetch;
+    for (let k = 1; k <= depth; k++) order[at + direction * k]?.startGather();
+    order[at + direction * (depth + 1)]?.startUpload();
   }
 
   private onGradient(unit: FlatUnit, slotIndex: number): void {

@@ -55,6 +55,11 @@ export class FlatUnit {
   /** This rank's 1/k of the gathered buffer between forward and backward (state "partial"). */
   private partial: Tensor | null = null;
   private gatherSource: Tensor | null = null;
+  /**
+   * The master slice already on the device, uploaded ahead of its gather ([Note: upload one unit
+   * ahead]), or null. Consumed (cast, then freed) by the next gather.
+   */
+  private uploaded: Tensor | null = null;
   private gatherWork: Work | null = null;
   /** The flat gradient buffer of the current backward (sharded layout). */
   private flatGrad: Tensor | null = null;
@@ -188,6 +193,43 @@ export class FlatUnit {
     }
   }
 
+  /**
+   * [Note: upload one unit ahead] An offloaded unit that computes in another dtype than its master
+   * (an explicit `paramDtype`) gathers in two steps: the upload of its slice (on CUDA a DMA on the
+   * backend's upload stream) and the cast to the compute dtype, a kernel on the compute stream that
+   * waits for the upload. The engine starts a unit's gather in the pre-forward hook of the unit
+   * `prefetch` places before it, ahead of that unit's kernels; were the upload issued only then,
+   * the cast would hold compute until the whole slice had crossed the bus, and copy and compute
+   * would not overlap. So the engine starts the upload one unit earlier still (`startUpload`, from
+   * the prefetch of the unit before): by the time the cast is queued, the copy has had a unit's
+   * compute to run beside. The price is one more master-dtype slice on the device, from its upload
+   * to its gather (estimateShardedMemory counts it). Without a cast there is nothing to wait for on
+   * compute (the collective reading the upload waits on its own stream), so nothing is uploaded
+   * early; nor for a slice read from disk (its memory comes and goes with each use).
+   */
+  startUpload(): void {
+    if (this.state !== "sharded" || this.uploaded || !this.uploadsAhead) return;
+    try {
+      noGrad(() => {
+        this.uploaded = this.master.to(this.device).untrack();
+      });
+    } catch (err) {
+      annotateOutOfMemory(err, { phase: "gather", where: `uploading unit ${this.name === "" ? "(root)" : this.name} ahead of its gather` });
+      throw err;
+    }
+  }
+
+  /** Whether gathers of this unit start with an upload worth issuing early ([Note: upload one unit ahead]). */
+  private get uploadsAhead(): boolean {
+    return !this.resident && this.master.device !== this.device && this.masterTier === null && this.computeDtype !== this.master.dtype;
+  }
+
+  /** Frees an early upload that will not be gathered from (the master changed, or the unit goes). */
+  private dropUpload(): void {
+    this.uploaded?.dispose();
+    this.uploaded = null;
+  }
+
   private startGatherUnannotated(): void {
     if (this.state === "partial") {
       restoreMemory(this.gathered!);
@@ -202,7 +244,9 @@ export class FlatUnit {
       else restoreMemory(this.gathered);
       this.withMaster(false, () => {
         // Offloaded slices go up to the device (and to the compute dtype) first: one copy of one slice.
-        const onDevice = this.master.device === this.device ? this.master : this.master.to(this.device);
+        // An upload started ahead ([Note: upload one unit ahead]) is used, else the slice goes up now.
+        const onDevice = this.uploaded ?? (this.master.device === this.device ? this.master : this.master.to(this.device));
+        this.uploaded = null;
         this.gatherSource = onDevice.dtype === this.computeDtype ? (onDevice === this.master ? null : onDevice.untrack()) : onDevice.to(this.computeDtype).untrack();
         if (onDevice !== this.master && onDevice !== this.gatherSource) onDevice.dispose();
         // On the CPU the group reads its input at the call, so a slice from disk may go back at once.
@@ -509,17 +553,19 @@ export class FlatUnit {
   /** After the optimizer step: the next step's first gradients overwrite the slice. */
   stepped(): void {
     this.gradFresh = false;
+    // The master slice changed: an upload of the old values is stale.
+    this.dropUpload();
     // The master slice changed: a kept gathered copy is stale.
     if (!this.resident && this.state !== "sharded") this.reshard();
   }
 
   /**
    * Bytes this unit holds now: its slices (master and gradient, where they live) and its gathered
-   * buffer (on the device; 0 while freed or resident).
+   * buffer (on the device; 0 while freed or resident), with a slice uploaded ahead of its gather.
    */
   heldBytes(): { readonly slices: number; readonly gathered: number } {
     const live = (t: Tensor | null): number => (t && t.storageRef.hasMemory ? t.storageRef.bytes : 0);
-    return { slices: live(this.master) + live(this.gradShard), gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) };
+    return { slices: live(this.master) + live(this.gradShard), gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) + live(this.uploaded) };
   }
 
   // ---- whole values (checkpoints) ---------------------------------------------------------------
@@ -612,6 +658,7 @@ export class FlatUnit {
   }
 
   private copySegments(values: readonly Tensor[]): void {
+    this.dropUpload();
     noGrad(() =>
       scope(() => {
         values.forEach((v, i) => {
@@ -631,6 +678,7 @@ export class FlatUnit {
   }
 
   private copyFull(values: readonly Tensor[]): void {
+    this.dropUpload();
     noGrad(() =>
       scope(() => {
         values.forEach((v, i) => {
@@ -644,6 +692,7 @@ export class FlatUnit {
 
   dispose(): void {
     this.waitDownloads();
+    this.dropUpload();
     this.reshard();
     for (const p of this.unsharded) p.dispose();
     this.unsharded = [];

@@ -45,6 +45,11 @@ export interface ShardedMemoryLayout {
    * optimizer's and autocast copies are the only thing a unit frees ([Note: a rank alone]).
    */
   readonly alone?: boolean;
+  /**
+   * With offload: offloaded units gather with a cast (an explicit paramDtype), so their slices go up
+   * one unit ahead of their gather ([Note: upload one unit ahead] in flatUnit.ts).
+   */
+  readonly uploadsAhead?: boolean;
   /** With offload: what NVMe offload keeps on disk (offloadHostMemory.ts), or null. */
   readonly nvme?: NvmeLayout | null;
   /** Modules whose forward is recomputed in backward (activation checkpointing). */
@@ -203,10 +208,15 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
     : null;
   const profile = checkpointSegments(resolveActivations(input), layout.checkpointed);
   const replicated = shards === 1 && !layout.offload;
-  // Offloaded to a GPU's host: a slice on its way up before its gather, and reduced gradient slices
-  // on their way down (the one reduced last and DOWNLOADS_IN_FLIGHT before it, engine.ts).
+  // Offloaded to a GPU's host: a slice on its way up before its gather (two when gathers cast: one
+  // uploaded a unit ahead, [Note: upload one unit ahead] in flatUnit.ts, and the one being cast, where
+  // there is a unit past the prefetched ones to upload), and reduced gradient slices on their way
+  // down (the one reduced last and DOWNLOADS_IN_FLIGHT before it, engine.ts). Slices read from disk
+  // are not uploaded ahead.
   const largestTrainable = Math.max(0, ...[...unitBytes.values()].map((b) => b.trainable));
-  const busCopies = layout.offload && input.copiesCrossBus ? (largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
+  const parametersOnDisk = layout.nvme?.parameters === true;
+  const uploads = 1 + (layout.uploadsAhead === true && !parametersOnDisk && units.length > prefetch + 1 ? 1 : 0);
+  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
   const pending = reducedGradientsPending(input, layout, profile, (u) => !replicated && !resident(u) && !(layout.offload && input.copiesCrossBus === true && !keep?.optimizerState.includes(u)));
   const step: StepLayout = {
     held: {

@@ -167,6 +167,14 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     return { offload: true, keep: kept.length === 0 ? null : Object.freeze({ optimizerState: Object.freeze(kept), parameters: Object.freeze([]) }) };
   }
 
+  /** Whether an offloaded unit computes in a paramDtype other than its fp32 master's (its gathers cast: [Note: upload one unit ahead] in @fulgur/sharding). */
+  private offloadedUnitsCast(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): boolean {
+    return units.some((path) => {
+      const unit = own.get(path);
+      return (unit?.cpuOffload ?? this.options.cpuOffload) && (unit?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32") !== "float32";
+    });
+  }
+
   private engineOptions(placement: { offload: boolean; keep: OffloadKeep | null }): EngineOptions {
     const o = this.options;
     const full = o.shardingStrategy === "FULL_SHARD" || o.shardingStrategy === "HYBRID_SHARD";
@@ -444,6 +452,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       keepGathered: false,
       offload: placement.offload,
       keep: placement.keep,
+      uploadsAhead: this.offloadedUnitsCast(units, unitOptions),
       alone: world === 1,
       checkpointed: o.activationCheckpointingPolicy === null ? [] : selectModules(input.module, o.activationCheckpointingPolicy),
       notes: [`${o.shardingStrategy} over ${shards} shard(s); ${units.length} wrapped unit(s) gathered while they compute, ${engine.prefetch} prefetched; the root unit gathered for the whole step`],

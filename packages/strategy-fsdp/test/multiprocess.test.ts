@@ -361,6 +361,31 @@ describe("checkpoints load at any world size and in other strategies", () => {
   }
 });
 
+describe("per-unit offload and checkpoints ([Note: per-unit offload] in the strategy)", () => {
+  it("a sharded save at world 2 with block 1 offloaded resumes at world 3 with block 2 offloaded instead, and in single_device: the losses go on as if uninterrupted", async () => {
+    const ref = await reference();
+    const path = join(outDir(), "half");
+    const first = await job("fsdp", 2, { stateDictType: "sharded" }, ["--save", path, "--unit-options", JSON.stringify({ 1: { cpuOffload: true } })], STEPS / 2);
+    expectSameLosses(first.losses, ref.losses.slice(0, STEPS / 2));
+    for (const r of first.ranks) expect(r.placement!.units.map((u) => u.optimizerState)).toEqual(["device", "host", "device", "device"]);
+    // Another placement: the checkpoint names parameters, not where they lived. The offloaded block
+    // takes its master slice and its AdamW moments from the file into host memory (the held host
+    // bytes after the first step are its slices and both moments at world 3; a state started afresh
+    // would show in the losses).
+    const moved = await job("fsdp", 3, { stateDictType: "sharded" }, ["--resume", path, "--unit-options", JSON.stringify({ 2: { cpuOffload: true } })]);
+    expectSameLosses(moved.losses, ref.losses.slice(STEPS / 2));
+    for (const r of moved.ranks) {
+      expect(r.placement!.units.map((u) => u.optimizerState)).toEqual(["device", "device", "host", "device"]);
+      // Master and gradient slices padded; the moments only for the elements this rank's segments hold.
+      const shard = Math.ceil(BLOCK / 3);
+      expect(r.placement!.held.host).toBe(2 * shard * FLOAT32_BYTES + 2 * Math.min(shard, BLOCK - r.rank * shard) * FLOAT32_BYTES);
+      expectEstimateWithin10Percent(r);
+    }
+    const single = await job("single_device", 1, {}, ["--resume", path]);
+    expectSameLosses(single.losses, ref.losses.slice(STEPS / 2));
+  });
+});
+
 describe("a full save is streamed: rank 0 never holds the model", () => {
   it("8 blocks at world 3: the save adds one unit and its slice, the file equals one process's, weights-only leaves the optimizer out, and it resumes at world 2", async () => {
     const ref = await reference("deep");

@@ -149,6 +149,24 @@ describe("fullyShard options", () => {
     expect(both.perHost.total).toBe(8 * blockBytes);
   });
 
+  it("an offloaded unit that computes in a paramDtype has one more slice on its way up on a GPU (uploaded a unit ahead), where a unit follows the prefetched ones", () => {
+    const blockBytes = (3 * 8 * 8 + 3 * 8 + 8 * 8 + 8 + 4 * 8 * 8 + 4 * 8 + 4 * 8 * 8 + 8 + 4 * 8) * 4;
+    const communication = (layers: number, options: FSDPOptions, unit: FullyShardOptions) => {
+      const gpt = withDevice("meta", () => new GPT({ vocabSize: 16, seqLen: 8, dModel: 8, nLayers: layers, nHeads: 2 }, { seed: 0 }));
+      for (const block of gpt.blocks.children()) fullyShard(block, unit);
+      return new FSDPStrategy(options).estimateMemory({ module: gpt, precision: "32-true", microBatch: 2, worldSize: 1, copiesCrossBus: true }).perDevice.communication;
+    };
+    const bf16 = { mixedPrecision: { paramDtype: "bfloat16" } } as const;
+    // Three blocks, one prefetched: block 2 goes up while block 0 computes, beside block 1's upload.
+    expect(communication(3, {}, { cpuOffload: true, ...bf16 }) - communication(3, {}, { cpuOffload: true })).toBe(blockBytes);
+    // The strategy's paramDtype counts as the unit's own.
+    expect(communication(3, bf16, { cpuOffload: true }) - communication(3, {}, { cpuOffload: true })).toBe(blockBytes);
+    // No unit after the prefetched one (two blocks), or none offloaded: nothing more.
+    expect(communication(2, {}, { cpuOffload: true, ...bf16 })).toBe(communication(2, {}, { cpuOffload: true }));
+    expect(communication(3, { limitAllGathers: 2 }, { cpuOffload: true, ...bf16 })).toBe(communication(3, { limitAllGathers: 2 }, { cpuOffload: true }));
+    expect(communication(3, {}, bf16)).toBe(0);
+  });
+
   it("that the strategy cannot honour are refused when it shards the module, naming the unit and why", async () => {
     await expect(shardAlone({}, { reshardAfterForward: 2 })).rejects.toThrow(
       "fsdp fullyShard(blocks.0) option reshardAfterForward: 2 with FULL_SHARD over 1 rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < 1 (or use true or false)",
