@@ -42,6 +42,7 @@ import { reduce } from "./ops/reduce";
 import * as nn from "./ops/nn";
 import { attention, attentionBackward } from "./ops/attention";
 import { random } from "./ops/random";
+import { addMany } from "./ops/accumulate";
 import { adamw, globalNorm } from "./ops/optim";
 import { LtContext, matmul } from "./ops/matmul";
 
@@ -279,6 +280,10 @@ export class CudaBackend implements Backend {
 
   binary(op: BinaryOp, a: View, b: View, out: View): void {
     ew.binary(this, op, a, b, out);
+  }
+
+  addMany(dsts: readonly View[], srcs: readonly View[]): void {
+    addMany(this, dsts, srcs);
   }
 
   where(cond: View, a: View, b: View, out: View): void {

@@ -12,6 +12,7 @@ import koffi from "koffi";
 import { check } from "./check";
 import type { Ptr } from "./ffi/cudart";
 import { CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, ensureDriverInitialised } from "./ffi/driver";
+import { probeStarvation } from "./launchStarvation";
 import { traceLaunch } from "./launchTrace";
 import type { Stream } from "./stream";
 
@@ -194,6 +195,7 @@ export class KernelModule {
     const [bx, by, bz] = dims(block);
     if (gx === 0 || gy === 0 || gz === 0) return;
     traceLaunch(fnName, [gx, gy, gz], [bx, by, bz]);
+    probeStarvation(fnName, stream.handle);
     check(
       ensureDriverInitialised(check).cuLaunchKernel(this.fn(fnName), gx, gy, gz, bx, by, bz, sharedBytes, stream.handle, args.params, null),
       "cuLaunchKernel",

@@ -201,6 +201,24 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     expect(acc.deviceCount()).toBe(1);
   });
 
+  it("adds many float32 pairs with one add_multi launch over their chunks, and refuses what it cannot add", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const view = (storage: InstanceType<typeof pkg.CudaStorage>, n: number): View => ({ storage, shape: [n], strides: [1], offset: 0 });
+    const [d1, s1, d2, s2] = [10, 10, 70000, 70000].map((n) => b.alloc("float32", n));
+    const launches = hooks.lastLaunch()[0];
+    b.addMany([view(d1, 10), view(d2, 70000)], [view(s1, 10), view(s2, 70000)]);
+    const [count, gx, , bx] = hooks.lastLaunch();
+    // One launch; the 70000-float pair is two chunks of at most 65536, so three blocks.
+    expect(count).toBe(launches + 1);
+    expect([gx, bx]).toEqual([3, 256]);
+    expect(() => b.addMany([view(d1, 10), view(d1, 10)], [view(s1, 10), view(s1, 10)])).toThrow("addMany: destination 1 appears twice");
+    expect(() => b.addMany([view(d1, 10)], [view(s2, 70000)])).toThrow("addMany: destination 0 has 10 elements but its source has 70000");
+    const h = b.alloc("bfloat16", 10);
+    expect(() => b.addMany([view(h, 10)], [view(s1, 10)])).toThrow("addMany: destination 0 is bfloat16; only float32 is supported");
+    expect(hooks.lastLaunch()[0]).toBe(launches + 1);
+    for (const x of [d1, s1, d2, s2, h]) b.free(x);
+  });
+
   it("moves data through pinned staging and the pool, and counts memory", () => {
     const b = pkg.cudaBackend("cuda:0");
     const base = b.memoryStats().allocated;

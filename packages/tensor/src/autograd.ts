@@ -124,6 +124,8 @@ export interface BackwardOptions {
 /** Hooks the engine needs from Tensor without a circular import at load time. */
 export interface LeafAccumulator {
   accumulate(leaf: Tensor, grad: Tensor): void;
+  /** Adds the accumulations `accumulate` gathered ([Note: accumulations gathered] in tensor.ts). */
+  flush(): void;
   /** A view of the leaf's gradient for a backward to add into in place, or null (see takeLeafGrad). */
   takeGrad(leaf: Tensor, accept: (t: Tensor) => boolean): Tensor | null;
   /** After a backward added into the leaf's gradient in place: what follows an accumulation. */
@@ -215,6 +217,7 @@ export class DeferredWeightGradients {
         node.release();
       }
     });
+    acc.flush();
   }
 
   /** Drops the deferred work without computing it (a failed step). */
@@ -409,4 +412,5 @@ export function runBackward(rootNode: Node, grad: Tensor, options: BackwardOptio
     }
   });
   for (const t of pending.values()) t.dispose();
+  acc.flush();
 }

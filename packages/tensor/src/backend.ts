@@ -194,6 +194,12 @@ export interface Backend {
   unary(op: UnaryOp, x: View, out: View, scalar?: number): void;
   /** Floating a and b may differ in dtype: each is converted to out's dtype (the promoted one) on load. */
   binary(op: BinaryOp, a: View, b: View, out: View): void;
+  /**
+   * Optional: dsts[i] += srcs[i] for every i, as `binary("add", dst, src, dst)` would, in one go:
+   * contiguous float32 views of equal length, no dst twice. Gradient accumulation into many small
+   * leaves uses it ([Note: accumulations gathered] in tensor.ts), one launch instead of one a leaf.
+   */
+  addMany?(dsts: readonly View[], srcs: readonly View[]): void;
   /** out = cond != 0 ? a : b */
   where(cond: View, a: View, b: View, out: View): void;
 

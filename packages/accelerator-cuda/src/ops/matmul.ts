@@ -11,6 +11,7 @@ import type { CudaBackend } from "../cudaBackend";
 import { check, statusError } from "../check";
 import type { Ptr } from "../ffi/cudart";
 import * as lt from "../ffi/cublasLt";
+import { probeStarvation } from "../launchStarvation";
 import { traceLaunch } from "../launchTrace";
 import { ptrOf } from "../storage";
 import { contiguousViewOf } from "./common";
@@ -182,7 +183,9 @@ function runLt(
   if (ep.vector) setAttr(lt.CUBLASLT_MATMUL_DESC_BIAS_POINTER, new BigUint64Array([ep.vector.ptr]), "bias pointer");
   if (ep.aux) setAttr(lt.CUBLASLT_MATMUL_DESC_EPILOGUE_AUX_POINTER, new BigUint64Array([ep.aux.ptr]), "epilogue aux pointer");
   const scale = dtypes.ab === "float64" ? Float64Array : Float32Array;
-  traceLaunch(`cublasLt:${plan.shape.batch}x${plan.shape.M}x${plan.shape.N}x${plan.shape.K}:${dtypes.ab}->${dtypes.out}:ep${ep.code}`, [], []);
+  const name = `cublasLt:${plan.shape.batch}x${plan.shape.M}x${plan.shape.N}x${plan.shape.K}:${dtypes.ab}->${dtypes.out}:ep${ep.code}`;
+  traceLaunch(name, [], []);
+  probeStarvation(name, b.ctx.compute.handle);
   check(
     L.cublasLtMatmul(ltc.handle, cp.desc, new scale([alpha]), pb, cp.a, pa, cp.b, new scale([beta]), po, cp.d, po, cp.d, cp.algo, ltc.workspace, cp.workspace, b.ctx.compute.handle),
     "cublasLtMatmul",

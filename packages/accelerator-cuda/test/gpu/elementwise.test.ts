@@ -11,6 +11,27 @@ const UNARY: UnaryOp[] = ["neg", "exp", "log", "sqrt", "rsqrt", "tanh", "gelu", 
 const BINARY: BinaryOp[] = ["add", "sub", "mul", "div", "maximum", "minimum", "pow", "gelu_backward", "relu_backward", "eq", "ne", "lt", "le", "gt", "ge"];
 
 describe.skipIf(!hasGpu)("elementwise and reduce on CUDA", () => {
+  it("addMany: each destination gets exactly the sum binary add makes (float32, one pair over two chunks, an offset view)", () => {
+    const shapes = [[2048], [70000], [3, 7]];
+    // The last destination is a view at an offset into a larger buffer (a gradient inside a flat one).
+    const big = randPair([40], "float32", 40);
+    const inside = mapPair(big, (v) => ({ ...v, shape: [3, 7], strides: [7, 1], offset: 5 }));
+    const dsts = [randPair(shapes[0], "float32", 20), randPair(shapes[1], "float32", 21), inside];
+    const srcs = shapes.map((s, i) => randPair(s, "float32", 30 + i));
+    const viaBinary = shapes.map((s) => outPair(s, "float32"));
+    dsts.forEach((d, i) => gpu().binary("add", d.g, srcs[i].g, viaBinary[i].g));
+    gpu().addMany!(
+      dsts.map((d) => d.g),
+      srcs.map((x) => x.g),
+    );
+    dsts.forEach((d, i) => expect([...values(d.g, gpu())]).toEqual([...values(viaBinary[i].g, gpu())]));
+    // Outside the view nothing moved.
+    const all = [...values(big.g, gpu())];
+    const before = [...values(big.c, cpu())];
+    expect(all.slice(0, 5)).toEqual(before.slice(0, 5));
+    expect(all.slice(26)).toEqual(before.slice(26));
+  });
+
   for (const dt of DTYPES) {
     it(`copy with cast, transposed source and strided destination (${dt})`, () => {
       const src = randPair([6, 5], "float32", 1);

@@ -159,6 +159,10 @@ export class CpuBackend implements Backend {
     binary(op, a, b, out);
   }
 
+  addMany(dsts: readonly View[], srcs: readonly View[]): void {
+    dsts.forEach((d, i) => binary("add", d, srcs[i], d));
+  }
+
   where(cond: View, a: View, b: View, out: View): void {
     where(cond, a, b, out);
   }
