@@ -7,19 +7,17 @@
  * `prefetch + 1` places before it, and compute waits for that copy (at the cast) only after them.
  * Values are not checked here (the fake runs no kernel): uploadAhead.test.ts checks the losses.
  */
-import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import koffi from "koffi";
 import { Module, Sequential } from "@fulgur/nn";
 import { SoloGroup } from "@fulgur/strategy-kit";
 import { type Tensor, fromHost, noGrad, ones } from "@fulgur/tensor";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildFakeCudaLibraries, hasCc } from "../../accelerator-cuda/test/fixtures/fakeCudaLibraries";
 import { FlatUnit, ShardingEngine, planUnits } from "../src";
 
-const hasCc = spawnSync("cc", ["--version"]).status === 0;
-const fixture = resolve(__dirname, "..", "..", "accelerator-cuda", "test", "fixtures", "fakecuda.c");
 const LOGGED = ["", "memcpy", "wait", "record", "launch", "nccl", "free", "malloc"];
 const WIDTH = 256;
 
@@ -42,10 +40,7 @@ describe.skipIf(!hasCc)("offloaded units upload one unit ahead, on the CUDA back
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "fulgur-fakecuda-sharding-"));
-    const lib = join(dir, "libfake.so");
-    const r = spawnSync("cc", ["-shared", "-fPIC", "-O1", "-o", lib, fixture], { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`building the fake CUDA library failed:\n${r.stderr}`);
-    for (const so of ["libcudart.so.13", "libcuda.so.1", "libnccl.so.2", "libnvrtc.so.13"]) copyFileSync(lib, join(dir, so));
+    buildFakeCudaLibraries(dir);
     process.env.FULGUR_CUDA_LIB_DIR = dir;
     process.env.FULGUR_KERNEL_CACHE = join(dir, "kernel-cache");
     cuda = await import("@fulgur/accelerator-cuda");

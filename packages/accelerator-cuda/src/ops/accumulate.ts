@@ -7,6 +7,7 @@ import type { View } from "@fulgur/tensor";
 import type { CudaBackend } from "../cudaBackend";
 import { ArgPack } from "../launch";
 import { ptrOf } from "../storage";
+import { withDeviceTable } from "./common";
 import { isContiguous, numelOf } from "./layout";
 
 /** struct AccChunk { u64 dst; u64 src; i64 n; } */
@@ -58,12 +59,8 @@ export function addMany(b: CudaBackend, dsts: readonly View[], srcs: readonly Vi
   const table = accumulateTable(pairs);
   const count = table.length / ACCUMULATE_CHUNK_BYTES;
   const ctx = b.ctx;
-  const dev = b.alloc("int32", table.length / 4);
-  try {
-    ctx.staging.upload(table, dev.ptr);
+  withDeviceTable(b, table, (ptr) => {
     const grid = Math.max(1, Math.min(count, ctx.props.multiProcessorCount * 8));
-    ctx.module("accumulate").launch("add_multi", grid, 256, 0, ctx.compute, ArgPack.begin().ptr(dev.ptr).i32(count));
-  } finally {
-    b.free(dev);
-  }
+    ctx.module("accumulate").launch("add_multi", grid, 256, 0, ctx.compute, ArgPack.begin().ptr(ptr).i32(count));
+  });
 }

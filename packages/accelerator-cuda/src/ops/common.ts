@@ -14,6 +14,21 @@ import { contiguousStrides, isContiguous, numelOf, rowsOf } from "./layout";
 
 export const THREADS = 256;
 
+/**
+ * Runs `fn` with a host-built table of work items (chunks for multi-tensor kernels) uploaded to the
+ * device through the staging ring; the table is freed after the kernels `fn` queued (the free is
+ * stream-ordered).
+ */
+export function withDeviceTable(b: CudaBackend, table: Uint8Array, fn: (ptr: Ptr) => void): void {
+  const dev = b.alloc("int32", Math.ceil(table.length / 4));
+  try {
+    b.ctx.staging.upload(table, dev.ptr);
+    fn(dev.ptr);
+  } finally {
+    b.free(dev);
+  }
+}
+
 /** Blocks for a grid-stride loop over n items: enough to fill the GPU, no more. */
 export function gridFor(b: CudaBackend, n: number, threads = THREADS): number {
   const cap = b.ctx.props.multiProcessorCount * 32;

@@ -6,6 +6,7 @@
 import type { AdamWHyper, View } from "@fulgur/tensor";
 import type { CudaBackend } from "../cudaBackend";
 import { ArgPack } from "../launch";
+import { withDeviceTable } from "./common";
 import { ptrOf } from "../storage";
 import { DTYPE_CODE, itemsizeOf } from "./dtypes";
 import { isContiguous, numelOf } from "./layout";
@@ -116,11 +117,9 @@ export function adamw(
   const table = adamwTable(entries);
   const count = table.length / ADAMW_CHUNK_BYTES;
   const ctx = b.ctx;
-  const dev = b.alloc("int32", table.length / 4);
-  try {
-    ctx.staging.upload(table, dev.ptr);
+  withDeviceTable(b, table, (ptr) => {
     const a = ArgPack.begin()
-      .ptr(dev.ptr)
+      .ptr(ptr)
       .i32(count)
       .f64(hyper.lr)
       .f64(hyper.beta1)
@@ -131,9 +130,7 @@ export function adamw(
       .f64(1 - Math.pow(hyper.beta2, hyper.step))
       .f64(hyper.maximize ? -1 : 1);
     ctx.module("adamw").launch("adamw_multi", adamwGrid(count, ctx.props.multiProcessorCount), 256, 0, ctx.compute, a);
-  } finally {
-    b.free(dev);
-  }
+  });
 }
 
 /** out[0] = sqrt(sum over views of sum(x^2)); deterministic (see norm.cu). */
@@ -159,16 +156,15 @@ export function globalNorm(b: CudaBackend, views: readonly View[], out: View): v
     dv.setInt32(i * NORM_CHUNK_BYTES + 16, r.dt, true);
     dv.setInt32(i * NORM_CHUNK_BYTES + 20, 0, true);
   });
-  const dev = b.alloc("int32", table.length / 4);
   const partials = b.alloc("float64", rows.length);
   try {
-    ctx.staging.upload(table, dev.ptr);
-    const mod = ctx.module("norm");
-    mod.launch("sumsq_partial", Math.min(rows.length, 65535 * 16), 256, 0, ctx.compute, ArgPack.begin().ptr(dev.ptr).i32(rows.length).ptr(partials.ptr));
-    const a = ArgPack.begin().ptr(partials.ptr).i32(rows.length).ptr(ptrOf(out, b)).i32(DTYPE_CODE[out.storage.dtype]).i32(1);
-    mod.launch("sumsq_final", 1, 1024, 0, ctx.compute, a);
+    withDeviceTable(b, table, (ptr) => {
+      const mod = ctx.module("norm");
+      mod.launch("sumsq_partial", Math.min(rows.length, 65535 * 16), 256, 0, ctx.compute, ArgPack.begin().ptr(ptr).i32(rows.length).ptr(partials.ptr));
+      const a = ArgPack.begin().ptr(partials.ptr).i32(rows.length).ptr(ptrOf(out, b)).i32(DTYPE_CODE[out.storage.dtype]).i32(1);
+      mod.launch("sumsq_final", 1, 1024, 0, ctx.compute, a);
+    });
   } finally {
     b.free(partials);
-    b.free(dev);
   }
 }
