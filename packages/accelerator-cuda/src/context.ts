@@ -26,6 +26,7 @@ export class DeviceContext {
   readonly status: DeviceStatus;
   private hostCopyStream: Stream | null = null;
   private uploadStream: Stream | null = null;
+  private besideStream: Stream | null = null;
   private readonly modules = new Map<string, KernelModule>();
   private compilerVersion: string | null = null;
 
@@ -60,6 +61,15 @@ export class DeviceContext {
   get uploads(): Stream {
     this.uploadStream ??= Stream.create(this.index, `upload stream of cuda:${this.index}`);
     return this.uploadStream;
+  }
+
+  /**
+   * Casts that may run beside compute (`CudaBackend.copyBeside`: a unit's autocast copies made
+   * again while the unit after it runs its backward); created on first use.
+   */
+  get beside(): Stream {
+    this.besideStream ??= Stream.create(this.index, `beside-compute stream of cuda:${this.index}`);
+    return this.besideStream;
   }
 
   /** Blocks until the uploads queued so far have read their host memory (before it is unpinned). */

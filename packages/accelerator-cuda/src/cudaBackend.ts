@@ -162,6 +162,37 @@ export class CudaBackend implements Backend {
     s.pendingWrite = { ready: CudaEvent.create(false).record(uploads), compute: ctx.compute, waited: [] };
   }
 
+  /**
+   * [Note: casts beside compute] dst = src (cast), queued on the `beside` stream so it runs while
+   * compute goes on: a unit's autocast copies cast again while the unit after it runs its backward
+   * (FSDP at world 1 frees them after forward, [Note: autocast copies reshard too] in
+   * @fulgur/sharding). Casting is bound by memory bandwidth and a backward by its products, so the
+   * two share the GPU well. The ordering is the upload stream's ([Note: uploads on their own
+   * stream]): the side stream first waits for an event recorded on compute (dst's memory was taken
+   * from the pool in compute's order, and src was last written there), and dst gets a pending
+   * write that its first use on each stream waits for (compute's kernels through `ptrOf`, and its
+   * free). src must not be written until then: its writer (the optimizer step) runs on compute after
+   * the backward that reads dst. Views that are not contiguous, or not the same length, are copied
+   * on compute as `copy` does.
+   */
+  copyBeside(src: View, dst: View): void {
+    if (!isContiguous(src.shape, src.strides) || !isContiguous(dst.shape, dst.strides) || numelOf(src.shape) !== numelOf(dst.shape)) {
+      this.copy(src, dst);
+      return;
+    }
+    const ctx = this.ctx;
+    const side = ctx.beside;
+    // Writes still pending on other streams are waited for by compute first (ptrOf), so the side
+    // stream's wait on compute covers them too.
+    ptrOf(src, this);
+    ptrOf(dst, this);
+    const ordered = CudaEvent.create(false).record(ctx.compute);
+    side.waitEvent(ordered);
+    ordered.destroy();
+    ew.copy(this, src, dst, side);
+    cudaStorageOf(dst, this).pendingWrite = { ready: CudaEvent.create(false).record(side), compute: ctx.compute, waited: [] };
+  }
+
   read(view: View): HostArray {
     const out = allocHost(view.storage.dtype, numelOf(view.shape));
     this.readInto(view, out);

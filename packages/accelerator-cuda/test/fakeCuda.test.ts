@@ -7,17 +7,15 @@
  * error flag, the environment report, and the NCCL process group: unique id exchange through the
  * store, the by-value ncclUniqueId, collective arguments, Work completion, and the watchdog abort.
  */
-import { spawnSync } from "node:child_process";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import koffi from "koffi";
 import type { Store } from "@fulgur/core";
 import type { Tensor, View } from "@fulgur/tensor";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { buildFakeCudaLibraries, hasCc } from "./fixtures/fakeCudaLibraries";
 
-const hasCc = spawnSync("cc", ["--version"]).status === 0;
-const fixture = resolve(__dirname, "fixtures", "fakecuda.c");
 
 /** An in-process Store with the core contract's waiting semantics. */
 class MemoryStore implements Store {
@@ -90,11 +88,7 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
 
   beforeAll(async () => {
     dir = mkdtempSync(join(tmpdir(), "fulgur-fakecuda-"));
-    const lib = join(dir, "libfake.so");
-    const r = spawnSync("cc", ["-shared", "-fPIC", "-O1", "-o", lib, fixture], { encoding: "utf8" });
-    if (r.status !== 0) throw new Error(`building the fake CUDA library failed:\n${r.stderr}`);
-    // One copy per soname: each library keeps its own state, as the real ones do.
-    for (const so of ["libcudart.so.13", "libcuda.so.1", "libnccl.so.2", "libnvrtc.so.13"]) copyFileSync(lib, join(dir, so));
+    buildFakeCudaLibraries(dir);
     saved = process.env.FULGUR_CUDA_LIB_DIR;
     savedCache = process.env.FULGUR_KERNEL_CACHE;
     process.env.FULGUR_CUDA_LIB_DIR = dir;
@@ -274,6 +268,49 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     b.unpinHost!(down);
     expect([hooks.registered(), pkg.pinnedBufferCount(), pkg.isPinned(slice)]).toEqual([0, 0, false]);
     expect(hooks.registerCalls()).toBe(2);
+  });
+
+  it("casts beside compute on a stream of its own, after compute, and the first use and the free wait for it once", () => {
+    const b = pkg.cudaBackend("cuda:0");
+    const ctx = b.ctx;
+    const [compute, beside] = [ctx.compute.handle, ctx.beside.handle];
+    const mark = (stream: bigint): (() => Queued[]) => {
+      const from = hooks.streamLog(stream).n;
+      return () => hooks.streamLog(stream, from).entries;
+    };
+    const flat = (s: InstanceType<typeof pkg.CudaStorage>, n = 100): View => ({ storage: s, shape: [n], strides: [1], offset: 0 });
+    const src = b.alloc("float32", 100);
+    const dst = b.alloc("bfloat16", 100);
+    // The side stream waits for an event recorded on compute, casts (one flat kernel reading src),
+    // and records dst's ready event; compute only records.
+    const onCompute = mark(compute);
+    const onBeside = mark(beside);
+    b.copyBeside(flat(src), flat(dst));
+    const side = onBeside();
+    expect(side.map((e) => e.op)).toEqual(["wait", "launch", "record"]);
+    expect(side[1].a).toBe(src.ptr);
+    expect(onCompute()).toEqual([{ op: "record", a: side[0].a, b: 0n }]);
+    expect(dst.pendingWrite?.ready.handle).toBe(side[2].a);
+    // The first kernel reading dst on compute waits for the cast, once.
+    const y = b.alloc("bfloat16", 100);
+    const beforeKernels = mark(compute);
+    b.unary("neg", flat(dst), flat(y));
+    b.unary("neg", flat(dst), flat(y));
+    const kernels = beforeKernels();
+    expect(kernels.map((e) => e.op)).toEqual(["wait", "launch", "launch"]);
+    expect(kernels[0].a).toBe(side[2].a);
+    expect(dst.pendingWrite).toBeNull();
+    // A cast never used before its free: the free waits for it.
+    const dst2 = b.alloc("bfloat16", 100);
+    b.copyBeside(flat(src), flat(dst2));
+    const ready2 = dst2.pendingWrite!.ready.handle;
+    const beforeFree = mark(compute);
+    b.free(dst2);
+    expect(beforeFree().map((e) => [e.op, e.a])).toEqual([
+      ["wait", ready2],
+      ["free", dst2.ptr],
+    ]);
+    for (const x of [src, dst, y]) b.free(x);
   });
 
   it("uploads from pinned memory on a stream of its own, after compute, and the first use on each stream waits for it once", async () => {

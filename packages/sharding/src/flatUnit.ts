@@ -349,10 +349,14 @@ export class FlatUnit {
     for (const p of this.computeParams()) releaseAutocastCopy(p);
   }
 
-  /** Before the unit's backward: its released copies allocated and cast again from the parameters. */
-  restoreCastCopies(): void {
+  /**
+   * Before the unit's backward: its released copies allocated and cast again from the parameters.
+   * `beside`: issued a unit ahead, the casts may run beside the backward before (see the engine's
+   * [Note: casts ahead of backward]).
+   */
+  restoreCastCopies(beside = false): void {
     noGrad(() => {
-      for (const p of this.computeParams()) restoreAutocastCopy(p);
+      for (const p of this.computeParams()) restoreAutocastCopy(p, beside);
     });
   }
 

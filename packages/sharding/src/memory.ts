@@ -92,9 +92,9 @@ function wrappedElements(input: MemoryEstimateInput, units: readonly string[]): 
  * the ones the optimizer steps, allocated in backward as on a single device (no gradient slice, no
  * flat gradient buffer). What a unit still frees is its autocast copies ([Note: autocast copies
  * reshard too]): a unit that reshards after forward drops them once its forward is done and casts
- * them again before its backward, and after backward they stay for the optimizer to write. So
- * while segment i computes, forward or backward, the copies held are those of the units whose
- * last segment is i or later; the optimizer step holds all of them. Without this the plan counted
+ * them again before its backward (a unit ahead), and after backward they stay for the optimizer to
+ * write. So while segment i computes the copies held are those of the units whose last segment is
+ * i or later, and in backward the unit's before it; the optimizer step holds all of them. Without this the plan counted
  * a gradient slice and a flat gradient buffer beside autograd's gradients (FSDP at world 1 on the
  * 1b GPT: 19.4 GiB estimated against 15.7 measured).
  */
@@ -124,7 +124,9 @@ function estimateAlone(strategy: string, input: MemoryEstimateInput, layout: Sha
       gathered: 0,
       gradientsKept: accumulating ? 0 : grads.perSegment[i],
       gradientBuffer: 0,
-      workspace: releases ? unitCasts.reduce((sum, c, k) => (lastSegment[k] >= i ? sum + c : sum), 0) : 0,
+      // In backward, also the unit before, whose copies are cast a unit ahead ([Note: casts ahead
+      // of backward] in engine.ts); counted in forward too, where it is one unit's copies too many.
+      workspace: releases ? unitCasts.reduce((sum, c, k) => (lastSegment[k] >= Math.max(0, i - 1) ? sum + c : sum), 0) : 0,
     }),
     otherGradients: accumulating ? 0 : grads.other,
     optimizerWorkspace: unitCastTotal - alwaysHeld,

@@ -4,10 +4,10 @@
  * them again before its backward, so a step never holds every layer's copy through the activation
  * peak; SHARD_GRAD_OP keeps them. Gradients are bit-identical to the unsharded model's either way.
  */
-import { describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { GPT } from "@fulgur/nn";
 import { SoloGroup } from "@fulgur/strategy-kit";
-import { type Tensor, autocast, fromHost, lowPrecisionCopyOf, manualSeed, scope } from "@fulgur/tensor";
+import { type Tensor, type View, autocast, cpuBackend, fromHost, lowPrecisionCopyOf, manualSeed, scope } from "@fulgur/tensor";
 import { type ShardingStrategy, ShardingEngine, planUnits } from "../src";
 
 const CONFIG = { dModel: 32, nLayers: 3, nHeads: 2, seqLen: 16, vocabSize: 64 };
@@ -66,6 +66,45 @@ describe("autocast copies under a sharded unit at world 1", () => {
       // After backward every copy is back: the optimizer writes them beside the update.
       expect(blockWeights(model).every((w) => lowPrecisionCopyOf(w) !== null)).toBe(true);
     }
+  });
+
+  afterEach(() => {
+    delete (cpuBackend() as { copyBeside?: unknown }).copyBeside;
+  });
+
+  it("FULL_SHARD casts a block's copies again in the pre-backward hook of the block after it, beside that block's backward ([Note: casts ahead of backward])", () => {
+    // The CPU backend has no second stream; a copyBeside that records its calls shows which casts
+    // the engine lets run beside compute.
+    const beside: View[] = [];
+    const cpu = cpuBackend() as { copyBeside?: (src: View, dst: View) => void };
+    cpu.copyBeside = (src, dst) => {
+      beside.push(dst);
+      cpuBackend().copy(src, dst);
+    };
+    const { model, engine } = sharded("FULL_SHARD");
+    const blocks = model.blocks.children();
+    const copiesOf = (b: number) => blockWeights(model).filter((_, i) => Math.floor(i / (blockWeights(model).length / blocks.length)) === b);
+    // When each block's backward starts (after the engine's own pre-backward hook): which blocks' copies are there.
+    const present: boolean[][] = [];
+    blocks.forEach((block) =>
+      block.registerBackwardPreHook(() => {
+        present.push(blocks.map((_, b) => copiesOf(b).every((w) => lowPrecisionCopyOf(w) !== null)));
+      }),
+    );
+    scope(() => gradients(model, engine));
+    // Backward runs blocks 2, 1, 0: at block 2's start its copies and block 1's are back, block 0's not yet.
+    expect(present.slice(-3)).toEqual([
+      [false, true, true],
+      [true, true, true],
+      [true, true, true],
+    ]);
+    // Blocks 1 and 0 were cast ahead, beside, in each of the two steps; block 2 in its own hook, on compute.
+    // Blocks 1 and 0 were cast ahead, beside, in each of the two steps (every parameter with a
+    // bf16 copy: weights and biases); block 2 in its own hook, on compute.
+    const withCopies = (b: number) => blocks[b].parameters().filter((p) => lowPrecisionCopyOf(p) !== null);
+    expect(beside.length).toBe(2 * (withCopies(0).length + withCopies(1).length));
+    const aheadCopies = new Set([...withCopies(0), ...withCopies(1)].map((p) => lowPrecisionCopyOf(p)!.storage));
+    expect(beside.every((v) => aheadCopies.has(v.storage))).toBe(true);
   });
 
   it("gradients are bit-identical to the unsharded model's", () => {

@@ -188,6 +188,12 @@ export interface Backend {
   // Data movement
   /** dst[i] = cast(src[i]) elementwise over dst.shape; src is broadcast to it. dst may be strided. */
   copy(src: View, dst: View): void;
+  /**
+   * Optional: `copy`, queued beside the backend's compute work where it has such a thing (a second
+   * CUDA stream), with dst's first use ordered after it. For a cast that should overlap the work
+   * before its first use (autocast copies made again ahead of a unit's backward).
+   */
+  copyBeside?(src: View, dst: View): void;
   fill(dst: View, value: number): void;
 
   // Elementwise: `out` has the broadcast shape; inputs arrive already expanded to it (stride 0).

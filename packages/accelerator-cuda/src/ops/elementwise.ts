@@ -9,6 +9,7 @@ import { check } from "../check";
 import { cudaMemcpyDeviceToDevice, cudart } from "../ffi/cudart";
 import { ArgPack, MAX_DIMS } from "../launch";
 import { ptrOf } from "../storage";
+import type { Stream } from "../stream";
 import { THREADS, gridFor } from "./common";
 import { DTYPE_CODE, itemsizeOf, needsWide } from "./dtypes";
 import type { Coalesced } from "./layout";
@@ -137,7 +138,11 @@ function layout(out: View, inputs: readonly View[]) {
   return { ...c, n: numelOf(shape) };
 }
 
-export function copy(b: CudaBackend, src: View, dst: View): void {
+/**
+ * dst = src (cast to dst's dtype). A caller that orders its own stream (copyBeside) may pass one for
+ * the flat copies; the other layouts run on compute, whose order the caller's stream follows anyway.
+ */
+export function copy(b: CudaBackend, src: View, dst: View, stream: Stream = b.ctx.compute): void {
   const L = layout(dst, [src]);
   if (L.n === 0) return;
   const sd = src.storage.dtype;
@@ -145,7 +150,7 @@ export function copy(b: CudaBackend, src: View, dst: View): void {
   const ctx = b.ctx;
   if (sd === dd && L.contiguous) {
     check(
-      cudart().cudaMemcpyAsync(ptrOf(dst, b), ptrOf(src, b), L.n * itemsizeOf(dd), cudaMemcpyDeviceToDevice, ctx.compute.handle),
+      cudart().cudaMemcpyAsync(ptrOf(dst, b), ptrOf(src, b), L.n * itemsizeOf(dd), cudaMemcpyDeviceToDevice, stream.handle),
       "cudaMemcpyAsync",
       "cudart",
       "device to device copy",
@@ -159,7 +164,7 @@ export function copy(b: CudaBackend, src: View, dst: View): void {
   if (plan.kernel === "flat") {
     const wide = needsWide(sd, dd) && sd !== dd;
     const args = ArgPack.begin().ptr(sp).i32(DTYPE_CODE[sd]).ptr(dp).i32(DTYPE_CODE[dd]).u64(L.n).i32(plan.vec ? 1 : 0).i32(wide ? 1 : 0);
-    mod.launch(wide ? "ew_copy_flat_wide" : "ew_copy_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, ctx.compute, args);
+    mod.launch(wide ? "ew_copy_flat_wide" : "ew_copy_flat", gridFor(b, plan.vec ? Math.ceil(L.n / 8) : L.n), THREADS, 0, stream, args);
     return;
   }
   if (plan.kernel === "transpose") {

@@ -94,13 +94,15 @@ export function releaseAutocastCopy(p: Tensor): void {
 
 /**
  * Puts back a released copy, cast afresh from `p`, before a backward reads the views of it that
- * autograd saved in forward. A no-op for a copy that was never released.
+ * autograd saved in forward. A no-op for a copy that was never released. `beside`: the cast may
+ * run beside the work queued before it (`Backend.copyBeside`), for a restore issued ahead of time.
  */
-export function restoreAutocastCopy(p: Tensor): void {
+export function restoreAutocastCopy(p: Tensor, beside = false): void {
   const e = entries.get(p);
   if (!e || e.copy.isDisposed || e.copy.storageRef.hasMemory) return;
   e.copy.storageRef.restoreMemory();
-  p.backend.copy(p, e.copy);
+  if (beside && p.backend.copyBeside) p.backend.copyBeside(p, e.copy);
+  else p.backend.copy(p, e.copy);
   e.version = p.version;
   stats.casts++;
 }
