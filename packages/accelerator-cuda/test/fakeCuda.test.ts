@@ -270,14 +270,16 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     expect(hooks.registerCalls()).toBe(2);
   });
 
+  /** What is queued on `stream` from now on: call the returned function to read it. */
+  const mark = (stream: bigint): (() => Queued[]) => {
+    const from = hooks.streamLog(stream).n;
+    return () => hooks.streamLog(stream, from).entries;
+  };
+
   it("casts beside compute on a stream of its own, after compute, and the first use and the free wait for it once", () => {
     const b = pkg.cudaBackend("cuda:0");
     const ctx = b.ctx;
     const [compute, beside] = [ctx.compute.handle, ctx.beside.handle];
-    const mark = (stream: bigint): (() => Queued[]) => {
-      const from = hooks.streamLog(stream).n;
-      return () => hooks.streamLog(stream, from).entries;
-    };
     const flat = (s: InstanceType<typeof pkg.CudaStorage>, n = 100): View => ({ storage: s, shape: [n], strides: [1], offset: 0 });
     const src = b.alloc("float32", 100);
     const dst = b.alloc("bfloat16", 100);
@@ -317,10 +319,6 @@ describe.skipIf(!hasCc)("against fake CUDA libraries", () => {
     const b = pkg.cudaBackend("cuda:0");
     const ctx = b.ctx;
     const [compute, uploads, copies] = [ctx.compute.handle, ctx.uploads.handle, ctx.hostCopies.handle];
-    const mark = (stream: bigint): (() => Queued[]) => {
-      const from = hooks.streamLog(stream).n;
-      return () => hooks.streamLog(stream, from).entries;
-    };
     const waitsOn = (log: Queued[], event: bigint): number => log.filter((e) => e.op === "wait" && e.a === event).length;
     const slice = new Float32Array(new SharedArrayBuffer(4 * 300));
     for (let i = 0; i < slice.length; i++) slice[i] = i * 0.25 - 7;
