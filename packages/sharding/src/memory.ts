@@ -94,7 +94,8 @@ function wrappedElements(input: MemoryEstimateInput, units: readonly string[]): 
  * reshard too]): a unit that reshards after forward drops them once its forward is done and casts
  * them again before its backward (a unit ahead), and after backward they stay for the optimizer to
  * write. So while segment i computes the copies held are those of the units whose last segment is
- * i or later, and in backward the unit's before it; the optimizer step holds all of them. Without this the plan counted
+ * i or later, and in a wrapped unit's backward the wrapped unit's before it; the optimizer step
+ * holds all of them. Without this the plan counted
  * a gradient slice and a flat gradient buffer beside autograd's gradients (FSDP at world 1 on the
  * 1b GPT: 19.4 GiB estimated against 15.7 measured).
  */
@@ -109,6 +110,13 @@ function estimateAlone(strategy: string, input: MemoryEstimateInput, layout: Sha
   const lastSegment = layout.units.map((u) => segments.reduce((last, s, i) => (unitOf(s, layout.units) === u ? i : last), -1));
   const unitCastTotal = unitCasts.reduce((a, b) => a + b, 0);
   const releases = layout.reshardAfterForward !== false && !layout.keepGathered;
+  // In a wrapped unit's backward, the copies of the wrapped unit before it too, cast a unit ahead
+  // ([Note: casts ahead of backward] in engine.ts). Counted in forward as well, where it is one
+  // unit's copies too many; the root unit's segments (embeddings, head) cast nothing ahead.
+  const castAhead = (s: ActivationSegment, i: number): number => {
+    const k = layout.units.indexOf(unitOf(s, layout.units));
+    return k >= 1 && lastSegment[k - 1] >= 0 && lastSegment[k - 1] < i ? unitCasts[k - 1] : 0;
+  };
   // Copies of units no segment computes in are never released; with no release all copies stay.
   const alwaysHeld = releases ? unitCasts.reduce((sum, c, k) => (lastSegment[k] < 0 ? sum + c : sum), 0) : unitCastTotal;
   const step: StepLayout = {
@@ -120,13 +128,11 @@ function estimateAlone(strategy: string, input: MemoryEstimateInput, layout: Sha
       communication: 0,
       workspace: autocastCopyBytes(input) - unitCastTotal + alwaysHeld,
     },
-    segment: (_s, i) => ({
+    segment: (s, i) => ({
       gathered: 0,
       gradientsKept: accumulating ? 0 : grads.perSegment[i],
       gradientBuffer: 0,
-      // In backward, also the unit before, whose copies are cast a unit ahead ([Note: casts ahead
-      // of backward] in engine.ts); counted in forward too, where it is one unit's copies too many.
-      workspace: releases ? unitCasts.reduce((sum, c, k) => (lastSegment[k] >= Math.max(0, i - 1) ? sum + c : sum), 0) : 0,
+      workspace: releases ? unitCasts.reduce((sum, c, k) => (lastSegment[k] >= i ? sum + c : sum), 0) + castAhead(s, i) : 0,
     }),
     otherGradients: accumulating ? 0 : grads.other,
     optimizerWorkspace: unitCastTotal - alwaysHeld,
