@@ -31,6 +31,7 @@ import { deviceContext } from "./context";
 import { parseDevice } from "./device";
 import { CudaStorage, addressOf, awaitWrite, cudaStorageOf, ptrOf } from "./storage";
 import { CudaEvent } from "./event";
+import type { Stream } from "./stream";
 import { check } from "./check";
 import { cudaMemcpyDeviceToHost, cudaMemcpyHostToDevice, cudart } from "./ffi/cudart";
 import { isPinned, pinHost, unpinHost } from "./hostPinning";
@@ -153,13 +154,22 @@ export class CudaBackend implements Backend {
    * down, which compute queued after every use of the uploads.
    */
   private uploadPinned(data: HostArray, s: CudaStorage): void {
+    this.writeBeside(this.ctx.uploads, s, (stream) =>
+      check(cudart().cudaMemcpyAsync(s.ptr, bytesOf(data), data.byteLength, cudaMemcpyHostToDevice, stream.handle), "cudaMemcpyAsync", "cudart", "pinned host to device"),
+    );
+  }
+
+  /**
+   * Queues `write` (into `dst`) on `stream` after everything queued on compute so far, and makes it
+   * `dst`'s pending write: the two orderings of [Note: uploads on their own stream].
+   */
+  private writeBeside(stream: Stream, dst: CudaStorage, write: (stream: Stream) => void): void {
     const ctx = this.ctx;
-    const uploads = ctx.uploads;
-    const allocated = CudaEvent.create(false).record(ctx.compute);
-    uploads.waitEvent(allocated);
-    allocated.destroy();
-    check(cudart().cudaMemcpyAsync(s.ptr, bytesOf(data), data.byteLength, cudaMemcpyHostToDevice, uploads.handle), "cudaMemcpyAsync", "cudart", "pinned host to device");
-    s.pendingWrite = { ready: CudaEvent.create(false).record(uploads), compute: ctx.compute, waited: [] };
+    const ordered = CudaEvent.create(false).record(ctx.compute);
+    stream.waitEvent(ordered);
+    ordered.destroy();
+    write(stream);
+    dst.pendingWrite = { ready: CudaEvent.create(false).record(stream), compute: ctx.compute, waited: [] };
   }
 
   /**
@@ -180,17 +190,11 @@ export class CudaBackend implements Backend {
       this.copy(src, dst);
       return;
     }
-    const ctx = this.ctx;
-    const side = ctx.beside;
     // Writes still pending on other streams are waited for by compute first (ptrOf), so the side
     // stream's wait on compute covers them too.
     ptrOf(src, this);
     ptrOf(dst, this);
-    const ordered = CudaEvent.create(false).record(ctx.compute);
-    side.waitEvent(ordered);
-    ordered.destroy();
-    ew.copy(this, src, dst, side);
-    cudaStorageOf(dst, this).pendingWrite = { ready: CudaEvent.create(false).record(side), compute: ctx.compute, waited: [] };
+    this.writeBeside(this.ctx.beside, cudaStorageOf(dst, this), (side) => ew.copy(this, src, dst, side));
   }
 
   read(view: View): HostArray {
