@@ -222,16 +222,14 @@ export class ShardingEngine {
     unit.restoreCastCopies();
     unit.prepareGradients();
     this.prefetch(unit, -1);
-    const order = this.forwardOrder;
-    const before = order[order.indexOf(unit) - 1];
-    if (before?.resident) before.restoreCastCopies(true);
   }
 
   /**
    * Starts gathering the units after (direction 1) or before (-1) `unit` in forward order, and the
    * upload of the one after those ([Note: upload one unit ahead] in flatUnit.ts): issued here, ahead
    * of `unit`'s kernels, it runs beside them, and the cast that waits for it is queued only by the
-   * next unit's prefetch.
+   * next unit's prefetch. In backward, the next resident unit's autocast copies are cast again here
+   * too ([Note: casts ahead of backward]).
    */
   private prefetch(unit: FlatUnit, direction: 1 | -1): void {
     const order = this.forwardOrder;
@@ -239,6 +237,8 @@ export class ShardingEngine {
     const depth = this.options.prefetch;
     for (let k = 1; k <= depth; k++) order[at + direction * k]?.startGather();
     order[at + direction * (depth + 1)]?.startUpload();
+    const next = order[at + direction];
+    if (direction === -1 && next?.resident) next.restoreCastCopies(true);
   }
 
   private onGradient(unit: FlatUnit, slotIndex: number): void {
