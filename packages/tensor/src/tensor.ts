@@ -197,13 +197,13 @@ export class Tensor implements View {
 
   get grad(): Tensor | null {
     // An accumulation into this gradient may still be gathered ([Note: accumulations gathered]).
-    if (gathered.leaves.size !== 0 && gathered.leaves.has(this)) flushGatheredAccumulations();
+    flushIfGathered(this);
     return this.gradValue;
   }
 
   /** Replaces the gradient. The previous gradient is not disposed: `zeroGrad` in @fulgur/nn does that. */
   set grad(g: Tensor | null) {
-    if (gathered.leaves.size !== 0 && gathered.leaves.has(this)) flushGatheredAccumulations();
+    flushIfGathered(this);
     if (g && (g.dtype !== this.dtype || g.shape.length !== this.shape.length || g.shape.some((s, i) => s !== this.shape[i]))) {
       throw new TypeError(
         `grad: expected ${this.dtype} ${formatShape(this.shape)}, got ${g.dtype} ${formatShape(g.shape)}`,
@@ -215,7 +215,7 @@ export class Tensor implements View {
 
   /** @internal Sets the gradient without checks (the engine's retainGrad path). */
   setGradInternal(g: Tensor): void {
-    if (gathered.leaves.size !== 0 && gathered.leaves.has(this)) flushGatheredAccumulations();
+    flushIfGathered(this);
     this.gradValue?.dispose();
     this.gradValue = g;
   }
@@ -560,8 +560,13 @@ function flatArgs(args: (number | readonly number[])[]): number[] {
  */
 const gathered = {
   leaves: new Set<Tensor>(),
-  adds: [] as { leaf: Tensor; dst: Tensor; src: Tensor }[],
+  adds: [] as { dst: Tensor; src: Tensor }[],
 };
+
+/** Adds what was gathered when `leaf` has an accumulation among it: before its gradient is read or replaced. */
+function flushIfGathered(leaf: Tensor): void {
+  if (gathered.leaves.size !== 0 && gathered.leaves.has(leaf)) flushGatheredAccumulations();
+}
 
 /** Adds every gathered accumulation ([Note: accumulations gathered]), one `addMany` per backend. */
 export function flushGatheredAccumulations(): void {
@@ -595,7 +600,6 @@ function gatherable(leaf: Tensor, existing: Tensor, g: Tensor): boolean {
     g.dtype === "float32" &&
     existing.backend === g.backend &&
     existing.backend.addMany !== undefined &&
-    existing.numel === g.numel &&
     existing.isContiguous() &&
     g.isContiguous() &&
     existing.shape.length === g.shape.length &&
@@ -626,7 +630,7 @@ export const leafAccumulator = {
     // (Reading leaf.grad first adds anything already gathered for this leaf.)
     const existing = leaf.grad;
     if (existing && !existing.isDisposed && gatherable(leaf, existing, g)) {
-      gathered.adds.push({ leaf, dst: existing, src: g });
+      gathered.adds.push({ dst: existing, src: g });
       gathered.leaves.add(leaf);
       return;
     }
