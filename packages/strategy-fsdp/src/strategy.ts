@@ -161,18 +161,22 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
    */
   private offloadPlacement(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): { offload: boolean; keep: OffloadKeep | null } {
     const all = [...units, ""];
-    const offloaded = all.filter((path) => own.get(path)?.cpuOffload ?? this.options.cpuOffload);
+    const offloaded = all.filter((path) => this.unitOffloaded(path, own));
     if (offloaded.length === 0) return { offload: false, keep: null };
     const kept = all.filter((path) => !offloaded.includes(path));
     return { offload: true, keep: kept.length === 0 ? null : Object.freeze({ optimizerState: Object.freeze(kept), parameters: Object.freeze([]) }) };
   }
 
+  /** Whether a unit's slices and optimizer state live in host memory: its own `cpuOffload`, else the strategy's. */
+  private unitOffloaded(path: string, own: ReadonlyMap<string, ResolvedFullyShardOptions>): boolean {
+    return own.get(path)?.cpuOffload ?? this.options.cpuOffload;
+  }
+
   /** Whether an offloaded unit computes in a paramDtype other than its fp32 master's (its gathers cast: [Note: upload one unit ahead] in @fulgur/sharding). */
   private offloadedUnitsCast(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): boolean {
-    return units.some((path) => {
-      const unit = own.get(path);
-      return (unit?.cpuOffload ?? this.options.cpuOffload) && (unit?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32") !== "float32";
-    });
+    return units.some(
+      (path) => this.unitOffloaded(path, own) && (own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32") !== "float32",
+    );
   }
 
   private engineOptions(placement: { offload: boolean; keep: OffloadKeep | null }): EngineOptions {
