@@ -46,6 +46,12 @@ export interface EngineOptions {
    * root unit); null or absent: every unit offloaded. See [Note: units kept on the device].
    */
   readonly keep?: OffloadKeep | null;
+  /**
+   * With `offload` to a GPU's host: the share (0 to 1) of the host-resident optimizer step updated
+   * on the device, its state streamed up and back in pieces ([Note: the step streamed through the
+   * device] in deviceStep.ts). Absent or 0: the CPU's threads update all of it.
+   */
+  readonly deviceStepShare?: number;
 }
 
 /**

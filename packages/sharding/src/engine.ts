@@ -17,7 +17,8 @@
  */
 import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
 import { DownloadQueue } from "./downloadQueue";
-import { type Tensor, memoryStats, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
+import { type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
+import { DeviceStreamedStep } from "./deviceStep";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit } from "./layout";
@@ -110,6 +111,10 @@ export class ShardingEngine {
   private readonly reshardsAfterForward = new Map<FlatUnit, boolean>();
   /** The disk tier (NVMe offload), or null: this rank's swap directory lives as long as the engine. */
   readonly nvme: NvmeTier | null;
+  /** The share of the offloaded step updated on the device ([Note: the step streamed through the device]), or null. */
+  readonly streamedStep: DeviceStreamedStep | null;
+  /** The optimizer's parameters whose state lives in host memory between steps, known at the first step. */
+  private hostSegments: Set<Tensor> | null = null;
 
   constructor(
     readonly root: Module,
@@ -120,6 +125,15 @@ export class ShardingEngine {
     const nvme = options.nvme;
     if (nvme && !options.offload) throw new RangeError("sharding engine: NVMe offload goes through the host: set offload too");
     this.nvme = nvme ? new NvmeTier(nvme, groups.shard.ranks[groups.shard.rank] ?? groups.shard.rank) : null;
+    const share = options.deviceStepShare ?? 0;
+    if (share > 0 && !options.offload) throw new RangeError("sharding engine: deviceStepShare streams offloaded state through the device: set offload too");
+    this.streamedStep = share > 0 ? new DeviceStreamedStep(device, share, (p) => this.streamsThroughDevice(p)) : null;
+  }
+
+  /** Parameters whose state stays in host memory between steps: the segments of offloaded units not on disk. */
+  private streamsThroughDevice(p: Tensor): boolean {
+    this.hostSegments ??= new Set(this.units.filter((u) => u.onHost && !u.onDisk && !u.resident).flatMap((u) => [...u.optimParams]));
+    return this.hostSegments.has(p);
   }
 
   /**
@@ -157,6 +171,7 @@ export class ShardingEngine {
       p.registerPostAccumulateGradHook(() => this.onGradient(unit, i));
     };
     this.units.push(unit);
+    this.hostSegments = null;
     if (plan.path === "") this.rootUnit = unit;
     else {
       this.wrapped.push(unit);
@@ -316,8 +331,10 @@ export class ShardingEngine {
    */
   step<T>(optimizer: Optimizer, run: () => Promise<T>): Promise<T> {
     const nvme = this.nvme;
-    if (!nvme) return this.onHost(run);
-    return this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, run));
+    const streamed = this.streamedStep;
+    const routed = streamed ? () => routeAdamW(streamed.route, run) : run;
+    if (!nvme) return this.onHost(routed);
+    return this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, routed));
   }
 
   /**
@@ -326,7 +343,13 @@ export class ShardingEngine {
    */
   async withOptimizerState<T>(optimizer: Optimizer, changed: boolean, fn: () => Promise<T> | T): Promise<T> {
     const nvme = this.nvme;
-    if (!nvme || !this.options.nvme!.optimizerState) return this.onHost(async () => fn());
+    if (!nvme || !this.options.nvme!.optimizerState) {
+      return this.onHost(async () => {
+        const result = await fn();
+        if (changed) this.streamedStep?.unpinAll();
+        return result;
+      });
+    }
     // Units kept on the device or in host memory keep their state there: only the others' goes to disk.
     const offloaded = new Set(this.units.filter((u) => u.onDisk).flatMap((u) => [...u.optimParams]));
     const stateTensors = (): Tensor[] =>
@@ -334,6 +357,8 @@ export class ShardingEngine {
     const before = stateTensors();
     nvme.fetch(before);
     const result = await this.onHost(async () => fn());
+    // A load made new state tensors: the old ones' pages are unpinned (the new ones are pinned at the next step).
+    if (changed) this.streamedStep?.unpinAll();
     const after = stateTensors();
     if (changed) nvme.forget(before.filter((t) => !after.includes(t)));
     nvme.evict(after, changed);
@@ -395,6 +420,7 @@ export class ShardingEngine {
     for (const unit of this.units) unit.dispose();
     // The threads only offloaded steps use go with the job (they are started again if needed).
     if (this.options.offload) stopCpuOptimizerThreads();
+    this.streamedStep?.unpinAll();
     // This rank's swap directory goes with the engine (it was made for it).
     this.nvme?.dispose();
   }

@@ -9,6 +9,7 @@ export { ShardingEngine, planUnits, type UnitPlacement, type UnitPlan } from "./
 export { FlatUnit, type UnitGroups, type UnitState } from "./flatUnit";
 export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout } from "./layout";
 export { canReleaseMemory } from "./storageMemory";
+export { DeviceStreamedStep, STREAMED_MIN_ELEMENTS, STREAMED_PIECE_ELEMENTS, STREAMED_PIECES_IN_FLIGHT, streamedStepBytes, streamedStepSizes } from "./deviceStep";
 export { type StreamingCheckpointIO, saveFullStreamed, streamsTensors } from "./streamedSave";
 export { checkpointSegments, estimateShardedMemory, type ShardedMemoryLayout } from "./memory";
 export type { NvmeLayout } from "./offloadHostMemory";

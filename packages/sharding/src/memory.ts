@@ -10,6 +10,7 @@ import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
 import { DOWNLOADS_IN_FLIGHT, type OffloadKeep } from "./api";
 import { type NvmeLayout, hostOverStep, unitsOnDisk } from "./offloadHostMemory";
+import { streamedStepBytes } from "./deviceStep";
 import {
   EMPTY_BREAKDOWN,
   activationNote,
@@ -52,6 +53,11 @@ export interface ShardedMemoryLayout {
   readonly uploadsAhead?: boolean;
   /** With offload: what NVMe offload keeps on disk (offloadHostMemory.ts), or null. */
   readonly nvme?: NvmeLayout | null;
+  /**
+   * With offload: the share of the optimizer step streamed through the device ([Note: the step
+   * streamed through the device] in deviceStep.ts), whose pieces in flight are the step's workspace.
+   */
+  readonly deviceStepShare?: number;
   /** Modules whose forward is recomputed in backward (activation checkpointing). */
   readonly checkpointed: readonly string[];
   readonly notes: readonly string[];
@@ -249,7 +255,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
       return { gathered: bytes.parameters - kept + prefetch * largest + casts, keptGathered: kept, gradientsKept: 0, gradientBuffer: bytes.trainable, reducedGradients };
     },
     otherGradients: 0,
-    optimizerWorkspace: 0,
+    optimizerWorkspace: layout.offload && (layout.deviceStepShare ?? 0) > 0 ? streamedStepBytes(largestSegment(input, units, keep, shards)) : 0,
   };
   const peak = simulateStep(profile, step);
   const notes = [...layout.notes, activationNote(profile)];
@@ -271,4 +277,14 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   }
   if (host.disk > 0) notes.push("disk: the NVMe offload's swap files; the host holds the state only in the optimizer step, three neighbouring sub_group_size pieces at a time, and a slice on disk only while its unit is gathered");
   return { strategy, perDevice: moment.device, perHost: moment.host, disk: host.disk, notes: [...notes, `peak: ${moment.where}`], peak: { phase: moment.phase, where: moment.where } };
+}
+
+/** Elements of the largest trainable parameter's local segment among the offloaded units (the streamed step's largest piece). */
+function largestSegment(input: MemoryEstimateInput, units: readonly string[], keep: OffloadKeep | null, shards: number): number {
+  const owner = (name: string): string => units.filter((u) => u !== "" && name.startsWith(`${u}.`)).reduce((a, b) => (b.length > a.length ? b : a), "");
+  let largest = 0;
+  for (const [name, p] of input.module.namedParameters()) {
+    if (p.requiresGrad && !(keep?.optimizerState.includes(owner(name)) ?? false)) largest = Math.max(largest, Math.ceil(p.numel / shards));
+  }
+  return largest;
 }

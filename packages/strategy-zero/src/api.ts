@@ -87,6 +87,13 @@ export interface DeepSpeedOptions extends ParallelOptions {
    * left, units are kept from the last one back, the first ones going to disk.
    */
   readonly offloadKeepHost?: "auto" | number | null;
+  /**
+   * With offload to a GPU's host: the share (0 to 1) of the offloaded optimizer step updated on the
+   * GPU, its host-resident state streamed up and back in pieces while the CPU's threads update the
+   * rest (Fulgur's own; the guide's "The step on CPU and GPU together"). The state stays in host
+   * memory. Absent, null or 0: the CPU's threads update all of it.
+   */
+  readonly offloadStepShare?: number | null;
 }
 
 /** The ZeRO options proper (everything but the launch options ParallelOptions shares). */
@@ -118,6 +125,7 @@ const NOT_GIVEN: { readonly [K in ZeroOptionName]: null } = {
   autoWrapPolicy: null,
   offloadKeep: null,
   offloadKeepHost: null,
+  offloadStepShare: null,
 };
 
 /** A bad DeepSpeed strategy option; `option` names it. */
@@ -156,6 +164,7 @@ const schema = z.strictObject({
   autoWrapPolicy: policy.nullable().optional(),
   offloadKeep: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
   offloadKeepHost: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
+  offloadStepShare: z.number().min(0).max(1).nullable().optional(),
 });
 
 const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
@@ -180,6 +189,7 @@ const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
   autoWrapPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
   offloadKeep: '"auto" (the device\'s free memory), a positive integer number of bytes of device memory, or null',
   offloadKeepHost: '"auto" (the host\'s available memory over this node\'s ranks), a positive integer number of bytes of host memory per rank, or null',
+  offloadStepShare: "a number from 0 to 1 (the share of the offloaded optimizer step run on the device), or null",
 };
 
 const SPEC: OptionSpec<DeepSpeedOptions> = {

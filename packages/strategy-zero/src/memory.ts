@@ -19,7 +19,7 @@ export function estimateZeroMemory(
   strategyName: string,
   plan: ZeroPlan,
   input: MemoryEstimateInput,
-  layout: { worldSize: number; prefetch: number; policy: WrapPolicy | null; keep?: OffloadKeep | null },
+  layout: { worldSize: number; prefetch: number; policy: WrapPolicy | null; keep?: OffloadKeep | null; deviceStepShare?: number },
 ): MemoryEstimate {
   const { worldSize, prefetch } = layout;
   if (plan.stage === 0 && !offloaded(plan)) return estimateReplicatedMemory(strategyName, input, { communicationBytes: 0 });
@@ -37,6 +37,7 @@ export function estimateZeroMemory(
     keepGathered: plan.stage === 1 || plan.stage === 2,
     offload: onHost,
     keep: layout.keep ?? null,
+    deviceStepShare: layout.deviceStepShare ?? 0,
     nvme,
     alone: worldSize === 1,
     checkpointed: [],

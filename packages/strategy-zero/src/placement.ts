@@ -140,6 +140,25 @@ export function checkOffloadKeepHost(plan: ZeroPlan, keep: "auto" | number | nul
   );
 }
 
+/**
+ * The share of the offloaded optimizer step updated on the device ([Note: the step streamed
+ * through the device] in @fulgur/sharding): the option's number, none when absent or with nothing
+ * offloaded. Off by default until a GPU measurement picks the share that pays on a given host.
+ */
+export function deviceStepShareFor(plan: ZeroPlan, option: number | null): number {
+  return offloaded(plan) ? option ?? 0 : 0;
+}
+
+/** Refuses an offloadStepShare that cannot act: nothing is offloaded, so the step already runs on the device. */
+export function checkOffloadStepShare(plan: ZeroPlan, share: number | null, strategyName: string): void {
+  if (share === null || share === 0 || offloaded(plan)) return;
+  throw new DeepSpeedOptionError(
+    "offloadStepShare",
+    `${strategyName} option offloadStepShare: got ${share}; it streams offloaded optimizer state through the device, but nothing is offloaded in this run (stage ${plan.stage}, ` +
+      `offload_optimizer.device "${plan.offloadOptimizer}", offload_param.device "${plan.offloadParam}"); turn offload on (offloadOptimizer: true) or leave offloadStepShare out`,
+  );
+}
+
 /** The start-up line: how many units keep their parameters and their optimizer state on the device. */
 export function describePlacement(placement: readonly UnitPlacement[]): string {
   const m = placement.length;

@@ -69,7 +69,7 @@ export function nvmeOffloadOf(plan: ZeroPlan): NvmeOffload | null {
 }
 
 /** The engine options of a stage (see [Note: stages on the engine]). */
-export function engineOptionsFor(plan: ZeroPlan, prefetch: number, keep: OffloadKeep | null = null): EngineOptions {
+export function engineOptionsFor(plan: ZeroPlan, prefetch: number, keep: OffloadKeep | null = null, deviceStepShare = 0): EngineOptions {
   const stage = plan.stage;
   return Object.freeze({
     shardingStrategy: stage === 0 ? "NO_SHARD" : stage === 3 ? "FULL_SHARD" : "SHARD_GRAD_OP",
@@ -81,6 +81,7 @@ export function engineOptionsFor(plan: ZeroPlan, prefetch: number, keep: Offload
     keepGathered: stage === 1 || stage === 2,
     nvme: nvmeOffloadOf(plan),
     keep: offloaded(plan) ? keep : null,
+    deviceStepShare: offloaded(plan) ? deviceStepShare : 0,
   });
 }
 

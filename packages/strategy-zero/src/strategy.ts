@@ -55,7 +55,7 @@ import { ZeroConfigError, type ZeroPlan, resolvePlan } from "./config";
 import { idleKeysWarning, keysWithoutEffect } from "./keys";
 import { installLossScaler } from "./lossScaler";
 import { estimateZeroMemory } from "./memory";
-import { checkOffloadKeep, checkOffloadKeepHost, describePlacement, freeDeviceBytes, freeHostBytes, keepForRatio, keepInHost, keepWithinDevice } from "./placement";
+import { checkOffloadKeep, checkOffloadKeepHost, checkOffloadStepShare, describePlacement, deviceStepShareFor, freeDeviceBytes, freeHostBytes, keepForRatio, keepInHost, keepWithinDevice } from "./placement";
 import {
   SegmentIndex,
   gatherModuleState,
@@ -126,6 +126,7 @@ export class DeepSpeedStrategy
       this.resolved = resolvePlan(parsed, name);
       checkOffloadKeep(this.resolved, parsed.offloadKeep, name);
       checkOffloadKeepHost(this.resolved, parsed.offloadKeepHost, name);
+      checkOffloadStepShare(this.resolved, parsed.offloadStepShare, name);
     } catch (err) {
       if (construction.refuseConfigAt !== "start") throw err;
       this.refusal = err as Error;
@@ -233,7 +234,7 @@ export class DeepSpeedStrategy
     const engine = new ShardingEngine(
       module,
       unitGroupsFor(this.plan.stage, this.processGroup),
-      engineOptionsFor(this.plan, this.prefetch, this.keep),
+      engineOptionsFor(this.plan, this.prefetch, this.keep, this.deviceStepShare),
       device
     );
     for (const plan of plans) {
@@ -301,7 +302,7 @@ export class DeepSpeedStrategy
     const worldSize = input.worldSize ?? this.worldSize;
     const shards = this.plan.stage === 0 ? 1 : worldSize;
     const estimate = (keep: OffloadKeep | null, at: MemoryEstimateInput = input) =>
-      estimateZeroMemory(this.name, this.plan, at, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep });
+      estimateZeroMemory(this.name, this.plan, at, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep, deviceStepShare: this.deviceStepShare });
     let onDevice: OffloadKeep | null = null;
     if (deviceBytes !== null) {
       onDevice = keepWithinDevice(units, deviceBytes - estimate(null).perDevice.total, { stage: this.plan.stage, shards, masterDtype, precision: input.precision });
@@ -461,7 +462,13 @@ export class DeepSpeedStrategy
       prefetch: this.prefetch,
       policy: this.options.autoWrapPolicy,
       keep: this.keep ?? this.plannedKeep(input),
+      deviceStepShare: this.deviceStepShare,
     });
+  }
+
+  /** The share of the offloaded optimizer step updated on the device (offloadStepShare). */
+  private get deviceStepShare(): number {
+    return deviceStepShareFor(this.plan, this.options.offloadStepShare);
   }
 
   protected override releaseModule(): void {

@@ -84,6 +84,8 @@ interface RankResult {
   /** Tensor bytes the save added at its highest (null without --save). */
   savePeak: number | null;
   threadedSteps: number;
+  /** Elements the optimizer steps updated through the device (offloadStepShare). */
+  streamedElements: number;
   swapFiles: { name: string; bytes: number }[];
   /** ZeRO only: the batch sizes trained with, where each unit's state lives, the engine's bytes after step 1. */
   zero: ZeroFacts | null;
@@ -104,6 +106,8 @@ interface Trained {
   readonly savePeaks: (number | null)[];
   /** CPU optimizer steps each rank ran on worker threads. */
   readonly threadedSteps: number[];
+  /** Elements each rank's optimizer steps updated through the device (offloadStepShare). */
+  readonly streamedElements: number[];
   /** The files under the NVMe directory each rank saw after step 1 (with --nvme-dir). */
   readonly swapFiles: { name: string; bytes: number }[][];
   readonly zero: (ZeroFacts | null)[];
@@ -126,7 +130,7 @@ async function train(spec: JobSpec, allowStderr = false): Promise<Trained> {
     expect(Math.abs(estimated / measured - 1), `rank ${r.rank}: estimated ${estimated} bytes (peak: ${r.estimate.where}), measured ${measured}`).toBeLessThan(0.1);
   }
   const losses = ranks[0].losses.map((_, step) => ranks.reduce((sum, r) => sum + r.losses[step], 0) / spec.world);
-  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), swapFiles: ranks.map((r) => r.swapFiles), zero: ranks.map((r) => r.zero), stdout: job.stdout, stderr: job.stderr };
+  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), streamedElements: ranks.map((r) => r.streamedElements), swapFiles: ranks.map((r) => r.swapFiles), zero: ranks.map((r) => r.zero), stdout: job.stdout, stderr: job.stderr };
 }
 
 function expectLosses(actual: readonly number[], expected: readonly number[]): void {
@@ -174,6 +178,26 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
       for (const bytes of job.stateBytes) expect(bytes / ref.stateBytes[0]).toBeCloseTo(share, 2);
     });
   }
+
+  // [Note: the step streamed through the device] in @fulgur/sharding: half of each offloaded step
+  // goes through "the device" in pieces of 1,500 elements, more than four at once, and comes back
+  // into the host state; on the CPU accelerator a copy stands in for the trip.
+  it("stage 3 offload at world 2 with half of each step streamed through the device (offloadStepShare 0.5)", async () => {
+    const ref = await reference();
+    const env = { FULGUR_STREAMED_STEP_MIN_ELEMENTS: "1000", FULGUR_STREAMED_STEP_PIECE_ELEMENTS: "1500" };
+    const job = await train({ strategy: "deepspeed_stage_3_offload", world: 2, options: { offloadStepShare: 0.5 }, env, flags: ["--cpu-threads", "2"] });
+    expectLosses(job.losses, ref.losses);
+    // Each rank's parameters of 1,000 elements and more, halved (4,096-element block weights and the
+    // root's 4,096-element embedding halves and head): about half of them went through the device
+    // at each of the 20 steps; the CPU's threads took the rest.
+    for (const [r, n] of job.streamedElements.entries()) {
+      expect(n, `rank ${r}`).toBeGreaterThan(0);
+      expect(n % STEPS, `rank ${r}`).toBe(0);
+    }
+    // The CPU's share ran on its threads at each step; on the CPU accelerator each piece's update
+    // "on the device" is the CPU backend's too, so there are more threaded calls than groups × steps.
+    for (const n of job.threadedSteps) expect(n).toBeGreaterThan(2 * STEPS);
+  });
 
   // ZeRO-Infinity: optimizer state and parameter slices in files, read in pieces of about one unit
   // (sub_group_size) while the piece before is updated, in requests of at most 4 KiB (buffer_size)

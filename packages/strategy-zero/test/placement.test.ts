@@ -10,7 +10,7 @@ import { withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
 import { DeepSpeedOptionError, DeepSpeedStrategy, ZeroConfigError, engineOptionsFor, keysWithoutEffect } from "../src/index";
 import { estimateZeroMemory } from "../src/memory";
-import { FREE_MEMORY_HEADROOM, checkOffloadKeep, checkOffloadKeepHost, describePlacement, freeDeviceBytes, keepForRatio, keepInHost, keepWithinBudget, keepWithinDevice } from "../src/placement";
+import { FREE_MEMORY_HEADROOM, checkOffloadKeep, checkOffloadKeepHost, describePlacement, deviceStepShareFor, freeDeviceBytes, keepForRatio, keepInHost, keepWithinBudget, keepWithinDevice } from "../src/placement";
 
 // Four blocks of 100 elements and the root unit of 200, last (the engine's order).
 const units = [
@@ -156,6 +156,45 @@ describe("the memory estimate with units kept on the device", () => {
     // On NVMe, the kept unit's state (8 bytes an element of its half) is not in the files.
     const nvme = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme", nvmePath: "/tmp" }).plan;
     expect(estimateZeroMemory("z", nvme, input, layout).disk - estimateZeroMemory("z", nvme, input, { ...layout, keep }).disk).toBe((12_704 / 2) * 8);
+  });
+});
+
+describe("the offloaded step on CPU and GPU together (offloadStepShare)", () => {
+  const offloaded = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true }).plan;
+
+  it("the option's share with offload, none without it or when absent", () => {
+    expect(deviceStepShareFor(offloaded, 0.3)).toBe(0.3);
+    expect(deviceStepShareFor(offloaded, null)).toBe(0);
+    expect(deviceStepShareFor(new DeepSpeedStrategy({ stage: 3 }).plan, 0.5)).toBe(0);
+    expect(engineOptionsFor(offloaded, 1, null, 0.4).deviceStepShare).toBe(0.4);
+    expect(engineOptionsFor(new DeepSpeedStrategy({ stage: 2 }).plan, 0, null, 0.4).deviceStepShare).toBe(0);
+  });
+
+  it("is refused naming the option and the value: outside [0, 1], or a share with nothing offloaded", () => {
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepShare: 1.5 })).toThrow(DeepSpeedOptionError);
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepShare: 1.5 })).toThrow(/offloadStepShare.*a number from 0 to 1/s);
+    expect(() => new DeepSpeedStrategy({ stage: 2, offloadStepShare: 0.5 })).toThrow(
+      'deepspeed option offloadStepShare: got 0.5; it streams offloaded optimizer state through the device, but nothing is offloaded in this run (stage 2, offload_optimizer.device "none", offload_param.device "none"); turn offload on (offloadOptimizer: true) or leave offloadStepShare out',
+    );
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepShare: "auto" as never })).toThrow(/offloadStepShare.*a number from 0 to 1/s);
+    expect(() => new DeepSpeedStrategy({ stage: 2, offloadStepShare: 0 })).not.toThrow();
+  });
+
+  it("the estimate counts the pieces in flight on the device in the optimizer step: four of the largest offloaded segment's four tensors", () => {
+    process.env.FULGUR_STREAMED_STEP_MIN_ELEMENTS = "1";
+    try {
+      // The embedding (4,096 × 32) is the largest parameter: 65,536 elements on each of 2 ranks.
+      const module = withDevice("meta", () => new GPT({ vocabSize: 4096, seqLen: 8, dModel: 32, nLayers: 2, nHeads: 2 }));
+      const input = { module, precision: "32-true", microBatch: 2, worldSize: 2, copiesCrossBus: true };
+      const layout = { worldSize: 2, prefetch: 1, policy: null };
+      const none = estimateZeroMemory("z", offloaded, input, { ...layout, deviceStepShare: 0 });
+      const half = estimateZeroMemory("z", offloaded, input, { ...layout, deviceStepShare: 0.5 });
+      expect(none.perDevice.workspace).toBe(0);
+      expect(half.peak).toEqual({ phase: "optimizer", where: "optimizer step" });
+      expect(half.perDevice.workspace).toBe(4 * 65_536 * 4 * 4);
+    } finally {
+      delete process.env.FULGUR_STREAMED_STEP_MIN_ELEMENTS;
+    }
   });
 });
 

@@ -72,4 +72,5 @@ export { startReadyWorker, type ReadyWorkerEntries } from "./readyWorker";
 export { tsxWorkerBootstrap } from "./sourceWorker";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
 export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
+export { fusedAdamW, routeAdamW, type AdamWRoute, type FusedAdamWCall } from "./adamwRoute";
 export { MetaBackend, metaBackend } from "./meta";

@@ -5,7 +5,7 @@
  * launch per group on a GPU) when the formulas coincide: AdamW without AMSGrad, or Adam without
  * weight decay or AMSGrad. Everything else is composed from tensor ops under noGrad.
  */
-import { lowPrecisionCopyOf, markCopyWritten, maximum } from "@fulgur/tensor";
+import { fusedAdamW, lowPrecisionCopyOf, markCopyWritten, maximum } from "@fulgur/tensor";
 import type { Tensor } from "@fulgur/tensor";
 import { checkBoolean, checkNonNegative, checkRange } from "../validate";
 import { Optimizer, stateDType } from "./optimizer";
@@ -92,14 +92,16 @@ export class Adam extends Optimizer {
         // Autocast's bf16 copies of these parameters are written in the same pass (see
         // @fulgur/tensor's autocastCopies), so the next forward casts nothing.
         const copies = list.map((e) => lowPrecisionCopyOf(e.p));
-        list[0].p.backend.adamw(
-          list.map((e) => e.p),
-          list.map((e) => e.p.grad!),
-          list.map((e) => e.s.exp_avg as Tensor),
-          list.map((e) => e.s.exp_avg_sq as Tensor),
-          { lr, beta1, beta2, eps, weightDecay, step, maximize },
-          copies.some((c) => c !== null) ? copies : undefined,
-        );
+        // Through the route a strategy installed for its step, if any (the offloaded step streams
+        // part of the host state through the GPU), else on the parameters' backend.
+        fusedAdamW({
+          params: list.map((e) => e.p),
+          grads: list.map((e) => e.p.grad!),
+          expAvg: list.map((e) => e.s.exp_avg as Tensor),
+          expAvgSq: list.map((e) => e.s.exp_avg_sq as Tensor),
+          hyper: { lr, beta1, beta2, eps, weightDecay, step, maximize },
+          lowPrecision: copies.some((c) => c !== null) ? copies : undefined,
+        });
         for (const e of list) markCopyWritten(e.p);
       }
       return;

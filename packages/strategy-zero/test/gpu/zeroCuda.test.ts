@@ -22,12 +22,14 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let runs = 0;
 
 /** Per-step losses (mean over ranks) of 10 steps on CUDA with a global batch of 12 and 2 micro-batches. */
-async function cudaLosses(strategy: string, world: number, precision: string, options: object = {}): Promise<number[]> {
+async function cudaLosses(strategy: string, world: number, precision: string, options: object = {}, extraEnv: Record<string, string> = {}, streamed: number[] = []): Promise<number[]> {
   const out = join(scratch, `run${++runs}`);
-  const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !INHERITED.test(k)));
+  const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !INHERITED.test(k))), ...extraEnv };
   const flags = ["--out", out, "--strategy", strategy, "--devices", String(world), "--batch", String(6 / world), "--accumulate", "2", "--steps", "10"];
   await promisify(execFile)(process.execPath, [TRAIN, ...flags, "--accelerator", "cuda", "--precision", precision, "--options", JSON.stringify(options)], { env, timeout: 240_000 });
-  const ranks = Array.from({ length: world }, (_, r) => (JSON.parse(readFileSync(join(out, `result-rank${r}.json`), "utf8")) as { losses: number[] }).losses);
+  const results = Array.from({ length: world }, (_, r) => JSON.parse(readFileSync(join(out, `result-rank${r}.json`), "utf8")) as { losses: number[]; streamedElements: number });
+  streamed.push(...results.map((r) => r.streamedElements));
+  const ranks = results.map((r) => r.losses);
   return ranks[0].map((_, step) => ranks.reduce((sum, l) => sum + l[step], 0) / world);
 }
 
@@ -52,6 +54,21 @@ describe.skipIf(!hasGpu)("ZeRO on CUDA", () => {
     const single = await cudaLosses("single_device", 1, "bf16-mixed");
     within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed"), single, 5e-3);
     within(await cudaLosses("deepspeed_stage_3_offload", 2, "bf16-mixed", { processGroupBackend: "host" }), single, 5e-3);
+  });
+
+  // [Note: the step streamed through the device] in @fulgur/sharding: the share updated on the GPU
+  // (pinned host state up, the CUDA fused AdamW, down again beside the CPU threads' share) trains
+  // as the CPU alone does, to fp32 rounding; small pieces so the tiny model streams at all.
+  it("stage 3 offloaded with half of each step on the GPU (offloadStepShare 0.5) trains as the CPU step alone, at worlds 1 and 2", async () => {
+    const small = { FULGUR_STREAMED_STEP_MIN_ELEMENTS: "1000", FULGUR_STREAMED_STEP_PIECE_ELEMENTS: "1500" };
+    for (const world of [1, 2]) {
+      const host = world === 2 ? { processGroupBackend: "host" } : {};
+      const streamed: number[] = [];
+      const cpuOnly = await cudaLosses("deepspeed_stage_3_offload", world, "32-true", { ...host, offloadStepShare: 0 }, small);
+      within(await cudaLosses("deepspeed_stage_3_offload", world, "32-true", { ...host, offloadStepShare: 0.5 }, small, streamed), cpuOnly, 1e-4);
+      expect(streamed).toHaveLength(world);
+      for (const n of streamed) expect(n).toBeGreaterThan(0);
+    }
   });
 });
 

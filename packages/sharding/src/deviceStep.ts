@@ -1,0 +1,183 @@
+/**
+ * [Note: the step streamed through the device] An offloaded optimizer step runs on the CPU's
+ * threads, and is bound by the host's memory bandwidth: AdamW reads and writes 28 bytes a
+ * parameter, about 74 GB/s on a 16-core H200 host, 2.5 s a step at 6.71B parameters. The copy
+ * engines reach host memory beside the cores (measured on that host: threads 62.5 GB/s and copies
+ * 2 × 38.2 GB/s at once, 139 GB/s in all, against 97 GB/s for the threads alone;
+ * scripts/gpu/dma-beside-cpu.mjs). So a share of the offloaded parameters is updated on the GPU:
+ * its master slice, gradient slice and moments go up in pieces, the backend's fused AdamW updates
+ * them there, and the slice and moments come back down into the same host memory, while the
+ * threads update the rest. The state still lives on the host between steps; the device holds only
+ * STREAMED_PIECES_IN_FLIGHT pieces at a time.
+ *
+ * All of the device's share is queued before the CPU's share starts (copies and kernels run on
+ * their own; the host never waits for them until the end), and memory stays bounded by stream
+ * order alone: the oldest piece in flight is freed before the next is allocated, and on CUDA the
+ * free waits, on the device, for that piece's downloads. Each element's update depends on that
+ * element alone, so which side updates it changes nothing but rounding (the CPU backend gives the
+ * same bits, which the tests check through a copy to a second tensor).
+ */
+import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type Tensor, getBackend, noGrad } from "@fulgur/tensor";
+
+/** Elements of one piece (each of the four tensors): 64 MiB a tensor in fp32, long enough for full-speed copies. */
+export const STREAMED_PIECE_ELEMENTS = 1 << 24;
+/** Pieces on the device at once: enough for uploads, the update and downloads of different pieces to overlap. */
+export const STREAMED_PIECES_IN_FLIGHT = 4;
+/** Parameters smaller than this stay with the CPU's share (a launch and seven copies cost more than they save). */
+export const STREAMED_MIN_ELEMENTS = 1 << 20;
+
+function fromEnv(name: string, fallback: number, what: string): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${name}: got ${JSON.stringify(raw)}; expected a positive integer (${what})`);
+  return n;
+}
+
+/**
+ * The piece size and the smallest parameter streamed: the constants above, or
+ * FULGUR_STREAMED_STEP_PIECE_ELEMENTS and FULGUR_STREAMED_STEP_MIN_ELEMENTS (the tests' small
+ * models stream through them).
+ */
+export function streamedStepSizes(): { readonly pieceElements: number; readonly minElements: number } {
+  return {
+    pieceElements: fromEnv("FULGUR_STREAMED_STEP_PIECE_ELEMENTS", STREAMED_PIECE_ELEMENTS, "elements of each piece the optimizer step streams through the device"),
+    minElements: fromEnv("FULGUR_STREAMED_STEP_MIN_ELEMENTS", STREAMED_MIN_ELEMENTS, "the smallest parameter the optimizer step streams through the device"),
+  };
+}
+
+/** Device bytes the streamed step holds at most: fp32 master, gradient and two moments per piece in flight. */
+export function streamedStepBytes(largestParameter: number): number {
+  const { pieceElements, minElements } = streamedStepSizes();
+  if (largestParameter < minElements) return 0;
+  return STREAMED_PIECES_IN_FLIGHT * Math.min(pieceElements, largestParameter) * 4 * 4;
+}
+
+interface Piece {
+  readonly onDevice: Tensor[];
+  readonly reads: PendingRead[];
+}
+
+/** A range of one entry of the call, as flat views of its four tensors. */
+function range(call: FusedAdamWCall, i: number, start: number, length: number): [Tensor, Tensor, Tensor, Tensor] {
+  const flat = (t: Tensor) => t.reshape([t.numel]).narrow(0, start, length);
+  return [flat(call.params[i]), flat(call.grads[i]), flat(call.expAvg[i]), flat(call.expAvgSq[i])];
+}
+
+export class DeviceStreamedStep {
+  /** Host buffers this step page-locked (one array per buffer), unpinned by `unpinAll`. */
+  private readonly pinned = new Map<ArrayBufferLike, HostArray>();
+  /** Elements updated on the device so far (what tests and the step trace read). */
+  streamedElements = 0;
+  private readonly sizes = streamedStepSizes();
+
+  /**
+   * `share`: the fraction of the streamable elements of each call updated on the device (0 to 1).
+   * `streamable`: whether a parameter's state lives in host memory between steps (an offloaded unit
+   * not on disk).
+   */
+  constructor(
+    readonly device: string,
+    readonly share: number,
+    private readonly streamable: (p: Tensor) => boolean,
+  ) {
+    if (!(share >= 0 && share <= 1)) throw new RangeError(`streamed optimizer step: share got ${share}; expected a number from 0 to 1`);
+  }
+
+  readonly route: AdamWRoute = (call, onBackend) => {
+    const eligible = (i: number): boolean => {
+      const ts = [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]];
+      return (
+        !call.lowPrecision?.[i] &&
+        call.params[i].numel >= this.sizes.minElements &&
+        ts.every((t) => t.device === "cpu" && t.dtype === "float32" && t.isContiguous()) &&
+        this.streamable(call.params[i])
+      );
+    };
+    const candidates = call.params.map((_, i) => i).filter(eligible);
+    const total = candidates.reduce((n, i) => n + call.params[i].numel, 0);
+    let quota = Math.round(this.share * total);
+    if (quota === 0) return false;
+    // The device takes the first `quota` elements in the call's order; the CPU the rest.
+    const toDevice: { i: number; length: number }[] = [];
+    const rest: { i: number; start: number; length: number }[] = [];
+    const isCandidate = new Set(candidates);
+    call.params.forEach((p, i) => {
+      const take = isCandidate.has(i) ? Math.min(quota, p.numel) : 0;
+      quota -= take;
+      if (take > 0) toDevice.push({ i, length: take });
+      if (take < p.numel) rest.push({ i, start: take, length: p.numel - take });
+    });
+    noGrad(() => {
+      const pieces: Piece[] = [];
+      try {
+        for (const { i, length } of toDevice) {
+          this.pin(call, i);
+          for (let start = 0; start < length; start += this.sizes.pieceElements) {
+            // The oldest piece goes first: its memory is what the next one is given.
+            if (pieces.length >= STREAMED_PIECES_IN_FLIGHT) this.free(pieces[pieces.length - STREAMED_PIECES_IN_FLIGHT]);
+            pieces.push(this.streamPiece(call, i, start, Math.min(this.sizes.pieceElements, length - start)));
+          }
+        }
+        const cpu = rest.map(({ i, start, length }) => (start === 0 ? [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]] : range(call, i, start, length)));
+        onBackend({
+          params: cpu.map((r) => r[0]),
+          grads: cpu.map((r) => r[1]),
+          expAvg: cpu.map((r) => r[2]),
+          expAvgSq: cpu.map((r) => r[3]),
+          hyper: call.hyper,
+          lowPrecision: call.lowPrecision && rest.map(({ i, start }) => (start === 0 ? call.lowPrecision![i] : null)),
+        });
+      } finally {
+        // The host's values are complete only once every download is in.
+        for (const piece of pieces) {
+          for (const read of piece.reads) read.wait();
+          this.free(piece);
+        }
+      }
+    });
+    return true;
+  };
+
+  /** Sends one range up, updates it there and starts its way back down into the same host memory. */
+  private streamPiece(call: FusedAdamWCall, i: number, start: number, length: number): Piece {
+    const host = range(call, i, start, length);
+    // On the CPU backend (the tests' device) `to` would return the tensor itself: copy, so the
+    // update runs on memory of its own and must come back as a GPU's does.
+    const onDevice = host.map((t) => (t.device === this.device ? t.clone() : t.to(this.device)).untrack());
+    const backend = getBackend(this.device);
+    backend.adamw([onDevice[0]], [onDevice[1]], [onDevice[2]], [onDevice[3]], call.hyper);
+    this.streamedElements += length;
+    const reads: PendingRead[] = [];
+    for (const k of [0, 2, 3]) {
+      const out = host[k];
+      if (backend.readIntoAsync && out.backend.readShared) reads.push(backend.readIntoAsync(onDevice[k], out.backend.readShared(out)));
+      else out.copy_(onDevice[k]);
+    }
+    return { onDevice, reads };
+  }
+
+  /** Frees a piece's device tensors (idempotent); on CUDA the free waits, on the device, for its downloads. */
+  private free(piece: Piece): void {
+    for (const t of piece.onDevice.splice(0)) t.dispose();
+  }
+
+  /** Page-locks the host memory of entry `i`'s four tensors, once per buffer, so its copies are direct DMA. */
+  private pin(call: FusedAdamWCall, i: number): void {
+    const backend = getBackend(this.device);
+    if (!backend.pinHost) return;
+    for (const t of [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]]) {
+      const array = t.backend.readShared?.(t);
+      if (!array || this.pinned.has(array.buffer)) continue;
+      backend.pinHost(array);
+      this.pinned.set(array.buffer, array);
+    }
+  }
+
+  /** Unpins what this step pinned (the engine's teardown, and a load that replaced the optimizer state). */
+  unpinAll(): void {
+    const backend = getBackend(this.device);
+    for (const array of this.pinned.values()) backend.unpinHost?.(array);
+    this.pinned.clear();
+  }
+}

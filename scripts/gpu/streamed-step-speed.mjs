@@ -1,0 +1,60 @@
+// The offloaded AdamW step split between the CPU's threads and the GPU ([Note: the step streamed
+// through the device] in packages/sharding/src/deviceStep.ts): one step over N fp32 elements of
+// host state (in tensors of 201M elements, a 6.71B GPT block's size, in shared memory as offload
+// keeps them), for each share given, timed as the sharding engine runs it (the route around the
+// fused AdamW call). Prints one JSON line per share, and checks the last share's result against
+// the CPU alone. Usage: node scripts/gpu/streamed-step-speed.mjs [millions of elements = 1600] [shares = 0,0.3,0.4,0.5,0.6]
+import { fromHost, fusedAdamW, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads, zeros } from "../../packages/tensor/dist/index.js";
+import { registerCudaBackend } from "../../packages/accelerator-cuda/dist/index.js";
+import { DeviceStreamedStep } from "../../packages/sharding/dist/index.js";
+
+const millions = Number(process.argv[2] ?? 1600);
+const shares = (process.argv[3] ?? "0,0.3,0.4,0.5,0.6").split(",").map(Number);
+registerCudaBackend();
+const per = 201_326_592;
+const count = Math.max(1, Math.round((millions * 1e6) / per));
+const host = (fill) => sharedHostMemory(() => {
+  const t = zeros([per], { dtype: "float32", device: "cpu" });
+  if (fill !== 0) t.fill_(fill);
+  return t;
+});
+const entries = Array.from({ length: count }, (_, k) => ({ p: host(0.01 * (k + 1)), g: host(0.001), m: host(0), v: host(0) }));
+const call = (step) => ({
+  params: entries.map((e) => e.p), grads: entries.map((e) => e.g), expAvg: entries.map((e) => e.m), expAvgSq: entries.map((e) => e.v),
+  hyper: { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step },
+});
+let step = 0;
+const elements = count * per;
+const results = [];
+for (const share of shares) {
+  const streamed = new DeviceStreamedStep("cuda:0", share, () => true);
+  const run = () => (share > 0 ? routeAdamW(streamed.route, () => fusedAdamW(call(++step))) : fusedAdamW(call(++step)));
+  const tPin = performance.now();
+  run(); // warm: pins the pages, starts the threads, compiles the kernel
+  const warmMs = performance.now() - tPin;
+  const reps = 3;
+  const t0 = performance.now();
+  for (let r = 0; r < reps; r++) run();
+  const ms = (performance.now() - t0) / reps;
+  streamed.unpinAll();
+  const line = { share, elements, ms_per_step: +ms.toFixed(1), warm_ms: +warmMs.toFixed(0), host_gb_s_equivalent: +((elements * 28) / ms / 1e6).toFixed(1), per_6_71b_s: +((ms / elements) * 6.71e9 / 1e3).toFixed(3) };
+  results.push(line);
+  console.log(JSON.stringify(line));
+}
+// The same update on both sides: a short fresh run, half streamed, against the CPU alone.
+const n = 4 * (1 << 24) + 12345;
+const t = (v) => sharedHostMemory(() => fromHost(Float32Array.from({ length: n }, (_, i) => Math.sin(i * 0.001 + v)), [n], "float32"));
+const a = { p: t(1), g: t(2), m: t(3), v: sharedHostMemory(() => t(4).abs()) };
+const b = { p: t(1), g: t(2), m: t(3), v: sharedHostMemory(() => t(4).abs()) };
+const one = (e) => ({ params: [e.p], grads: [e.g], expAvg: [e.m], expAvgSq: [e.v], hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: 1 } });
+const check = new DeviceStreamedStep("cuda:0", 0.5, () => true);
+routeAdamW(check.route, () => fusedAdamW(one(a)));
+fusedAdamW(one(b));
+check.unpinAll();
+let worst = 0;
+for (const k of ["p", "m", "v"]) {
+  const x = a[k].toHost(), y = b[k].toHost();
+  for (let i = 0; i < n; i++) worst = Math.max(worst, Math.abs(x[i] - y[i]) / Math.max(1e-12, Math.abs(y[i])));
+}
+console.log(JSON.stringify({ check: "half streamed vs CPU alone", elements: n, streamed: check.streamedElements, worst_relative_difference: worst }));
+stopCpuOptimizerThreads();
