@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { adamwF32Simd } from "../src/cpu/adamwSimd";
+import { f32ToBf16Bits } from "../src/dtype";
 
 function constants(lr: number, beta1: number, beta2: number, eps: number, weightDecay: number, step: number, maximize: boolean) {
   const bc1 = 1 - beta1 ** step;
@@ -58,4 +59,21 @@ describe("cpu adamw in WebAssembly SIMD", () => {
       if (offset > 0) expect(p[0]).toBe(untouched[3]);
     });
   }
+
+  it("writes the bf16 copy of the updated p in the same pass, rounded as f32ToBf16Bits rounds: ties to even, infinities, NaN and subnormals included", () => {
+    const n = 8192 + 13;
+    const offset = 2;
+    const total = n + offset + 3;
+    const [p, g, m, v] = [random(total, 5), random(total, 6), random(total, 7), random(total, 8, true)];
+    // Values whose rounding is the question, kept as they are by the update (no gradient, no decay, lr 0).
+    const edges = [1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -8), Infinity, -Infinity, NaN, 3.4e38, 1e-40, -0, 0, 65504.5];
+    edges.forEach((x, i) => (p[offset + i] = x));
+    const lp = new Uint16Array(total).fill(0xabcd);
+    const k = constants(0, 0.9, 0.95, 1e-8, 0, 1, false);
+    expect(adamwF32Simd(p, offset, g, offset, m, offset, v, offset, n, k, lp, offset + 1)).toBe(true);
+    for (let i = 0; i < n; i++) expect(lp[offset + 1 + i], `element ${i} (${p[offset + i]})`).toBe(f32ToBf16Bits(p[offset + i]));
+    // Ties: 1 + 2^-8 rounds down to even (0x3f80), 1 + 3·2^-8 up (0x3f82); a NaN stays quiet.
+    expect([lp[offset + 1], lp[offset + 2], lp[offset + 6] & 0x7fc0]).toEqual([0x3f80, 0x3f82, 0x7fc0]);
+    expect([lp[offset], lp[offset + n + 1]]).toEqual([0xabcd, 0xabcd]);
+  });
 });

@@ -52,8 +52,10 @@ export function adamwRange(p: HostRange, g: HostRange, m: HostRange, v: HostRang
   const va = V.arr;
   if (pa instanceof Float32Array && ga instanceof Float32Array && ma instanceof Float32Array && va instanceof Float32Array) {
     const k = { beta1, beta2, c1, c2, stepSize, invSqrtBc2, eps, decay, sign };
-    if (adamwF32Simd(pa, P.off, ga, G.off, ma, Mv.off, va, V.off, n, k)) {
-      writeLowPrecision(p, n, lowPrecision);
+    // A bf16 copy is written by the kernel in the same pass; another dtype's after it.
+    const bf16 = lowPrecision?.dtype === "bfloat16" && lowPrecision.data instanceof Uint16Array ? lowPrecision : null;
+    if (adamwF32Simd(pa, P.off, ga, G.off, ma, Mv.off, va, V.off, n, k, bf16 && (bf16.data as Uint16Array), bf16?.offset ?? 0)) {
+      if (!bf16) writeLowPrecision(p, n, lowPrecision);
       return;
     }
   }

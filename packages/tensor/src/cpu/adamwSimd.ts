@@ -21,6 +21,9 @@ interface Kernel {
   readonly g: Float32Array;
   readonly m: Float32Array;
   readonly v: Float32Array;
+  /** Writes the bf16 bits of p's first n elements into `lp`. */
+  readonly bf16: (n: number) => void;
+  readonly lp: Uint16Array;
 }
 
 let kernel: Kernel | null | undefined;
@@ -38,7 +41,7 @@ function load(): Kernel | null {
   if (process.env.FULGUR_CPU_SIMD === "0") return (kernel = null);
   if (!wasm) return (kernel = null);
   try {
-    const memory = new wasm.Memory({ initial: 2, maximum: 2 });
+    const memory = new wasm.Memory({ initial: 3, maximum: 3 });
     const instance = new wasm.Instance(new wasm.Module(Buffer.from(adamwWasm, "base64")), { env: { memory } });
     const f = new Float32Array(memory.buffer);
     kernel = {
@@ -47,6 +50,8 @@ function load(): Kernel | null {
       g: f.subarray(CHUNK, 2 * CHUNK),
       m: f.subarray(2 * CHUNK, 3 * CHUNK),
       v: f.subarray(3 * CHUNK, 4 * CHUNK),
+      bf16: instance.exports.bf16 as Kernel["bf16"],
+      lp: new Uint16Array(memory.buffer, 4 * 4 * CHUNK, CHUNK),
     };
   } catch {
     // A runtime without WebAssembly SIMD: the scalar loop does the step.
@@ -69,10 +74,11 @@ export interface AdamWConstants {
 }
 
 /**
- * Updates n fp32 elements of p, m, v in place from g, each array from its own offset. Returns
- * false, having done nothing, where WebAssembly SIMD is not available.
+ * Updates n fp32 elements of p, m, v in place from g, each array from its own offset, and with `lp`
+ * writes the bf16 bits of the updated p into it from `lpo` (in the same pass, while each chunk is in
+ * cache). Returns false, having done nothing, where WebAssembly SIMD is not available.
  */
-export function adamwF32Simd(p: Float32Array, po: number, g: Float32Array, go: number, m: Float32Array, mo: number, v: Float32Array, vo: number, n: number, k: AdamWConstants): boolean {
+export function adamwF32Simd(p: Float32Array, po: number, g: Float32Array, go: number, m: Float32Array, mo: number, v: Float32Array, vo: number, n: number, k: AdamWConstants, lp: Uint16Array | null = null, lpo = 0): boolean {
   const w = load();
   if (!w) return false;
   for (let s = 0; s < n; s += CHUNK) {
@@ -84,6 +90,10 @@ export function adamwF32Simd(p: Float32Array, po: number, g: Float32Array, go: n
     // Lanes past c (the last chunk's tail) compute on stale values and are not copied out.
     w.run((c + 3) & ~3, k.beta1, k.beta2, k.c1, k.c2, k.stepSize, k.invSqrtBc2, k.eps, k.decay, k.sign);
     p.set(w.p.subarray(0, c), po + s);
+    if (lp) {
+      w.bf16((c + 3) & ~3);
+      lp.set(w.lp.subarray(0, c), lpo + s);
+    }
     m.set(w.m.subarray(0, c), mo + s);
     v.set(w.v.subarray(0, c), vo + s);
   }
