@@ -8,7 +8,9 @@
  * its master slice, gradient slice and moments go up in pieces, the backend's fused AdamW updates
  * them there, and the slice and moments come back down into the same host memory, while the
  * threads update the rest. The state still lives on the host between steps; the device holds only
- * STREAMED_PIECES_IN_FLIGHT pieces at a time.
+ * STREAMED_PIECES_IN_FLIGHT pieces at a time. A low-precision copy the step writes beside (an
+ * offloaded unit's slice in its compute dtype, [Note: uploads in the compute dtype] in flatUnit.ts)
+ * is written on the device with the update and comes down too.
  *
  * All of the device's share is queued before the CPU's share starts (copies and kernels run on
  * their own; the host never waits for them until the end), and memory stays bounded by stream
@@ -17,7 +19,7 @@
  * element alone, so which side updates it changes nothing but rounding (the CPU backend gives the
  * same bits, which the tests check through a copy to a second tensor).
  */
-import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type Tensor, getBackend, noGrad } from "@fulgur/tensor";
+import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type Tensor, empty, getBackend, noGrad } from "@fulgur/tensor";
 
 /** Elements of one piece (each of the four tensors): 64 MiB a tensor in fp32, long enough for full-speed copies. */
 export const STREAMED_PIECE_ELEMENTS = 1 << 24;
@@ -46,11 +48,14 @@ export function streamedStepSizes(): { readonly pieceElements: number; readonly 
   };
 }
 
-/** Device bytes the streamed step holds at most: fp32 master, gradient and two moments per piece in flight. */
-export function streamedStepBytes(largestParameter: number): number {
+/**
+ * Device bytes the streamed step holds at most: fp32 master, gradient and two moments per piece in
+ * flight, and `copyBytes` a parameter for a low-precision copy written beside.
+ */
+export function streamedStepBytes(largestParameter: number, copyBytes = 0): number {
   const { pieceElements, minElements } = streamedStepSizes();
   if (largestParameter < minElements) return 0;
-  return STREAMED_PIECES_IN_FLIGHT * Math.min(pieceElements, largestParameter) * 4 * 4;
+  return STREAMED_PIECES_IN_FLIGHT * Math.min(pieceElements, largestParameter) * (4 * 4 + copyBytes);
 }
 
 interface Piece {
@@ -58,10 +63,17 @@ interface Piece {
   readonly reads: PendingRead[];
 }
 
+const flatRange = (t: Tensor, start: number, length: number): Tensor => t.reshape([t.numel]).narrow(0, start, length);
+
 /** A range of one entry of the call, as flat views of its four tensors. */
 function range(call: FusedAdamWCall, i: number, start: number, length: number): [Tensor, Tensor, Tensor, Tensor] {
-  const flat = (t: Tensor) => t.reshape([t.numel]).narrow(0, start, length);
-  return [flat(call.params[i]), flat(call.grads[i]), flat(call.expAvg[i]), flat(call.expAvgSq[i])];
+  return [flatRange(call.params[i], start, length), flatRange(call.grads[i], start, length), flatRange(call.expAvg[i], start, length), flatRange(call.expAvgSq[i], start, length)];
+}
+
+/** The entry's low-precision copy over the same range, or null. */
+function copyRange(call: FusedAdamWCall, i: number, start: number, length: number): Tensor | null {
+  const lp = call.lowPrecision?.[i] ?? null;
+  return lp && (start > 0 || length < lp.numel) ? flatRange(lp, start, length) : lp;
 }
 
 export class DeviceStreamedStep {
@@ -87,10 +99,11 @@ export class DeviceStreamedStep {
   readonly route: AdamWRoute = (call, onBackend) => {
     const eligible = (i: number): boolean => {
       const ts = [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]];
+      const lp = call.lowPrecision?.[i] ?? null;
       return (
-        !call.lowPrecision?.[i] &&
         call.params[i].numel >= this.sizes.minElements &&
         ts.every((t) => t.device === "cpu" && t.dtype === "float32" && t.isContiguous()) &&
+        (lp === null || (lp.device === "cpu" && lp.isContiguous())) &&
         this.streamable(call.params[i])
       );
     };
@@ -126,7 +139,7 @@ export class DeviceStreamedStep {
           expAvg: cpu.map((r) => r[2]),
           expAvgSq: cpu.map((r) => r[3]),
           hyper: call.hyper,
-          lowPrecision: call.lowPrecision && rest.map(({ i, start }) => (start === 0 ? call.lowPrecision![i] : null)),
+          lowPrecision: call.lowPrecision && rest.map(({ i, start, length }) => copyRange(call, i, start, length)),
         });
       } finally {
         // The host's values are complete only once every download is in.
@@ -139,20 +152,29 @@ export class DeviceStreamedStep {
     return true;
   };
 
-  /** Sends one range up, updates it there and starts its way back down into the same host memory. */
+  /**
+   * Sends one range up, updates it there and starts its way back down into the same host memory,
+   * with the low-precision copy written beside the update (made on the device, brought down).
+   */
   private streamPiece(call: FusedAdamWCall, i: number, start: number, length: number): Piece {
     const host = range(call, i, start, length);
+    const lp = copyRange(call, i, start, length);
     // On the CPU backend (the tests' device) `to` would return the tensor itself: copy, so the
     // update runs on memory of its own and must come back as a GPU's does.
     const onDevice = host.map((t) => (t.device === this.device ? t.clone() : t.to(this.device)).untrack());
+    const lpOnDevice = lp && empty([length], { dtype: lp.dtype, device: this.device }).untrack();
     const backend = getBackend(this.device);
-    backend.adamw([onDevice[0]], [onDevice[1]], [onDevice[2]], [onDevice[3]], call.hyper);
+    backend.adamw([onDevice[0]], [onDevice[1]], [onDevice[2]], [onDevice[3]], call.hyper, lpOnDevice ? [lpOnDevice] : undefined);
     this.streamedElements += length;
     const reads: PendingRead[] = [];
-    for (const k of [0, 2, 3]) {
-      const out = host[k];
-      if (backend.readIntoAsync && out.backend.readShared) reads.push(backend.readIntoAsync(onDevice[k], out.backend.readShared(out)));
-      else out.copy_(onDevice[k]);
+    const back: [Tensor, Tensor][] = [0, 2, 3].map((k) => [onDevice[k], host[k]]);
+    if (lp && lpOnDevice) {
+      onDevice.push(lpOnDevice);
+      back.push([lpOnDevice, lp]);
+    }
+    for (const [from, out] of back) {
+      if (backend.readIntoAsync && out.backend.readShared) reads.push(backend.readIntoAsync(from, out.backend.readShared(out)));
+      else out.copy_(from);
     }
     return { onDevice, reads };
   }
@@ -166,7 +188,8 @@ export class DeviceStreamedStep {
   private pin(call: FusedAdamWCall, i: number): void {
     const backend = getBackend(this.device);
     if (!backend.pinHost) return;
-    for (const t of [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]]) {
+    for (const t of [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i], call.lowPrecision?.[i] ?? null]) {
+      if (!t) continue;
       const array = t.backend.readShared?.(t);
       if (!array || this.pinned.has(array.buffer)) continue;
       backend.pinHost(array);

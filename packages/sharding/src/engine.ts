@@ -166,7 +166,10 @@ export class ShardingEngine {
     if (this.nvme && this.options.nvme!.parameters && unit.onDisk && !unit.resident) {
       unit.masterTier = this.nvme;
       this.nvme.evict([unit.master], true);
-    } else unit.pinHostSlices();
+    } else {
+      unit.pinHostSlices();
+      unit.keepHostCopy();
+    }
     unit.onUnshardedParam = (p, i) => {
       p.registerPostAccumulateGradHook(() => this.onGradient(unit, i));
     };

@@ -15,7 +15,7 @@
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
 import { COMPLETED_WORK } from "@fulgur/strategy-kit";
-import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, getBackend, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
+import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, currentLowPrecisionCopy, dropAutocastCopy, getBackend, keepLowPrecisionCopy, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
@@ -60,6 +60,11 @@ export class FlatUnit {
    * ahead]), or null. Consumed (cast, then freed) by the next gather.
    */
   private uploaded: Tensor | null = null;
+  /**
+   * The master slice in the compute dtype, in host memory beside it, uploaded in its place
+   * ([Note: uploads in the compute dtype]), or null.
+   */
+  private hostCopy: Tensor | null = null;
   private gatherWork: Work | null = null;
   /** The flat gradient buffer of the current backward (sharded layout). */
   private flatGrad: Tensor | null = null;
@@ -159,6 +164,41 @@ export class FlatUnit {
     this.pinned.push(array);
   }
 
+  /**
+   * [Note: uploads in the compute dtype] An offloaded unit that computes in a narrower dtype than
+   * its master (an explicit `paramDtype`, e.g. bf16 over fp32) would upload its fp32 slice and cast
+   * it on the device: 4 bytes a parameter over the bus for each gather, twice a step under
+   * FULL_SHARD, where the bus is what bounds an offloaded step. Instead the unit keeps its slice in
+   * the compute dtype too, in (pinned) host memory, and uploads that: half the bytes, and no cast
+   * on the device. The copy is each segment parameter's kept low-precision copy (autocastCopies in
+   * @fulgur/tensor), so a fused AdamW step writes it in the same pass as the fp32 update; anything
+   * else that changes the master (a load, another optimizer) leaves it stale, and the gather casts
+   * it again on the host first. It is the same rounding as the device's cast, so nothing changes
+   * but the bytes moved. Called by the engine for a unit whose slice stays in host memory.
+   */
+  keepHostCopy(): void {
+    if (this.hostCopy || this.resident || this.masterTier !== null || this.master.device !== "cpu" || this.device === "cpu" || this.computeDtype === this.master.dtype) return;
+    const copy = this.hostZeros(this.layout.shardNumel, this.computeDtype, "cpu").untrack();
+    this.pin(copy);
+    this.hostCopy = copy;
+    this.segments.forEach((seg, i) => keepLowPrecisionCopy(this.optimParams[i], copy.narrow(0, seg.localOffset, seg.end - seg.start)));
+  }
+
+  /** The slice in the compute dtype kept in host memory for the uploads ([Note: uploads in the compute dtype]), or null. */
+  get hostCopySlice(): Tensor | null {
+    return this.hostCopy;
+  }
+
+  /** What a gather uploads: the host copy in the compute dtype, current again, or the master slice. */
+  private uploadSource(): Tensor {
+    const copy = this.hostCopy;
+    if (!copy) return this.master;
+    noGrad(() => {
+      for (const p of this.optimParams) currentLowPrecisionCopy(p);
+    });
+    return copy;
+  }
+
   /** A zeroed gradient slice where the master lives (pinned when that is the host of a GPU). */
   private newGradShard(): Tensor {
     const g = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
@@ -202,16 +242,19 @@ export class FlatUnit {
    * the cast would hold compute until the whole slice had crossed the bus, and copy and compute
    * would not overlap. So the engine starts the upload one unit earlier still (`startUpload`, from
    * the prefetch of the unit before): by the time the cast is queued, the copy has had a unit's
-   * compute to run beside. The price is one more master-dtype slice on the device, from its upload
+   * compute to run beside. The price is one more slice on the device, from its upload
    * to its gather (estimateShardedMemory counts it). Without a cast there is nothing to wait for on
    * compute (the collective reading the upload waits on its own stream), so nothing is uploaded
-   * early; nor for a slice read from disk (its memory comes and goes with each use).
+   * early; nor for a slice read from disk (its memory comes and goes with each use). With a host
+   * copy in the compute dtype ([Note: uploads in the compute dtype]) that copy goes up instead and
+   * there is no cast, but a gather at one shard still copies it into the gathered buffer on
+   * compute, so it is uploaded ahead all the same.
    */
   startUpload(): void {
     if (this.state !== "sharded" || this.uploaded || !this.uploadsAhead) return;
     try {
       noGrad(() => {
-        this.uploaded = this.master.to(this.device).untrack();
+        this.uploaded = this.uploadSource().to(this.device).untrack();
       });
     } catch (err) {
       annotateOutOfMemory(err, { phase: "gather", where: `uploading unit ${this.name === "" ? "(root)" : this.name} ahead of its gather` });
@@ -245,7 +288,7 @@ export class FlatUnit {
       this.withMaster(false, () => {
         // Offloaded slices go up to the device (and to the compute dtype) first: one copy of one slice.
         // An upload started ahead ([Note: upload one unit ahead]) is used, else the slice goes up now.
-        const onDevice = this.uploaded ?? (this.master.device === this.device ? this.master : this.master.to(this.device));
+        const onDevice = this.uploaded ?? (this.master.device === this.device ? this.master : this.uploadSource().to(this.device));
         this.uploaded = null;
         this.gatherSource = onDevice.dtype === this.computeDtype ? (onDevice === this.master ? null : onDevice.untrack()) : onDevice.to(this.computeDtype).untrack();
         if (onDevice !== this.master && onDevice !== this.gatherSource) onDevice.dispose();
@@ -569,7 +612,7 @@ export class FlatUnit {
    */
   heldBytes(): { readonly slices: number; readonly gathered: number } {
     const live = (t: Tensor | null): number => (t && t.storageRef.hasMemory ? t.storageRef.bytes : 0);
-    return { slices: live(this.master) + live(this.gradShard), gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) + live(this.uploaded) };
+    return { slices: live(this.master) + live(this.gradShard) + live(this.hostCopy), gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) + live(this.uploaded) };
   }
 
   // ---- whole values (checkpoints) ---------------------------------------------------------------
@@ -705,6 +748,11 @@ export class FlatUnit {
     for (const { out } of this.pendingReductions.splice(0)) if (out !== this.gradShard) out.dispose();
     this.gradShard?.dispose();
     this.gradShard = null;
+    if (this.hostCopy) {
+      for (const p of this.optimParams) dropAutocastCopy(p);
+      this.hostCopy.dispose();
+      this.hostCopy = null;
+    }
     for (const array of this.pinned.splice(0)) getBackend(this.device).unpinHost?.(array);
   }
 }

@@ -47,7 +47,8 @@ export interface ShardedMemoryLayout {
    */
   readonly alone?: boolean;
   /**
-   * With offload: offloaded units gather with a cast (an explicit paramDtype), so their slices go up
+   * With offload: offloaded units compute in a narrower dtype than their master (an explicit
+   * paramDtype); on a GPU they keep a host copy in it for the uploads. Their slices go up
    * one unit ahead of their gather ([Note: upload one unit ahead] in flatUnit.ts).
    */
   readonly uploadsAhead?: boolean;
@@ -217,8 +218,12 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const rootResident = resident("");
   const keptCasts = keep ? keep.parameters.filter((u) => unitCasts.has(u)).reduce((n, u) => n + unitCasts.get(u)!, 0) : 0;
   const onDevice = layout.offload ? keptSlices : slices;
+  // Offloaded to a GPU's host, units that compute in a narrower dtype keep their slice in it too,
+  // in host memory, for the uploads ([Note: uploads in the compute dtype] in flatUnit.ts): half
+  // the master's bytes for bf16 or fp16 over fp32. Not for slices on disk.
+  const hostCopies = layout.offload && input.copiesCrossBus === true && layout.uploadsAhead === true && layout.nvme?.parameters !== true ? 0.5 : 0;
   const onHost = layout.offload
-    ? { parameters: slices.parameters - keptSlices.parameters, gradients: slices.gradients - keptSlices.gradients, optimizerState: slices.optimizerState - keptSlices.optimizerState }
+    ? { parameters: (slices.parameters - keptSlices.parameters) * (1 + hostCopies), gradients: slices.gradients - keptSlices.gradients, optimizerState: slices.optimizerState - keptSlices.optimizerState }
     : null;
   const profile = checkpointSegments(resolveActivations(input), layout.checkpointed);
   const replicated = shards === 1 && !layout.offload;
@@ -230,7 +235,8 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const largestTrainable = Math.max(0, ...[...unitBytes.values()].map((b) => b.trainable));
   const parametersOnDisk = layout.nvme?.parameters === true;
   const uploads = 1 + (layout.uploadsAhead === true && !parametersOnDisk && units.length > prefetch + 1 ? 1 : 0);
-  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
+  // Slices go up in the compute dtype from their host copies where they keep one (half the master's bytes).
+  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largest * (1 - hostCopies) + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
   const pending = reducedGradientsPending(input, layout, profile, (u) => !replicated && !resident(u) && !(layout.offload && input.copiesCrossBus === true && !keep?.optimizerState.includes(u)));
   const step: StepLayout = {
     held: {
@@ -255,7 +261,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
       return { gathered: bytes.parameters - kept + prefetch * largest + casts, keptGathered: kept, gradientsKept: 0, gradientBuffer: bytes.trainable, reducedGradients };
     },
     otherGradients: 0,
-    optimizerWorkspace: layout.offload && (layout.deviceStepShare ?? 0) > 0 ? streamedStepBytes(largestSegment(input, units, keep, shards)) : 0,
+    optimizerWorkspace: layout.offload && (layout.deviceStepShare ?? 0) > 0 ? streamedStepBytes(largestSegment(input, units, keep, shards), hostCopies > 0 ? 2 : 0) : 0,
   };
   const peak = simulateStep(profile, step);
   const notes = [...layout.notes, activationNote(profile)];

@@ -126,19 +126,26 @@ describe("the offloaded step streamed through the device", () => {
     expect(log.unpinned.sort()).toEqual(log.pinned.sort());
   });
 
-  it("leaves to the CPU what it may not stream: parameters the engine keeps elsewhere, autocast copies written beside, and a share that rounds to nothing", () => {
-    const streamed = entries([2000, 2000]);
-    const plain = entries([2000, 2000]);
-    const copies = [null, sharedHostMemory(() => fromHost(new Float32Array(2000), [2000], "float32").to("bfloat16"))];
-    const plainCopies = [null, sharedHostMemory(() => fromHost(new Float32Array(2000), [2000], "float32").to("bfloat16"))];
+  it("leaves to the CPU what it may not stream (parameters the engine keeps elsewhere, a share that rounds to nothing), and streams low-precision copies with their parameters", () => {
+    const sizes = [2000, 3000];
+    const streamed = entries(sizes);
+    const plain = entries(sizes);
+    const bf16 = (n: number) => sharedHostMemory(() => fromHost(new Float32Array(n), [n], "float32").to("bfloat16"));
+    const copies = [bf16(2000), bf16(3000)];
+    const plainCopies = [bf16(2000), bf16(3000)];
     const kept = streamed[0].p;
-    const step = new DeviceStreamedStep(DEVICE, 1, (p) => p !== kept);
+    // Of the 3,000 streamable elements (the second parameter), 2,000 go through the device: its
+    // copy's first 2,000 come down from there, its last 1,000 are written on the CPU.
+    const step = new DeviceStreamedStep(DEVICE, 2 / 3, (p) => p !== kept);
     routeAdamW(step.route, () => fusedAdamW(callOf(streamed, copies)));
     fusedAdamW(callOf(plain, plainCopies));
     expect(valuesOf(streamed)).toEqual(valuesOf(plain));
-    expect(Array.from(copies[1]!.toHost())).toEqual(Array.from(plainCopies[1]!.toHost()));
-    expect(step.streamedElements).toBe(0);
-    expect(log.updates).toBe(0);
+    expect(copies.map((c) => Array.from(c.toHost()))).toEqual(plainCopies.map((c) => Array.from(c.toHost())));
+    expect(copies[1].toHost().some((x) => x !== 0)).toBe(true);
+    expect(step.streamedElements).toBe(2000);
+    // Pieces of 700: 700, 700, 600; each with four tensors up and four (with the copy) down.
+    expect(log.updates).toBe(3);
+    expect(log.reads).toBe(3 * 4);
     const none = new DeviceStreamedStep(DEVICE, 1e-5, () => true);
     expect(none.route(callOf(entries([2000])), () => {
       throw new Error("not called");
@@ -171,6 +178,7 @@ describe("the offloaded step streamed through the device", () => {
     expect(() => new DeviceStreamedStep(DEVICE, 1.5, () => true)).toThrow("streamed optimizer step: share got 1.5; expected a number from 0 to 1");
     expect(streamedStepBytes(999)).toBe(0);
     expect(streamedStepBytes(5000)).toBe(4 * 700 * 16);
+    expect(streamedStepBytes(5000, 2)).toBe(4 * 700 * 18);
     expect(streamedStepBytes(800)).toBe(0);
     process.env.FULGUR_STREAMED_STEP_MIN_ELEMENTS = "500";
     expect(streamedStepBytes(600)).toBe(4 * 600 * 16);

@@ -1,25 +1,27 @@
 /**
- * Offloaded units that gather with a cast upload their slice one unit ahead of the gather
- * ([Note: upload one unit ahead] in flatUnit.ts), through whole training steps of a GPT, forward
- * and backward. The fake CUDA library runs no kernel and no matrix product (it has no cuBLASLt), so
- * a model cannot train on it (uploadAheadFakeCuda.test.ts checks the CUDA streams' order over one
- * forward): here the order is checked on a "device" of its own, the CPU backend under another name
- * ("trace:0"), whose uploads (`fromHost`) and casts (`copy` from float32 to bfloat16) are logged
- * beside each unit's forward and backward, and the losses against units kept on the device. On
- * CUDA an upload is the DMA queued on the upload stream and the cast the first use on compute,
- * which waits for it ([Note: uploads on their own stream] in @fulgur/accelerator-cuda); so
- * "uploaded before unit i's forward, cast after it" is "the copy runs beside unit i's kernels".
+ * Offloaded units that compute in bf16 over an fp32 master upload their slice one unit ahead of
+ * the gather ([Note: upload one unit ahead] in flatUnit.ts), and upload it in bf16, from a copy
+ * kept in host memory, with no cast on the device ([Note: uploads in the compute dtype]), through
+ * whole training steps of a GPT, forward and backward. The fake CUDA library runs no kernel and no
+ * matrix product (it has no cuBLASLt), so a model cannot train on it (uploadAheadFakeCuda.test.ts
+ * checks the CUDA streams' order over one forward): here the order is checked on a "device" of its
+ * own, the CPU backend under another name ("trace:0"), whose uploads (`fromHost`) and casts (`copy`
+ * from float32 to bfloat16) are logged beside each unit's forward and backward, and the losses
+ * against units kept on the device, which cast there. On CUDA an upload is the DMA queued on the
+ * upload stream, which the gather's first use on compute waits for ([Note: uploads on their own
+ * stream] in @fulgur/accelerator-cuda); so "uploaded before unit i's forward" is "the copy runs
+ * beside unit i's kernels".
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { GPT, SGD } from "@fulgur/nn";
+import { AdamW, GPT, SGD } from "@fulgur/nn";
 import { SoloGroup } from "@fulgur/strategy-kit";
-import { type Backend, type HostArray, type Tensor, type View, cpuBackend, fromHost, registerBackend, scope } from "@fulgur/tensor";
+import { type Backend, type HostArray, type Tensor, type View, autocastCopyStats, cpuBackend, fromHost, registerBackend, resetAutocastCopyStats, scope } from "@fulgur/tensor";
 import { type FlatUnit, ShardingEngine, planUnits } from "../src";
 
 const CONFIG = { dModel: 32, nLayers: 4, nHeads: 2, seqLen: 16, vocabSize: 64 };
 const DEVICE = "trace:0";
 
-type Event = { op: "upload" | "cast"; storage: unknown; host?: ArrayBufferLike } | { op: "forward" | "forwardDone" | "backward"; unit: string };
+type Event = { op: "upload" | "cast"; storage: unknown; host?: ArrayBufferLike; dtype?: string } | { op: "forward" | "forwardDone" | "backward"; unit: string };
 const log: Event[] = [];
 
 beforeAll(() => {
@@ -32,8 +34,8 @@ beforeAll(() => {
     fromHost: {
       value(this: Backend, data: HostArray, dtype: Parameters<Backend["fromHost"]>[1]) {
         const s = cpu.fromHost.call(this, data, dtype);
-        // Slices are float32; the batch's token ids are not.
-        if (dtype === "float32") log.push({ op: "upload", storage: s, host: (data as Float32Array).buffer });
+        // Slices are float32 or bfloat16; the batch's token ids are int32.
+        if (dtype !== "int32") log.push({ op: "upload", storage: s, host: (data as Float32Array).buffer, dtype });
         return s;
       },
     },
@@ -60,8 +62,8 @@ function batch(device: string): { idx: Tensor; targets: Tensor } {
   return { idx: fromHost(idx, [2, CONFIG.seqLen], "int32").to(device), targets: fromHost(targets, [2, CONFIG.seqLen], "int32").to(device) };
 }
 
-/** Three SGD steps of the GPT with bf16 parameters, its blocks as units; the losses, and the engine's units. */
-function train(device: string, offload: boolean, prefetch: number, traced: boolean): { losses: number[]; units: FlatUnit[] } {
+/** Three steps (SGD, or AdamW's fused step) of the GPT with bf16 parameters, its blocks as units; the losses, and the engine's units. */
+function train(device: string, offload: boolean, prefetch: number, traced: boolean, adamw = false): { losses: number[]; units: FlatUnit[]; hosts: Map<ArrayBufferLike, string> } {
   const model = new GPT(CONFIG, { seed: 3 });
   const engine = new ShardingEngine(
     model,
@@ -82,7 +84,7 @@ function train(device: string, offload: boolean, prefetch: number, traced: boole
       m.registerBackwardPreHook(() => void log.push({ op: "backward", unit: name }));
     }
   }
-  const optimizer = engine.onHost(() => new SGD(engine.optimizerParams(), { lr: 0.5 }));
+  const optimizer = engine.onHost(() => (adamw ? new AdamW(engine.optimizerParams(), { lr: 0.01 }) : new SGD(engine.optimizerParams(), { lr: 0.5 })));
   const { idx, targets } = batch(device);
   const losses: number[] = [];
   for (let step = 0; step < 3; step++) {
@@ -98,13 +100,19 @@ function train(device: string, offload: boolean, prefetch: number, traced: boole
     engine.afterStep();
   }
   const units = [...engine.units];
+  const hosts = hostMemoryOf(units);
   engine.remove();
-  return { losses, units };
+  return { losses, units, hosts };
 }
 
-/** Which unit each upload and cast in the log is for: an upload by the host slice it reads, a cast by the upload it reads. */
-function annotate(units: readonly FlatUnit[]): { op: string; unit: string }[] {
-  const byHost = new Map(units.map((u) => [u.master.backend.readShared!(u.master).buffer, u.name]));
+/** Whose host memory each buffer is: a unit's host copy in bf16 ("unit") or its fp32 master slice ("unit (fp32)"). */
+function hostMemoryOf(units: readonly FlatUnit[]): Map<ArrayBufferLike, string> {
+  const buffer = (t: Tensor) => t.backend.readShared!(t).buffer;
+  return new Map(units.flatMap((u) => [[buffer(u.master), `${u.name} (fp32)`] as const, ...(u.hostCopySlice ? [[buffer(u.hostCopySlice), u.name] as const] : [])]));
+}
+
+/** Which unit each upload and cast in the log is for: an upload by the host memory it reads (hostMemoryOf), a cast by the upload it reads. */
+function annotate(byHost: Map<ArrayBufferLike, string>): { op: string; unit: string }[] {
   const byStorage = new Map<unknown, string>();
   return log.map((e) => {
     if ("unit" in e) return { op: e.op, unit: e.unit };
@@ -114,46 +122,53 @@ function annotate(units: readonly FlatUnit[]): { op: string; unit: string }[] {
   });
 }
 
-describe("offloaded units with a paramDtype upload one unit ahead of their gather", () => {
+describe("offloaded units with a paramDtype upload their bf16 host copy one unit ahead of their gather", () => {
   for (const prefetch of [1, 0]) {
-    it(`prefetch ${prefetch}: a block's slice goes up before the forward of the block ${prefetch + 1} before it, and is cast only after that forward; losses unchanged`, () => {
+    it(`prefetch ${prefetch}: a block's copy goes up before the forward of the block ${prefetch + 1} before it, in bf16 with no cast on the device; losses unchanged`, () => {
       log.length = 0;
-      const { losses, units } = train(DEVICE, true, prefetch, true);
-      const events = annotate(units);
+      const { losses, units, hosts } = train(DEVICE, true, prefetch, true);
+      const events = annotate(hosts);
       const blocks = units.filter((u) => u.name !== "").map((u) => u.name);
       const at = (op: string, unit: string, from = 0): number => events.findIndex((e, i) => i >= from && e.op === op && e.unit === unit);
-      // Every float32 upload was a unit's slice.
-      expect(events.filter((e) => e.op === "upload" && e.unit === "?")).toEqual([]);
+      // Every upload was a unit's host copy, in bf16: no fp32 slice crossed, nothing was cast on the device.
+      expect(events.filter((e) => e.op === "upload" && (e.unit === "?" || e.unit.endsWith("(fp32)")))).toEqual([]);
+      expect(log.filter((e) => e.op === "upload").every((e) => "dtype" in e && e.dtype === "bfloat16")).toBe(true);
+      // (Casts of activations under autocast read no upload: "?".)
+      expect(events.filter((e) => e.op === "cast" && e.unit !== "?")).toEqual([]);
       // The first step's forward (the order is the registration order; the engine learns it then).
       const start = 0;
       const lead = prefetch + 1;
       for (let j = lead; j < blocks.length; j++) {
-        const upload = at("upload", blocks[j], start);
-        const cast = at("cast", blocks[j], start);
         const ahead = blocks[j - lead];
-        expect(upload, `${blocks[j]} uploaded before ${ahead}'s forward`).toBeLessThan(at("forward", ahead, start));
-        expect(cast, `${blocks[j]} cast after ${ahead}'s forward`).toBeGreaterThan(at("forwardDone", ahead, start));
-        expect(cast).toBeLessThan(at("forward", blocks[j], start));
+        expect(at("upload", blocks[j], start), `${blocks[j]} uploaded before ${ahead}'s forward`).toBeLessThan(at("forward", ahead, start));
       }
-      // Backward, in reverse: a block's slice goes up before the backward `lead` blocks after it starts.
+      // Backward, in reverse: a block's copy goes up before the backward `lead` blocks after it starts.
       const back = at("forwardDone", blocks[blocks.length - 1], start);
       for (let j = blocks.length - 1 - lead; j >= 0; j--) {
-        const upload = at("upload", blocks[j], back);
         const ahead = blocks[j + lead];
-        expect(upload, `${blocks[j]} uploaded before ${ahead}'s backward`).toBeLessThan(at("backward", ahead, back));
-        expect(at("cast", blocks[j], back)).toBeGreaterThan(at("backward", ahead, back));
-        expect(at("cast", blocks[j], back)).toBeLessThan(at("backward", blocks[j], back));
+        expect(at("upload", blocks[j], back), `${blocks[j]} uploaded before ${ahead}'s backward`).toBeLessThan(at("backward", ahead, back));
       }
-      // One upload and one cast per gather (forward and backward, three steps): none wasted, none reused.
-      for (const name of blocks) {
-        expect(events.filter((e) => e.op === "upload" && e.unit === name)).toHaveLength(6);
-        expect(events.filter((e) => e.op === "cast" && e.unit === name)).toHaveLength(6);
-      }
-      // Each step's upload is of that step's master (the slices changed in between): the same
-      // losses as the units kept on the device, which upload nothing.
+      // One upload per gather (forward and backward, three steps): none wasted, none reused.
+      for (const name of blocks) expect(events.filter((e) => e.op === "upload" && e.unit === name)).toHaveLength(6);
+      // Each step's upload is of that step's master, cast on the host after SGD changed it: the
+      // same losses as the units kept on the device, which cast there and upload nothing.
       expect(losses).toEqual(train(DEVICE, false, prefetch, false).losses);
       expect(losses[2]).toBeLessThan(losses[0]);
     });
   }
 
+  it("AdamW's fused step writes the host copy beside the fp32 update: the gathers cast nothing on the host either, and the losses are those of the units kept on the device", () => {
+    resetAutocastCopyStats();
+    const offloaded = train(DEVICE, true, 1, false, true);
+    // Each unit's segments were cast on the host once, at their first gather, before any step
+    // wrote them; every later gather found them current (blocks: 5 more in forward and backward,
+    // the root unit, gathered after each step: 3 more).
+    const segments = (u: FlatUnit) => u.optimParams.length;
+    const blocks = offloaded.units.filter((u) => u.name !== "");
+    const root = offloaded.units.find((u) => u.name === "")!;
+    const { casts, hits } = autocastCopyStats();
+    expect(casts).toBe(blocks.reduce((n, u) => n + segments(u), 0) + segments(root));
+    expect(hits).toBe(blocks.reduce((n, u) => n + 5 * segments(u), 0) + 3 * segments(root));
+    expect(offloaded.losses).toEqual(train(DEVICE, false, 1, false, true).losses);
+  });
 });

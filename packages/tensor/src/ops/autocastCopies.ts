@@ -21,6 +21,8 @@ interface Entry {
 }
 
 const entries = new WeakMap<Tensor, Entry>();
+// A version no range ever has: the copy must be cast again before it is read.
+const STALE = -1;
 // Counters, not per-parameter state: a sum over the run is what tells whether the cache works.
 const stats = { hits: 0, casts: 0 };
 // A parameter dropped without dispose() takes its copy with it when it is collected.
@@ -51,6 +53,29 @@ export function autocastCopy(p: Tensor, dtype: DType): Tensor {
   return copy;
 }
 
+/**
+ * Makes `copy` (memory the caller owns, in a lower-precision dtype, `p`'s size) `p`'s kept copy:
+ * an optimizer step writes it beside `p`'s update, and `currentLowPrecisionCopy` casts it again
+ * only when `p` changed otherwise. The sharding engine keeps an offloaded unit's slice this way in
+ * the dtype it computes in, in host memory, and uploads that instead of the fp32 slice. Starts
+ * stale (nothing was cast into it yet); `dropAutocastCopy(p)` disposes the caller's reference.
+ */
+export function keepLowPrecisionCopy(p: Tensor, copy: Tensor): void {
+  if (copy.numel !== p.numel || copy.dtype === p.dtype) {
+    throw new RangeError(`keepLowPrecisionCopy: a copy of ${copy.numel} ${copy.dtype} elements for a ${p.dtype} tensor of ${p.numel}; expected as many elements in another dtype`);
+  }
+  const e = entries.get(p);
+  if (e && !e.copy.isDisposed && e.copy !== copy) e.copy.dispose();
+  entries.set(p, { copy, version: STALE });
+  orphans.unregister(p);
+}
+
+/** `p`'s kept copy, cast again first if `p` changed since it was written (null if it has none). */
+export function currentLowPrecisionCopy(p: Tensor): Tensor | null {
+  const e = entries.get(p);
+  return e && !e.copy.isDisposed ? autocastCopy(p, e.copy.dtype) : null;
+}
+
 /** The copy an optimizer step should write beside `p`'s update, if autocast made one. */
 export function lowPrecisionCopyOf(p: Tensor): Tensor | null {
   const e = entries.get(p);
@@ -75,9 +100,6 @@ export function dropAutocastCopy(p: Tensor): void {
   entries.delete(p);
   orphans.unregister(p);
 }
-
-// A version no range ever has: the copy must be cast again before it is read.
-const STALE = -1;
 
 /**
  * Returns the memory of `p`'s copy to the backend while the copy object stays, with every view

@@ -8,7 +8,9 @@ export * from "./packedAttention";
 export * from "./geluMlp";
 export {
   autocastCopyStats,
+  currentLowPrecisionCopy,
   dropAutocastCopy,
+  keepLowPrecisionCopy,
   releaseAutocastCopy,
   restoreAutocastCopy,
   lowPrecisionCopyOf,
