@@ -11,6 +11,7 @@ import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
 import { DOWNLOADS_IN_FLIGHT, type OffloadKeep } from "./api";
 import { type NvmeLayout, hostOverStep, unitsOnDisk } from "./offloadHostMemory";
 import { streamedStepBytes } from "./deviceStep";
+import { type DType, itemsize } from "@fulgur/tensor";
 import {
   EMPTY_BREAKDOWN,
   activationNote,
@@ -18,6 +19,7 @@ import {
   breakdown,
   checkEstimateInput,
   modelBytes,
+  precisionDtypes,
   resolveActivations,
   segmentGradients,
   simulateStep,
@@ -59,6 +61,11 @@ export interface ShardedMemoryLayout {
    * streamed through the device] in deviceStep.ts), whose pieces in flight are the step's workspace.
    */
   readonly deviceStepShare?: number;
+  /**
+   * Units ("" for the root unit) that gather and compute in a dtype of their own (mixed precision's
+   * paramDtype) rather than the master's; the others gather in the master dtype.
+   */
+  readonly computeDtypes?: ReadonlyMap<string, DType>;
   /** Modules whose forward is recomputed in backward (activation checkpointing). */
   readonly checkpointed: readonly string[];
   readonly notes: readonly string[];
@@ -194,11 +201,19 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const all = modelBytes(input);
   const optimizerBytes = input.optimizerBytesPerParameter ?? 8;
   const accumulating = (input.accumulateGradBatches ?? 1) > 1;
-  const unitBytes = new Map(units.map((u) => [u, modelBytes(input, [u])]));
-  const unitCasts = new Map(units.map((u) => [u, autocastCopyBytes(input, u)]));
+  // A unit with its own compute dtype gathers (and takes gradients) in it, and autocast has nothing
+  // to cast for it: its gathered bytes scale by that dtype's size over the master's.
+  const scale = (u: string) => {
+    const dtype = layout.computeDtypes?.get(u);
+    return dtype ? itemsize(dtype) / masterItemsize(input) : 1;
+  };
+  const gatheredBytes = (b: { parameters: number; trainable: number }, u: string) => ({ ...b, parameters: b.parameters * scale(u), trainable: b.trainable * scale(u) });
+  const unitBytes = new Map(units.map((u) => [u, gatheredBytes(modelBytes(input, [u]), u)]));
+  const unitCasts = new Map(units.map((u) => [u, scale(u) === 1 ? autocastCopyBytes(input, u) : 0]));
+  const wrappedMaster = units.map((u) => modelBytes(input, [u])).reduce((s, b) => ({ parameters: s.parameters + b.parameters, trainable: s.trainable + b.trainable }), { parameters: 0, trainable: 0 });
   const wrapped = [...unitBytes.values()].reduce((s, b) => ({ parameters: s.parameters + b.parameters, trainable: s.trainable + b.trainable }), { parameters: 0, trainable: 0 });
-  const root = { parameters: all.parameters - wrapped.parameters, trainable: all.trainable - wrapped.trainable };
-  const rootCasts = autocastCopyBytes(input) - [...unitCasts.values()].reduce((a, b) => a + b, 0);
+  const root = gatheredBytes({ parameters: all.parameters - wrappedMaster.parameters, trainable: all.trainable - wrappedMaster.trainable }, "");
+  const rootCasts = scale("") === 1 ? autocastCopyBytes(input) - units.reduce((a, u) => a + autocastCopyBytes(input, u), 0) : 0;
   const largest = Math.max(0, ...[...unitBytes.values()].map((b) => b.parameters));
   const slices = { parameters: all.parameters / shards, gradients: all.trainable / shards, optimizerState: (all.trainableElements * optimizerBytes) / shards };
   // Units kept on the device with offload: their slices stay there, and their gathered copies stay
@@ -232,11 +247,12 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // there is a unit past the prefetched ones to upload), and reduced gradient slices on their way
   // down (the one reduced last and DOWNLOADS_IN_FLIGHT before it, engine.ts). Slices read from disk
   // are not uploaded ahead.
-  const largestTrainable = Math.max(0, ...[...unitBytes.values()].map((b) => b.trainable));
+  // Reduced gradients come down in the master dtype (cast on the device first when reduced in another).
+  const largestTrainable = Math.max(0, ...units.map((u) => modelBytes(input, [u]).trainable));
   const parametersOnDisk = layout.nvme?.parameters === true;
   const uploads = 1 + (layout.uploadsAhead === true && !parametersOnDisk && units.length > prefetch + 1 ? 1 : 0);
-  // Slices go up in the compute dtype from their host copies where they keep one (half the master's bytes).
-  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largest * (1 - hostCopies) + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
+  // Slices go up in the compute dtype (from their host copies where they keep one): `largest` is in it.
+  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
   const pending = reducedGradientsPending(input, layout, profile, (u) => !replicated && !resident(u) && !(layout.offload && input.copiesCrossBus === true && !keep?.optimizerState.includes(u)));
   const step: StepLayout = {
     held: {
@@ -293,4 +309,10 @@ function largestSegment(input: MemoryEstimateInput, units: readonly string[], ke
     if (p.requiresGrad && !(keep?.optimizerState.includes(owner(name)) ?? false)) largest = Math.max(largest, Math.ceil(p.numel / shards));
   }
   return largest;
+}
+
+/** Bytes an element of the master takes as the estimate counts parameters (the precision's storage dtype, else fp32). */
+function masterItemsize(input: MemoryEstimateInput): number {
+  const storage = precisionDtypes(input.precision).storage;
+  return itemsize(storage ?? "float32");
 }

@@ -49,7 +49,7 @@ import {
   namedOptimizerState,
   type StateEntry,
 } from "@fulgur/strategy-kit";
-import { type Tensor, noGrad, scope, withDevice } from "@fulgur/tensor";
+import { type DType, type Tensor, noGrad, scope, withDevice } from "@fulgur/tensor";
 import { applyActivationCheckpointing } from "./activationCheckpointing";
 import { type FSDPOptions, FSDPOptionError, type ResolvedFSDPOptions, type ResolvedFullyShardOptions, parseFSDPOptions } from "./api";
 import { fullyShardOptions, markedModules } from "./fullyShard";
@@ -173,6 +173,16 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   }
 
   /** Whether an offloaded unit computes in a paramDtype other than its fp32 master's (its gathers cast: [Note: upload one unit ahead] in @fulgur/sharding). */
+  /** Units ("" for the root) that gather in a paramDtype other than fp32: their own, else the strategy's. */
+  private computeDtypes(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): ReadonlyMap<string, DType> {
+    return new Map(
+      [...units, ""].flatMap((path) => {
+        const dtype = own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype;
+        return dtype && dtype !== "float32" ? [[path, dtype] as const] : [];
+      }),
+    );
+  }
+
   private offloadedUnitsCast(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): boolean {
     return units.some(
       (path) => this.unitOffloaded(path, own) && (own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32") !== "float32",
@@ -457,6 +467,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       offload: placement.offload,
       keep: placement.keep,
       uploadsAhead: this.offloadedUnitsCast(units, unitOptions),
+      computeDtypes: this.computeDtypes(units, unitOptions),
       alone: world === 1,
       checkpointed: o.activationCheckpointingPolicy === null ? [] : selectModules(input.module, o.activationCheckpointingPolicy),
       notes: [`${o.shardingStrategy} over ${shards} shard(s); ${units.length} wrapped unit(s) gathered while they compute, ${engine.prefetch} prefetched; the root unit gathered for the whole step`],

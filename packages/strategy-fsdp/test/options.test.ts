@@ -34,6 +34,10 @@ describe("FSDP options", () => {
     );
     expect(() => new FSDPStrategy({ limitAllGathers: -1 })).toThrow("fsdp option limitAllGathers: got -1; expected a non-negative integer");
     expect(() => new FSDPStrategy({ mixedPrecision: { paramDtype: "fp8" as never } })).toThrow(/fsdp option mixedPrecision: got \{"paramDtype":"fp8"\}/);
+    // A misspelt key inside an option's object is that option's bad value, not an unknown option.
+    expect(() => new FSDPStrategy({ mixedPrecision: { paramDtype: "bfloat16", reduceDtpye: "float32" } as never })).toThrow(
+      /^fsdp option mixedPrecision: got \{"paramDtype":"bfloat16","reduceDtpye":"float32"\}; expected an object \{ paramDtype\?, reduceDtype\? \}/,
+    );
     expect(() => new FSDPStrategy({ deviceMesh: [2] as never })).toThrow(/fsdp option deviceMesh: got \[2\]; expected \[replicas, shards\]/);
     for (const k of [1, 2.5, "2"]) {
       expect(() => new FSDPStrategy({ reshardAfterForward: k as never })).toThrow(

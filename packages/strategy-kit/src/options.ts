@@ -49,7 +49,8 @@ export function parseStrategyOptions<T extends object>(spec: OptionSpec<T>, inpu
   const parsed = spec.schema.safeParse(raw);
   if (!parsed.success) {
     const issue = parsed.error.issues[0];
-    if (issue.code === "unrecognized_keys") {
+    // A key unknown inside an option's object is that option's bad value, not an unknown option.
+    if (issue.code === "unrecognized_keys" && issue.path.length === 0) {
       const keys = issue.keys.map((k) => JSON.stringify(k)).join(", ");
       throw fail(issue.keys[0], `${strategyName}: unknown option(s) ${keys}; allowed options are ${names}`);
     }

@@ -16,6 +16,7 @@ import {
   StrategyOptionError,
   parseStrategyOptions,
 } from "@fulgur/strategy-kit";
+import { DTYPES, type DType } from "@fulgur/tensor";
 import { z } from "zod";
 
 /** 0: no sharding (data parallel); 1: optimizer state; 2: and gradients; 3: and parameters. */
@@ -94,6 +95,15 @@ export interface DeepSpeedOptions extends ParallelOptions {
    * memory. Absent, null or 0: the CPU's threads update all of it.
    */
   readonly offloadStepShare?: number | null;
+  /**
+   * The dtype units are gathered and compute in, and the one gradients are reduced in (FSDP2's
+   * `MixedPrecisionPolicy`; DeepSpeed's bf16 and fp16 modes hold the model's parameters in the
+   * half dtype the same way), over fp32 master slices and optimizer state. Absent or null: units
+   * are gathered in fp32 and the precision's autocast casts what it computes with. Offloaded to a
+   * GPU's host, a unit with a `paramDtype` keeps its slice in that dtype in host memory too and
+   * uploads it: half the bytes of fp32 over the bus.
+   */
+  readonly mixedPrecision?: { readonly paramDtype?: DType; readonly reduceDtype?: DType } | null;
 }
 
 /** The ZeRO options proper (everything but the launch options ParallelOptions shares). */
@@ -126,6 +136,7 @@ const NOT_GIVEN: { readonly [K in ZeroOptionName]: null } = {
   offloadKeep: null,
   offloadKeepHost: null,
   offloadStepShare: null,
+  mixedPrecision: null,
 };
 
 /** A bad DeepSpeed strategy option; `option` names it. */
@@ -141,6 +152,9 @@ const policy = z.union([
   z.array(z.union([z.string().min(1), z.custom<ModuleClass>((v) => typeof v === "function")])),
   z.custom<(m: Module, n: number) => boolean>((v) => typeof v === "function"),
 ]);
+
+const FLOATING = DTYPES.filter((d) => d === "float32" || d === "bfloat16" || d === "float16");
+const floating = z.enum(FLOATING as unknown as [DType, ...DType[]]);
 
 const schema = z.strictObject({
   ...PARALLEL_SHAPE,
@@ -165,6 +179,7 @@ const schema = z.strictObject({
   offloadKeep: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
   offloadKeepHost: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
   offloadStepShare: z.number().min(0).max(1).nullable().optional(),
+  mixedPrecision: z.strictObject({ paramDtype: floating.optional(), reduceDtype: floating.optional() }).nullable().optional(),
 });
 
 const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
@@ -190,6 +205,7 @@ const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
   offloadKeep: '"auto" (the device\'s free memory), a positive integer number of bytes of device memory, or null',
   offloadKeepHost: '"auto" (the host\'s available memory over this node\'s ranks), a positive integer number of bytes of host memory per rank, or null',
   offloadStepShare: "a number from 0 to 1 (the share of the offloaded optimizer step run on the device), or null",
+  mixedPrecision: `an object { paramDtype?, reduceDtype? } with dtypes among ${FLOATING.join(", ")}, or null`,
 };
 
 const SPEC: OptionSpec<DeepSpeedOptions> = {

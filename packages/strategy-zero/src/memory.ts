@@ -13,13 +13,14 @@ import { estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import type { WrapPolicy } from "./api";
 import type { ZeroPlan } from "./config";
 import { offloaded } from "./stages";
+import type { DType } from "@fulgur/tensor";
 import { unitPaths } from "./wrapPolicy";
 
 export function estimateZeroMemory(
   strategyName: string,
   plan: ZeroPlan,
   input: MemoryEstimateInput,
-  layout: { worldSize: number; prefetch: number; policy: WrapPolicy | null; keep?: OffloadKeep | null; deviceStepShare?: number },
+  layout: { worldSize: number; prefetch: number; policy: WrapPolicy | null; keep?: OffloadKeep | null; deviceStepShare?: number; paramDtype?: DType | null },
 ): MemoryEstimate {
   const { worldSize, prefetch } = layout;
   if (plan.stage === 0 && !offloaded(plan)) return estimateReplicatedMemory(strategyName, input, { communicationBytes: 0 });
@@ -38,6 +39,9 @@ export function estimateZeroMemory(
     offload: onHost,
     keep: layout.keep ?? null,
     deviceStepShare: layout.deviceStepShare ?? 0,
+    // Offloaded units that gather in a narrower dtype keep a host copy in it and upload that, one unit ahead.
+    uploadsAhead: onHost && layout.paramDtype != null && layout.paramDtype !== "float32",
+    computeDtypes: layout.paramDtype ? new Map([...units, ""].map((u) => [u, layout.paramDtype!])) : undefined,
     nvme,
     alone: worldSize === 1,
     checkpointed: [],

@@ -26,6 +26,7 @@ import { accessSync, constants, statSync } from "node:fs";
 import type { ProcessGroup } from "@fulgur/core";
 import { type EngineOptions, FULL_PRECISION, type NvmeOffload, type OffloadKeep, type UnitGroups } from "@fulgur/sharding";
 import { SoloGroup } from "@fulgur/strategy-kit";
+import type { DType } from "@fulgur/tensor";
 import type { ZeroStage } from "./api";
 import type { ZeroPlan } from "./config";
 
@@ -69,12 +70,19 @@ export function nvmeOffloadOf(plan: ZeroPlan): NvmeOffload | null {
 }
 
 /** The engine options of a stage (see [Note: stages on the engine]). */
-export function engineOptionsFor(plan: ZeroPlan, prefetch: number, keep: OffloadKeep | null = null, deviceStepShare = 0): EngineOptions {
+export function engineOptionsFor(
+  plan: ZeroPlan,
+  prefetch: number,
+  keep: OffloadKeep | null = null,
+  deviceStepShare = 0,
+  mixedPrecision: { readonly paramDtype?: DType; readonly reduceDtype?: DType } | null = null,
+): EngineOptions {
   const stage = plan.stage;
   return Object.freeze({
     shardingStrategy: stage === 0 ? "NO_SHARD" : stage === 3 ? "FULL_SHARD" : "SHARD_GRAD_OP",
-    // Compute casts are the precision's (autocast); gathered copies stay in the master dtype.
-    mixedPrecision: FULL_PRECISION,
+    // Compute casts are the precision's (autocast), and gathered copies stay in the master dtype,
+    // unless the strategy's mixedPrecision says in which dtypes units gather and reduce.
+    mixedPrecision: mixedPrecision ? Object.freeze({ paramDtype: mixedPrecision.paramDtype ?? null, reduceDtype: mixedPrecision.reduceDtype ?? null }) : FULL_PRECISION,
     prefetch,
     reshardAfterForward: stage === 3,
     offload: offloaded(plan),

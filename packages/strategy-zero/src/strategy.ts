@@ -234,7 +234,7 @@ export class DeepSpeedStrategy
     const engine = new ShardingEngine(
       module,
       unitGroupsFor(this.plan.stage, this.processGroup),
-      engineOptionsFor(this.plan, this.prefetch, this.keep, this.deviceStepShare),
+      engineOptionsFor(this.plan, this.prefetch, this.keep, this.deviceStepShare, this.options.mixedPrecision),
       device
     );
     for (const plan of plans) {
@@ -302,7 +302,7 @@ export class DeepSpeedStrategy
     const worldSize = input.worldSize ?? this.worldSize;
     const shards = this.plan.stage === 0 ? 1 : worldSize;
     const estimate = (keep: OffloadKeep | null, at: MemoryEstimateInput = input) =>
-      estimateZeroMemory(this.name, this.plan, at, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep, deviceStepShare: this.deviceStepShare });
+      estimateZeroMemory(this.name, this.plan, at, { worldSize, prefetch: this.prefetch, policy: this.options.autoWrapPolicy, keep, deviceStepShare: this.deviceStepShare, paramDtype: this.options.mixedPrecision?.paramDtype ?? null });
     let onDevice: OffloadKeep | null = null;
     if (deviceBytes !== null) {
       onDevice = keepWithinDevice(units, deviceBytes - estimate(null).perDevice.total, { stage: this.plan.stage, shards, masterDtype, precision: input.precision });
@@ -463,6 +463,7 @@ export class DeepSpeedStrategy
       policy: this.options.autoWrapPolicy,
       keep: this.keep ?? this.plannedKeep(input),
       deviceStepShare: this.deviceStepShare,
+      paramDtype: this.options.mixedPrecision?.paramDtype ?? null,
     });
   }
 

@@ -22,6 +22,18 @@ describe("stages on the engine", () => {
     expect(pick(engineOptionsFor(plan({ stage: 3, offloadParameters: true }), 1))).toEqual(["FULL_SHARD", false, true, true]);
   });
 
+  it("mixedPrecision: the dtypes units gather and reduce in (FSDP2's policy); absent, fp32 gathers under the precision's autocast; a bad dtype is refused naming the option", () => {
+    const mp = (o: ReturnType<typeof engineOptionsFor>) => o.mixedPrecision;
+    expect(mp(engineOptionsFor(plan({ stage: 3, offloadOptimizer: true }), 1))).toEqual({ paramDtype: null, reduceDtype: null });
+    expect(mp(engineOptionsFor(plan({ stage: 3 }), 1, null, 0, { paramDtype: "bfloat16", reduceDtype: "float32" }))).toEqual({ paramDtype: "bfloat16", reduceDtype: "float32" });
+    expect(mp(engineOptionsFor(plan({ stage: 2 }), 0, null, 0, { paramDtype: "float16" }))).toEqual({ paramDtype: "float16", reduceDtype: null });
+    expect(new DeepSpeedStrategy({ stage: 3, mixedPrecision: { paramDtype: "bfloat16" } }).options.mixedPrecision).toEqual({ paramDtype: "bfloat16" });
+    expect(() => new DeepSpeedStrategy({ stage: 3, mixedPrecision: { paramDtype: "int32" as never } })).toThrow(
+      /deepspeed option mixedPrecision: got \{"paramDtype":"int32"\}; expected an object \{ paramDtype\?, reduceDtype\? \} with dtypes among float32, bfloat16, float16, or null/,
+    );
+    expect(() => new DeepSpeedStrategy({ stage: 3, mixedPrecision: { paramDtype: "bfloat16", castTo: "x" } as never })).toThrow(/^deepspeed option mixedPrecision: got \{"paramDtype":"bfloat16","castTo":"x"\}/);
+  });
+
   it("prefetch depth: units ahead that fit the bucket, capped by max live parameters and by the units there are", () => {
     const units = [1000, 1200, 1000, 1000, 1000];
     const zero3 = (zero: object) => plan({ config: { zero_optimization: { stage: 3, ...zero } } });
