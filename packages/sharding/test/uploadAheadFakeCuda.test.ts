@@ -9,18 +9,13 @@
  * the compute dtype] in flatUnit.ts).
  * Values are not checked here (the fake runs no kernel): uploadAhead.test.ts checks the losses.
  */
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import koffi from "koffi";
 import { Module, Sequential } from "@fulgur/nn";
 import { SoloGroup } from "@fulgur/strategy-kit";
 import { type Tensor, fromHost, noGrad, ones } from "@fulgur/tensor";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { buildFakeCudaLibraries, hasCc } from "../../accelerator-cuda/test/fixtures/fakeCudaLibraries";
+import { describe, expect, it } from "vitest";
 import { FlatUnit, ShardingEngine, planUnits } from "../src";
+import { hasCc, useFakeCuda } from "./fixtures/fakeCudaStreams";
 
-const LOGGED = ["", "memcpy", "wait", "record", "launch", "nccl", "free", "malloc"];
 const WIDTH = 256;
 
 /** A unit's module: its input scaled elementwise by its weight (kernels the fake can launch: no cuBLASLt). */
@@ -35,37 +30,12 @@ class Scale extends Module {
 }
 
 describe.skipIf(!hasCc)("offloaded units upload one unit ahead, on the CUDA backend's streams (fake CUDA)", () => {
-  let dir: string;
-  const saved = { lib: process.env.FULGUR_CUDA_LIB_DIR, cache: process.env.FULGUR_KERNEL_CACHE };
-  let streamLog: (stream: bigint, from?: number) => { n: number; entries: { op: string; a: bigint }[] };
-  let cuda: typeof import("@fulgur/accelerator-cuda");
-
-  beforeAll(async () => {
-    dir = mkdtempSync(join(tmpdir(), "fulgur-fakecuda-sharding-"));
-    buildFakeCudaLibraries(dir);
-    process.env.FULGUR_CUDA_LIB_DIR = dir;
-    process.env.FULGUR_KERNEL_CACHE = join(dir, "kernel-cache");
-    cuda = await import("@fulgur/accelerator-cuda");
-    const log = koffi.load(join(dir, "libcudart.so.13")).func("int fake_stream_log(void *s, int from, _Out_ int64_t *out, int max)");
-    streamLog = (stream, from = 0) => {
-      const out = new BigInt64Array(3 * 4096);
-      const n = log(stream, from, out, 4096) as number;
-      const entries = Array.from({ length: Math.min(4096, n - from) }, (_, i) => ({ op: LOGGED[Number(out[3 * i])], a: out[3 * i + 1] }));
-      return { n, entries };
-    };
-  });
-
-  afterAll(() => {
-    for (const [key, value] of [["FULGUR_CUDA_LIB_DIR", saved.lib], ["FULGUR_KERNEL_CACHE", saved.cache]] as const) {
-      if (value === undefined) delete process.env[key];
-      else process.env[key] = value;
-    }
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const fake = useFakeCuda();
+  const streamLog = (stream: bigint, from?: number) => fake.streamLog(stream, from);
 
   for (const prefetch of [1, 0]) {
     it(`prefetch ${prefetch}: unit j's slice is copied before compute queues unit j-${prefetch + 1}'s forward, and compute waits for it only after that forward`, () => {
-      const ctx = cuda.cudaBackend("cuda:0").ctx;
+      const ctx = fake.cuda.cudaBackend("cuda:0").ctx;
       const [compute, uploads] = [ctx.compute.handle, ctx.uploads.handle];
       const model = new Sequential(new Scale(), new Scale(), new Scale(), new Scale());
       const engine = new ShardingEngine(
