@@ -15,7 +15,7 @@
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
 import { COMPLETED_WORK } from "@fulgur/strategy-kit";
-import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, currentLowPrecisionCopy, dropAutocastCopy, getBackend, keepLowPrecisionCopy, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
+import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, dropAutocastCopy, getBackend, isLowPrecisionCopyCurrent, keepLowPrecisionCopy, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import { releaseMemory, restoreMemory } from "./storageMemory";
@@ -171,10 +171,12 @@ export class FlatUnit {
    * FULL_SHARD, where the bus is what bounds an offloaded step. Instead the unit keeps its slice in
    * the compute dtype too, in (pinned) host memory, and uploads that: half the bytes, and no cast
    * on the device. The copy is each segment parameter's kept low-precision copy (autocastCopies in
-   * @fulgur/tensor), so a fused AdamW step writes it in the same pass as the fp32 update; anything
-   * else that changes the master (a load, another optimizer) leaves it stale, and the gather casts
-   * it again on the host first. It is the same rounding as the device's cast, so nothing changes
-   * but the bytes moved. Called by the engine for a unit whose slice stays in host memory.
+   * @fulgur/tensor), so a fused AdamW step writes it in the same pass as the fp32 update, with the
+   * rounding the device's cast would have: nothing changes but the bytes moved. While it is stale
+   * (before the first step, after a load, under an optimizer that does not write copies) the gather
+   * uploads the fp32 slice and casts it on the device as before: a cast on the host would run on
+   * the main thread, slower than the bus it saves. Called by the engine for a unit whose slice
+   * stays in host memory.
    */
   keepHostCopy(): void {
     if (this.hostCopy || this.resident || this.masterTier !== null || this.master.device !== "cpu" || this.device === "cpu" || this.computeDtype === this.master.dtype) return;
@@ -189,14 +191,13 @@ export class FlatUnit {
     return this.hostCopy;
   }
 
-  /** What a gather uploads: the host copy in the compute dtype, current again, or the master slice. */
+  /**
+   * What a gather uploads: the host copy in the compute dtype while the optimizer keeps it current,
+   * else the master slice (cast on the device, as without a copy).
+   */
   private uploadSource(): Tensor {
     const copy = this.hostCopy;
-    if (!copy) return this.master;
-    noGrad(() => {
-      for (const p of this.optimParams) currentLowPrecisionCopy(p);
-    });
-    return copy;
+    return copy && this.optimParams.every(isLowPrecisionCopyCurrent) ? copy : this.master;
   }
 
   /** A zeroed gradient slice where the master lives (pinned when that is the host of a GPU). */

@@ -247,12 +247,14 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // there is a unit past the prefetched ones to upload), and reduced gradient slices on their way
   // down (the one reduced last and DOWNLOADS_IN_FLIGHT before it, engine.ts). Slices read from disk
   // are not uploaded ahead.
-  // Reduced gradients come down in the master dtype (cast on the device first when reduced in another).
+  // Reduced gradients come down in the master dtype (cast on the device first when reduced in
+  // another). Slices go up in it too until an optimizer step has written their host copies
+  // ([Note: uploads in the compute dtype] in flatUnit.ts): the first step's gathers are the highest.
   const largestTrainable = Math.max(0, ...units.map((u) => modelBytes(input, [u]).trainable));
+  const largestUpload = Math.max(0, ...units.map((u) => modelBytes(input, [u]).parameters));
   const parametersOnDisk = layout.nvme?.parameters === true;
   const uploads = 1 + (layout.uploadsAhead === true && !parametersOnDisk && units.length > prefetch + 1 ? 1 : 0);
-  // Slices go up in the compute dtype (from their host copies where they keep one): `largest` is in it.
-  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largest + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
+  const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largestUpload + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
   const pending = reducedGradientsPending(input, layout, profile, (u) => !replicated && !resident(u) && !(layout.offload && input.copiesCrossBus === true && !keep?.optimizerState.includes(u)));
   const step: StepLayout = {
     held: {

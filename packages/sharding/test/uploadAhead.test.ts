@@ -1,27 +1,28 @@
 /**
  * Offloaded units that compute in bf16 over an fp32 master upload their slice one unit ahead of
- * the gather ([Note: upload one unit ahead] in flatUnit.ts), and upload it in bf16, from a copy
- * kept in host memory, with no cast on the device ([Note: uploads in the compute dtype]), through
- * whole training steps of a GPT, forward and backward. The fake CUDA library runs no kernel and no
- * matrix product (it has no cuBLASLt), so a model cannot train on it (uploadAheadFakeCuda.test.ts
- * checks the CUDA streams' order over one forward): here the order is checked on a "device" of its
- * own, the CPU backend under another name ("trace:0"), whose uploads (`fromHost`) and casts (`copy`
- * from float32 to bfloat16) are logged beside each unit's forward and backward, and the losses
- * against units kept on the device, which cast there. On CUDA an upload is the DMA queued on the
- * upload stream, which the gather's first use on compute waits for ([Note: uploads on their own
- * stream] in @fulgur/accelerator-cuda); so "uploaded before unit i's forward" is "the copy runs
- * beside unit i's kernels".
+ * the gather ([Note: upload one unit ahead] in flatUnit.ts), through whole training steps of a
+ * GPT, forward and backward: the fp32 slice, cast on the device, until an optimizer step has
+ * written the unit's bf16 copy in host memory, and that copy from then on, with no cast
+ * ([Note: uploads in the compute dtype]). The fake CUDA library runs no kernel and no matrix
+ * product (it has no cuBLASLt), so a model cannot train on it (uploadAheadFakeCuda.test.ts checks
+ * the CUDA streams' order over one forward): here the order is checked on a "device" of its own,
+ * the CPU backend under another name ("trace:0"), whose uploads (`fromHost`) and casts (`copy` from
+ * float32 to bfloat16) are logged beside each unit's forward and backward, and the losses against
+ * units kept on the device. On CUDA an upload is the DMA queued on the upload stream and the cast
+ * (or the copy into the gathered buffer) the first use on compute, which waits for it ([Note:
+ * uploads on their own stream] in @fulgur/accelerator-cuda); so "uploaded before unit i's forward,
+ * cast after it" is "the copy runs beside unit i's kernels".
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { AdamW, GPT, SGD } from "@fulgur/nn";
 import { SoloGroup } from "@fulgur/strategy-kit";
-import { type Backend, type HostArray, type Tensor, type View, autocastCopyStats, cpuBackend, fromHost, registerBackend, resetAutocastCopyStats, scope } from "@fulgur/tensor";
+import { type Backend, type HostArray, type Tensor, type View, cpuBackend, fromHost, registerBackend, scope } from "@fulgur/tensor";
 import { type FlatUnit, ShardingEngine, planUnits } from "../src";
 
 const CONFIG = { dModel: 32, nLayers: 4, nHeads: 2, seqLen: 16, vocabSize: 64 };
 const DEVICE = "trace:0";
 
-type Event = { op: "upload" | "cast"; storage: unknown; host?: ArrayBufferLike; dtype?: string } | { op: "forward" | "forwardDone" | "backward"; unit: string };
+type Event = { op: "upload" | "cast"; storage: unknown; host?: ArrayBufferLike; dtype?: string } | { op: "forward" | "forwardDone" | "backward" | "step"; unit: string };
 const log: Event[] = [];
 
 beforeAll(() => {
@@ -97,6 +98,7 @@ function train(device: string, offload: boolean, prefetch: number, traced: boole
     });
     engine.finishGradients();
     engine.onHost(() => optimizer.step());
+    if (traced) log.push({ op: "step", unit: "" });
     engine.afterStep();
   }
   const units = [...engine.units];
@@ -105,10 +107,10 @@ function train(device: string, offload: boolean, prefetch: number, traced: boole
   return { losses, units, hosts };
 }
 
-/** Whose host memory each buffer is: a unit's host copy in bf16 ("unit") or its fp32 master slice ("unit (fp32)"). */
+/** Whose host memory each buffer is: a unit's fp32 master slice ("unit") or its host copy in bf16 ("unit (bf16)"). */
 function hostMemoryOf(units: readonly FlatUnit[]): Map<ArrayBufferLike, string> {
   const buffer = (t: Tensor) => t.backend.readShared!(t).buffer;
-  return new Map(units.flatMap((u) => [[buffer(u.master), `${u.name} (fp32)`] as const, ...(u.hostCopySlice ? [[buffer(u.hostCopySlice), u.name] as const] : [])]));
+  return new Map(units.flatMap((u) => [[buffer(u.master), u.name] as const, ...(u.hostCopySlice ? [[buffer(u.hostCopySlice), `${u.name} (bf16)`] as const] : [])]));
 }
 
 /** Which unit each upload and cast in the log is for: an upload by the host memory it reads (hostMemoryOf), a cast by the upload it reads. */
@@ -122,53 +124,67 @@ function annotate(byHost: Map<ArrayBufferLike, string>): { op: string; unit: str
   });
 }
 
-describe("offloaded units with a paramDtype upload their bf16 host copy one unit ahead of their gather", () => {
+describe("offloaded units with a paramDtype upload one unit ahead of their gather", () => {
   for (const prefetch of [1, 0]) {
-    it(`prefetch ${prefetch}: a block's copy goes up before the forward of the block ${prefetch + 1} before it, in bf16 with no cast on the device; losses unchanged`, () => {
+    it(`prefetch ${prefetch}: a block's slice goes up before the forward of the block ${prefetch + 1} before it, and is cast only after that forward; losses unchanged`, () => {
       log.length = 0;
       const { losses, units, hosts } = train(DEVICE, true, prefetch, true);
       const events = annotate(hosts);
       const blocks = units.filter((u) => u.name !== "").map((u) => u.name);
       const at = (op: string, unit: string, from = 0): number => events.findIndex((e, i) => i >= from && e.op === op && e.unit === unit);
-      // Every upload was a unit's host copy, in bf16: no fp32 slice crossed, nothing was cast on the device.
-      expect(events.filter((e) => e.op === "upload" && (e.unit === "?" || e.unit.endsWith("(fp32)")))).toEqual([]);
-      expect(log.filter((e) => e.op === "upload").every((e) => "dtype" in e && e.dtype === "bfloat16")).toBe(true);
-      // (Casts of activations under autocast read no upload: "?".)
-      expect(events.filter((e) => e.op === "cast" && e.unit !== "?")).toEqual([]);
+      // Every upload was a unit's fp32 slice: SGD writes no bf16 copy, so none is ever current.
+      expect(events.filter((e) => e.op === "upload" && (e.unit === "?" || e.unit.endsWith("(bf16)")))).toEqual([]);
       // The first step's forward (the order is the registration order; the engine learns it then).
       const start = 0;
       const lead = prefetch + 1;
       for (let j = lead; j < blocks.length; j++) {
+        const upload = at("upload", blocks[j], start);
+        const cast = at("cast", blocks[j], start);
         const ahead = blocks[j - lead];
-        expect(at("upload", blocks[j], start), `${blocks[j]} uploaded before ${ahead}'s forward`).toBeLessThan(at("forward", ahead, start));
+        expect(upload, `${blocks[j]} uploaded before ${ahead}'s forward`).toBeLessThan(at("forward", ahead, start));
+        expect(cast, `${blocks[j]} cast after ${ahead}'s forward`).toBeGreaterThan(at("forwardDone", ahead, start));
+        expect(cast).toBeLessThan(at("forward", blocks[j], start));
       }
-      // Backward, in reverse: a block's copy goes up before the backward `lead` blocks after it starts.
+      // Backward, in reverse: a block's slice goes up before the backward `lead` blocks after it starts.
       const back = at("forwardDone", blocks[blocks.length - 1], start);
       for (let j = blocks.length - 1 - lead; j >= 0; j--) {
+        const upload = at("upload", blocks[j], back);
         const ahead = blocks[j + lead];
-        expect(at("upload", blocks[j], back), `${blocks[j]} uploaded before ${ahead}'s backward`).toBeLessThan(at("backward", ahead, back));
+        expect(upload, `${blocks[j]} uploaded before ${ahead}'s backward`).toBeLessThan(at("backward", ahead, back));
+        expect(at("cast", blocks[j], back)).toBeGreaterThan(at("backward", ahead, back));
+        expect(at("cast", blocks[j], back)).toBeLessThan(at("backward", blocks[j], back));
       }
-      // One upload per gather (forward and backward, three steps): none wasted, none reused.
-      for (const name of blocks) expect(events.filter((e) => e.op === "upload" && e.unit === name)).toHaveLength(6);
-      // Each step's upload is of that step's master, cast on the host after SGD changed it: the
-      // same losses as the units kept on the device, which cast there and upload nothing.
+      // One upload and one cast per gather (forward and backward, three steps): none wasted, none reused.
+      for (const name of blocks) {
+        expect(events.filter((e) => e.op === "upload" && e.unit === name)).toHaveLength(6);
+        expect(events.filter((e) => e.op === "cast" && e.unit === name)).toHaveLength(6);
+      }
+      // Each step's upload is of that step's master (the slices changed in between): the same
+      // losses as the units kept on the device, which upload nothing.
       expect(losses).toEqual(train(DEVICE, false, prefetch, false).losses);
       expect(losses[2]).toBeLessThan(losses[0]);
     });
   }
 
-  it("AdamW's fused step writes the host copy beside the fp32 update: the gathers cast nothing on the host either, and the losses are those of the units kept on the device", () => {
-    resetAutocastCopyStats();
-    const offloaded = train(DEVICE, true, 1, false, true);
-    // Each unit's segments were cast on the host once, at their first gather, before any step
-    // wrote them; every later gather found them current (blocks: 5 more in forward and backward,
-    // the root unit, gathered after each step: 3 more).
-    const segments = (u: FlatUnit) => u.optimParams.length;
-    const blocks = offloaded.units.filter((u) => u.name !== "");
-    const root = offloaded.units.find((u) => u.name === "")!;
-    const { casts, hits } = autocastCopyStats();
-    expect(casts).toBe(blocks.reduce((n, u) => n + segments(u), 0) + segments(root));
-    expect(hits).toBe(blocks.reduce((n, u) => n + 5 * segments(u), 0) + 3 * segments(root));
-    expect(offloaded.losses).toEqual(train(DEVICE, false, 1, false, true).losses);
+
+  it("after AdamW's first fused step (which writes each unit's bf16 host copy beside the update) the copies go up instead, one unit ahead, with no cast; losses unchanged", () => {
+    log.length = 0;
+    const { losses, units, hosts } = train(DEVICE, true, 1, true, true);
+    const events = annotate(hosts);
+    const blocks = units.filter((u) => u.name !== "").map((u) => u.name);
+    const firstStep = events.findIndex((e) => e.op === "step");
+    for (const name of blocks) {
+      const uploads = (from: number, to: number, unit: string) => events.slice(from, to).filter((e) => e.op === "upload" && e.unit === unit).length;
+      // Step 1 (forward and backward): the fp32 slice, cast on the device; steps 2 and 3: the bf16 copy.
+      expect([uploads(0, firstStep, name), uploads(0, firstStep, `${name} (bf16)`)]).toEqual([2, 0]);
+      expect([uploads(firstStep, events.length, name), uploads(firstStep, events.length, `${name} (bf16)`)]).toEqual([0, 4]);
+      expect(events.filter((e) => e.op === "cast" && e.unit === name)).toHaveLength(2);
+      expect(events.filter((e) => e.op === "cast" && e.unit === `${name} (bf16)`)).toEqual([]);
+    }
+    // Step 2's forward: a block's copy goes up before the forward of the block two before it.
+    const at = (op: string, unit: string) => events.findIndex((e, i) => i > firstStep && e.op === op && e.unit === unit);
+    for (let j = 2; j < blocks.length; j++) expect(at("upload", `${blocks[j]} (bf16)`), blocks[j]).toBeLessThan(at("forward", blocks[j - 2]));
+    expect(losses).toEqual(train(DEVICE, false, 1, false, true).losses);
+    expect(losses[2]).toBeLessThan(losses[0]);
   });
 });

@@ -4,9 +4,9 @@
  * compiler): memory is host memory, kernels launch into nothing, and each stream logs what was
  * queued on it. Four offloaded units computing in bf16 run a forward; from the logs: each unit's
  * slice is copied on the upload stream before compute queues the forward kernels of the unit
- * `prefetch + 1` places before it, and compute waits for that copy (at its first use, the copy into
- * the gathered buffer) only after them. The copy is of the unit's bf16 host copy ([Note: uploads in
- * the compute dtype] in flatUnit.ts).
+ * `prefetch + 1` places before it, and compute waits for that copy (at the cast) only after them.
+ * (No optimizer step runs here, so no unit's bf16 host copy is current yet: [Note: uploads in the
+ * compute dtype] in flatUnit.ts; the fp32 slice goes up.)
  * Values are not checked here (the fake runs no kernel): uploadAhead.test.ts checks the losses.
  */
 import { Module, Sequential } from "@fulgur/nn";

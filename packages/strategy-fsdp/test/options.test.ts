@@ -153,7 +153,7 @@ describe("fullyShard options", () => {
     expect(both.perHost.total).toBe(8 * blockBytes);
   });
 
-  it("an offloaded unit that computes in a paramDtype has one more slice on its way up on a GPU (uploaded a unit ahead), where a unit follows the prefetched ones, each in bf16 from its host copy", () => {
+  it("an offloaded unit that computes in a paramDtype has one more slice on its way up on a GPU (uploaded a unit ahead), where a unit follows the prefetched ones", () => {
     const blockBytes = (3 * 8 * 8 + 3 * 8 + 8 * 8 + 8 + 4 * 8 * 8 + 4 * 8 + 4 * 8 * 8 + 8 + 4 * 8) * 4;
     const communication = (layers: number, options: FSDPOptions, unit: FullyShardOptions) => {
       const gpt = withDevice("meta", () => new GPT({ vocabSize: 16, seqLen: 8, dModel: 8, nLayers: layers, nHeads: 2 }, { seed: 0 }));
@@ -161,15 +161,15 @@ describe("fullyShard options", () => {
       return new FSDPStrategy(options).estimateMemory({ module: gpt, precision: "32-true", microBatch: 2, worldSize: 1, copiesCrossBus: true }).perDevice.communication;
     };
     const bf16 = { mixedPrecision: { paramDtype: "bfloat16" } } as const;
-    // Three blocks, one prefetched: block 2 goes up while block 0 computes, beside block 1's upload;
-    // both in bf16 from their host copies ([Note: uploads in the compute dtype] in
-    // @fulgur/sharding), the bytes of the one fp32 slice that goes up without a paramDtype.
-    expect(communication(3, {}, { cpuOffload: true, ...bf16 })).toBe(communication(3, {}, { cpuOffload: true }));
+    // Three blocks, one prefetched: block 2 goes up while block 0 computes, beside block 1's upload.
+    // Counted in fp32, as the first step's gathers send them (the bf16 host copies are written by
+    // the first optimizer step: [Note: uploads in the compute dtype] in @fulgur/sharding).
+    expect(communication(3, {}, { cpuOffload: true, ...bf16 }) - communication(3, {}, { cpuOffload: true })).toBe(blockBytes);
     // The strategy's paramDtype counts as the unit's own.
-    expect(communication(3, bf16, { cpuOffload: true })).toBe(communication(3, {}, { cpuOffload: true }));
-    // No unit after the prefetched one (two blocks), or none offloaded: one slice, in bf16, half the bytes.
-    expect(communication(2, {}, { cpuOffload: true }) - communication(2, {}, { cpuOffload: true, ...bf16 })).toBe(blockBytes / 2);
-    expect(communication(3, { limitAllGathers: 2 }, { cpuOffload: true }) - communication(3, { limitAllGathers: 2 }, { cpuOffload: true, ...bf16 })).toBe(blockBytes / 2);
+    expect(communication(3, bf16, { cpuOffload: true }) - communication(3, {}, { cpuOffload: true })).toBe(blockBytes);
+    // No unit after the prefetched one (two blocks), or none offloaded: nothing more.
+    expect(communication(2, {}, { cpuOffload: true, ...bf16 })).toBe(communication(2, {}, { cpuOffload: true }));
+    expect(communication(3, { limitAllGathers: 2 }, { cpuOffload: true, ...bf16 })).toBe(communication(3, { limitAllGathers: 2 }, { cpuOffload: true }));
     expect(communication(3, {}, bf16)).toBe(0);
   });
 

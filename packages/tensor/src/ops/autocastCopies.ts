@@ -55,10 +55,11 @@ export function autocastCopy(p: Tensor, dtype: DType): Tensor {
 
 /**
  * Makes `copy` (memory the caller owns, in a lower-precision dtype, `p`'s size) `p`'s kept copy:
- * an optimizer step writes it beside `p`'s update, and `currentLowPrecisionCopy` casts it again
- * only when `p` changed otherwise. The sharding engine keeps an offloaded unit's slice this way in
- * the dtype it computes in, in host memory, and uploads that instead of the fp32 slice. Starts
- * stale (nothing was cast into it yet); `dropAutocastCopy(p)` disposes the caller's reference.
+ * an optimizer step writes it beside `p`'s update (`lowPrecisionCopyOf`), and
+ * `isLowPrecisionCopyCurrent` says whether it still holds `p`'s values. The sharding engine keeps an
+ * offloaded unit's slice this way in the dtype it computes in, in host memory, and uploads that
+ * instead of the fp32 slice while it is current. Starts stale (nothing was written into it yet);
+ * `dropAutocastCopy(p)` disposes the caller's reference.
  */
 export function keepLowPrecisionCopy(p: Tensor, copy: Tensor): void {
   if (copy.numel !== p.numel || copy.dtype === p.dtype) {
@@ -70,10 +71,10 @@ export function keepLowPrecisionCopy(p: Tensor, copy: Tensor): void {
   orphans.unregister(p);
 }
 
-/** `p`'s kept copy, cast again first if `p` changed since it was written (null if it has none). */
-export function currentLowPrecisionCopy(p: Tensor): Tensor | null {
+/** Whether `p` has a kept copy holding its current values (written beside its last change). */
+export function isLowPrecisionCopyCurrent(p: Tensor): boolean {
   const e = entries.get(p);
-  return e && !e.copy.isDisposed ? autocastCopy(p, e.copy.dtype) : null;
+  return e !== undefined && !e.copy.isDisposed && e.copy.storageRef.hasMemory && e.version === p.version;
 }
 
 /** The copy an optimizer step should write beside `p`'s update, if autocast made one. */

@@ -8,8 +8,8 @@ export * from "./packedAttention";
 export * from "./geluMlp";
 export {
   autocastCopyStats,
-  currentLowPrecisionCopy,
   dropAutocastCopy,
+  isLowPrecisionCopyCurrent,
   keepLowPrecisionCopy,
   releaseAutocastCopy,
   restoreAutocastCopy,
