@@ -37,6 +37,12 @@ export interface FSDPOptions extends ParallelOptions {
   readonly activationCheckpointingPolicy?: WrapPolicy;
   /** Keep the parameter slices and optimizer state in host memory (the GPU holds only what a unit computes with). */
   readonly cpuOffload?: boolean;
+  /**
+   * With units offloaded to a GPU's host: the share (0 to 1) of the offloaded optimizer step
+   * updated on the GPU, its host-resident state streamed up and back in pieces while the CPU's
+   * threads update the rest (Fulgur's own, as ZeRO's option of the same name). Default 0.
+   */
+  readonly offloadStepShare?: number;
   readonly mixedPrecision?: FSDPMixedPrecision;
   /** Units gathered ahead of the computing one, forward and backward (default 1; 0 turns prefetch off). */
   readonly limitAllGathers?: number;
@@ -67,6 +73,7 @@ export const FSDP_DEFAULTS: ResolvedFSDPOptions = Object.freeze({
   reshardAfterForward: null,
   activationCheckpointingPolicy: null,
   cpuOffload: false,
+  offloadStepShare: 0,
   mixedPrecision: Object.freeze({}),
   limitAllGathers: 1,
   forwardPrefetch: true,
@@ -90,6 +97,7 @@ const schema = z.strictObject({
   reshardAfterForward: reshardAfterForward.nullable().optional(),
   activationCheckpointingPolicy: policy.nullable().optional(),
   cpuOffload: z.boolean().optional(),
+  offloadStepShare: z.number().min(0).max(1).optional(),
   mixedPrecision: mixedPrecision.optional(),
   limitAllGathers: z.number().int().min(0).optional(),
   forwardPrefetch: z.boolean().optional(),
@@ -105,6 +113,7 @@ const ALLOWED: Record<keyof FSDPOptions, string> = {
   reshardAfterForward: "true, false, or an integer k >= 2 dividing the world size (groups of k consecutive ranks keep each unit sharded between forward and backward)",
   activationCheckpointingPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
   cpuOffload: "true or false",
+  offloadStepShare: "a number from 0 to 1 (the share of the offloaded optimizer step run on the device)",
   mixedPrecision: `an object { paramDtype?, reduceDtype? } with dtypes among ${DTYPES.join(", ")}`,
   limitAllGathers: "a non-negative integer: units gathered ahead of the computing one (default 1)",
   forwardPrefetch: "true or false",

@@ -172,7 +172,6 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     return own.get(path)?.cpuOffload ?? this.options.cpuOffload;
   }
 
-  /** Whether an offloaded unit computes in a paramDtype other than its fp32 master's (its gathers cast: [Note: upload one unit ahead] in @fulgur/sharding). */
   /** Units ("" for the root) that gather in a paramDtype other than fp32: their own, else the strategy's. */
   private computeDtypes(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): ReadonlyMap<string, DType> {
     return new Map(
@@ -183,10 +182,26 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     );
   }
 
+  /** Whether an offloaded unit computes in a paramDtype other than its fp32 master's (its gathers cast: [Note: upload one unit ahead] in @fulgur/sharding). */
   private offloadedUnitsCast(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): boolean {
     return units.some(
       (path) => this.unitOffloaded(path, own) && (own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32") !== "float32",
     );
+  }
+
+  /**
+   * The share of the offloaded step streamed through the device (offloadStepShare), refused when no
+   * unit is offloaded: per-unit `cpuOffload` marks are known only once the module is built, so here.
+   */
+  private stepShare(placement: { offload: boolean }): number {
+    const share = this.options.offloadStepShare;
+    if (share > 0 && !placement.offload) {
+      throw new FSDPOptionError(
+        "offloadStepShare",
+        `${this.name} option offloadStepShare: got ${share}; it streams offloaded optimizer state through the device, but no unit is offloaded (cpuOffload on the strategy or in a unit's fullyShard); offload or leave offloadStepShare out`,
+      );
+    }
+    return share;
   }
 
   private engineOptions(placement: { offload: boolean; keep: OffloadKeep | null }): EngineOptions {
@@ -198,6 +213,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       prefetch: o.forwardPrefetch || o.backwardPrefetch !== null ? o.limitAllGathers : 0,
       reshardAfterForward: o.reshardAfterForward === null ? full : o.reshardAfterForward !== false,
       offload: placement.offload,
+      deviceStepShare: this.stepShare(placement),
       keep: placement.keep,
     });
   }
@@ -268,7 +284,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   }
 
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
-    const result = await this.sharding.onHost(() => super.optimizerStep(optimizer, options));
+    // On the host's shared memory, with the share streamed through the device (offloadStepShare).
+    const result = await this.sharding.step(optimizer, () => super.optimizerStep(optimizer, options));
     this.sharding.afterStep();
     return result;
   }
@@ -466,6 +483,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       keepGathered: false,
       offload: placement.offload,
       keep: placement.keep,
+      deviceStepShare: engine.deviceStepShare,
       uploadsAhead: this.offloadedUnitsCast(units, unitOptions),
       computeDtypes: this.computeDtypes(units, unitOptions),
       alone: world === 1,

@@ -72,6 +72,8 @@ interface RankResult {
   stateBytes: number;
   /** Highest tensor memory while the model was built, sharded and the optimizer made. */
   initPeak: number;
+  /** Elements the optimizer steps updated through the device (offloadStepShare). */
+  streamedElements: number;
   /** Highest tensor memory of each step. */
   stepPeaks: number[];
   /** Tensor memory the save added at its highest, or null without --save. */
@@ -269,6 +271,19 @@ describe("per-unit options of fullyShard replace the strategy's for their unit",
       // The estimate knows which unit stays gathered and which is offloaded; every step peaks alike (decision 2).
       expectEstimateWithin10Percent(r);
       expect(new Set(r.stepPeaks.slice(2)).size, JSON.stringify(r.stepPeaks)).toBe(1);
+    }
+  });
+
+  // [Note: the step streamed through the device] in @fulgur/sharding: half of each offloaded step
+  // through "the device" (a copy on the CPU accelerator) in pieces of 1,500 elements.
+  it("cpuOffload with offloadStepShare 0.5 at world 2: the losses of one process, half of each step through the device", async () => {
+    const ref = await reference();
+    const { losses, ranks } = await job("fsdp", 2, { cpuOffload: true, offloadStepShare: 0.5 }, ["--cpu-threads", "2", "--stream-small"]);
+    expectSameLosses(losses, ref.losses);
+    for (const r of ranks) {
+      expect(r.streamedElements).toBeGreaterThan(0);
+      expect(r.streamedElements % STEPS).toBe(0);
+      expectEstimateWithin10Percent(r);
     }
   });
 

@@ -173,6 +173,20 @@ describe("fullyShard options", () => {
     expect(communication(3, {}, bf16)).toBe(0);
   });
 
+  it("offloadStepShare: a number from 0 to 1, refused naming it where no unit is offloaded (known once the module is, so at setup and in the plan)", () => {
+    expect(() => new FSDPStrategy({ offloadStepShare: 2 })).toThrow(/^fsdp option offloadStepShare: got 2; expected a number from 0 to 1/);
+    const plan = (options: FSDPOptions, unit: FullyShardOptions = {}) => {
+      const gpt = withDevice("meta", () => new GPT({ vocabSize: 16, seqLen: 8, dModel: 8, nLayers: 2, nHeads: 2 }, { seed: 0 }));
+      fullyShard(gpt.blocks.children()[0], unit);
+      return new FSDPStrategy(options).estimateMemory({ module: gpt, precision: "32-true", microBatch: 2, worldSize: 1 });
+    };
+    expect(() => plan({ offloadStepShare: 0.5 })).toThrow(
+      "fsdp option offloadStepShare: got 0.5; it streams offloaded optimizer state through the device, but no unit is offloaded (cpuOffload on the strategy or in a unit's fullyShard); offload or leave offloadStepShare out",
+    );
+    expect(() => plan({ offloadStepShare: 0.5 }, { cpuOffload: true })).not.toThrow();
+    expect(() => plan({ offloadStepShare: 0.5, cpuOffload: true })).not.toThrow();
+  });
+
   it("that the strategy cannot honour are refused when it shards the module, naming the unit and why", async () => {
     await expect(shardAlone({}, { reshardAfterForward: 2 })).rejects.toThrow(
       "fsdp fullyShard(blocks.0) option reshardAfterForward: 2 with FULL_SHARD over 1 rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < 1 (or use true or false)",
