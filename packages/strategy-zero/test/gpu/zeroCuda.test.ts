@@ -70,6 +70,18 @@ describe.skipIf(!hasGpu)("ZeRO on CUDA", () => {
       for (const n of streamed) expect(n).toBeGreaterThan(0);
     }
   });
+
+  // [Note: uploads in the compute dtype] in @fulgur/sharding: units in bf16 upload the bf16 copies
+  // the optimizer writes in host memory (from step 2), here with half of each step on the GPU,
+  // whose pieces bring their bf16 copies down too.
+  it("stage 3 offloaded with units in bf16 (mixedPrecision) and half of each step on the GPU gives single-device bf16 losses at world 1", async () => {
+    const small = { FULGUR_STREAMED_STEP_MIN_ELEMENTS: "1000", FULGUR_STREAMED_STEP_PIECE_ELEMENTS: "1500" };
+    const single = await cudaLosses("single_device", 1, "bf16-mixed");
+    const streamed: number[] = [];
+    const mixedPrecision = { paramDtype: "bfloat16", reduceDtype: "float32" };
+    within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision, offloadStepShare: 0.5 }, small, streamed), single, 5e-3);
+    expect(streamed[0]).toBeGreaterThan(0);
+  });
 });
 
 describe.skipIf(hasGpu)("ZeRO on CUDA", () => {
