@@ -81,6 +81,11 @@ export class DeviceStreamedStep {
   private readonly pinned = new Map<ArrayBufferLike, HostArray>();
   /** Elements updated on the device so far (what tests and the step trace read). */
   streamedElements = 0;
+  /**
+   * Host time of the routed calls since the step trace last took it (FULGUR_TRACE_STEP): queueing
+   * the device's pieces, the CPU's share, and the wait for the last downloads after it.
+   */
+  timings = { queueMs: 0, cpuMs: 0, waitMs: 0 };
   private readonly sizes = streamedStepSizes();
 
   /**
@@ -123,6 +128,12 @@ export class DeviceStreamedStep {
     });
     noGrad(() => {
       const pieces: Piece[] = [];
+      let mark = performance.now();
+      const lap = (key: keyof DeviceStreamedStep["timings"]): void => {
+        const now = performance.now();
+        this.timings[key] += now - mark;
+        mark = now;
+      };
       try {
         for (const { i, length } of toDevice) {
           this.pin(call, i);
@@ -132,6 +143,7 @@ export class DeviceStreamedStep {
             pieces.push(this.streamPiece(call, i, start, Math.min(this.sizes.pieceElements, length - start)));
           }
         }
+        lap("queueMs");
         const cpu = rest.map(({ i, start, length }) => (start === 0 ? [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]] : range(call, i, start, length)));
         onBackend({
           params: cpu.map((r) => r[0]),
@@ -141,12 +153,14 @@ export class DeviceStreamedStep {
           hyper: call.hyper,
           lowPrecision: call.lowPrecision && rest.map(({ i, start, length }) => copyRange(call, i, start, length)),
         });
+        lap("cpuMs");
       } finally {
         // The host's values are complete only once every download is in.
         for (const piece of pieces) {
           for (const read of piece.reads) read.wait();
           this.free(piece);
         }
+        lap("waitMs");
       }
     });
     return true;

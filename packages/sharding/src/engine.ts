@@ -372,7 +372,11 @@ export class ShardingEngine {
   afterStep(): void {
     if (this.stepTimes) {
       const { gradientsFrom, gradientsTo } = this.stepTimes;
-      process.stderr.write(`steptrace gradients ${(gradientsTo - gradientsFrom).toFixed(1)} ms (the last reductions and the offloaded gradients' copies waited for), optimizer ${(performance.now() - gradientsTo).toFixed(1)} ms (clipping and the step)\n`);
+      const streamed = this.streamedStep;
+      // With a share streamed through the device: how the step split (the device's pieces queued, the CPU's share, the wait for the device after it).
+      const split = streamed ? `; streamed step: queue ${streamed.timings.queueMs.toFixed(1)} ms, CPU share ${streamed.timings.cpuMs.toFixed(1)} ms, then waited ${streamed.timings.waitMs.toFixed(1)} ms for the device's` : "";
+      if (streamed) streamed.timings = { queueMs: 0, cpuMs: 0, waitMs: 0 };
+      process.stderr.write(`steptrace gradients ${(gradientsTo - gradientsFrom).toFixed(1)} ms (the last reductions and the offloaded gradients' copies waited for), optimizer ${(performance.now() - gradientsTo).toFixed(1)} ms (clipping and the step)${split}\n`);
       this.stepTimes = null;
     }
     for (const unit of this.units) unit.stepped();
