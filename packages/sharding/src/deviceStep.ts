@@ -19,7 +19,7 @@
  * element alone, so which side updates it changes nothing but rounding (the CPU backend gives the
  * same bits, which the tests check through a copy to a second tensor).
  */
-import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type Tensor, empty, getBackend, noGrad } from "@fulgur/tensor";
+import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, empty, getBackend, noGrad } from "@fulgur/tensor";
 
 /** Elements of one piece (each of the four tensors): 64 MiB a tensor in fp32, long enough for full-speed copies. */
 export const STREAMED_PIECE_ELEMENTS = 1 << 24;
@@ -140,7 +140,12 @@ export class DeviceStreamedStep {
           for (let start = 0; start < length; start += this.sizes.pieceElements) {
             // The oldest piece goes first: its memory is what the next one is given.
             if (pieces.length >= STREAMED_PIECES_IN_FLIGHT) this.free(pieces[pieces.length - STREAMED_PIECES_IN_FLIGHT]);
-            pieces.push(this.streamPiece(call, i, start, Math.min(this.sizes.pieceElements, length - start)));
+            try {
+              pieces.push(this.streamPiece(call, i, start, Math.min(this.sizes.pieceElements, length - start)));
+            } catch (err) {
+              annotateOutOfMemory(err, { phase: "optimizer", where: "a piece of the offloaded optimizer step on its way through the device (offloadStepShare; a smaller FULGUR_STREAMED_STEP_PIECE_ELEMENTS needs less)" });
+              throw err;
+            }
           }
         }
         lap("queueMs");
@@ -175,8 +180,16 @@ export class DeviceStreamedStep {
     const lp = copyRange(call, i, start, length);
     // On the CPU backend (the tests' device) `to` would return the tensor itself: copy, so the
     // update runs on memory of its own and must come back as a GPU's does.
-    const onDevice = host.map((t) => (t.device === this.device ? t.clone() : t.to(this.device)).untrack());
-    const lpOnDevice = lp && empty([length], { dtype: lp.dtype, device: this.device }).untrack();
+    const onDevice: Tensor[] = [];
+    let lpOnDevice: Tensor | null = null;
+    try {
+      for (const t of host) onDevice.push((t.device === this.device ? t.clone() : t.to(this.device)).untrack());
+      lpOnDevice = lp && empty([length], { dtype: lp.dtype, device: this.device }).untrack();
+    } catch (err) {
+      // What went up before the failure is freed here: the piece never joins those in flight.
+      for (const t of onDevice) t.dispose();
+      throw err;
+    }
     const backend = getBackend(this.device);
     backend.adamw([onDevice[0]], [onDevice[1]], [onDevice[2]], [onDevice[3]], call.hyper, lpOnDevice ? [lpOnDevice] : undefined);
     this.streamedElements += length;

@@ -8,7 +8,7 @@
  */
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
 import { AdamW, parameter } from "@fulgur/nn";
-import { type AdamWHyper, type Backend, type HostArray, type PendingRead, type Tensor, type View, cpuBackend, fromHost, fusedAdamW, registerBackend, routeAdamW, sharedHostMemory } from "@fulgur/tensor";
+import { type AdamWHyper, type Backend, type HostArray, type PendingRead, type Tensor, type View, cpuBackend, fromHost, fusedAdamW, isOutOfMemory, memoryStats, registerBackend, routeAdamW, setCpuMemoryLimit, sharedHostMemory } from "@fulgur/tensor";
 import { DeviceStreamedStep, streamedStepBytes } from "../src/deviceStep";
 
 const DEVICE = "stream:0";
@@ -187,5 +187,25 @@ describe("the offloaded step streamed through the device", () => {
     expect(streamedStepBytes(600)).toBe(4 * 600 * 16);
     process.env.FULGUR_STREAMED_STEP_PIECE_ELEMENTS = "0";
     expect(() => streamedStepBytes(600)).toThrow('FULGUR_STREAMED_STEP_PIECE_ELEMENTS: got "0"; expected a positive integer');
+  });
+
+  it("out of memory for a piece on the device is named as the offloaded step's, and what was on the device is freed", () => {
+    const list = entries([3000]);
+    const step = new DeviceStreamedStep("cpu", 1, () => true);
+    const before = memoryStats("cpu").liveBytes;
+    // Room for two of a piece's four tensors (700 floats each), not for all of them.
+    setCpuMemoryLimit(before + 2 * 700 * 4 + 100);
+    let err: unknown = null;
+    try {
+      routeAdamW(step.route, () => fusedAdamW(callOf(list)));
+    } catch (e) {
+      err = e;
+    } finally {
+      setCpuMemoryLimit(null);
+    }
+    expect(isOutOfMemory(err)).toBe(true);
+    expect(err).toMatchObject({ phase: "optimizer" });
+    expect((err as { where: string }).where).toMatch(/^a piece of the offloaded optimizer step on its way through the device \(offloadStepShare/);
+    expect(memoryStats("cpu").liveBytes).toBe(before);
   });
 });
