@@ -197,7 +197,8 @@ export class FlatUnit {
    */
   private uploadSource(): Tensor {
     const copy = this.hostCopy;
-    return copy && this.optimParams.every(isLowPrecisionCopyCurrent) ? copy : this.master;
+    // An empty segment (this rank holds none of that parameter) has nothing to be stale.
+    return copy && this.optimParams.every((p) => p.numel === 0 || isLowPrecisionCopyCurrent(p)) ? copy : this.master;
   }
 
   /** A zeroed gradient slice where the master lives (pinned when that is the host of a GPU). */

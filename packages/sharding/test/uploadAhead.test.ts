@@ -14,9 +14,10 @@
  * cast after it" is "the copy runs beside unit i's kernels".
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { AdamW, GPT, SGD } from "@fulgur/nn";
-import { SoloGroup } from "@fulgur/strategy-kit";
-import { type Backend, type HostArray, type Tensor, type View, cpuBackend, fromHost, registerBackend, scope } from "@fulgur/tensor";
+import type { ProcessGroup } from "@fulgur/core";
+import { AdamW, GPT, Module, SGD } from "@fulgur/nn";
+import { COMPLETED_WORK, SoloGroup } from "@fulgur/strategy-kit";
+import { type Backend, type HostArray, type Tensor, type View, cpuBackend, fromHost, noGrad, ones, registerBackend, scope } from "@fulgur/tensor";
 import { type FlatUnit, ShardingEngine, planUnits } from "../src";
 
 const CONFIG = { dModel: 32, nLayers: 4, nHeads: 2, seqLen: 16, vocabSize: 64 };
@@ -187,4 +188,78 @@ describe("offloaded units with a paramDtype upload one unit ahead of their gathe
     expect(losses).toEqual(train(DEVICE, false, 1, false, true).losses);
     expect(losses[2]).toBeLessThan(losses[0]);
   });
+
+  it("at world 2, a rank holding none of a parameter (an empty segment, never stepped) still uploads its bf16 copy once the optimizer wrote the rest", () => {
+    // Rank 0 of 2 over w (8×4) and b (2): its 17 elements are all of w's first half; b's segment is empty here.
+    class Lin extends Module {
+      constructor() {
+        super();
+        this.registerParameter("w", ones([8, 4]));
+        this.registerParameter("b", ones([2]));
+      }
+    }
+    const root = new (class extends Module {
+      readonly lin = this.registerModule("lin", new Lin());
+    })();
+    const engine = new ShardingEngine(
+      root,
+      { shard: new HalfGroup(), replicate: null },
+      { shardingStrategy: "FULL_SHARD", mixedPrecision: { paramDtype: "bfloat16", reduceDtype: "float32" }, prefetch: 0, reshardAfterForward: true, offload: true },
+      DEVICE,
+    );
+    for (const plan of planUnits(root, ["lin"])) engine.addUnit({ path: plan.path, params: plan.params.map((p) => ({ fqn: p.fqn, tensor: root.getParameter(p.fqn) })) });
+    engine.ready();
+    const unit = engine.units[0];
+    expect(unit.optimParams.map((p) => p.numel)).toEqual([17, 0]);
+    const optimizer = engine.onHost(() => new AdamW(engine.optimizerParams(), { lr: 0.01 }));
+    for (const p of unit.optimParams) if (p.numel > 0) p.grad = engine.onHost(() => ones([p.numel]));
+    engine.onHost(() => optimizer.step());
+    engine.afterStep();
+    log.length = 0;
+    unit.startGather();
+    unit.gather();
+    const uploads = log.filter((e) => e.op === "upload");
+    expect(uploads.map((e) => ("dtype" in e ? e.dtype : null))).toEqual(["bfloat16"]);
+    expect(uploads[0].op === "upload" && uploads[0].host).toBe(unit.hostCopySlice!.backend.readShared!(unit.hostCopySlice!).buffer);
+    engine.remove();
+  });
 });
+
+/** Rank 0 of a group of two whose other rank holds the same slice: an all-gather writes it twice. */
+class HalfGroup implements ProcessGroup {
+  readonly backend = "half";
+  readonly rank = 0;
+  readonly size = 2;
+  readonly ranks = [0, 1];
+  allGather(output: Tensor, input: Tensor) {
+    noGrad(() => {
+      const n = input.numel;
+      output.narrow(0, 0, n).copy_(input);
+      output.narrow(0, n, n).copy_(input);
+    });
+    return COMPLETED_WORK;
+  }
+  reduceScatter(output: Tensor, input: Tensor) {
+    noGrad(() => output.copy_(input.narrow(0, 0, output.numel)));
+    return COMPLETED_WORK;
+  }
+  allReduce() {
+    return COMPLETED_WORK;
+  }
+  broadcast() {
+    return COMPLETED_WORK;
+  }
+  send(): never {
+    throw new Error("not in this test");
+  }
+  recv(): never {
+    throw new Error("not in this test");
+  }
+  barrier() {
+    return COMPLETED_WORK;
+  }
+  newGroup(): never {
+    throw new Error("not in this test");
+  }
+  async destroy() {}
+}
