@@ -202,12 +202,18 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
   });
 
   // mixedPrecision: units gathered and computing in bf16 over fp32 master slices, as DeepSpeed's
-  // bf16 mode holds the model (on a GPU an offloaded unit then uploads its bf16 host copy).
-  it("stage 3 offload at world 2 gathering in bf16 (mixedPrecision) under bf16-mixed: the losses of one process under bf16-mixed", async () => {
+  // bf16 mode holds the model (on a GPU an offloaded unit then uploads its bf16 host copy); stage 2
+  // keeps them gathered in bf16 from step to step.
+  let singleBf16: Promise<Trained> | null = null;
+  it.each([
+    ["deepspeed_stage_3_offload", ["--cpu-threads", "2"]],
+    ["deepspeed_stage_2", []],
+  ])("%s at world 2 gathering in bf16 (mixedPrecision) under bf16-mixed: the losses of one process under bf16-mixed", async (strategy, extra) => {
     const steps = STEPS / 2;
-    const single = await train({ strategy: "single_device", world: 1, steps, flags: ["--precision", "bf16-mixed"] });
+    singleBf16 ??= train({ strategy: "single_device", world: 1, steps, flags: ["--precision", "bf16-mixed"] });
+    const single = await singleBf16;
     const mixedPrecision = { paramDtype: "bfloat16", reduceDtype: "float32" };
-    const job = await train({ strategy: "deepspeed_stage_3_offload", world: 2, steps, options: { mixedPrecision }, flags: ["--precision", "bf16-mixed", "--cpu-threads", "2"] });
+    const job = await train({ strategy, world: 2, steps, options: { mixedPrecision }, flags: ["--precision", "bf16-mixed", ...extra] });
     for (const z of job.zero) expect(z!.computeDtypes).toEqual(["bfloat16", "bfloat16", "bfloat16", "bfloat16"]);
     // Within bf16's rounding (5e-3, as the GPU tests hold bf16-mixed), not 1e-5: every parameter,
     // the embeddings and the head included, and every gradient buffer is bf16 here, fp32 under
