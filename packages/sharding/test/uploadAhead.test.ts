@@ -197,10 +197,17 @@ describe("offloaded units with a paramDtype upload one unit ahead of their gathe
         this.registerParameter("w", ones([8, 4]));
         this.registerParameter("b", ones([2]));
       }
+      forward(x: Tensor): Tensor {
+        return x;
+      }
     }
-    const root = new (class extends Module {
+    class Root extends Module {
       readonly lin = this.registerModule("lin", new Lin());
-    })();
+      forward(x: Tensor): Tensor {
+        return this.lin.call(x) as Tensor;
+      }
+    }
+    const root = new Root();
     const engine = new ShardingEngine(
       root,
       { shard: new HalfGroup(), replicate: null },
