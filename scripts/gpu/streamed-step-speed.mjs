@@ -1,15 +1,15 @@
 // The offloaded AdamW step split between the CPU's threads and the GPU ([Note: the step streamed
-// through the device] in packages/sharding/src/deviceStep.ts): one step over N fp32 elements of
-// host state (in tensors of 201M elements, a 6.71B GPT block's size, in shared memory as offload
-// keeps them), for each share given, timed as the sharding engine runs it (the route around the
-// fused AdamW call). Prints one JSON line per share, and checks the last share's result against
-// the CPU alone. Usage: node scripts/gpu/streamed-step-speed.mjs [millions of elements = 1600] [shares = 0,0.3,0.4,0.5,0.6]
+// through the device] in packages/sharding/src/deviceStep.ts), as the sharding engine runs it: host
+// state in "units" of 201M elements (a 6.71B GPT block) in shared memory, the first units' share
+// on the GPU with their gradients already there (as backward leaves them, [Note: gradients beside
+// the streamed step]), the rest on the CPU's threads. One step timed per share (rounded to whole
+// units), one JSON line each; then the half-streamed result checked against the CPU alone.
+// Usage: node scripts/gpu/streamed-step-speed.mjs [millions of elements = 1600] [shares = 0,0.375,0.5,0.625,0.75]
 import { fromHost, fusedAdamW, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads, zeros } from "../../packages/tensor/dist/index.js";
 import { registerCudaBackend } from "../../packages/accelerator-cuda/dist/index.js";
 import { DeviceStreamedStep } from "../../packages/sharding/dist/index.js";
-
 const millions = Number(process.argv[2] ?? 1600);
-const shares = (process.argv[3] ?? "0,0.3,0.4,0.5,0.6").split(",").map(Number);
+const shares = (process.argv[3] ?? "0,0.375,0.5,0.625,0.75").split(",").map(Number);
 registerCudaBackend();
 const per = 201_326_592;
 const count = Math.max(1, Math.round((millions * 1e6) / per));
@@ -19,16 +19,18 @@ const host = (fill) => sharedHostMemory(() => {
   return t;
 });
 const entries = Array.from({ length: count }, (_, k) => ({ p: host(0.01 * (k + 1)), g: host(0.001), m: host(0), v: host(0) }));
-const call = (step) => ({
-  params: entries.map((e) => e.p), grads: entries.map((e) => e.g), expAvg: entries.map((e) => e.m), expAvgSq: entries.map((e) => e.v),
-  hyper: { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step },
-});
 let step = 0;
 const elements = count * per;
-const results = [];
 for (const share of shares) {
-  const streamed = new DeviceStreamedStep("cuda:0", share, () => true);
-  const run = () => (share > 0 ? routeAdamW(streamed.route, () => fusedAdamW(call(++step))) : fusedAdamW(call(++step)));
+  // The first units take the share; their gradients wait on the GPU, as backward leaves them.
+  const streamedUnits = share > 0 ? Math.max(1, Math.round(share * count)) : 0;
+  const grads = entries.map((e, k) => (k < streamedUnits ? e.g.to("cuda:0") : e.g));
+  const streamed = new DeviceStreamedStep("cuda:0", 0, () => false);
+  const call = () => ({
+    params: entries.map((e) => e.p), grads, expAvg: entries.map((e) => e.m), expAvgSq: entries.map((e) => e.v),
+    hyper: { lr: 1e-4, beta1: 0.9, beta2: 0.95, eps: 1e-8, weightDecay: 0.1, step: ++step },
+  });
+  const run = () => (streamedUnits > 0 ? routeAdamW(streamed.route, () => fusedAdamW(call())) : fusedAdamW(call()));
   const tPin = performance.now();
   run(); // warm: pins the pages, starts the threads, compiles the kernel
   const warmMs = performance.now() - tPin;
@@ -37,9 +39,8 @@ for (const share of shares) {
   for (let r = 0; r < reps; r++) run();
   const ms = (performance.now() - t0) / reps;
   streamed.unpinAll();
-  const line = { share, elements, ms_per_step: +ms.toFixed(1), warm_ms: +warmMs.toFixed(0), host_gb_s_equivalent: +((elements * 28) / ms / 1e6).toFixed(1), per_6_71b_s: +((ms / elements) * 6.71e9 / 1e3).toFixed(3) };
-  results.push(line);
-  console.log(JSON.stringify(line));
+  for (const g of grads) if (g.device !== "cpu") g.dispose();
+  console.log(JSON.stringify({ share: streamedUnits / count, units_on_gpu: streamedUnits, elements, ms_per_step: +ms.toFixed(1), warm_ms: +warmMs.toFixed(0), per_6_71b_s: +((ms / elements) * 6.71e9 / 1e3).toFixed(3) }));
 }
 // The same update on both sides: a short fresh run, half streamed, against the CPU alone.
 const n = 4 * (1 << 24) + 12345;

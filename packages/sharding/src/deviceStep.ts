@@ -65,6 +65,15 @@ interface Piece {
 
 const flatRange = (t: Tensor, start: number, length: number): Tensor => t.reshape([t.numel]).narrow(0, start, length);
 
+/**
+ * [Note: gradients beside the streamed step] The units whose step the engine streams through the
+ * device keep their gradient slices there from backward to the step (FlatUnit.gradsOnDevice):
+ * a gradient that comes down after backward only to go up again in the step costs 4 bytes a
+ * parameter each way over the bus, and the host's memory traffic is what bounds an offloaded step.
+ * Their optimizer parameters' gradients are device tensors; the step reads them in place. The
+ * price is their gradient slices' memory on the device, which the estimate counts.
+ */
+
 /** A range of one entry of the call, as flat views of its four tensors. */
 function range(call: FusedAdamWCall, i: number, start: number, length: number): [Tensor, Tensor, Tensor, Tensor] {
   return [flatRange(call.params[i], start, length), flatRange(call.grads[i], start, length), flatRange(call.expAvg[i], start, length), flatRange(call.expAvgSq[i], start, length)];
@@ -102,30 +111,41 @@ export class DeviceStreamedStep {
   }
 
   readonly route: AdamWRoute = (call, onBackend) => {
+    // A gradient already on the device (kept there for this step) can only be used there.
+    const gradHere = (i: number): boolean => this.device !== "cpu" && call.grads[i].device === this.device;
     const eligible = (i: number): boolean => {
-      const ts = [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i]];
+      const ts = [call.params[i], call.expAvg[i], call.expAvgSq[i]];
+      const g = call.grads[i];
       const lp = call.lowPrecision?.[i] ?? null;
       return (
-        call.params[i].numel >= this.sizes.minElements &&
+        (gradHere(i) || call.params[i].numel >= this.sizes.minElements) &&
         ts.every((t) => t.device === "cpu" && t.dtype === "float32" && t.isContiguous()) &&
+        (g.device === "cpu" || gradHere(i)) &&
+        g.dtype === "float32" &&
+        g.isContiguous() &&
         (lp === null || (lp.device === "cpu" && lp.isContiguous())) &&
-        this.streamable(call.params[i])
+        (gradHere(i) || this.streamable(call.params[i]))
       );
     };
     const candidates = call.params.map((_, i) => i).filter(eligible);
-    const total = candidates.reduce((n, i) => n + call.params[i].numel, 0);
-    let quota = Math.round(this.share * total);
+    const stranded = call.params.findIndex((_, i) => gradHere(i) && !candidates.includes(i));
+    if (stranded >= 0) throw new Error(`streamed optimizer step: parameter ${stranded} of the call has its gradient on ${this.device} but cannot be updated there (its master, moments or copy are not contiguous fp32 host tensors)`);
+    const forced = candidates.filter(gradHere);
+    const others = candidates.filter((i) => !gradHere(i));
+    // Parameters whose gradients stayed on the device go there whole; the share applies to the rest.
+    let quota = forced.reduce((n, i) => n + call.params[i].numel, 0) + Math.round(this.share * others.reduce((n, i) => n + call.params[i].numel, 0));
     if (quota === 0) return false;
     // The device takes the first `quota` elements in the call's order; the CPU the rest.
     const toDevice: { i: number; length: number }[] = [];
     const rest: { i: number; start: number; length: number }[] = [];
     const isCandidate = new Set(candidates);
-    call.params.forEach((p, i) => {
+    for (const i of [...forced, ...call.params.map((_, k) => k).filter((k) => !gradHere(k))]) {
+      const p = call.params[i];
       const take = isCandidate.has(i) ? Math.min(quota, p.numel) : 0;
       quota -= take;
       if (take > 0) toDevice.push({ i, length: take });
       if (take < p.numel) rest.push({ i, start: take, length: p.numel - take });
-    });
+    }
     noGrad(() => {
       const pieces: Piece[] = [];
       let mark = performance.now();
@@ -181,13 +201,23 @@ export class DeviceStreamedStep {
     // On the CPU backend (the tests' device) `to` would return the tensor itself: copy, so the
     // update runs on memory of its own and must come back as a GPU's does.
     const onDevice: Tensor[] = [];
+    // Ours to free: what went up (a gradient kept on the device is its unit's, read in place).
+    const owned: Tensor[] = [];
     let lpOnDevice: Tensor | null = null;
     try {
-      for (const t of host) onDevice.push((t.device === this.device ? t.clone() : t.to(this.device)).untrack());
+      for (const [k, t] of host.entries()) {
+        if (k === 1 && t.device === this.device && this.device !== "cpu") {
+          onDevice.push(t);
+          continue;
+        }
+        const up = (t.device === this.device ? t.clone() : t.to(this.device)).untrack();
+        onDevice.push(up);
+        owned.push(up);
+      }
       lpOnDevice = lp && empty([length], { dtype: lp.dtype, device: this.device }).untrack();
     } catch (err) {
       // What went up before the failure is freed here: the piece never joins those in flight.
-      for (const t of onDevice) t.dispose();
+      for (const t of owned) t.dispose();
       throw err;
     }
     const backend = getBackend(this.device);
@@ -196,14 +226,14 @@ export class DeviceStreamedStep {
     const reads: PendingRead[] = [];
     const back: [Tensor, Tensor][] = [0, 2, 3].map((k) => [onDevice[k], host[k]]);
     if (lp && lpOnDevice) {
-      onDevice.push(lpOnDevice);
+      owned.push(lpOnDevice);
       back.push([lpOnDevice, lp]);
     }
     for (const [from, out] of back) {
       if (backend.readIntoAsync && out.backend.readShared) reads.push(backend.readIntoAsync(from, out.backend.readShared(out)));
       else out.copy_(from);
     }
-    return { onDevice, reads };
+    return { onDevice: owned, reads };
   }
 
   /** Frees a piece's device tensors (idempotent); on CUDA the free waits, on the device, for its downloads. */

@@ -15,7 +15,7 @@
  * - the step: the optimizer holds each parameter's local segment; replicas (HYBRID_SHARD,
  *   NO_SHARD) average their slices first.
  */
-import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
+import { Adam, AdamW, type Module, type Optimizer, type RemovableHandle } from "@fulgur/nn";
 import { DownloadQueue } from "./downloadQueue";
 import { type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import { DeviceStreamedStep } from "./deviceStep";
@@ -127,13 +127,34 @@ export class ShardingEngine {
     this.nvme = nvme ? new NvmeTier(nvme, groups.shard.ranks[groups.shard.rank] ?? groups.shard.rank) : null;
     const share = options.deviceStepShare ?? 0;
     if (share > 0 && !options.offload) throw new RangeError("sharding engine: deviceStepShare streams offloaded state through the device: set offload too");
-    this.streamedStep = share > 0 ? new DeviceStreamedStep(device, share, (p) => this.streamsThroughDevice(p)) : null;
+    // The share is taken by whole units (chosen in ready()), each streamed whole.
+    this.streamedStep = share > 0 ? new DeviceStreamedStep(device, 1, (p) => this.streamsThroughDevice(p)) : null;
   }
 
-  /** Parameters whose state stays in host memory between steps: the segments of offloaded units not on disk. */
+  /** Parameters the step streams through the device: the segments of the units chosen for it. */
   private streamsThroughDevice(p: Tensor): boolean {
-    this.hostSegments ??= new Set(this.units.filter((u) => u.onHost && !u.onDisk && !u.resident).flatMap((u) => [...u.optimParams]));
+    this.hostSegments ??= new Set(this.units.filter((u) => u.streamed).flatMap((u) => [...u.optimParams]));
     return this.hostSegments.has(p);
+  }
+
+  /**
+   * Chooses the units whose step goes through the device: offloaded units whose state stays in host
+   * memory, in order, until they hold the share of those units' elements (at least one unit). Their
+   * gradient slices stay on the device ([Note: gradients beside the streamed step] in deviceStep.ts).
+   */
+  private chooseStreamedUnits(): void {
+    const share = this.options.deviceStepShare ?? 0;
+    if (share <= 0) return;
+    const candidates = this.units.filter((u) => u.onHost && !u.onDisk && !u.resident);
+    const total = candidates.reduce((n, u) => n + u.layout.shardNumel, 0);
+    let taken = 0;
+    for (const u of candidates) {
+      if (taken > 0 && taken >= share * total) break;
+      u.streamed = true;
+      u.gradsOnDevice = true;
+      taken += u.layout.shardNumel;
+    }
+    this.hostSegments = null;
   }
 
   /**
@@ -190,6 +211,7 @@ export class ShardingEngine {
    * place before they compute; between steps the module shows the optimizer its segments.
    */
   ready(): void {
+    this.chooseStreamedUnits();
     this.gatherKept();
     const root = this.rootUnit;
     if (!root || root.resident) return;
@@ -335,6 +357,9 @@ export class ShardingEngine {
   step<T>(optimizer: Optimizer, run: () => Promise<T>): Promise<T> {
     const nvme = this.nvme;
     const streamed = this.streamedStep;
+    // Gradients kept on the device are read there only by the fused AdamW the route streams; any
+    // other optimizer gets them in host memory, as without the share.
+    if (streamed && !takesFusedAdamW(optimizer)) for (const u of this.units) u.bringGradientsHome();
     const routed = streamed ? () => routeAdamW(streamed.route, run) : run;
     if (!nvme) return this.onHost(routed);
     return this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, routed));
@@ -415,7 +440,7 @@ export class ShardingEngine {
       for (const p of u.optimParams) {
         for (const v of Object.values(optimizer?.state.get(p) ?? {})) if (typeof v !== "number" && v.storageRef.hasMemory) state += v.storageRef.bytes;
       }
-      device += held.gathered;
+      device += held.gathered + held.deviceGradients;
       if (u.onHost) host += held.slices + state;
       else device += held.slices + state;
     }
@@ -431,4 +456,14 @@ export class ShardingEngine {
     // This rank's swap directory goes with the engine (it was made for it).
     this.nvme?.dispose();
   }
+}
+
+/**
+ * Whether every group of the optimizer takes the fused AdamW update (Adam's rule for it: AdamW, or
+ * Adam without weight decay, without AMSGrad, `fused` not false), the one call the streamed step
+ * routes.
+ */
+function takesFusedAdamW(optimizer: Optimizer): boolean {
+  if (!(optimizer instanceof Adam)) return false;
+  return optimizer.paramGroups.every((g) => g.amsgrad !== true && g.fused !== false && (optimizer instanceof AdamW || g.weightDecay === 0));
 }

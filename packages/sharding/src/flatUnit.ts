@@ -97,6 +97,14 @@ export class FlatUnit {
    */
   onDisk = false;
   /**
+   * Whether an offloaded unit's gradient slice stays on the device, where the step that updates it
+   * there reads it ([Note: gradients beside the streamed step] in deviceStep.ts): no download after
+   * backward, no upload in the step. Set by the engine before the first backward.
+   */
+  gradsOnDevice = false;
+  /** Whether the optimizer step updates this unit on the device ([Note: the step streamed through the device]). Set by the engine. */
+  streamed = false;
+  /**
    * Whether the gathered parameters stay from step to step (ZeRO stages 1 and 2, or a unit whose
    * parameters are kept on the device): gathered again right after each optimizer step, never
    * freed after forward or backward.
@@ -201,11 +209,35 @@ export class FlatUnit {
     return copy && this.optimParams.every((p) => p.numel === 0 || isLowPrecisionCopyCurrent(p)) ? copy : this.master;
   }
 
-  /** A zeroed gradient slice where the master lives (pinned when that is the host of a GPU). */
+  /** Where the gradient slice lives: with the master, or on the device for a unit whose step reads it there. */
+  private get gradDevice(): string {
+    return this.gradsOnDevice ? this.device : this.master.device;
+  }
+
+  /** A zeroed gradient slice where it lives (pinned when that is the host of a GPU). */
   private newGradShard(): Tensor {
-    const g = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.master.device).untrack();
+    const g = this.hostZeros(this.layout.shardNumel, this.master.dtype, this.gradDevice).untrack();
     this.pin(g);
     return g;
+  }
+
+  /**
+   * Moves a gradient slice kept on the device to the host, where the master is, and points the
+   * optimizer's gradients at it: for a step that cannot read it on the device (an optimizer the
+   * streamed step does not route). From then on the unit's gradients go to the host as others do.
+   */
+  bringGradientsHome(): void {
+    if (!this.gradsOnDevice) return;
+    this.gradsOnDevice = false;
+    const onDevice = this.gradShard;
+    if (!onDevice || onDevice.device === this.master.device) return;
+    noGrad(() => {
+      const home = this.newGradShard();
+      home.copy_(onDevice);
+      this.gradShard = home;
+    });
+    this.attachStepGradients();
+    onDevice.dispose();
   }
 
   private residentViews(): Tensor[] {
@@ -478,7 +510,7 @@ export class FlatUnit {
         this.pendingReductions.push({ work: COMPLETED_WORK, out: input });
         return;
       }
-      const inPlace = !this.gradFresh && this.pendingReductions.length === 0 && this.master.device === this.device && this.master.dtype === this.reduceDtype;
+      const inPlace = !this.gradFresh && this.pendingReductions.length === 0 && this.gradDevice === this.device && this.master.dtype === this.reduceDtype;
       if (inPlace) this.gradShard ??= this.newGradShard();
       const out = inPlace ? this.gradShard! : zeros([this.layout.shardNumel], { dtype: this.reduceDtype, device: this.device }).untrack();
       const work = this.groups.shard.reduceScatter(out, input, "avg");
@@ -500,7 +532,7 @@ export class FlatUnit {
    * CUDA a stream wait on the collective), only the step is.
    */
   foldReductions(): void {
-    if (this.master.device !== this.device || this.pendingReductions.every((r) => r.out === this.gradShard)) return;
+    if (this.gradDevice !== this.device || this.pendingReductions.every((r) => r.out === this.gradShard)) return;
     this.finishReductions();
   }
 
@@ -511,7 +543,7 @@ export class FlatUnit {
    * Later micro-batches' gradients are added at the step (finishReductions).
    */
   startDownloads(): void {
-    if (this.gradFresh || this.pendingReductions.length === 0 || this.master.device !== "cpu" || this.device === "cpu") return;
+    if (this.gradFresh || this.pendingReductions.length === 0 || this.gradDevice !== "cpu" || this.device === "cpu") return;
     const backend = getBackend(this.device);
     if (!backend.readIntoAsync) return;
     const { work, out } = this.pendingReductions.shift()!;
@@ -565,7 +597,7 @@ export class FlatUnit {
         // first one straight into the slice's memory.
         if (!this.gradFresh && out.dtype === this.gradShard.dtype) this.gradShard.copy_(out);
         else {
-          const down = scope(() => out.to(this.master.device).to(this.master.dtype).keep());
+          const down = scope(() => out.to(this.gradDevice).to(this.master.dtype).keep());
           if (this.gradFresh) this.gradShard.add_(down);
           else this.gradShard.copy_(down);
           down.dispose();
@@ -612,9 +644,11 @@ export class FlatUnit {
    * Bytes this unit holds now: its slices (master and gradient, where they live) and its gathered
    * buffer (on the device; 0 while freed or resident), with a slice uploaded ahead of its gather.
    */
-  heldBytes(): { readonly slices: number; readonly gathered: number } {
+  heldBytes(): { readonly slices: number; readonly gathered: number; readonly deviceGradients: number } {
     const live = (t: Tensor | null): number => (t && t.storageRef.hasMemory ? t.storageRef.bytes : 0);
-    return { slices: live(this.master) + live(this.gradShard) + live(this.hostCopy), gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) + live(this.uploaded) };
+    // A gradient slice kept on the device for the step is counted there, apart from the slices.
+    const onDevice = this.gradShard !== null && this.gradShard.device !== this.master.device;
+    return { slices: live(this.master) + (onDevice ? 0 : live(this.gradShard)) + live(this.hostCopy), deviceGradients: onDevice ? live(this.gradShard) : 0, gathered: this.resident ? 0 : live(this.gathered) + live(this.partial) + live(this.uploaded) };
   }
 
   // ---- whole values (checkpoints) ---------------------------------------------------------------

@@ -237,8 +237,16 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // in host memory, for the uploads ([Note: uploads in the compute dtype] in flatUnit.ts): half
   // the master's bytes for bf16 or fp16 over fp32. Not for slices on disk.
   const hostCopies = layout.offload && input.copiesCrossBus === true && layout.uploadsAhead === true && layout.nvme?.parameters !== true ? 0.5 : 0;
+  // Offloaded to a GPU's host with a share of the step on the device: the units chosen for it (the
+  // engine's rule: offloaded units whose state stays in host memory, in order, until they hold the
+  // share) keep their gradient slices on the device ([Note: gradients beside the streamed step]).
+  const streamedGradients = layout.offload && input.copiesCrossBus === true ? streamedGradientBytes(input, layout, unitBytes, shards) : 0;
   const onHost = layout.offload
-    ? { parameters: (slices.parameters - keptSlices.parameters) * (1 + hostCopies), gradients: slices.gradients - keptSlices.gradients, optimizerState: slices.optimizerState - keptSlices.optimizerState }
+    ? {
+        parameters: (slices.parameters - keptSlices.parameters) * (1 + hostCopies),
+        gradients: slices.gradients - keptSlices.gradients - streamedGradients,
+        optimizerState: slices.optimizerState - keptSlices.optimizerState,
+      }
     : null;
   const profile = checkpointSegments(resolveActivations(input), layout.checkpointed);
   const replicated = shards === 1 && !layout.offload;
@@ -260,7 +268,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
     held: {
       ...onDevice,
       // The root unit's gradients accumulate in one buffer over an accumulation window.
-      gradients: onDevice.gradients + (accumulating ? root.trainable : 0),
+      gradients: onDevice.gradients + streamedGradients + (accumulating ? root.trainable : 0),
       gatheredUnits: replicated ? 0 : (rootResident ? 0 : root.parameters) + (layout.keepGathered ? wrapped.parameters : keptCopyBytes),
       communication: busCopies,
       // Units gathered all step keep their autocast copies all step too.
@@ -317,4 +325,26 @@ function largestSegment(input: MemoryEstimateInput, units: readonly string[], ke
 function masterItemsize(input: MemoryEstimateInput): number {
   const storage = precisionDtypes(input.precision).storage;
   return itemsize(storage ?? "float32");
+}
+
+/** Bytes of the gradient slices the units chosen for the streamed step keep on the device (ShardingEngine's choice). */
+function streamedGradientBytes(
+  input: MemoryEstimateInput,
+  layout: ShardedMemoryLayout,
+  unitBytes: ReadonlyMap<string, { trainable: number }>,
+  shards: number,
+): number {
+  const share = layout.deviceStepShare ?? 0;
+  if (share <= 0) return 0;
+  const keep = layout.keep ?? null;
+  const onDisk = (u: string) => layout.nvme != null && !(keep?.host?.includes(u) ?? false);
+  const master = (u: string) => (u === "" ? modelBytes(input).trainable - layout.units.reduce((n, w) => n + modelBytes(input, [w]).trainable, 0) : modelBytes(input, [u]).trainable);
+  const candidates = [...layout.units, ""].filter((u) => (u === "" || unitBytes.has(u)) && !(keep?.optimizerState.includes(u) ?? false) && !onDisk(u));
+  const total = candidates.reduce((n, u) => n + master(u), 0);
+  let taken = 0;
+  for (const u of candidates) {
+    if (taken > 0 && taken >= share * total) break;
+    taken += master(u);
+  }
+  return taken / shards;
 }

@@ -155,6 +155,29 @@ describe("the offloaded step streamed through the device", () => {
     })).toBe(false);
   });
 
+  it("a gradient kept on the device is read there: its parameter goes to the device whole whatever the share or its size, and the gradient is not uploaded or freed", () => {
+    const sizes = [900, 2000];
+    const streamed = entries(sizes);
+    const plain = entries(sizes);
+    const kept = streamed.map((e) => e.g.to(DEVICE));
+    Object.assign(log, { uploads: 0, live: 0, mostLive: 0 });
+    // A share of 0, and the first parameter under the 1,000-element minimum: both go anyway.
+    const step = new DeviceStreamedStep(DEVICE, 0, () => false);
+    routeAdamW(step.route, () => fusedAdamW({ ...callOf(streamed), grads: kept }));
+    fusedAdamW(callOf(plain));
+    expect(valuesOf(streamed).map((v) => v.slice(0, 3))).toEqual(valuesOf(plain).map((v) => v.slice(0, 3)));
+    expect(step.streamedElements).toBe(2900);
+    // Pieces of 700: 2 and 3; three tensors up each (master, moments), not the gradient.
+    expect(log.updates).toBe(5);
+    expect(log.uploads).toBe(5 * 3);
+    expect(kept.every((g) => !g.isDisposed)).toBe(true);
+    // A gradient on the device whose parameter cannot go there is refused, naming it.
+    const odd = entries([1200]);
+    expect(() => routeAdamW(step.route, () => fusedAdamW({ ...callOf(odd), grads: [odd[0].g.to(DEVICE)], expAvg: [odd[0].m.to("float64")] }))).toThrow(
+      /streamed optimizer step: parameter 0 of the call has its gradient on stream:0 but cannot be updated there/,
+    );
+  });
+
   it("through AdamW's fused step over three steps: the same parameters and moments as without it", () => {
     const make = () => {
       const ps = [parameter(hostTensor(2400, 1)), parameter(hostTensor(1200, 2)), parameter(hostTensor(64, 3))];

@@ -15,7 +15,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { ProcessGroup } from "@fulgur/core";
-import { AdamW, GPT, Module, SGD } from "@fulgur/nn";
+import { AdamW, GPT, Module, SGD, gradNormPart, scaleToNorm } from "@fulgur/nn";
 import { COMPLETED_WORK, SoloGroup } from "@fulgur/strategy-kit";
 import { type Backend, type HostArray, type Tensor, type View, cpuBackend, fromHost, noGrad, ones, registerBackend, scope } from "@fulgur/tensor";
 import { type FlatUnit, ShardingEngine, planUnits } from "../src";
@@ -65,12 +65,20 @@ function batch(device: string): { idx: Tensor; targets: Tensor } {
 }
 
 /** Three steps (SGD, or AdamW's fused step) of the GPT with bf16 parameters, its blocks as units; the losses, and the engine's units. */
-function train(device: string, offload: boolean, prefetch: number, traced: boolean, adamw = false): { losses: number[]; units: FlatUnit[]; hosts: Map<ArrayBufferLike, string> } {
+async function train(
+  device: string,
+  offload: boolean,
+  prefetch: number,
+  traced: boolean,
+  adamw = false,
+  deviceStepShare = 0,
+  clip: number | null = null,
+): Promise<{ losses: number[]; units: FlatUnit[]; hosts: Map<ArrayBufferLike, string>; gradientDevices: string[] }> {
   const model = new GPT(CONFIG, { seed: 3 });
   const engine = new ShardingEngine(
     model,
     { shard: new SoloGroup(0), replicate: null },
-    { shardingStrategy: "FULL_SHARD", mixedPrecision: { paramDtype: "bfloat16", reduceDtype: "float32" }, prefetch, reshardAfterForward: true, offload },
+    { shardingStrategy: "FULL_SHARD", mixedPrecision: { paramDtype: "bfloat16", reduceDtype: "float32" }, prefetch, reshardAfterForward: true, offload, deviceStepShare },
     device,
   );
   const blocks = model.blocks.children().map((_, i) => `blocks.${i}`);
@@ -89,6 +97,7 @@ function train(device: string, offload: boolean, prefetch: number, traced: boole
   const optimizer = engine.onHost(() => (adamw ? new AdamW(engine.optimizerParams(), { lr: 0.01 }) : new SGD(engine.optimizerParams(), { lr: 0.5 })));
   const { idx, targets } = batch(device);
   const losses: number[] = [];
+  let gradientDevices: string[] = [];
   for (let step = 0; step < 3; step++) {
     scope(() => {
       const loss = model.loss(idx, targets);
@@ -97,15 +106,19 @@ function train(device: string, offload: boolean, prefetch: number, traced: boole
       loss.backward();
       engine.endBackward();
     });
-    engine.finishGradients();
-    engine.onHost(() => optimizer.step());
+    const grads = engine.finishGradients();
+    // Clipping by the global norm, over gradients on the device and on the host alike.
+    if (clip !== null) scaleToNorm(grads, gradNormPart(grads) ** 0.5, clip);
+    // Where each unit's optimizer gradients are when the step reads them.
+    gradientDevices = engine.units.map((u) => u.optimParams[0].grad?.device ?? "none");
+    await engine.step(optimizer, async () => optimizer.step());
     if (traced) log.push({ op: "step", unit: "" });
     engine.afterStep();
   }
   const units = [...engine.units];
   const hosts = hostMemoryOf(units);
   engine.remove();
-  return { losses, units, hosts };
+  return { losses, units, hosts, gradientDevices };
 }
 
 /** Whose host memory each buffer is: a unit's fp32 master slice ("unit") or its host copy in bf16 ("unit (bf16)"). */
@@ -127,9 +140,9 @@ function annotate(byHost: Map<ArrayBufferLike, string>): { op: string; unit: str
 
 describe("offloaded units with a paramDtype upload one unit ahead of their gather", () => {
   for (const prefetch of [1, 0]) {
-    it(`prefetch ${prefetch}: a block's slice goes up before the forward of the block ${prefetch + 1} before it, and is cast only after that forward; losses unchanged`, () => {
+    it(`prefetch ${prefetch}: a block's slice goes up before the forward of the block ${prefetch + 1} before it, and is cast only after that forward; losses unchanged`, async () => {
       log.length = 0;
-      const { losses, units, hosts } = train(DEVICE, true, prefetch, true);
+      const { losses, units, hosts } = await train(DEVICE, true, prefetch, true);
       const events = annotate(hosts);
       const blocks = units.filter((u) => u.name !== "").map((u) => u.name);
       const at = (op: string, unit: string, from = 0): number => events.findIndex((e, i) => i >= from && e.op === op && e.unit === unit);
@@ -162,15 +175,15 @@ describe("offloaded units with a paramDtype upload one unit ahead of their gathe
       }
       // Each step's upload is of that step's master (the slices changed in between): the same
       // losses as the units kept on the device, which upload nothing.
-      expect(losses).toEqual(train(DEVICE, false, prefetch, false).losses);
+      expect(losses).toEqual((await train(DEVICE, false, prefetch, false)).losses);
       expect(losses[2]).toBeLessThan(losses[0]);
     });
   }
 
 
-  it("after AdamW's first fused step (which writes each unit's bf16 host copy beside the update) the copies go up instead, one unit ahead, with no cast; losses unchanged", () => {
+  it("after AdamW's first fused step (which writes each unit's bf16 host copy beside the update) the copies go up instead, one unit ahead, with no cast; losses unchanged", async () => {
     log.length = 0;
-    const { losses, units, hosts } = train(DEVICE, true, 1, true, true);
+    const { losses, units, hosts } = await train(DEVICE, true, 1, true, true);
     const events = annotate(hosts);
     const blocks = units.filter((u) => u.name !== "").map((u) => u.name);
     const firstStep = events.findIndex((e) => e.op === "step");
@@ -185,8 +198,29 @@ describe("offloaded units with a paramDtype upload one unit ahead of their gathe
     // Step 2's forward: a block's copy goes up before the forward of the block two before it.
     const at = (op: string, unit: string) => events.findIndex((e, i) => i > firstStep && e.op === op && e.unit === unit);
     for (let j = 2; j < blocks.length; j++) expect(at("upload", `${blocks[j]} (bf16)`), blocks[j]).toBeLessThan(at("forward", blocks[j - 2]));
-    expect(losses).toEqual(train(DEVICE, false, 1, false, true).losses);
+    expect(losses).toEqual((await train(DEVICE, false, 1, false, true)).losses);
     expect(losses[2]).toBeLessThan(losses[0]);
+  });
+
+  // [Note: gradients beside the streamed step] in deviceStep.ts: the units whose step goes through
+  // the device keep their gradient slices there; the step reads them in place.
+  it("with half of each step through the device, those units' gradients stay on it for the step (AdamW, also clipped by the global norm), or come to the host for an optimizer the step does not route (SGD); losses unchanged", async () => {
+    const streamed = await train(DEVICE, true, 1, false, true, 0.5);
+    // Four blocks and the root unit: the first blocks, up to half of the elements, step on the device.
+    const onDevice = streamed.gradientDevices.filter((d) => d === DEVICE).length;
+    expect(onDevice).toBeGreaterThan(0);
+    expect(onDevice).toBeLessThan(streamed.units.length);
+    expect(streamed.gradientDevices.slice(0, onDevice)).toEqual(Array(onDevice).fill(DEVICE));
+    expect(streamed.gradientDevices.slice(onDevice)).toEqual(Array(streamed.units.length - onDevice).fill("cpu"));
+    expect(streamed.losses).toEqual((await train(DEVICE, false, 1, false, true)).losses);
+    // Clipped by the global norm (here every step clips): the norm covers the device's gradients too.
+    const clipped = await train(DEVICE, true, 1, false, true, 0.5, 0.05);
+    expect(clipped.gradientDevices.filter((d) => d === DEVICE)).toHaveLength(onDevice);
+    expect(clipped.losses).toEqual((await train(DEVICE, false, 1, false, true, 0, 0.05)).losses);
+    expect(clipped.losses).not.toEqual(streamed.losses);
+    const sgd = await train(DEVICE, true, 1, false, false, 0.5);
+    expect(sgd.gradientDevices).toEqual(Array(sgd.units.length).fill("cpu"));
+    expect(sgd.losses).toEqual((await train(DEVICE, false, 1, false, false)).losses);
   });
 
   it("at world 2, a rank holding none of a parameter (an empty segment, never stepped) still uploads its bf16 copy once the optimizer wrote the rest", () => {

@@ -192,6 +192,12 @@ describe("the offloaded step on CPU and GPU together (offloadStepShare)", () => 
       expect(none.perDevice.workspace).toBe(0);
       expect(half.peak).toEqual({ phase: "optimizer", where: "optimizer step" });
       expect(half.perDevice.workspace).toBe(4 * 65_536 * 4 * 4);
+      // The units chosen for the device's share keep their gradient slices there, not on the host:
+      // the smallest share takes the first unit (blocks.0, 12,704 elements, half on each rank);
+      // 0.5 takes every unit here, the root unit (the embeddings) being most of the model.
+      const least = estimateZeroMemory("z", offloaded, input, { ...layout, deviceStepShare: 1e-9 });
+      expect(none.perHost.gradients - least.perHost.gradients).toBe((12_704 / 2) * 4);
+      expect(half.perHost.gradients).toBe(0);
     } finally {
       delete process.env.FULGUR_STREAMED_STEP_MIN_ELEMENTS;
     }
