@@ -47,9 +47,10 @@ export interface EngineOptions {
    */
   readonly keep?: OffloadKeep | null;
   /**
-   * With `offload` to a GPU's host: the share (0 to 1) of the host-resident optimizer step updated
-   * on the device, its state streamed up and back in pieces ([Note: the step streamed through the
-   * device] in deviceStep.ts). Absent or 0: the CPU's threads update all of it.
+   * With `offload` to a GPU's host: about the share (0 to 1) of the host-resident optimizer step
+   * updated on the device, by whole units whose gradient slices stay there and whose state is
+   * streamed up and back in pieces ([Note: the step streamed through the device] and [Note:
+   * gradients beside the streamed step] in deviceStep.ts). Absent or 0: the CPU's threads update all of it.
    */
   readonly deviceStepShare?: number;
 }

@@ -38,9 +38,10 @@ export interface FSDPOptions extends ParallelOptions {
   /** Keep the parameter slices and optimizer state in host memory (the GPU holds only what a unit computes with). */
   readonly cpuOffload?: boolean;
   /**
-   * With units offloaded to a GPU's host: the share (0 to 1) of the offloaded optimizer step
-   * updated on the GPU, its host-resident state streamed up and back in pieces while the CPU's
-   * threads update the rest (Fulgur's own, as ZeRO's option of the same name). Default 0.
+   * With units offloaded to a GPU's host: about that share (0 to 1) of the offloaded optimizer
+   * step updated on the GPU, by whole units whose gradients stay on the GPU and whose host-resident
+   * state is streamed up and back in pieces while the CPU's threads update the rest (Fulgur's own,
+   * as ZeRO's option of the same name). Default 0.
    */
   readonly offloadStepShare?: number;
   readonly mixedPrecision?: FSDPMixedPrecision;

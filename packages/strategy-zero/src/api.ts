@@ -89,10 +89,11 @@ export interface DeepSpeedOptions extends ParallelOptions {
    */
   readonly offloadKeepHost?: "auto" | number | null;
   /**
-   * With offload to a GPU's host: the share (0 to 1) of the offloaded optimizer step updated on the
-   * GPU, its host-resident state streamed up and back in pieces while the CPU's threads update the
-   * rest (Fulgur's own; the guide's "The step on CPU and GPU together"). The state stays in host
-   * memory. Absent, null or 0: the CPU's threads update all of it.
+   * With offload to a GPU's host: about that share (0 to 1) of the offloaded optimizer step
+   * updated on the GPU, by whole units whose gradients stay on the GPU and whose host-resident
+   * state is streamed up and back in pieces while the CPU's threads update the rest (Fulgur's own;
+   * the guide's "The step on CPU and GPU together"). The optimizer state stays in host memory.
+   * Absent, null or 0: the CPU's threads update all of it.
    */
   readonly offloadStepShare?: number | null;
   /**
