@@ -415,6 +415,12 @@ export class ShardingEngine {
     }
   }
 
+  /** For a strategy's start-up line: how many units the step updates on the device, or "" when none. */
+  describeStreamedStep(): string {
+    const n = this.units.filter((u) => u.streamed).length;
+    return n === 0 ? "" : `; ${n} of ${this.units.length} unit(s) stepped on the device, their gradients kept there (offloadStepShare)`;
+  }
+
   /** Where each unit's parameters and optimizer state live, in unit order. */
   placement(): UnitPlacement[] {
     const stateTier = this.nvme && this.options.nvme!.optimizerState ? "nvme" : "host";

@@ -249,7 +249,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     const mixed = offloaded > 0 && offloaded < engine.units.length ? `; ${offloaded} of ${engine.units.length} unit(s) offloaded to host memory` : "";
     this.log(
       `${this.name}: ${engine.units.length} unit(s) (${paths.length} wrapped), ${this.options.shardingStrategy} over ` +
-        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}${mixed}`,
+        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}${mixed}${engine.describeStreamedStep()}`,
     );
     return module;
   }

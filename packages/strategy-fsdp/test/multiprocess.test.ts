@@ -278,8 +278,9 @@ describe("per-unit options of fullyShard replace the strategy's for their unit",
   // through "the device" (a copy on the CPU accelerator) in pieces of 1,500 elements.
   it("cpuOffload with offloadStepShare 0.5 at world 2: the losses of one process, half of each step through the device", async () => {
     const ref = await reference();
-    const { losses, ranks } = await job("fsdp", 2, { cpuOffload: true, offloadStepShare: 0.5 }, ["--cpu-threads", "2", "--stream-small"]);
+    const { losses, ranks, run } = await job("fsdp", 2, { cpuOffload: true, offloadStepShare: 0.5 }, ["--cpu-threads", "2", "--stream-small"]);
     expectSameLosses(losses, ref.losses);
+    expect(run.stdout).toMatch(/\[rank 0\] fsdp: 4 unit\(s\).*; \d of 4 unit\(s\) stepped on the device, their gradients kept there \(offloadStepShare\)/);
     for (const r of ranks) {
       expect(r.streamedElements).toBeGreaterThan(0);
       expect(r.streamedElements % STEPS).toBe(0);

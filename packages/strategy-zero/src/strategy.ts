@@ -260,7 +260,7 @@ export class DeepSpeedStrategy
       )}`
     );
     if (offloaded(this.plan))
-      this.log(`${this.name}: ${describePlacement(engine.placement())}`);
+      this.log(`${this.name}: ${describePlacement(engine.placement())}${engine.describeStreamedStep()}`);
     return module;
   }
 

@@ -189,6 +189,7 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
     const env = { FULGUR_STREAMED_STEP_MIN_ELEMENTS: "1000", FULGUR_STREAMED_STEP_PIECE_ELEMENTS: "1500" };
     const job = await train({ strategy: "deepspeed_stage_3_offload", world: 2, options: { offloadStepShare: 0.5 }, env, flags: ["--cpu-threads", "2"] });
     expectLosses(job.losses, ref.losses);
+    expect(job.stdout).toMatch(/\[rank 0\] deepspeed_stage_3_offload: .*; \d of 4 unit\(s\) stepped on the device, their gradients kept there \(offloadStepShare\)/);
     // Each rank's parameters of 1,000 elements and more, halved (4,096-element block weights and the
     // root's 4,096-element embedding halves and head): about half of them went through the device
     // at each of the 20 steps; the CPU's threads took the rest.
