@@ -135,7 +135,7 @@ export class DeviceStreamedStep {
     // Parameters whose gradients stayed on the device go there whole; the share applies to the rest.
     let quota = forced.reduce((n, i) => n + call.params[i].numel, 0) + Math.round(this.share * others.reduce((n, i) => n + call.params[i].numel, 0));
     if (quota === 0) return false;
-    // The device takes the first `quota` elements in the call's order; the CPU the rest.
+    // The device takes those whole, then the first of the rest in the call's order; the CPU the remainder.
     const toDevice: { i: number; length: number }[] = [];
     const rest: { i: number; start: number; length: number }[] = [];
     const isCandidate = new Set(candidates);
