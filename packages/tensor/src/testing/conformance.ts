@@ -51,15 +51,20 @@ export function conformanceCases(): ConformanceCase[] {
   return [
     { name: "add broadcast", inputs: [n([4, 1, 5]), n([3, 5])], fn: (a, b) => ops.add(a, b) },
     { name: "sub", inputs: [n([7, 3]), n([7, 3])], fn: (a, b) => ops.sub(a, b) },
-    { name: "mul broadcast", inputs: [n([2, 3, 4]), n([4])], fn: (a, b) => ops.mul(a, b) },
-    { name: "div", inputs: [n([5, 6]), { shape: [5, 6], kind: "positive", grad: true }], fn: (a, b) => ops.div(a, b) },
-    { name: "neg exp", inputs: [n([9])], fn: (a) => ops.exp(ops.neg(a)) },
-    { name: "log sqrt rsqrt", inputs: [{ shape: [4, 4], kind: "positive", grad: true }], fn: (a) => ops.add(ops.log(a), ops.mul(ops.sqrt(a), ops.rsqrt(a))) },
+    // Slack where inputs rounded to bf16 meet cancellation (the reference sums the unrounded
+    // values): the worst of 3,000 random draws per case, over one rounding's tolerance, was 1.9 for
+    // the broadcast operand's gradient (a sum of six products; it failed CI once), 1.01 for the
+    // divisor's (-a·g / b²), 2.6 for a sum of 15 and 1.1 for exp(-x) at large |x|; x³ (input
+    // rounding tripled) and log near 1 came within 10-15% of it.
+    { name: "mul broadcast", inputs: [n([2, 3, 4]), n([4])], fn: (a, b) => ops.mul(a, b), slack: 3 },
+    { name: "div", inputs: [n([5, 6]), { shape: [5, 6], kind: "positive", grad: true }], fn: (a, b) => ops.div(a, b), slack: 1.5 },
+    { name: "neg exp", inputs: [n([9])], fn: (a) => ops.exp(ops.neg(a)), slack: 1.5 },
+    { name: "log sqrt rsqrt", inputs: [{ shape: [4, 4], kind: "positive", grad: true }], fn: (a) => ops.add(ops.log(a), ops.mul(ops.sqrt(a), ops.rsqrt(a))), slack: 1.5 },
     { name: "tanh", inputs: [n([3, 8])], fn: (a) => ops.tanh(a) },
     { name: "gelu", inputs: [n([3, 8])], fn: (a) => ops.gelu(a) },
     { name: "relu sigmoid", inputs: [n([3, 8])], fn: (a) => ops.add(ops.relu(a), ops.sigmoid(a)) },
-    { name: "pow scalar", inputs: [{ shape: [6], kind: "positive", grad: true }], fn: (a) => ops.pow(a, 3) },
-    { name: "sum dims", inputs: [n([3, 4, 5])], fn: (a) => ops.sum(a, [0, 2]) },
+    { name: "pow scalar", inputs: [{ shape: [6], kind: "positive", grad: true }], fn: (a) => ops.pow(a, 3), slack: 1.5 },
+    { name: "sum dims", inputs: [n([3, 4, 5])], fn: (a) => ops.sum(a, [0, 2]), slack: 3 },
     { name: "mean keepdim", inputs: [n([3, 4, 5])], fn: (a) => ops.mean(a, 1, true) },
     { name: "max last", inputs: [{ shape: [6, 7], kind: "distinct", grad: true }], fn: (a) => ops.max(a, -1) },
     { name: "softmax", inputs: [n([5, 9])], fn: (a) => ops.softmax(a, -1) },
