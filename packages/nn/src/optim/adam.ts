@@ -62,6 +62,15 @@ export class Adam extends Optimizer {
     });
   }
 
+  /**
+   * Whether a group's hyper-parameters let it take the fused AdamW update (`fusedAdamW`): the
+   * formulas coincide for AdamW without AMSGrad, and for Adam without weight decay or AMSGrad.
+   * Its parameters must also be contiguous float32, as their gradients.
+   */
+  fusesGroup(g: ParamGroup): boolean {
+    return g.fused !== false && g.amsgrad !== true && (this.decoupled || g.weightDecay === 0);
+  }
+
   protected stepGroup(g: ParamGroup): void {
     const [beta1, beta2] = g.betas as [number, number];
     const lr = g.lr;
@@ -71,10 +80,7 @@ export class Adam extends Optimizer {
     const maximize = g.maximize as boolean;
     const active = g.params.filter((p) => p.grad);
     const fusable =
-      g.fused !== false &&
-      !amsgrad &&
-      (this.decoupled || weightDecay === 0) &&
-      active.every((p) => p.dtype === "float32" && p.grad!.dtype === "float32" && p.isContiguous() && p.grad!.isContiguous());
+      this.fusesGroup(g) && active.every((p) => p.dtype === "float32" && p.grad!.dtype === "float32" && p.isContiguous() && p.grad!.isContiguous());
 
     if (fusable && active.length > 0) {
       // One fused call per device and distinct step count (steps differ only when some parameters
