@@ -59,7 +59,8 @@ export function streamedStepBytes(largestParameter: number, copyBytes = 0): numb
 }
 
 interface Piece {
-  readonly onDevice: Tensor[];
+  /** What went up for this piece (freed when it leaves the flight), not a gradient read in place. */
+  readonly owned: Tensor[];
   readonly reads: PendingRead[];
 }
 
@@ -94,7 +95,7 @@ export class DeviceStreamedStep {
    * Host time of the routed calls since the step trace last took it (FULGUR_TRACE_STEP): queueing
    * the device's pieces, the CPU's share, and the wait for the last downloads after it.
    */
-  timings = { queueMs: 0, cpuMs: 0, waitMs: 0 };
+  private timings = { queueMs: 0, cpuMs: 0, waitMs: 0 };
   private readonly sizes = streamedStepSizes();
 
   /**
@@ -112,7 +113,7 @@ export class DeviceStreamedStep {
 
   readonly route: AdamWRoute = (call, onBackend) => {
     // A gradient already on the device (kept there for this step) can only be used there.
-    const gradHere = (i: number): boolean => this.device !== "cpu" && call.grads[i].device === this.device;
+    const gradHere = (i: number): boolean => this.alreadyThere(call.grads[i]);
     const eligible = (i: number): boolean => {
       const ts = [call.params[i], call.expAvg[i], call.expAvgSq[i]];
       const g = call.grads[i];
@@ -206,7 +207,7 @@ export class DeviceStreamedStep {
     let lpOnDevice: Tensor | null = null;
     try {
       for (const [k, t] of host.entries()) {
-        if (k === 1 && t.device === this.device && this.device !== "cpu") {
+        if (k === 1 && this.alreadyThere(t)) {
           onDevice.push(t);
           continue;
         }
@@ -233,25 +234,37 @@ export class DeviceStreamedStep {
       if (backend.readIntoAsync && out.backend.readShared) reads.push(backend.readIntoAsync(from, out.backend.readShared(out)));
       else out.copy_(from);
     }
-    return { onDevice: owned, reads };
+    return { owned, reads };
+  }
+
+  /** Whether `t` is on the device already (a gradient kept there), so nothing goes up for it. */
+  private alreadyThere(t: Tensor): boolean {
+    return this.device !== "cpu" && t.device === this.device;
   }
 
   /** Frees a piece's device tensors (idempotent); on CUDA the free waits, on the device, for its downloads. */
   private free(piece: Piece): void {
-    for (const t of piece.onDevice.splice(0)) t.dispose();
+    for (const t of piece.owned.splice(0)) t.dispose();
   }
 
-  /** Page-locks the host memory of entry `i`'s four tensors, once per buffer, so its copies are direct DMA. */
+  /** Page-locks the host memory of entry `i`'s tensors (its copy too), once per buffer, so their copies are direct DMA. */
   private pin(call: FusedAdamWCall, i: number): void {
     const backend = getBackend(this.device);
     if (!backend.pinHost) return;
     for (const t of [call.params[i], call.grads[i], call.expAvg[i], call.expAvgSq[i], call.lowPrecision?.[i] ?? null]) {
-      if (!t) continue;
+      if (!t || t.device !== "cpu") continue;
       const array = t.backend.readShared?.(t);
       if (!array || this.pinned.has(array.buffer)) continue;
       backend.pinHost(array);
       this.pinned.set(array.buffer, array);
     }
+  }
+
+  /** The host time split since the last call (see `timings`), starting the next count from zero. */
+  takeTimings(): { readonly queueMs: number; readonly cpuMs: number; readonly waitMs: number } {
+    const t = this.timings;
+    this.timings = { queueMs: 0, cpuMs: 0, waitMs: 0 };
+    return t;
   }
 
   /** Unpins what this step pinned (the engine's teardown, and a load that replaced the optimizer state). */

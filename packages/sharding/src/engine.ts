@@ -15,7 +15,7 @@
  * - the step: the optimizer holds each parameter's local segment; replicas (HYBRID_SHARD,
  *   NO_SHARD) average their slices first.
  */
-import { Adam, AdamW, type Module, type Optimizer, type RemovableHandle } from "@fulgur/nn";
+import { Adam, type Module, type Optimizer, type RemovableHandle } from "@fulgur/nn";
 import { DownloadQueue } from "./downloadQueue";
 import { type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import { DeviceStreamedStep } from "./deviceStep";
@@ -113,8 +113,8 @@ export class ShardingEngine {
   readonly nvme: NvmeTier | null;
   /** The share of the offloaded step updated on the device ([Note: the step streamed through the device]), or null. */
   readonly streamedStep: DeviceStreamedStep | null;
-  /** The optimizer's parameters whose state lives in host memory between steps, known at the first step. */
-  private hostSegments: Set<Tensor> | null = null;
+  /** The optimizer's parameters of the units the step updates on the device (chosen in ready()). */
+  private readonly streamedSegments = new Set<Tensor>();
 
   constructor(
     readonly root: Module,
@@ -128,13 +128,7 @@ export class ShardingEngine {
     const share = options.deviceStepShare ?? 0;
     if (share > 0 && !options.offload) throw new RangeError("sharding engine: deviceStepShare streams offloaded state through the device: set offload too");
     // The share is taken by whole units (chosen in ready()), each streamed whole.
-    this.streamedStep = share > 0 ? new DeviceStreamedStep(device, 1, (p) => this.streamsThroughDevice(p)) : null;
-  }
-
-  /** Parameters the step streams through the device: the segments of the units chosen for it. */
-  private streamsThroughDevice(p: Tensor): boolean {
-    this.hostSegments ??= new Set(this.units.filter((u) => u.streamed).flatMap((u) => [...u.optimParams]));
-    return this.hostSegments.has(p);
+    this.streamedStep = share > 0 ? new DeviceStreamedStep(device, 1, (p) => this.streamedSegments.has(p)) : null;
   }
 
   /**
@@ -153,8 +147,8 @@ export class ShardingEngine {
       u.streamed = true;
       u.gradsOnDevice = true;
       taken += u.layout.shardNumel;
+      for (const p of u.optimParams) this.streamedSegments.add(p);
     }
-    this.hostSegments = null;
   }
 
   /**
@@ -195,7 +189,6 @@ export class ShardingEngine {
       p.registerPostAccumulateGradHook(() => this.onGradient(unit, i));
     };
     this.units.push(unit);
-    this.hostSegments = null;
     if (plan.path === "") this.rootUnit = unit;
     else {
       this.wrapped.push(unit);
@@ -399,8 +392,8 @@ export class ShardingEngine {
       const { gradientsFrom, gradientsTo } = this.stepTimes;
       const streamed = this.streamedStep;
       // With a share streamed through the device: how the step split (the device's pieces queued, the CPU's share, the wait for the device after it).
-      const split = streamed ? `; streamed step: queue ${streamed.timings.queueMs.toFixed(1)} ms, CPU share ${streamed.timings.cpuMs.toFixed(1)} ms, then waited ${streamed.timings.waitMs.toFixed(1)} ms for the device's` : "";
-      if (streamed) streamed.timings = { queueMs: 0, cpuMs: 0, waitMs: 0 };
+      const t = streamed?.takeTimings();
+      const split = t ? `; streamed step: queue ${t.queueMs.toFixed(1)} ms, CPU share ${t.cpuMs.toFixed(1)} ms, then waited ${t.waitMs.toFixed(1)} ms for the device's` : "";
       process.stderr.write(`steptrace gradients ${(gradientsTo - gradientsFrom).toFixed(1)} ms (the last reductions and the offloaded gradients' copies waited for), optimizer ${(performance.now() - gradientsTo).toFixed(1)} ms (clipping and the step)${split}\n`);
       this.stepTimes = null;
     }
@@ -464,12 +457,7 @@ export class ShardingEngine {
   }
 }
 
-/**
- * Whether every group of the optimizer takes the fused AdamW update (Adam's rule for it: AdamW, or
- * Adam without weight decay, without AMSGrad, `fused` not false), the one call the streamed step
- * routes.
- */
+/** Whether every group of the optimizer takes the fused AdamW update, the one call the streamed step routes. */
 function takesFusedAdamW(optimizer: Optimizer): boolean {
-  if (!(optimizer instanceof Adam)) return false;
-  return optimizer.paramGroups.every((g) => g.amsgrad !== true && g.fused !== false && (optimizer instanceof AdamW || g.weightDecay === 0));
+  return optimizer instanceof Adam && optimizer.paramGroups.every((g) => optimizer.fusesGroup(g));
 }
