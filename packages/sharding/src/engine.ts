@@ -21,7 +21,7 @@ import { type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimize
 import { DeviceStreamedStep } from "./deviceStep";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
-import { layoutUnit } from "./layout";
+import { layoutUnit, owningUnit } from "./layout";
 import { NvmeTier } from "./nvme/nvmeTier";
 import { stepInPieces } from "./nvme/piecewiseStep";
 
@@ -50,13 +50,8 @@ export interface UnitPlan {
  */
 export function planUnits(root: Module, wrapped: readonly string[]): UnitPlan[] {
   const paths = [...new Set(wrapped.filter((p) => p !== ""))];
-  const owner = (fqn: string): string => {
-    let best = "";
-    for (const p of paths) if (fqn.startsWith(`${p}.`) && p.length > best.length) best = p;
-    return best;
-  };
   const byPath = new Map<string, { fqn: string; tensor: Tensor }[]>([...paths, ""].map((p) => [p, []]));
-  for (const [fqn, tensor] of root.namedParameters()) byPath.get(owner(fqn))!.push({ fqn, tensor });
+  for (const [fqn, tensor] of root.namedParameters()) byPath.get(owningUnit(fqn, paths))!.push({ fqn, tensor });
   const order = root.namedModules().map(([name]) => name);
   const ordered = paths.slice().sort((a, b) => order.indexOf(a) - order.indexOf(b));
   return [...ordered, ""].map((path) => ({ path, params: byPath.get(path)! })).filter((u) => u.params.length > 0);

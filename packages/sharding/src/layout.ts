@@ -64,3 +64,10 @@ export function segmentsOf(layout: UnitLayout, rank: number): Segment[] {
     return { slot, start, end, localOffset };
   });
 }
+
+/** The unit path owning a parameter: the longest of `paths` its name lies under, "" (the root unit) when none. */
+export function owningUnit(fqn: string, paths: readonly string[]): string {
+  let best = "";
+  for (const p of paths) if (p !== "" && fqn.startsWith(`${p}.`) && p.length > best.length) best = p;
+  return best;
+}

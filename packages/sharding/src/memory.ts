@@ -9,8 +9,9 @@
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
 import { DOWNLOADS_IN_FLIGHT, type OffloadKeep } from "./api";
-import { type NvmeLayout, hostOverStep, unitsOnDisk } from "./offloadHostMemory";
+import { type NvmeLayout, type UnitBytes, hostOverStep, unitsOnDisk } from "./offloadHostMemory";
 import { streamedStepBytes } from "./deviceStep";
+import { owningUnit } from "./layout";
 import { type DType, itemsize } from "@fulgur/tensor";
 import {
   EMPTY_BREAKDOWN,
@@ -208,9 +209,11 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
     return dtype ? itemsize(dtype) / masterItemsize(input) : 1;
   };
   const gatheredBytes = (b: { parameters: number; trainable: number }, u: string) => ({ ...b, parameters: b.parameters * scale(u), trainable: b.trainable * scale(u) });
-  const unitBytes = new Map(units.map((u) => [u, gatheredBytes(modelBytes(input, [u]), u)]));
+  // Each unit's bytes in the master dtype, read off the module once.
+  const masterBytes = new Map(units.map((u) => [u, modelBytes(input, [u])]));
+  const unitBytes = new Map(units.map((u) => [u, gatheredBytes(masterBytes.get(u)!, u)]));
   const unitCasts = new Map(units.map((u) => [u, scale(u) === 1 ? autocastCopyBytes(input, u) : 0]));
-  const wrappedMaster = units.map((u) => modelBytes(input, [u])).reduce((s, b) => ({ parameters: s.parameters + b.parameters, trainable: s.trainable + b.trainable }), { parameters: 0, trainable: 0 });
+  const wrappedMaster = [...masterBytes.values()].reduce((s, b) => ({ parameters: s.parameters + b.parameters, trainable: s.trainable + b.trainable }), { parameters: 0, trainable: 0 });
   const wrapped = [...unitBytes.values()].reduce((s, b) => ({ parameters: s.parameters + b.parameters, trainable: s.trainable + b.trainable }), { parameters: 0, trainable: 0 });
   const root = gatheredBytes({ parameters: all.parameters - wrappedMaster.parameters, trainable: all.trainable - wrappedMaster.trainable }, "");
   const rootCasts = scale("") === 1 ? autocastCopyBytes(input) - units.reduce((a, u) => a + autocastCopyBytes(input, u), 0) : 0;
@@ -240,7 +243,9 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // Offloaded to a GPU's host with a share of the step on the device: the units chosen for it (the
   // engine's rule: offloaded units whose state stays in host memory, in order, until they hold the
   // share) keep their gradient slices on the device ([Note: gradients beside the streamed step]).
-  const streamedGradients = layout.offload && input.copiesCrossBus === true ? streamedGradientBytes(input, layout, unitBytes, shards) : 0;
+  // Every unit, the root last, with where its state lives (offloadHostMemory.ts).
+  const placed = layout.offload ? unitsOnDisk(input, units, keep) : [];
+  const streamedGradients = layout.offload && input.copiesCrossBus === true ? streamedGradientBytes(input, layout, placed, shards) : 0;
   const onHost = layout.offload
     ? {
         parameters: (slices.parameters - keptSlices.parameters) * (1 + hostCopies),
@@ -258,8 +263,8 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // Reduced gradients come down in the master dtype (cast on the device first when reduced in
   // another). Slices go up in it too until an optimizer step has written their host copies
   // ([Note: uploads in the compute dtype] in flatUnit.ts): the first step's gathers are the highest.
-  const largestTrainable = Math.max(0, ...units.map((u) => modelBytes(input, [u]).trainable));
-  const largestUpload = Math.max(0, ...units.map((u) => modelBytes(input, [u]).parameters));
+  const largestTrainable = Math.max(0, ...[...masterBytes.values()].map((b) => b.trainable));
+  const largestUpload = Math.max(0, ...[...masterBytes.values()].map((b) => b.parameters));
   const parametersOnDisk = layout.nvme?.parameters === true;
   const uploads = 1 + (layout.uploadsAhead === true && !parametersOnDisk && units.length > prefetch + 1 ? 1 : 0);
   const busCopies = layout.offload && input.copiesCrossBus ? (uploads * largestUpload + (DOWNLOADS_IN_FLIGHT + 1) * largestTrainable) / shards : 0;
@@ -294,7 +299,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   if (!onHost) return { strategy, perDevice: peak.breakdown, perHost: EMPTY_BREAKDOWN, disk: 0, notes: [...notes, `peak: ${peak.where}`], peak: { phase: peak.phase, where: peak.where } };
   // A unit alone on its rank computes from its slice when the slice is on the device itself (the CPU backend).
   const slicesOnDisk = shards > 1 || input.copiesCrossBus === true;
-  const host = hostOverStep(input, unitsOnDisk(input, units, keep), shards, onHost, layout.offload ? layout.nvme ?? null : null, slicesOnDisk);
+  const host = hostOverStep(input, placed, shards, onHost, layout.offload ? layout.nvme ?? null : null, slicesOnDisk);
   const onHostAt = (b: { parameters: number; gradients: number; optimizerState: number }) => breakdown({ ...b, gatheredUnits: 0, communication: 0, activations: 0, workspace: 0 });
   let moment = { device: peak.breakdown, host: onHostAt(host.between), phase: peak.phase, where: peak.where };
   if (input.copiesCrossBus) {
@@ -313,10 +318,9 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
 
 /** Elements of the largest trainable parameter's local segment among the offloaded units (the streamed step's largest piece). */
 function largestSegment(input: MemoryEstimateInput, units: readonly string[], keep: OffloadKeep | null, shards: number): number {
-  const owner = (name: string): string => units.filter((u) => u !== "" && name.startsWith(`${u}.`)).reduce((a, b) => (b.length > a.length ? b : a), "");
   let largest = 0;
   for (const [name, p] of input.module.namedParameters()) {
-    if (p.requiresGrad && !(keep?.optimizerState.includes(owner(name)) ?? false)) largest = Math.max(largest, Math.ceil(p.numel / shards));
+    if (p.requiresGrad && !(keep?.optimizerState.includes(owningUnit(name, units)) ?? false)) largest = Math.max(largest, Math.ceil(p.numel / shards));
   }
   return largest;
 }
@@ -328,23 +332,16 @@ function masterItemsize(input: MemoryEstimateInput): number {
 }
 
 /** Bytes of the gradient slices the units chosen for the streamed step keep on the device (ShardingEngine's choice). */
-function streamedGradientBytes(
-  input: MemoryEstimateInput,
-  layout: ShardedMemoryLayout,
-  unitBytes: ReadonlyMap<string, { trainable: number }>,
-  shards: number,
-): number {
+function streamedGradientBytes(input: MemoryEstimateInput, layout: ShardedMemoryLayout, placed: readonly UnitBytes[], shards: number): number {
   const share = layout.deviceStepShare ?? 0;
   if (share <= 0) return 0;
-  const keep = layout.keep ?? null;
-  const onDisk = (u: string) => layout.nvme != null && !(keep?.host?.includes(u) ?? false);
-  const master = (u: string) => (u === "" ? modelBytes(input).trainable - layout.units.reduce((n, w) => n + modelBytes(input, [w]).trainable, 0) : modelBytes(input, [u]).trainable);
-  const candidates = [...layout.units, ""].filter((u) => (u === "" || unitBytes.has(u)) && !(keep?.optimizerState.includes(u) ?? false) && !onDisk(u));
-  const total = candidates.reduce((n, u) => n + master(u), 0);
+  // Offloaded units whose state stays in host memory: not kept on the device, not on disk.
+  const candidates = placed.filter((u) => !(layout.keep?.optimizerState.includes(u.path) ?? false) && !(layout.nvme != null && u.onDisk));
+  const total = candidates.reduce((n, u) => n + u.elements, 0);
   let taken = 0;
   for (const u of candidates) {
     if (taken > 0 && taken >= share * total) break;
-    taken += master(u);
+    taken += u.elements;
   }
-  return taken / shards;
+  return (taken * masterItemsize(input)) / shards;
 }
