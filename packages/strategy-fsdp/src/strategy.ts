@@ -172,21 +172,19 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     return own.get(path)?.cpuOffload ?? this.options.cpuOffload;
   }
 
-  /** Units ("" for the root) that gather in a paramDtype other than fp32: their own, else the strategy's. */
+  /** The dtype a unit gathers and computes in: its own paramDtype, else the strategy's, else fp32 (the master's). */
+  private unitParamDtype(path: string, own: ReadonlyMap<string, ResolvedFullyShardOptions>): DType {
+    return own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32";
+  }
+
+  /** Units ("" for the root) that gather in a paramDtype other than fp32, with it. */
   private computeDtypes(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): ReadonlyMap<string, DType> {
-    return new Map(
-      [...units, ""].flatMap((path) => {
-        const dtype = own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype;
-        return dtype && dtype !== "float32" ? [[path, dtype] as const] : [];
-      }),
-    );
+    return new Map([...units, ""].map((path) => [path, this.unitParamDtype(path, own)] as const).filter(([, dtype]) => dtype !== "float32"));
   }
 
   /** Whether an offloaded unit computes in a paramDtype other than its fp32 master's (its gathers cast: [Note: upload one unit ahead] in @fulgur/sharding). */
   private offloadedUnitsCast(units: readonly string[], own: ReadonlyMap<string, ResolvedFullyShardOptions>): boolean {
-    return units.some(
-      (path) => this.unitOffloaded(path, own) && (own.get(path)?.mixedPrecision.paramDtype ?? this.options.mixedPrecision.paramDtype ?? "float32") !== "float32",
-    );
+    return units.some((path) => this.unitOffloaded(path, own) && this.unitParamDtype(path, own) !== "float32");
   }
 
   /**
