@@ -6,6 +6,7 @@
  * @fulgur/sharding), while the optimizer keeps the formulas, the hyper-parameters and the step count.
  */
 import type { AdamWHyper } from "./backend";
+import { restoreAfter } from "./restoreAfter";
 import type { Tensor } from "./tensor";
 
 /** One fused AdamW update: equal-length lists, `lowPrecision` the autocast copies written beside (or null). */
@@ -26,20 +27,10 @@ const routes: AdamWRoute[] = [];
 /** Runs `fn` with `route` deciding where fused AdamW updates run (until its promise settles, when it returns one). */
 export function routeAdamW<T>(route: AdamWRoute, fn: () => T): T {
   routes.push(route);
-  const leave = (): void => {
+  return restoreAfter(fn, () => {
     const i = routes.lastIndexOf(route);
     if (i >= 0) routes.splice(i, 1);
-  };
-  let result: T;
-  try {
-    result = fn();
-  } catch (err) {
-    leave();
-    throw err;
-  }
-  if (result instanceof Promise) return result.finally(leave) as T;
-  leave();
-  return result;
+  });
 }
 
 function onBackend(call: FusedAdamWCall): void {

@@ -7,6 +7,7 @@
 import type { Backend } from "./backend";
 import { cpuBackend } from "./cpu";
 import { metaBackend } from "./meta";
+import { restoreAfter } from "./restoreAfter";
 
 export type BackendFactory = (device: string) => Backend;
 
@@ -76,17 +77,7 @@ export function defaultDeviceName(): string {
 export function withDevice<T>(device: string, fn: () => T): T {
   const prev = defaultDevice;
   defaultDevice = normalizeDevice(device);
-  try {
-    const r = fn();
-    if (r instanceof Promise) {
-      return r.finally(() => {
-        defaultDevice = prev;
-      }) as T;
-    }
+  return restoreAfter(fn, () => {
     defaultDevice = prev;
-    return r;
-  } catch (e) {
-    defaultDevice = prev;
-    throw e;
-  }
+  });
 }

@@ -1,5 +1,6 @@
 /** Whether operations record the autograd graph, and the autocast dtype for matrix products. */
 import type { DType } from "./dtype";
+import { restoreAfter } from "./restoreAfter";
 
 let gradEnabled = true;
 let autocastDtype: DType | null = null;
@@ -11,19 +12,9 @@ export function isGradEnabled(): boolean {
 function withFlag<T>(value: boolean, fn: () => T): T {
   const prev = gradEnabled;
   gradEnabled = value;
-  try {
-    const r = fn();
-    if (r instanceof Promise) {
-      return r.finally(() => {
-        gradEnabled = prev;
-      }) as T;
-    }
+  return restoreAfter(fn, () => {
     gradEnabled = prev;
-    return r;
-  } catch (e) {
-    gradEnabled = prev;
-    throw e;
-  }
+  });
 }
 
 /** Runs fn without recording the graph (optimizer steps, evaluation). */
@@ -54,17 +45,7 @@ export function autocast<T>(dtype: DType | null, fn: () => T): T {
   }
   const prev = autocastDtype;
   autocastDtype = dtype;
-  try {
-    const r = fn();
-    if (r instanceof Promise) {
-      return r.finally(() => {
-        autocastDtype = prev;
-      }) as T;
-    }
+  return restoreAfter(fn, () => {
     autocastDtype = prev;
-    return r;
-  } catch (e) {
-    autocastDtype = prev;
-    throw e;
-  }
+  });
 }

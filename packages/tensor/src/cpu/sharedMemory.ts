@@ -7,6 +7,7 @@
  */
 import { itemsize } from "../dtype";
 import type { Tensor } from "../tensor";
+import { restoreAfter } from "../restoreAfter";
 import { dataOf } from "./storage";
 
 /** Storages from this size up are SharedArrayBuffers wherever they are made. */
@@ -25,20 +26,9 @@ export function allocatesShared(bytes: number): boolean {
  */
 export function sharedHostMemory<T>(fn: () => T): T {
   depth++;
-  let result: T;
-  try {
-    result = fn();
-  } catch (err) {
+  return restoreAfter(fn, () => {
     depth--;
-    throw err;
-  }
-  if (result instanceof Promise) {
-    return result.finally(() => {
-      depth--;
-    }) as T;
-  }
-  depth--;
-  return result;
+  });
 }
 
 /**
