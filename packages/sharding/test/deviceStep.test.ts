@@ -6,65 +6,53 @@
  * when its event completes. A step that read the host before waiting, or never wrote back, would
  * not match the plain CPU update to the bit.
  */
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from "vitest";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AdamW, parameter } from "@fulgur/nn";
-import { type AdamWHyper, type Backend, type HostArray, type PendingRead, type Tensor, type View, cpuBackend, fromHost, fusedAdamW, isOutOfMemory, memoryStats, registerBackend, routeAdamW, setCpuMemoryLimit, sharedHostMemory } from "@fulgur/tensor";
+import { type AdamWHyper, type Backend, type HostArray, type PendingRead, type Tensor, type View, fromHost, fusedAdamW, isOutOfMemory, memoryStats, routeAdamW, setCpuMemoryLimit, sharedHostMemory } from "@fulgur/tensor";
 import { DeviceStreamedStep, streamedStepBytes } from "../src/deviceStep";
+import { useCpuDevice } from "./fixtures/cpuDevice";
 
-const DEVICE = "stream:0";
 const log = { uploads: 0, updates: 0, reads: 0, live: 0, mostLive: 0, pinned: [] as ArrayBufferLike[], unpinned: [] as ArrayBufferLike[] };
 
-beforeAll(() => {
-  const cpu = cpuBackend();
-  const stream: Backend = Object.create(cpu, {
-    name: { value: "stream" },
-    device: { value: DEVICE },
-    fromHost: {
-      value(this: Backend, data: HostArray, dtype: Parameters<Backend["fromHost"]>[1]) {
-        log.uploads++;
-        log.live++;
-        log.mostLive = Math.max(log.mostLive, log.live);
-        return cpu.fromHost.call(this, data, dtype);
-      },
+const DEVICE = useCpuDevice("stream", (cpu) => ({
+  fromHost: {
+    value(this: Backend, data: HostArray, dtype: Parameters<Backend["fromHost"]>[1]) {
+      log.uploads++;
+      log.live++;
+      log.mostLive = Math.max(log.mostLive, log.live);
+      return cpu.fromHost.call(this, data, dtype);
     },
-    free: {
-      value(this: Backend, storage: Parameters<Backend["free"]>[0]) {
-        log.live--;
-        cpu.free.call(this, storage);
-      },
+  },
+  free: {
+    value(this: Backend, storage: Parameters<Backend["free"]>[0]) {
+      log.live--;
+      cpu.free.call(this, storage);
     },
-    adamw: {
-      value(this: Backend, ...args: Parameters<Backend["adamw"]>) {
-        log.updates++;
-        cpu.adamw.call(this, ...args);
-      },
+  },
+  adamw: {
+    value(this: Backend, ...args: Parameters<Backend["adamw"]>) {
+      log.updates++;
+      cpu.adamw.call(this, ...args);
     },
-    // The values land in `out` only at wait(), as a GPU's download does when its event completes.
-    readIntoAsync: {
-      value(this: Backend, view: View, out: HostArray): PendingRead {
-        log.reads++;
-        const values = cpu.read.call(this, view);
-        let done = false;
-        return {
-          poll: () => done,
-          wait: () => {
-            if (!done) (out as Float32Array).set(values as Float32Array);
-            done = true;
-          },
-        };
-      },
+  },
+  // The values land in `out` only at wait(), as a GPU's download does when its event completes.
+  readIntoAsync: {
+    value(this: Backend, view: View, out: HostArray): PendingRead {
+      log.reads++;
+      const values = cpu.read.call(this, view);
+      let done = false;
+      return {
+        poll: () => done,
+        wait: () => {
+          if (!done) (out as Float32Array).set(values as Float32Array);
+          done = true;
+        },
+      };
     },
-    pinHost: { value: (a: HostArray) => void log.pinned.push(a.buffer) },
-    unpinHost: { value: (a: HostArray) => void log.unpinned.push(a.buffer) },
-  });
-  registerBackend("stream", () => stream);
-});
-
-afterAll(() => {
-  registerBackend("stream", () => {
-    throw new Error("the stream device is gone with its test");
-  });
-});
+  },
+  pinHost: { value: (a: HostArray) => void log.pinned.push(a.buffer) },
+  unpinHost: { value: (a: HostArray) => void log.unpinned.push(a.buffer) },
+}));
 
 const SIZES = { FULGUR_STREAMED_STEP_MIN_ELEMENTS: "1000", FULGUR_STREAMED_STEP_PIECE_ELEMENTS: "700" };
 beforeEach(() => {

@@ -13,49 +13,36 @@
  * uploads on their own stream] in @fulgur/accelerator-cuda); so "uploaded before unit i's forward,
  * cast after it" is "the copy runs beside unit i's kernels".
  */
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { ProcessGroup } from "@fulgur/core";
 import { AdamW, GPT, Module, SGD, gradNormPart, scaleToNorm } from "@fulgur/nn";
 import { COMPLETED_WORK, SoloGroup } from "@fulgur/strategy-kit";
-import { type Backend, type HostArray, type Tensor, type View, cpuBackend, fromHost, noGrad, ones, registerBackend, scope } from "@fulgur/tensor";
+import { type Backend, type HostArray, type Tensor, type View, fromHost, noGrad, ones, scope } from "@fulgur/tensor";
 import { type FlatUnit, ShardingEngine, planUnits } from "../src";
+import { useCpuDevice } from "./fixtures/cpuDevice";
 
 const CONFIG = { dModel: 32, nLayers: 4, nHeads: 2, seqLen: 16, vocabSize: 64 };
-const DEVICE = "trace:0";
-
 type Event = { op: "upload" | "cast"; storage: unknown; host?: ArrayBufferLike; dtype?: string } | { op: "forward" | "forwardDone" | "backward" | "step"; unit: string };
 const log: Event[] = [];
 
-beforeAll(() => {
-  // The CPU backend's kernels under another device name: a tensor moved there goes through
-  // `fromHost` (an upload), and a cast through `copy` between dtypes.
-  const cpu = cpuBackend();
-  const trace: Backend = Object.create(cpu, {
-    name: { value: "trace" },
-    device: { value: DEVICE },
-    fromHost: {
-      value(this: Backend, data: HostArray, dtype: Parameters<Backend["fromHost"]>[1]) {
-        const s = cpu.fromHost.call(this, data, dtype);
-        // Slices are float32 or bfloat16; the batch's token ids are int32.
-        if (dtype !== "int32") log.push({ op: "upload", storage: s, host: (data as Float32Array).buffer, dtype });
-        return s;
-      },
+// The CPU backend's kernels under another device name: a tensor moved there goes through
+// `fromHost` (an upload), and a cast through `copy` between dtypes.
+const DEVICE = useCpuDevice("trace", (cpu) => ({
+  fromHost: {
+    value(this: Backend, data: HostArray, dtype: Parameters<Backend["fromHost"]>[1]) {
+      const s = cpu.fromHost.call(this, data, dtype);
+      // Slices are float32 or bfloat16; the batch's token ids are int32.
+      if (dtype !== "int32") log.push({ op: "upload", storage: s, host: (data as Float32Array).buffer, dtype });
+      return s;
     },
-    copy: {
-      value(this: Backend, src: View, dst: View) {
-        if (src.storage.dtype === "float32" && dst.storage.dtype === "bfloat16") log.push({ op: "cast", storage: src.storage });
-        cpu.copy.call(this, src, dst);
-      },
+  },
+  copy: {
+    value(this: Backend, src: View, dst: View) {
+      if (src.storage.dtype === "float32" && dst.storage.dtype === "bfloat16") log.push({ op: "cast", storage: src.storage });
+      cpu.copy.call(this, src, dst);
     },
-  });
-  registerBackend("trace", () => trace);
-});
-
-afterAll(() => {
-  registerBackend("trace", () => {
-    throw new Error("the trace device is gone with its test");
-  });
-});
+  },
+}));
 
 function batch(device: string): { idx: Tensor; targets: Tensor } {
   const n = 2 * CONFIG.seqLen;
