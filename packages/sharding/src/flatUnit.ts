@@ -187,7 +187,8 @@ export class FlatUnit {
    * stays in host memory.
    */
   keepHostCopy(): void {
-    if (this.hostCopy || this.resident || this.masterTier !== null || this.master.device !== "cpu" || this.device === "cpu" || this.computeDtype === this.master.dtype) return;
+    // The units whose gathers would upload and cast (uploadsAhead), with their master in host memory.
+    if (this.hostCopy || !this.uploadsAhead || this.master.device !== "cpu") return;
     const copy = this.hostZeros(this.layout.shardNumel, this.computeDtype, "cpu").untrack();
     this.pin(copy);
     this.hostCopy = copy;
