@@ -2,8 +2,8 @@
 // single-tensor path), on a fixed quadratic problem over several steps, plus state dict layout,
 // save/flatten/JSON/load continuing identically, and validation errors.
 import { describe, expect, it } from "vitest";
-import { scope, tensor } from "@fulgur/tensor";
-import type { DType, Tensor } from "@fulgur/tensor";
+import { routeAdamW, scope, tensor } from "@fulgur/tensor";
+import type { DType, FusedAdamWCall, Tensor } from "@fulgur/tensor";
 import { Adam, AdamW, SGD, flattenOptimizerState, parameter, unflattenOptimizerState } from "../src/index";
 import type { Optimizer } from "../src/index";
 
@@ -186,6 +186,35 @@ describe("Adam and AdamW", () => {
     expect(params[1].dtype).toBe("bfloat16");
     // bf16 keeps 8 bits of mantissa: agree to a few parts in a thousand of the weight.
     expectClose(params, adamReference({ lr: 0.1, weightDecay: 0.1 }, true, 3), 2e-2, "bf16");
+  });
+
+  // The sharding engine runs a unit's update beside backward from these calls, and matches the step's own against them.
+  it("nextFusedCalls gives the fused calls the next step makes (per group), without moving the step counts", () => {
+    const params = makeParams("float32");
+    const opt = new AdamW([{ params: [params[0]] }, { params: [params[1]], lr: 0.05, weightDecay: 0 }], { lr: 0.1 });
+    lossStep(params, opt);
+    lossStep(params, opt);
+    scope(() => params.map((p, i) => p.sub(tensor(TARGET[i], { shape: SHAPES[i] })).square().sum()).reduce((a, b) => a.add(b)).backward());
+    const ahead = opt.nextFusedCalls([params[1], params[0]])!;
+    expect(ahead.map((c) => [c.params, c.hyper])).toEqual([
+      [[params[1]], { lr: 0.05, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 3, maximize: false }],
+      [[params[0]], { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step: 3, maximize: false }],
+    ]);
+    expect(params.map((p) => opt.state.get(p)!.step)).toEqual([2, 2]);
+    // The step's own calls, through a route that only records them, are those (in group order).
+    const made: FusedAdamWCall[] = [];
+    routeAdamW(
+      (call) => {
+        made.push(call);
+        return false;
+      },
+      () => opt.step(),
+    );
+    expect(made.map((c) => [c.params, c.grads, c.expAvg, c.hyper])).toEqual([...ahead].reverse().map((c) => [c.params, c.grads, c.expAvg, c.hyper]));
+    expect(params.map((p) => opt.state.get(p)!.step)).toEqual([3, 3]);
+    // Not fused (AMSGrad), or not this optimizer's: none.
+    expect(new AdamW(params, { amsgrad: true }).nextFusedCalls(params)).toBeNull();
+    expect(opt.nextFusedCalls([parameter(tensor([1, 2]))])).toBeNull();
   });
 
   it("rejects bad betas naming the field and the value", () => {

@@ -53,6 +53,13 @@ export interface EngineOptions {
    * gradients beside the streamed step] in deviceStep.ts). Absent or 0: the CPU's threads update all of it.
    */
   readonly deviceStepShare?: number;
+  /**
+   * With `offload`: when an optimizer step follows a backward, each offloaded unit in host memory
+   * is updated by the CPU's threads as soon as its gradients are in, beside the rest of backward
+   * ([Note: the step beside backward] in stepBesideBackward.ts). Needs a fused Adam or AdamW
+   * (`attachOptimizer`), and no clipping or loss scaling.
+   */
+  readonly stepBesideBackward?: boolean;
 }
 
 /**

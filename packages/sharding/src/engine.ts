@@ -17,8 +17,9 @@
  */
 import { Adam, type Module, type Optimizer, type RemovableHandle } from "@fulgur/nn";
 import { DownloadQueue } from "./downloadQueue";
-import { type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
+import { type AdamWRoute, type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import { DeviceStreamedStep } from "./deviceStep";
+import { StepBesideBackward } from "./stepBesideBackward";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit, owningUnit } from "./layout";
@@ -110,6 +111,10 @@ export class ShardingEngine {
   readonly streamedStep: DeviceStreamedStep | null;
   /** The optimizer's parameters of the units the step updates on the device (chosen in ready()). */
   private readonly streamedSegments = new Set<Tensor>();
+  /** Offloaded units updated beside backward ([Note: the step beside backward]), or null. */
+  readonly besideBackward: StepBesideBackward | null;
+  /** FULGUR_TRACE_STEP: units updated beside backward before this step. */
+  private besideBefore = 0;
 
   constructor(
     readonly root: Module,
@@ -124,6 +129,16 @@ export class ShardingEngine {
     if (share > 0 && !options.offload) throw new RangeError("sharding engine: deviceStepShare streams offloaded state through the device: set offload too");
     // The share is taken by whole units (chosen in ready()), each streamed whole.
     this.streamedStep = share > 0 ? new DeviceStreamedStep(device, 1, (p) => this.streamedSegments.has(p)) : null;
+    if (options.stepBesideBackward && !options.offload) throw new RangeError("sharding engine: stepBesideBackward updates offloaded units on the CPU's threads: set offload too");
+    this.besideBackward = options.stepBesideBackward ? new StepBesideBackward((fn) => this.onHost(fn)) : null;
+  }
+
+  /**
+   * The optimizer the strategy steps (its setupOptimizer): with stepBesideBackward, the one whose
+   * updates run beside backward, refused with why when it cannot.
+   */
+  attachOptimizer(optimizer: Optimizer): void {
+    this.besideBackward?.attach(optimizer);
   }
 
   /**
@@ -222,6 +237,10 @@ export class ShardingEngine {
 
   private preForward(unit: FlatUnit): void {
     trace("preForward", unit, this.device);
+    if (!this.inBackward && this.besideBackward?.pending) {
+      this.besideBackward.settle();
+      throw new Error(`offloadStepInBackward: a forward ran between backward and the optimizer step, but units were already updated beside that backward (unit "${unit.name}" would compute with half-stepped values); step the optimizer first, or leave offloadStepInBackward off`);
+    }
     unit.activate();
     if (this.recorded && !this.inBackward && !this.recorded.includes(unit)) this.recorded.push(unit);
     if (!this.inBackward) this.prefetch(unit, 1);
@@ -279,11 +298,30 @@ export class ShardingEngine {
       // One unit late, as the downloads: its reduction has had this unit's backward to finish.
       this.lastReduced?.foldReductions();
       this.lastReduced = unit;
+      this.besideBackward?.reduced(unit);
     }
   }
 
-  /** Before a backward pass: gradient views for the units that are gathered for the whole step. */
-  beginBackward(): void {
+  /**
+   * Runs a backward pass (`run`) between `beginBackward` and `endBackward`. `stepFollows`: false
+   * inside an accumulation window ([Note: the step beside backward]).
+   */
+  runBackward(run: () => void, stepFollows = true): void {
+    this.beginBackward(stepFollows);
+    try {
+      run();
+    } finally {
+      this.endBackward();
+    }
+  }
+
+  /**
+   * Before a backward pass: gradient views for the units that are gathered for the whole step.
+   * `stepFollows`: false inside an accumulation window (no optimizer step after this backward),
+   * where nothing is updated beside it ([Note: the step beside backward]).
+   */
+  beginBackward(stepFollows = true): void {
+    this.besideBackward?.begin(stepFollows);
     this.inBackward = true;
     for (const unit of this.units) if (unit.resident || unit === this.rootUnit) unit.prepareGradients();
   }
@@ -297,6 +335,7 @@ export class ShardingEngine {
 
   endBackward(): void {
     this.inBackward = false;
+    this.besideBackward?.end();
     if (this.recorded && this.recorded.length === this.wrapped.length) {
       this.forwardOrder = this.recorded;
       this.recorded = null;
@@ -342,15 +381,50 @@ export class ShardingEngine {
    * Offloaded to NVMe, that call steps piece by piece, reading each piece's state (and slices) from
    * disk while the piece before it is updated ([Note: the piecewise step] in nvme/piecewiseStep.ts).
    */
-  step<T>(optimizer: Optimizer, run: () => Promise<T>): Promise<T> {
+  step<T>(optimizer: Optimizer, run: () => Promise<T>, clips = false): Promise<T> {
     const nvme = this.nvme;
     const streamed = this.streamedStep;
+    const beside = this.besideBackward;
+    if (clips) beside?.refuseClipping();
     // Gradients kept on the device are read there only by the fused AdamW the route streams; any
     // other optimizer gets them in host memory, as without the share.
     if (streamed && !takesFusedAdamW(optimizer)) for (const u of this.units) u.bringGradientsHome();
-    const routed = streamed ? () => routeAdamW(streamed.route, run) : run;
-    if (!nvme) return this.onHost(routed);
-    return this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, routed));
+    const route = this.stepRoute();
+    const routed = route ? () => routeAdamW(route, run) : run;
+    const stepped = async (): Promise<T> => {
+      try {
+        const result = await (nvme ? this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, routed)) : this.onHost(routed));
+        beside?.checkAllTaken();
+        return result;
+      } catch (err) {
+        // Updates still under way write into the state: they end before the error travels.
+        beside?.settle();
+        throw err;
+      }
+    };
+    return stepped();
+  }
+
+  /**
+   * Where the step's fused AdamW calls run: what was updated beside backward is only waited for;
+   * of the rest, the share streamed through the device goes there ([Note: the step streamed
+   * through the device]), the others to the backend. Null when neither applies.
+   */
+  private stepRoute(): AdamWRoute | null {
+    const streamed = this.streamedStep;
+    const beside = this.besideBackward;
+    if (!streamed && !beside) return null;
+    return (call, onBackend) => {
+      const rest = beside ? beside.split(call) : call;
+      try {
+        if (rest === call) return streamed ? streamed.route(call, onBackend) : false;
+        if (rest && !streamed?.route(rest, onBackend)) onBackend(rest);
+        return true;
+      } finally {
+        // The threads updating the taken parameters ran beside the rest; the step ends with them.
+        beside?.finishTaken();
+      }
+    };
   }
 
   /**
@@ -389,7 +463,10 @@ export class ShardingEngine {
       // With a share streamed through the device: how the step split (the device's pieces queued, the CPU's share, the wait for the device after it).
       const t = streamed?.takeTimings();
       const split = t ? `; streamed step: queue ${t.queueMs.toFixed(1)} ms, CPU share ${t.cpuMs.toFixed(1)} ms, then waited ${t.waitMs.toFixed(1)} ms for the device's` : "";
-      process.stderr.write(`steptrace gradients ${(gradientsTo - gradientsFrom).toFixed(1)} ms (the last reductions and the offloaded gradients' copies waited for), optimizer ${(performance.now() - gradientsTo).toFixed(1)} ms (clipping and the step)${split}\n`);
+      const beside = this.besideBackward;
+      const early = beside ? `; ${beside.unitsStepped - this.besideBefore} unit(s) updated beside backward` : "";
+      if (beside) this.besideBefore = beside.unitsStepped;
+      process.stderr.write(`steptrace gradients ${(gradientsTo - gradientsFrom).toFixed(1)} ms (the last reductions and the offloaded gradients' copies waited for), optimizer ${(performance.now() - gradientsTo).toFixed(1)} ms (clipping and the step)${split}${early}\n`);
       this.stepTimes = null;
     }
     for (const unit of this.units) unit.stepped();
@@ -404,9 +481,10 @@ export class ShardingEngine {
   }
 
   /** For a strategy's start-up line: how many units the step updates on the device, or "" when none. */
-  describeStreamedStep(): string {
+  describeOffloadedStep(): string {
     const n = this.units.filter((u) => u.streamed).length;
-    return n === 0 ? "" : `; ${n} of ${this.units.length} unit(s) stepped on the device, their gradients kept there (offloadStepShare)`;
+    const streamed = n === 0 ? "" : `; ${n} of ${this.units.length} unit(s) stepped on the device, their gradients kept there (offloadStepShare)`;
+    return streamed + (this.besideBackward ? "; offloaded units in host memory updated beside backward when a step follows (offloadStepInBackward)" : "");
   }
 
   /** Where each unit's parameters and optimizer state live, in unit order. */
@@ -442,6 +520,7 @@ export class ShardingEngine {
   }
 
   remove(): void {
+    this.besideBackward?.settle();
     for (const h of this.handles.splice(0)) h.remove();
     for (const unit of this.units) unit.dispose();
     // The threads only offloaded steps use go with the job (they are started again if needed).

@@ -583,6 +583,14 @@ export class FlatUnit {
     }
   }
 
+  /**
+   * Whether this step's gradients are whole in the gradient slice's memory: every reduction done
+   * and in, none on its way down (the step beside backward reads them there). Never blocks.
+   */
+  get gradientsLanded(): boolean {
+    return this.gradFresh && this.downloads.length === 0 && this.pendingReductions.every((r) => r.out === this.gradShard && r.work.isCompleted());
+  }
+
   /** Waits for the reductions started and adds them into the gradient slice. */
   finishReductions(): void {
     this.waitDownloads();
@@ -626,6 +634,8 @@ export class FlatUnit {
     this.segments.forEach((seg, i) => {
       const p = this.optimParams[i];
       if (!p.requiresGrad) return;
+      // Attached already (a unit updated beside backward): that view may be in the update's hands.
+      if (p.grad && p.grad.storageRef === this.gradShard!.storageRef) return;
       p.grad?.dispose();
       p.grad = this.gradShard!.narrow(0, seg.localOffset, seg.end - seg.start);
       p.grad.untrack();

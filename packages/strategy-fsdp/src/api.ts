@@ -44,6 +44,13 @@ export interface FSDPOptions extends ParallelOptions {
    * as ZeRO's option of the same name). Default 0.
    */
   readonly offloadStepShare?: number;
+  /**
+   * With units offloaded: each offloaded unit in host memory is updated by the CPU's threads as
+   * soon as its gradients are in, beside the rest of backward, instead of after it (Fulgur's own,
+   * as ZeRO's option of the same name). The same bits. Needs AdamW (or Adam without weight decay),
+   * and no gradient clipping or fp16 loss scaling. Default false.
+   */
+  readonly offloadStepInBackward?: boolean;
   readonly mixedPrecision?: FSDPMixedPrecision;
   /** Units gathered ahead of the computing one, forward and backward (default 1; 0 turns prefetch off). */
   readonly limitAllGathers?: number;
@@ -75,6 +82,7 @@ export const FSDP_DEFAULTS: ResolvedFSDPOptions = Object.freeze({
   activationCheckpointingPolicy: null,
   cpuOffload: false,
   offloadStepShare: 0,
+  offloadStepInBackward: false,
   mixedPrecision: Object.freeze({}),
   limitAllGathers: 1,
   forwardPrefetch: true,
@@ -99,6 +107,7 @@ const schema = z.strictObject({
   activationCheckpointingPolicy: policy.nullable().optional(),
   cpuOffload: z.boolean().optional(),
   offloadStepShare: z.number().min(0).max(1).optional(),
+  offloadStepInBackward: z.boolean().optional(),
   mixedPrecision: mixedPrecision.optional(),
   limitAllGathers: z.number().int().min(0).optional(),
   forwardPrefetch: z.boolean().optional(),
@@ -115,6 +124,7 @@ const ALLOWED: Record<keyof FSDPOptions, string> = {
   activationCheckpointingPolicy: "an array of module classes or class names, or a function (module, numParameters) => boolean",
   cpuOffload: "true or false",
   offloadStepShare: "a number from 0 to 1 (the share of the offloaded optimizer step run on the device)",
+  offloadStepInBackward: "true or false (update offloaded units beside backward)",
   mixedPrecision: `an object { paramDtype?, reduceDtype? } with dtypes among ${DTYPES.join(", ")}`,
   limitAllGathers: "a non-negative integer: units gathered ahead of the computing one (default 1)",
   forwardPrefetch: "true or false",

@@ -63,6 +63,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   /** Post-forward groups by size k, one for each integer reshardAfterForward (the strategy's and the units'). */
   private readonly postForwardGroups = new Map<number, ProcessGroup>();
   private undoCheckpointing: (() => void) | null = null;
+  /** False inside noBackwardSync: no optimizer step follows the backward under way. */
+  private stepFollows = true;
   /** The full-shape name of each segment the optimizer steps. */
   private readonly segmentNames = new Map<Tensor, { unit: FlatUnit; index: number }>();
 
@@ -202,7 +204,25 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     return share;
   }
 
-  private engineOptions(placement: { offload: boolean; keep: OffloadKeep | null }): EngineOptions {
+  /**
+   * offloadStepInBackward, refused where it cannot act or would change the numbers: no unit
+   * offloaded, fp16 loss scaling, or a Trainer that clips (their factor needs every gradient before
+   * any unit is updated). A step asked to clip in a loop of one's own is refused by the engine.
+   */
+  private stepInBackward(placement: { offload: boolean }, module: Module): boolean {
+    if (!this.options.offloadStepInBackward) return false;
+    const fail = (why: string, instead: string): never => {
+      throw new FSDPOptionError("offloadStepInBackward", `${this.name} option offloadStepInBackward: got true; ${why}. ${instead}, or leave offloadStepInBackward out`);
+    };
+    if (!placement.offload) fail("it updates offloaded units on the CPU beside backward, but no unit is offloaded (cpuOffload on the strategy or in a unit's fullyShard)", "Offload");
+    const precision = this.precision.name;
+    if (precision.startsWith("16")) fail(`precision ${JSON.stringify(precision)} scales the loss, and an overflow anywhere must skip every unit's update`, "Use bf16-mixed");
+    const clip = (module as unknown as { trainer?: { options?: { gradientClipVal?: unknown } } | null }).trainer?.options?.gradientClipVal;
+    if (typeof clip === "number" && clip > 0) fail(`the Trainer clips gradients (gradientClipVal ${clip}), and clipping needs every gradient before any unit is updated`, "Drop gradientClipVal");
+    return true;
+  }
+
+  private engineOptions(placement: { offload: boolean; keep: OffloadKeep | null }, stepBesideBackward = false): EngineOptions {
     const o = this.options;
     const full = o.shardingStrategy === "FULL_SHARD" || o.shardingStrategy === "HYBRID_SHARD";
     return Object.freeze({
@@ -212,6 +232,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       reshardAfterForward: o.reshardAfterForward === null ? full : o.reshardAfterForward !== false,
       offload: placement.offload,
       deviceStepShare: this.stepShare(placement),
+      stepBesideBackward,
       keep: placement.keep,
     });
   }
@@ -227,7 +248,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
       const picked = selectModules(module, this.options.activationCheckpointingPolicy).map((p) => module.getSubmodule(p));
       this.undoCheckpointing = applyActivationCheckpointing(picked);
     }
-    const engine = new ShardingEngine(module, this.groups, this.engineOptions(this.offloadPlacement(paths, unitOptions)), device);
+    const placement = this.offloadPlacement(paths, unitOptions);
+    const engine = new ShardingEngine(module, this.groups, this.engineOptions(placement, this.stepInBackward(placement, module)), device);
     const onMeta = module.parameters().some((p) => p.device === "meta");
     if (!onMeta) module.to(device);
     for (const plan of planUnits(module, paths)) {
@@ -247,7 +269,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
     const mixed = offloaded > 0 && offloaded < engine.units.length ? `; ${offloaded} of ${engine.units.length} unit(s) offloaded to host memory` : "";
     this.log(
       `${this.name}: ${engine.units.length} unit(s) (${paths.length} wrapped), ${this.options.shardingStrategy} over ` +
-        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}${mixed}${engine.describeStreamedStep()}`,
+        `${this.groups.shard.size} rank(s)${this.groups.replicate ? ` × ${this.groups.replicate.size} replicas` : ""}${mixed}${engine.describeOffloadedStep()}`,
     );
     return module;
   }
@@ -260,6 +282,7 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
           "build it in configureOptimizers from this.parameters() (FSDP replaces the parameters when it shards the module)",
       );
     }
+    this.sharding.attachOptimizer(optimizer);
     return optimizer;
   }
 
@@ -267,11 +290,22 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   override backward(loss: Tensor): void {
     const engine = this.engine;
-    engine?.beginBackward();
+    if (engine) engine.runBackward(() => super.backward(loss), this.stepFollows);
+    else super.backward(loss);
+  }
+
+  /**
+   * Inside an accumulation window. Gradients are still reduced into each rank's slice on every
+   * micro-batch (they stay sharded), but no optimizer step follows: nothing is updated beside this
+   * backward (offloadStepInBackward).
+   */
+  noBackwardSync<T>(_module: Module, fn: () => T): T {
+    const before = this.stepFollows;
+    this.stepFollows = false;
     try {
-      super.backward(loss);
+      return fn();
     } finally {
-      engine?.endBackward();
+      this.stepFollows = before;
     }
   }
 
@@ -283,7 +317,8 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   override async optimizerStep(optimizer: Optimizer, options: OptimizerStepOptions): Promise<OptimizerStepResult> {
     // On the host's shared memory, with the share streamed through the device (offloadStepShare).
-    const result = await this.sharding.step(optimizer, () => super.optimizerStep(optimizer, options));
+    const clips = (options.gradientClipVal ?? 0) > 0;
+    const result = await this.sharding.step(optimizer, () => super.optimizerStep(optimizer, options), clips);
     this.sharding.afterStep();
     return result;
   }

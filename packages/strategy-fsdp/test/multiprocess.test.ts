@@ -74,6 +74,8 @@ interface RankResult {
   initPeak: number;
   /** Elements the optimizer steps updated through the device (offloadStepShare). */
   streamedElements: number;
+  /** Units updated beside backward (offloadStepInBackward). */
+  besideUnits: number;
   /** Highest tensor memory of each step. */
   stepPeaks: number[];
   /** Tensor memory the save added at its highest, or null without --save. */
@@ -284,6 +286,19 @@ describe("per-unit options of fullyShard replace the strategy's for their unit",
     for (const r of ranks) {
       expect(r.streamedElements).toBeGreaterThan(0);
       expect(r.streamedElements % STEPS).toBe(0);
+      expectEstimateWithin10Percent(r);
+    }
+  });
+
+  // [Note: the step beside backward] in @fulgur/sharding: with no clipping, each offloaded block is
+  // updated by the CPU's threads once its gradients are in, beside the rest of backward.
+  it("cpuOffload with offloadStepInBackward at world 2, no clipping: the losses of one process, two blocks a step updated beside backward", async () => {
+    const ref = (await job("single_device", 1, {}, ["--no-clip"])).ranks[0];
+    const { losses, ranks, run } = await job("fsdp", 2, { cpuOffload: true, offloadStepInBackward: true }, ["--cpu-threads", "2", "--no-clip"]);
+    expectSameLosses(losses, ref.losses);
+    expect(run.stdout).toContain("offloaded units in host memory updated beside backward when a step follows (offloadStepInBackward)");
+    for (const r of ranks) {
+      expect(r.besideUnits).toBe(2 * STEPS);
       expectEstimateWithin10Percent(r);
     }
   });

@@ -187,6 +187,28 @@ describe("fullyShard options", () => {
     expect(() => plan({ offloadStepShare: 0.5, cpuOffload: true })).not.toThrow();
   });
 
+  it("offloadStepInBackward: refused naming it when it shards the module, where no unit is offloaded, under fp16, or with the Trainer's clipping", async () => {
+    const shard = async (options: FSDPOptions, precision = "32-true", clip?: number): Promise<void> => {
+      const strategy = new FSDPStrategy(options);
+      await strategy.setup({ accelerator: conformanceCpuAccelerator(), precision: createPrecision(precision as "32-true"), cluster: new LocalEnvironment({}), devices: 1, numNodes: 1 });
+      try {
+        const gpt = tiny();
+        // What the Trainer hands every module it fits (its options), as the strategy reads them.
+        if (clip !== undefined) Object.assign(gpt, { trainer: { options: { gradientClipVal: clip } } });
+        await strategy.setupModule(gpt);
+      } finally {
+        await strategy.teardown();
+      }
+    };
+    expect(() => new FSDPStrategy({ offloadStepInBackward: 1 as never })).toThrow(/^fsdp option offloadStepInBackward: got 1; expected true or false/);
+    await expect(shard({ offloadStepInBackward: true })).rejects.toThrow(
+      "fsdp option offloadStepInBackward: got true; it updates offloaded units on the CPU beside backward, but no unit is offloaded (cpuOffload on the strategy or in a unit's fullyShard). Offload, or leave offloadStepInBackward out",
+    );
+    await expect(shard({ offloadStepInBackward: true, cpuOffload: true }, "16-mixed")).rejects.toThrow(/got true; precision "16-mixed" scales the loss.* Use bf16-mixed, or leave offloadStepInBackward out/);
+    await expect(shard({ offloadStepInBackward: true, cpuOffload: true }, "32-true", 1)).rejects.toThrow(/got true; the Trainer clips gradients \(gradientClipVal 1\)/);
+    await expect(shard({ offloadStepInBackward: true, cpuOffload: true }, "bf16-mixed")).resolves.toBeUndefined();
+  });
+
   it("that the strategy cannot honour are refused when it shards the module, naming the unit and why", async () => {
     await expect(shardAlone({}, { reshardAfterForward: 2 })).rejects.toThrow(
       "fsdp fullyShard(blocks.0) option reshardAfterForward: 2 with FULL_SHARD over 1 rank(s); an integer needs FULL_SHARD and must divide the world size, 1 < k < 1 (or use true or false)",

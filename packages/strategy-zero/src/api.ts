@@ -97,6 +97,14 @@ export interface DeepSpeedOptions extends ParallelOptions {
    */
   readonly offloadStepShare?: number | null;
   /**
+   * With offload: each offloaded unit in host memory is updated by the CPU's threads as soon as its
+   * gradients are in, beside the rest of backward, instead of after it (Fulgur's own; the guide's
+   * "The step beside backward"). The numbers are the same bits. Needs AdamW (or Adam without
+   * weight decay), and no gradient clipping or fp16 loss scaling, whose factor needs every
+   * gradient first. Absent, null or false: the step waits for backward.
+   */
+  readonly offloadStepInBackward?: boolean | null;
+  /**
    * The dtype units are gathered and compute in, and the one gradients are reduced in (FSDP2's
    * `MixedPrecisionPolicy`; DeepSpeed's bf16 and fp16 modes hold the model's parameters in the
    * half dtype the same way), over fp32 master slices and optimizer state. Absent or null: units
@@ -137,6 +145,7 @@ const NOT_GIVEN: { readonly [K in ZeroOptionName]: null } = {
   offloadKeep: null,
   offloadKeepHost: null,
   offloadStepShare: null,
+  offloadStepInBackward: null,
   mixedPrecision: null,
 };
 
@@ -180,6 +189,7 @@ const schema = z.strictObject({
   offloadKeep: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
   offloadKeepHost: z.union([z.literal("auto"), z.number().int().positive().finite()]).nullable().optional(),
   offloadStepShare: z.number().min(0).max(1).nullable().optional(),
+  offloadStepInBackward: z.boolean().nullable().optional(),
   mixedPrecision: z.strictObject({ paramDtype: floating.optional(), reduceDtype: floating.optional() }).nullable().optional(),
 });
 
@@ -206,6 +216,7 @@ const ALLOWED: Record<keyof DeepSpeedOptions, string> = {
   offloadKeep: '"auto" (the device\'s free memory), a positive integer number of bytes of device memory, or null',
   offloadKeepHost: '"auto" (the host\'s available memory over this node\'s ranks), a positive integer number of bytes of host memory per rank, or null',
   offloadStepShare: "a number from 0 to 1 (the share of the offloaded optimizer step run on the device), or null",
+  offloadStepInBackward: "true, false or null (update offloaded units beside backward)",
   mixedPrecision: `an object { paramDtype?, reduceDtype? } with dtypes among ${FLOATING.join(", ")}, or null`,
 };
 

@@ -159,6 +159,29 @@ export function checkOffloadStepShare(plan: ZeroPlan, share: number | null, stra
   );
 }
 
+/**
+ * Refuses an offloadStepInBackward that cannot act or would change the numbers: nothing offloaded
+ * (no CPU step to move), or a clip by norm (config or Trainer) or fp16 loss scaling, whose factor
+ * needs every gradient before any unit is updated. `trainerClip`: the Trainer's gradientClipVal.
+ */
+export function offloadStepInBackwardProblem(plan: ZeroPlan, precision: string | null, trainerClip: number | undefined, strategyName: string): DeepSpeedOptionError | null {
+  const fail = (why: string, instead: string): DeepSpeedOptionError =>
+    new DeepSpeedOptionError("offloadStepInBackward", `${strategyName} option offloadStepInBackward: got true; ${why}. ${instead}, or leave offloadStepInBackward out`);
+  if (!offloaded(plan)) {
+    return fail(
+      `it updates offloaded units on the CPU beside backward, but nothing is offloaded in this run (stage ${plan.stage}, offload_optimizer.device "${plan.offloadOptimizer}", offload_param.device "${plan.offloadParam}")`,
+      "Turn offload on (offloadOptimizer: true)",
+    );
+  }
+  const clipping = "clipping needs every gradient before any unit is updated";
+  if ((plan.gradientClipping ?? 0) > 0) return fail(`gradient_clipping is ${plan.gradientClipping} in ${plan.source}, and ${clipping}`, "Set gradient_clipping to 0");
+  if (trainerClip !== undefined && trainerClip > 0) return fail(`the Trainer clips gradients (gradientClipVal ${trainerClip}), and ${clipping}`, "Drop gradientClipVal");
+  if (plan.fp16Enabled === true || (precision !== null && precision.startsWith("16"))) {
+    return fail(`fp16 (precision ${JSON.stringify(precision ?? "16-mixed")}) scales the loss, and an overflow anywhere must skip every unit's update`, "Use bf16-mixed");
+  }
+  return null;
+}
+
 /** The start-up line: how many units keep their parameters and their optimizer state on the device. */
 export function describePlacement(placement: readonly UnitPlacement[]): string {
   const m = placement.length;

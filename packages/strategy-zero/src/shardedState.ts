@@ -112,13 +112,3 @@ export function wholeSegmentStates(index: SegmentIndex, entries: readonly StateE
   }
   return whole;
 }
-
-/** Runs a backward pass between the engine's begin and end marks (units kept gathered get gradient views first). */
-export function withinBackward(engine: ShardingEngine | null, run: () => void): void {
-  engine?.beginBackward();
-  try {
-    run();
-  } finally {
-    engine?.endBackward();
-  }
-}

@@ -76,6 +76,7 @@ export function engineOptionsFor(
   keep: OffloadKeep | null = null,
   deviceStepShare = 0,
   mixedPrecision: { readonly paramDtype?: DType; readonly reduceDtype?: DType } | null = null,
+  stepBesideBackward = false,
 ): EngineOptions {
   const stage = plan.stage;
   return Object.freeze({
@@ -90,6 +91,7 @@ export function engineOptionsFor(
     nvme: nvmeOffloadOf(plan),
     keep: offloaded(plan) ? keep : null,
     deviceStepShare: offloaded(plan) ? deviceStepShare : 0,
+    stepBesideBackward: offloaded(plan) && stepBesideBackward,
   });
 }
 

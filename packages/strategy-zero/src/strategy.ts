@@ -55,13 +55,12 @@ import { ZeroConfigError, type ZeroPlan, resolvePlan } from "./config";
 import { idleKeysWarning, keysWithoutEffect } from "./keys";
 import { installLossScaler } from "./lossScaler";
 import { estimateZeroMemory } from "./memory";
-import { checkOffloadKeep, checkOffloadKeepHost, checkOffloadStepShare, describePlacement, deviceStepShareFor, freeDeviceBytes, freeHostBytes, keepForRatio, keepInHost, keepWithinDevice } from "./placement";
+import { checkOffloadKeep, checkOffloadKeepHost, checkOffloadStepShare, describePlacement, offloadStepInBackwardProblem, deviceStepShareFor, freeDeviceBytes, freeHostBytes, keepForRatio, keepInHost, keepWithinDevice } from "./placement";
 import {
   SegmentIndex,
   gatherModuleState,
   loadModuleState,
   wholeSegmentStates,
-  withinBackward,
 } from "./shardedState";
 import {
   DEFAULT_PREFETCH,
@@ -112,6 +111,8 @@ export class DeepSpeedStrategy
   private keep: OffloadKeep | null = null;
   /** Puts the precision's own loss scaler back at teardown (16-mixed only). */
   private restoreScaler: (() => void) | null = null;
+  /** False inside noBackwardSync: no optimizer step follows the backward under way. */
+  private stepFollows = true;
 
   constructor(
     options: DeepSpeedOptions = {},
@@ -127,6 +128,7 @@ export class DeepSpeedStrategy
       checkOffloadKeep(this.resolved, parsed.offloadKeep, name);
       checkOffloadKeepHost(this.resolved, parsed.offloadKeepHost, name);
       checkOffloadStepShare(this.resolved, parsed.offloadStepShare, name);
+      this.checkStepInBackward(null, undefined);
     } catch (err) {
       if (construction.refuseConfigAt !== "start") throw err;
       this.refusal = err as Error;
@@ -186,6 +188,7 @@ export class DeepSpeedStrategy
     checkNvmePath(this.plan, this.name);
     const precision = context.precision;
     this.fail(precisionProblems(this.plan, precision.name));
+    this.checkStepInBackward(precision.name, undefined);
     this.restoreScaler = installLossScaler(precision, this.plan.lossScaler);
     await super.setup(context);
     const idle = keysWithoutEffect(this.plan.config, {
@@ -221,6 +224,7 @@ export class DeepSpeedStrategy
         loaderBatchSizeOf(module)
       );
       this.fail([...batch.problems, ...(clip ? [clip] : [])]);
+      this.checkStepInBackward(this.precision.name, trainer.gradientClipVal);
       this.batch = batch.sizes;
     }
     const device = this.rootDevice;
@@ -234,7 +238,7 @@ export class DeepSpeedStrategy
     const engine = new ShardingEngine(
       module,
       unitGroupsFor(this.plan.stage, this.processGroup),
-      engineOptionsFor(this.plan, this.prefetch, this.keep, this.deviceStepShare, this.options.mixedPrecision),
+      engineOptionsFor(this.plan, this.prefetch, this.keep, this.deviceStepShare, this.options.mixedPrecision, this.options.offloadStepInBackward === true),
       device
     );
     for (const plan of plans) {
@@ -260,7 +264,7 @@ export class DeepSpeedStrategy
       )}`
     );
     if (offloaded(this.plan))
-      this.log(`${this.name}: ${describePlacement(engine.placement())}${engine.describeStreamedStep()}`);
+      this.log(`${this.name}: ${describePlacement(engine.placement())}${engine.describeOffloadedStep()}`);
     return module;
   }
 
@@ -340,7 +344,19 @@ export class DeepSpeedStrategy
           "create the optimizer in configureOptimizers from this.parameters() (ZeRO replaces the parameters by their slices when it shards the module)"
       );
     }
+    this.sharding.attachOptimizer(optimizer);
     return optimizer;
+  }
+
+  /**
+   * offloadStepInBackward refused where it cannot act or would change the numbers, as soon as what
+   * decides it is known: the config at construction, the precision at setup, the Trainer's clipping
+   * at setupModule.
+   */
+  private checkStepInBackward(precision: string | null, trainerClip: number | undefined): void {
+    if (this.options.offloadStepInBackward !== true) return;
+    const problem = offloadStepInBackwardProblem(this.plan, precision, trainerClip, this.name);
+    if (problem) throw problem;
   }
 
   private get segments(): SegmentIndex {
@@ -352,7 +368,24 @@ export class DeepSpeedStrategy
   // ---- the step --------------------------------------------------------------------------------
 
   override backward(loss: Tensor): void {
-    withinBackward(this.engine, () => super.backward(loss));
+    const engine = this.engine;
+    if (engine) engine.runBackward(() => super.backward(loss), this.stepFollows);
+    else super.backward(loss);
+  }
+
+  /**
+   * Inside an accumulation window. Gradients are still reduced into each rank's slice on every
+   * micro-batch (they stay sharded), but no optimizer step follows: nothing is updated beside this
+   * backward (offloadStepInBackward).
+   */
+  noBackwardSync<T>(_module: Module, fn: () => T): T {
+    const before = this.stepFollows;
+    this.stepFollows = false;
+    try {
+      return fn();
+    } finally {
+      this.stepFollows = before;
+    }
   }
 
   /** Gradients reduced into this rank's slices; overflow and the clipping norm decided over every rank. */
@@ -374,8 +407,9 @@ export class DeepSpeedStrategy
   ): Promise<OptimizerStepResult> {
     const { step, problem } = clippingFor(this.plan, options);
     if (problem) this.fail([problem]);
+    const clips = (step.gradientClipVal ?? 0) > 0;
     const result = await this.sharding.step(optimizer, () =>
-      super.optimizerStep(optimizer, step)
+      super.optimizerStep(optimizer, step), clips
     );
     this.sharding.afterStep();
     return result;

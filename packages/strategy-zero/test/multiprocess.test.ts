@@ -86,6 +86,8 @@ interface RankResult {
   threadedSteps: number;
   /** Elements the optimizer steps updated through the device (offloadStepShare). */
   streamedElements: number;
+  /** Units updated beside backward (offloadStepInBackward). */
+  besideUnits: number;
   swapFiles: { name: string; bytes: number }[];
   /** ZeRO only: the batch sizes trained with, where each unit's state lives, the engine's bytes after step 1. */
   zero: ZeroFacts | null;
@@ -110,6 +112,8 @@ interface Trained {
   readonly threadedSteps: number[];
   /** Elements each rank's optimizer steps updated through the device (offloadStepShare). */
   readonly streamedElements: number[];
+  /** Units each rank updated beside backward (offloadStepInBackward). */
+  readonly besideUnits: number[];
   /** The files under the NVMe directory each rank saw after step 1 (with --nvme-dir). */
   readonly swapFiles: { name: string; bytes: number }[][];
   readonly zero: (ZeroFacts | null)[];
@@ -132,7 +136,7 @@ async function train(spec: JobSpec, allowStderr = false): Promise<Trained> {
     expect(Math.abs(estimated / measured - 1), `rank ${r.rank}: estimated ${estimated} bytes (peak: ${r.estimate.where}), measured ${measured}`).toBeLessThan(0.1);
   }
   const losses = ranks[0].losses.map((_, step) => ranks.reduce((sum, r) => sum + r.losses[step], 0) / spec.world);
-  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), streamedElements: ranks.map((r) => r.streamedElements), swapFiles: ranks.map((r) => r.swapFiles), zero: ranks.map((r) => r.zero), stdout: job.stdout, stderr: job.stderr };
+  return { losses, stateBytes: ranks.map((r) => r.stateBytes), savePeaks: ranks.map((r) => r.savePeak), threadedSteps: ranks.map((r) => r.threadedSteps), streamedElements: ranks.map((r) => r.streamedElements), besideUnits: ranks.map((r) => r.besideUnits), swapFiles: ranks.map((r) => r.swapFiles), zero: ranks.map((r) => r.zero), stdout: job.stdout, stderr: job.stderr };
 }
 
 function expectLosses(actual: readonly number[], expected: readonly number[]): void {
@@ -200,6 +204,19 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
     // The CPU's share ran on its threads at each step; on the CPU accelerator each piece's update
     // "on the device" is the CPU backend's too, so there are more threaded calls than groups × steps.
     for (const n of job.threadedSteps) expect(n).toBeGreaterThan(2 * STEPS);
+  });
+
+  // [Note: the step beside backward] in @fulgur/sharding: with no clipping, each offloaded block is
+  // updated by the CPU's threads once its gradients are in, while backward goes on; the schedule's
+  // learning rate is checked against each early update at the step, and the first micro-batch of
+  // each step (inside noBackwardSync) updates nothing.
+  it("stage 3 offload at world 2 with units updated beside backward (offloadStepInBackward), no clipping", async () => {
+    const ref = await train({ strategy: "single_device", world: 1, flags: ["--clip", "none"] });
+    const job = await train({ strategy: "deepspeed_stage_3_offload", world: 2, options: { offloadStepInBackward: true }, flags: ["--cpu-threads", "2", "--clip", "none"] });
+    expectLosses(job.losses, ref.losses);
+    expect(job.stdout).toContain("offloaded units in host memory updated beside backward when a step follows (offloadStepInBackward)");
+    // Three blocks: at each step the two reduced first land before backward ends.
+    expect(job.besideUnits).toEqual([2 * STEPS, 2 * STEPS]);
   });
 
   // mixedPrecision: units gathered and computing in bf16 over fp32 master slices, as DeepSpeed's

@@ -10,7 +10,7 @@ import { withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
 import { DeepSpeedOptionError, DeepSpeedStrategy, ZeroConfigError, engineOptionsFor, keysWithoutEffect } from "../src/index";
 import { estimateZeroMemory } from "../src/memory";
-import { FREE_MEMORY_HEADROOM, checkOffloadKeep, checkOffloadKeepHost, describePlacement, deviceStepShareFor, freeDeviceBytes, keepForRatio, keepInHost, keepWithinBudget, keepWithinDevice } from "../src/placement";
+import { FREE_MEMORY_HEADROOM, checkOffloadKeep, checkOffloadKeepHost, describePlacement, deviceStepShareFor, freeDeviceBytes, keepForRatio, keepInHost, keepWithinBudget, keepWithinDevice, offloadStepInBackwardProblem } from "../src/placement";
 
 // Four blocks of 100 elements and the root unit of 200, last (the engine's order).
 const units = [
@@ -227,5 +227,39 @@ describe("GPU, host and disk together (offloadKeepHost)", () => {
     );
     const nvme = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadOptimizerDevice: "nvme" }).plan;
     expect(() => checkOffloadKeepHost(nvme, 1e9, "deepspeed")).not.toThrow();
+  });
+});
+
+// [Note: the step beside backward] in @fulgur/sharding: refused where it cannot act, or where the
+// step's factor over every gradient (clipping, fp16 loss scaling) would come after units were updated.
+describe("units updated beside backward (offloadStepInBackward)", () => {
+  const offloaded = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true }).plan;
+
+  it("reaches the engine with offload only", () => {
+    expect(engineOptionsFor(offloaded, 1, null, 0, null, true).stepBesideBackward).toBe(true);
+    expect(engineOptionsFor(offloaded, 1, null, 0, null, false).stepBesideBackward).toBe(false);
+    expect(engineOptionsFor(new DeepSpeedStrategy({ stage: 2 }).plan, 0, null, 0, null, true).stepBesideBackward).toBe(false);
+  });
+
+  it("is refused at construction naming the option: nothing offloaded, gradient_clipping or fp16 in the config, a value not a boolean", () => {
+    expect(() => new DeepSpeedStrategy({ stage: 2, offloadStepInBackward: true })).toThrow(
+      'deepspeed option offloadStepInBackward: got true; it updates offloaded units on the CPU beside backward, but nothing is offloaded in this run (stage 2, offload_optimizer.device "none", offload_param.device "none"). Turn offload on (offloadOptimizer: true), or leave offloadStepInBackward out',
+    );
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepInBackward: true, config: { gradient_clipping: 1 } })).toThrow(
+      /offloadStepInBackward: got true; gradient_clipping is 1 in the config object, and clipping needs every gradient before any unit is updated/,
+    );
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepInBackward: true, config: { fp16: { enabled: true } } })).toThrow(/offloadStepInBackward: got true; fp16 .* scales the loss/);
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepInBackward: "yes" as never })).toThrow(/offloadStepInBackward.*true, false or null/s);
+    expect(() => new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true, offloadStepInBackward: true, config: { gradient_clipping: 0 } })).not.toThrow();
+    expect(() => new DeepSpeedStrategy({ stage: 2, offloadStepInBackward: false })).not.toThrow();
+  });
+
+  it("is refused for the Trainer's fp16 precision or clipping, which the strategy learns at setup", () => {
+    expect(offloadStepInBackwardProblem(offloaded, "16-mixed", undefined, "z")?.message).toBe(
+      'z option offloadStepInBackward: got true; fp16 (precision "16-mixed") scales the loss, and an overflow anywhere must skip every unit\'s update. Use bf16-mixed, or leave offloadStepInBackward out',
+    );
+    expect(offloadStepInBackwardProblem(offloaded, "bf16-mixed", 1.5, "z")?.message).toMatch(/the Trainer clips gradients \(gradientClipVal 1\.5\)/);
+    expect(offloadStepInBackwardProblem(offloaded, "bf16-mixed", undefined, "z")).toBeNull();
+    expect(offloadStepInBackwardProblem(offloaded, "32-true", 0, "z")).toBeNull();
   });
 });

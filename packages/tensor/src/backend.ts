@@ -282,4 +282,19 @@ export interface Backend {
    * copy autocast reads), written in the same pass.
    */
   adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): void;
+
+  /**
+   * The same update started beside the calling thread (the CPU's worker threads), which returns at
+   * once: the tensors are the update's until `wait()`. Null, having done nothing, where the
+   * backend cannot (then `adamw` runs it in place).
+   */
+  adamwBeside?(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): PendingWork | null;
+}
+
+/** Work under way beside the calling thread. */
+export interface PendingWork {
+  /** True once it is done (never blocks). */
+  poll(): boolean;
+  /** Blocks until it is done; throws its error. Idempotent. */
+  wait(): void;
 }

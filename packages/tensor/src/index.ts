@@ -32,6 +32,7 @@ export type {
   Backend,
   BackendMemoryStats,
   PendingRead,
+  PendingWork,
   BinaryOp,
   MatmulOptions,
   PhiloxState,
@@ -72,5 +73,5 @@ export { startReadyWorker, type ReadyWorkerEntries } from "./readyWorker";
 export { tsxWorkerBootstrap } from "./sourceWorker";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
 export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
-export { fusedAdamW, routeAdamW, type AdamWRoute, type FusedAdamWCall } from "./adamwRoute";
+export { fusedAdamW, fusedAdamWBeside, routeAdamW, type AdamWRoute, type FusedAdamWCall } from "./adamwRoute";
 export { MetaBackend, metaBackend } from "./meta";

@@ -83,6 +83,36 @@ describe("the CPU AdamW step on worker threads", () => {
     small.dispose();
   });
 
+  // The sharding engine's step beside backward hands a unit's update to the threads and goes on.
+  for (const shared of [true, false]) {
+    it(`fusedAdamWBeside ${shared ? "hands the whole update to the threads, the caller free until wait()" : "runs an update whose memory is not shared at once"}: bit-identical to the step in place`, () => {
+      const inPlace = step(1, "float32", true);
+      T.setCpuOptimizerThreads(2, { minElements: 0 });
+      const make = () => world(7, "float32", [5_003, 17, 1, 2_048]);
+      const w = shared ? T.sharedHostMemory(make) : make();
+      const before = threadedStepCount();
+      const pending = T.fusedAdamWBeside({
+        params: w.map((e) => e.p),
+        grads: w.map((e) => e.g),
+        expAvg: w.map((e) => e.m),
+        expAvgSq: w.map((e) => e.v),
+        hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 },
+        lowPrecision: w.map((e) => e.lp),
+      });
+      expect(threadedStepCount()).toBe(before + (shared ? 1 : 0));
+      if (!shared) expect(pending.poll()).toBe(true);
+      pending.wait();
+      pending.wait();
+      expect(pending.poll()).toBe(true);
+      const out = w.flatMap((e) => [e.p, e.m, e.v, e.lp].map((t) => t.toFloat64Array()));
+      for (const e of w) for (const t of Object.values(e)) t.dispose();
+      inPlace.forEach((a, i) => {
+        const at = a.findIndex((x, k) => !Object.is(x, out[i][k]));
+        expect(at, `array ${i} element ${at}`).toBe(-1);
+      });
+    });
+  }
+
   it("refuses a thread count that is not a positive integer", () => {
     expect(() => T.setCpuOptimizerThreads(0)).toThrow("setCpuOptimizerThreads: got 0; expected a positive integer");
     expect(() => T.setCpuOptimizerThreads(2, { minElements: -1 })).toThrow("setCpuOptimizerThreads: minElements got -1; expected a non-negative integer");

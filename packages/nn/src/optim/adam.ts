@@ -6,7 +6,7 @@
  * weight decay or AMSGrad. Everything else is composed from tensor ops under noGrad.
  */
 import { fusedAdamW, lowPrecisionCopyOf, markCopyWritten, maximum } from "@fulgur/tensor";
-import type { Tensor } from "@fulgur/tensor";
+import type { FusedAdamWCall, Tensor } from "@fulgur/tensor";
 import { checkBoolean, checkNonNegative, checkRange } from "../validate";
 import { Optimizer, stateDType } from "./optimizer";
 import type { ParamGroup, ParamState, ParamsInput } from "./optimizer";
@@ -71,6 +71,68 @@ export class Adam extends Optimizer {
     return g.fused !== false && g.amsgrad !== true && (this.decoupled || g.weightDecay === 0);
   }
 
+  /**
+   * The fused updates of `params` (a group's parameters with gradients): one call per device and
+   * distinct step count, as the step makes them. Null when they do not take the fused update.
+   * `advance`: count the step in each parameter's state (the step itself), else only read what the
+   * next step's count will be.
+   */
+  private fusedCalls(g: ParamGroup, params: readonly Tensor[], advance: boolean): FusedAdamWCall[] | null {
+    const fusable = this.fusesGroup(g) && params.every((p) => p.dtype === "float32" && p.grad?.dtype === "float32" && p.isContiguous() && p.grad.isContiguous());
+    if (!fusable) return null;
+    const [beta1, beta2] = g.betas as [number, number];
+    const lr = g.lr;
+    const eps = g.eps as number;
+    const weightDecay = g.weightDecay as number;
+    const maximize = g.maximize as boolean;
+    // Steps differ only when some parameters skipped steps; devices only in a model spread by hand.
+    const batches = new Map<string, { step: number; list: { p: Tensor; s: ParamState }[] }>();
+    for (const p of params) {
+      const s = this.initState(p, false);
+      const step = (s.step as number) + 1;
+      if (advance) s.step = step;
+      const key = `${p.device}/${step}`;
+      const batch = batches.get(key) ?? { step, list: [] };
+      batch.list.push({ p, s });
+      batches.set(key, batch);
+    }
+    return [...batches.values()].map(({ step, list }) => {
+      // Autocast's bf16 copies of these parameters are written in the same pass (see
+      // @fulgur/tensor's autocastCopies), so the next forward casts nothing.
+      const copies = list.map((e) => lowPrecisionCopyOf(e.p));
+      return {
+        params: list.map((e) => e.p),
+        grads: list.map((e) => e.p.grad!),
+        expAvg: list.map((e) => e.s.exp_avg as Tensor),
+        expAvgSq: list.map((e) => e.s.exp_avg_sq as Tensor),
+        hyper: { lr, beta1, beta2, eps, weightDecay, step, maximize },
+        lowPrecision: copies.some((c) => c !== null) ? copies : undefined,
+      };
+    });
+  }
+
+  /**
+   * The fused updates the next `step()` makes for `params` (parameters of this optimizer, each with
+   * its gradient), were it called now: their state is made if new, their step counts are not moved.
+   * Null when any of them would not take the fused update. The sharding engine runs a unit's
+   * update this early, beside backward, and checks that the step's own calls match.
+   */
+  nextFusedCalls(params: readonly Tensor[]): FusedAdamWCall[] | null {
+    const byGroup = new Map<ParamGroup, Tensor[]>();
+    for (const p of params) {
+      const g = this.paramGroups.find((group) => group.params.includes(p));
+      if (!g || !p.grad) return null;
+      byGroup.set(g, [...(byGroup.get(g) ?? []), p]);
+    }
+    const calls: FusedAdamWCall[] = [];
+    for (const [g, list] of byGroup) {
+      const made = this.fusedCalls(g, list, false);
+      if (!made) return null;
+      calls.push(...made);
+    }
+    return calls;
+  }
+
   protected stepGroup(g: ParamGroup): void {
     const [beta1, beta2] = g.betas as [number, number];
     const lr = g.lr;
@@ -79,36 +141,14 @@ export class Adam extends Optimizer {
     const amsgrad = g.amsgrad as boolean;
     const maximize = g.maximize as boolean;
     const active = g.params.filter((p) => p.grad);
-    const fusable =
-      this.fusesGroup(g) && active.every((p) => p.dtype === "float32" && p.grad!.dtype === "float32" && p.isContiguous() && p.grad!.isContiguous());
-
-    if (fusable && active.length > 0) {
-      // One fused call per device and distinct step count (steps differ only when some parameters
-      // skipped steps; devices only in a model spread by hand).
-      const batches = new Map<string, { step: number; list: { p: Tensor; s: ParamState }[] }>();
-      for (const p of active) {
-        const s = this.initState(p, false);
-        s.step = (s.step as number) + 1;
-        const key = `${p.device}/${s.step}`;
-        const batch = batches.get(key) ?? { step: s.step, list: [] };
-        batch.list.push({ p, s });
-        batches.set(key, batch);
-      }
-      for (const { step, list } of batches.values()) {
-        // Autocast's bf16 copies of these parameters are written in the same pass (see
-        // @fulgur/tensor's autocastCopies), so the next forward casts nothing.
-        const copies = list.map((e) => lowPrecisionCopyOf(e.p));
-        // Through the route a strategy installed for its step, if any (the offloaded step streams
-        // part of the host state through the GPU), else on the parameters' backend.
-        fusedAdamW({
-          params: list.map((e) => e.p),
-          grads: list.map((e) => e.p.grad!),
-          expAvg: list.map((e) => e.s.exp_avg as Tensor),
-          expAvgSq: list.map((e) => e.s.exp_avg_sq as Tensor),
-          hyper: { lr, beta1, beta2, eps, weightDecay, step, maximize },
-          lowPrecision: copies.some((c) => c !== null) ? copies : undefined,
-        });
-        for (const e of list) markCopyWritten(e.p);
+    if (active.length === 0) return;
+    const calls = this.fusedCalls(g, active, true);
+    if (calls) {
+      // Through the route a strategy installed for its step, if any (the offloaded step streams
+      // part of the host state through the GPU), else on the parameters' backend.
+      for (const call of calls) {
+        fusedAdamW(call);
+        for (const p of call.params) markCopyWritten(p);
       }
       return;
     }

@@ -22,13 +22,22 @@ afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 let runs = 0;
 
 /** Per-step losses (mean over ranks) of 10 steps on CUDA with a global batch of 12 and 2 micro-batches. */
-async function cudaLosses(strategy: string, world: number, precision: string, options: object = {}, extraEnv: Record<string, string> = {}, streamed: number[] = []): Promise<number[]> {
+async function cudaLosses(
+  strategy: string,
+  world: number,
+  precision: string,
+  options: object = {},
+  extraEnv: Record<string, string> = {},
+  streamed: number[] = [],
+  { accumulate = 2, clip = "0.5", beside = [] as number[] } = {},
+): Promise<number[]> {
   const out = join(scratch, `run${++runs}`);
   const env = { ...Object.fromEntries(Object.entries(process.env).filter(([k]) => !INHERITED.test(k))), ...extraEnv };
-  const flags = ["--out", out, "--strategy", strategy, "--devices", String(world), "--batch", String(6 / world), "--accumulate", "2", "--steps", "10"];
+  const flags = ["--out", out, "--strategy", strategy, "--devices", String(world), "--batch", String(12 / accumulate / world), "--accumulate", String(accumulate), "--steps", "10", "--clip", clip];
   await promisify(execFile)(process.execPath, [TRAIN, ...flags, "--accelerator", "cuda", "--precision", precision, "--options", JSON.stringify(options)], { env, timeout: 240_000 });
-  const results = Array.from({ length: world }, (_, r) => JSON.parse(readFileSync(join(out, `result-rank${r}.json`), "utf8")) as { losses: number[]; streamedElements: number });
+  const results = Array.from({ length: world }, (_, r) => JSON.parse(readFileSync(join(out, `result-rank${r}.json`), "utf8")) as { losses: number[]; streamedElements: number; besideUnits: number });
   streamed.push(...results.map((r) => r.streamedElements));
+  beside.push(...results.map((r) => r.besideUnits));
   const ranks = results.map((r) => r.losses);
   return ranks[0].map((_, step) => ranks.reduce((sum, l) => sum + l[step], 0) / world);
 }
@@ -81,6 +90,21 @@ describe.skipIf(!hasGpu)("ZeRO on CUDA", () => {
     const mixedPrecision = { paramDtype: "bfloat16", reduceDtype: "float32" };
     within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision, offloadStepShare: 0.5 }, small, streamed), single, 5e-3);
     expect(streamed[0]).toBeGreaterThan(0);
+  });
+});
+
+describe.skipIf(!hasGpu)("ZeRO on CUDA: the step beside backward", () => {
+  // [Note: the step beside backward] in @fulgur/sharding: with gradients coming down beside
+  // backward, each block whose gradients have landed is updated by the CPU's threads before
+  // backward ends. One micro-batch a step (a second one's reduction lands only at the step), no
+  // clipping; the same CPU update as after backward, so the same losses.
+  it("stage 3 offloaded with offloadStepInBackward, bf16 units, at world 1: the losses of the step after backward, blocks updated beside it", async () => {
+    const mixedPrecision = { paramDtype: "bfloat16", reduceDtype: "float32" };
+    const run = { accumulate: 1, clip: "none" };
+    const after = await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision }, {}, [], run);
+    const beside: number[] = [];
+    within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision, offloadStepInBackward: true }, {}, [], { ...run, beside }), after, 1e-5);
+    expect(beside[0]).toBeGreaterThan(0);
   });
 });
 

@@ -12,6 +12,7 @@ import type {
   BackendMemoryStats,
   BinaryOp,
   MatmulOptions,
+  PendingWork,
   PhiloxState,
   ReduceOp,
   Storage,
@@ -22,7 +23,7 @@ import type { DType, HostArray } from "../dtype";
 import { allocHost, encodeElement, isStorageArray, itemsize } from "../dtype";
 import { adamw } from "./adamw";
 import { dataOf } from "./storage";
-import { adamwThreaded } from "./optimizerThreads";
+import { adamwBeside, adamwThreaded } from "./optimizerThreads";
 import { SharedBufferPool } from "./sharedBufferPool";
 import { allocatesShared } from "./sharedMemory";
 import { attention, attentionBackward } from "./attention";
@@ -250,6 +251,10 @@ export class CpuBackend implements Backend {
 
   adamw(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): void {
     if (!adamwThreaded(params, grads, expAvg, expAvgSq, hyper, lowPrecision)) adamw(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
+  }
+
+  adamwBeside(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): PendingWork | null {
+    return adamwBeside(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
   }
 }
 

@@ -16,7 +16,7 @@
  */
 import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
-import type { AdamWHyper, View } from "../backend";
+import type { AdamWHyper, PendingWork, View } from "../backend";
 import { dataOf } from "./storage";
 import { type AdamWJob, type AdamWTensor, type Piece, type SharedRange, runPieces } from "./optimizerJob";
 import { numelOf } from "./strided";
@@ -142,6 +142,50 @@ function split(sizes: readonly number[], threads: number): Piece[][] {
   return out;
 }
 
+/** A job handed to the workers: its control words, and the workers it went to. */
+interface Dispatched {
+  readonly control: SharedArrayBuffer;
+  readonly helpers: number;
+  readonly total: number;
+}
+
+/** Hands the pieces after the first `keep` runs to the workers (started as needed); `keep` runs stay with the caller. */
+function dispatch(
+  shared: ReturnType<typeof sharedTensors>,
+  sizes: readonly number[],
+  hyper: AdamWHyper,
+  workers: number,
+  keep: number,
+): { job: Omit<AdamWJob, "control" | "pieces">; pieces: Piece[][]; dispatched: Dispatched } {
+  while (pool.length < workers) pool.push(spawn());
+  const pieces = split(sizes, workers + keep);
+  const control = new SharedArrayBuffer(8 + 2048);
+  const helpers = pool.slice(0, workers);
+  const job = { buffers: shared.buffers, tensors: shared.tensors.map((t) => t ?? EMPTY), hyper };
+  helpers.forEach((w, k) => w.postMessage({ ...job, pieces: pieces[k + keep], control } satisfies AdamWJob));
+  return { job, pieces, dispatched: { control, helpers: helpers.length, total: sizes.reduce((s, n) => s + n, 0) } };
+}
+
+/** Whether every worker of a dispatched job is done (never blocks). */
+function finished(d: Dispatched): boolean {
+  return Atomics.load(new Int32Array(d.control, 0, 2), 0) >= d.helpers;
+}
+
+/** Blocks until every worker of the job is done; a failed or stopped worker fails it with its error. */
+function waitFor(d: Dispatched): void {
+  const flags = new Int32Array(d.control, 0, 2);
+  // Generous: a worker that stopped (killed, out of memory) must not hang the step for ever.
+  const deadline = Date.now() + Math.max(120_000, d.total / 5_000);
+  for (let done = Atomics.load(flags, 0); done < d.helpers; done = Atomics.load(flags, 0)) {
+    if (Date.now() > deadline) throw new Error(`CPU optimizer: ${d.helpers - done} of ${d.helpers} worker thread(s) did not finish the step`);
+    Atomics.wait(flags, 0, done, 1000);
+  }
+  if (Atomics.load(flags, 1) !== 0) {
+    const text = new TextDecoder().decode(new Uint8Array(d.control, 8, 2048).slice()).replace(/\0+$/, "");
+    throw new Error(`CPU optimizer: a worker thread failed: ${text}`);
+  }
+}
+
 /**
  * The fused AdamW step over worker threads. Returns false, having done nothing, when it does not
  * apply (one thread, a small step, or memory that is not shared): the caller runs it in place.
@@ -161,28 +205,52 @@ export function adamwThreaded(
   const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
   const total = sizes.reduce((s, n) => s + n, 0);
   if (total === 0 || total < minElements()) return false;
-  while (pool.length < threads - 1) pool.push(spawn());
-  const pieces = split(sizes, threads);
-  const control = new SharedArrayBuffer(8 + 2048);
-  const flags = new Int32Array(control, 0, 2);
-  const helpers = pool.slice(0, threads - 1);
-  const job = { buffers: shared.buffers, tensors: shared.tensors.map((t) => t ?? EMPTY), hyper };
-  helpers.forEach((w, k) => w.postMessage({ ...job, pieces: pieces[k + 1], control } satisfies AdamWJob));
+  const { job, pieces, dispatched } = dispatch(shared, sizes, hyper, threads - 1, 1);
   runPieces({ ...job, pieces: pieces[0] });
   // The tensors the threads do not take, here, as the serial step does them.
   const here = params.map((_, t) => t).filter((t) => !shared.tensors[t]);
   const pick = <T>(list: readonly T[]): T[] => here.map((t) => list[t]);
   adamw(pick(params), pick(grads), pick(expAvg), pick(expAvgSq), hyper, lowPrecision && pick(lowPrecision));
-  // Generous: a worker that stopped (killed, out of memory) must not hang the step for ever.
-  const deadline = Date.now() + Math.max(120_000, total / 5_000);
-  for (let done = Atomics.load(flags, 0); done < helpers.length; done = Atomics.load(flags, 0)) {
-    if (Date.now() > deadline) throw new Error(`CPU optimizer: ${helpers.length - done} of ${helpers.length} worker thread(s) did not finish the step`);
-    Atomics.wait(flags, 0, done, 1000);
-  }
-  if (Atomics.load(flags, 1) !== 0) {
-    const text = new TextDecoder().decode(new Uint8Array(control, 8, 2048).slice()).replace(/\0+$/, "");
-    throw new Error(`CPU optimizer: a worker thread failed: ${text}`);
-  }
+  waitFor(dispatched);
   threadedSteps++;
   return true;
+}
+
+/**
+ * The fused AdamW step handed wholly to the worker threads, the calling thread left free (the
+ * sharding engine steps a unit this way while its thread drives the rest of backward). Null,
+ * having done nothing, when it does not apply: one thread, or a tensor whose memory is not shared.
+ * The tensors must not be read or written until `wait()` returns.
+ */
+export function adamwBeside(
+  params: View[],
+  grads: View[],
+  expAvg: View[],
+  expAvgSq: View[],
+  hyper: AdamWHyper,
+  lowPrecision?: readonly (View | null)[],
+): PendingWork | null {
+  const threads = cpuOptimizerThreads();
+  if (threads <= 1 || params.length === 0) return null;
+  const shared = sharedTensors([params, grads, expAvg, expAvgSq, lowPrecision ?? []], params.length);
+  if (shared.tensors.some((t) => t === null)) return null;
+  const sizes = params.map((p) => numelOf(p.shape));
+  const { dispatched } = dispatch(shared, sizes, hyper, threads - 1, 0);
+  threadedSteps++;
+  let settled = false;
+  let failure: unknown = null;
+  return {
+    poll: () => settled || finished(dispatched),
+    wait: () => {
+      if (!settled) {
+        settled = true;
+        try {
+          waitFor(dispatched);
+        } catch (err) {
+          failure = err;
+        }
+      }
+      if (failure !== null) throw failure;
+    },
+  };
 }
