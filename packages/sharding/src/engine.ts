@@ -302,11 +302,29 @@ export class ShardingEngine {
     }
   }
 
+  /** False inside `withoutStep`: no optimizer step follows the backward passes run there. */
+  private stepFollows = true;
+
+  /**
+   * Runs `fn` inside an accumulation window (a strategy's `noBackwardSync`): no optimizer step
+   * follows its backward passes, so nothing is updated beside them ([Note: the step beside
+   * backward]). Reductions still run on every micro-batch: a sharded gradient is kept reduced.
+   */
+  withoutStep<T>(fn: () => T): T {
+    const before = this.stepFollows;
+    this.stepFollows = false;
+    try {
+      return fn();
+    } finally {
+      this.stepFollows = before;
+    }
+  }
+
   /**
    * Runs a backward pass (`run`) between `beginBackward` and `endBackward`. `stepFollows`: false
-   * inside an accumulation window ([Note: the step beside backward]).
+   * inside an accumulation window (by default: outside `withoutStep`).
    */
-  runBackward(run: () => void, stepFollows = true): void {
+  runBackward(run: () => void, stepFollows = this.stepFollows): void {
     this.beginBackward(stepFollows);
     try {
       run();

@@ -67,11 +67,11 @@ function build(beside: boolean, paramDtype: "bfloat16" | null) {
 
 type Built = ReturnType<typeof build>;
 
-function backward({ model, engine }: Built, seed: number, stepFollows = true): number {
+function backward({ model, engine }: Built, seed: number): number {
   return scope(() => {
     const { idx, targets } = batch(seed);
     const loss = model.loss(idx, targets);
-    engine.runBackward(() => loss.backward(), stepFollows);
+    engine.runBackward(() => loss.backward());
     return loss.item();
   });
 }
@@ -88,7 +88,8 @@ async function train(beside: boolean, paramDtype: "bfloat16" | null, accumulate 
   built.engine.attachOptimizer(built.optimizer);
   const losses: number[] = [];
   for (let s = 0; s < 4; s++) {
-    if (accumulate) losses.push(backward(built, 100 + s, false));
+    // The first micro-batch inside an accumulation window (a strategy's noBackwardSync).
+    if (accumulate) losses.push(built.engine.withoutStep(() => backward(built, 100 + s)));
     losses.push(backward(built, 0));
     await step(built);
   }

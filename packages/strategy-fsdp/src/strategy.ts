@@ -63,8 +63,6 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
   /** Post-forward groups by size k, one for each integer reshardAfterForward (the strategy's and the units'). */
   private readonly postForwardGroups = new Map<number, ProcessGroup>();
   private undoCheckpointing: (() => void) | null = null;
-  /** False inside noBackwardSync: no optimizer step follows the backward under way. */
-  private stepFollows = true;
   /** The full-shape name of each segment the optimizer steps. */
   private readonly segmentNames = new Map<Tensor, { unit: FlatUnit; index: number }>();
 
@@ -290,23 +288,13 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
 
   override backward(loss: Tensor): void {
     const engine = this.engine;
-    if (engine) engine.runBackward(() => super.backward(loss), this.stepFollows);
+    if (engine) engine.runBackward(() => super.backward(loss));
     else super.backward(loss);
   }
 
-  /**
-   * Inside an accumulation window. Gradients are still reduced into each rank's slice on every
-   * micro-batch (they stay sharded), but no optimizer step follows: nothing is updated beside this
-   * backward (offloadStepInBackward).
-   */
+  /** Inside an accumulation window: the engine's `withoutStep` (reductions run as on any micro-batch). */
   noBackwardSync<T>(_module: Module, fn: () => T): T {
-    const before = this.stepFollows;
-    this.stepFollows = false;
-    try {
-      return fn();
-    } finally {
-      this.stepFollows = before;
-    }
+    return this.engine ? this.engine.withoutStep(fn) : fn();
   }
 
   protected override async prepareStep(): Promise<Partial<PrecisionStepOptions>> {

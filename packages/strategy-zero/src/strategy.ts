@@ -111,8 +111,6 @@ export class DeepSpeedStrategy
   private keep: OffloadKeep | null = null;
   /** Puts the precision's own loss scaler back at teardown (16-mixed only). */
   private restoreScaler: (() => void) | null = null;
-  /** False inside noBackwardSync: no optimizer step follows the backward under way. */
-  private stepFollows = true;
 
   constructor(
     options: DeepSpeedOptions = {},
@@ -369,23 +367,13 @@ export class DeepSpeedStrategy
 
   override backward(loss: Tensor): void {
     const engine = this.engine;
-    if (engine) engine.runBackward(() => super.backward(loss), this.stepFollows);
+    if (engine) engine.runBackward(() => super.backward(loss));
     else super.backward(loss);
   }
 
-  /**
-   * Inside an accumulation window. Gradients are still reduced into each rank's slice on every
-   * micro-batch (they stay sharded), but no optimizer step follows: nothing is updated beside this
-   * backward (offloadStepInBackward).
-   */
+  /** Inside an accumulation window: the engine's `withoutStep` (reductions run as on any micro-batch). */
   noBackwardSync<T>(_module: Module, fn: () => T): T {
-    const before = this.stepFollows;
-    this.stepFollows = false;
-    try {
-      return fn();
-    } finally {
-      this.stepFollows = before;
-    }
+    return this.engine ? this.engine.withoutStep(fn) : fn();
   }
 
   /** Gradients reduced into this rank's slices; overflow and the clipping norm decided over every rank. */
