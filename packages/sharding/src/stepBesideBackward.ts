@@ -15,7 +15,8 @@
  *   gradient: refused where configured, an error where a step asks for it);
  * - the step's hyper-parameters are those it was updated with: checked per parameter at the step,
  *   so a learning rate changed between backward and the step is an error, never a silent update;
- * - nothing reads the unit's master slice before the step: a forward in between is an error.
+ * - nothing reads the unit's master slice before the step: a forward in between is an error (a
+ *   unit kept gathered computes with its copy on the device, gathered again after the step).
  * The optimizer's own `step()` still runs: its fused calls for these parameters find them done
  * (the route waits for their threads) and it moves their step counts as any step does.
  */
@@ -31,9 +32,14 @@ interface Started {
   readonly pending: PendingWork;
 }
 
-/** Whether a unit can be updated beside backward: offloaded to host memory, gathered per use, stepped on the CPU, one replica. */
+/**
+ * Whether a unit can be updated beside backward: offloaded to host memory (not on disk), stepped on
+ * the CPU, one replica, not the root unit (reduced only at the step), and not resident (whose
+ * module computes with the master slice itself). A unit kept gathered (ZeRO stages 1 and 2)
+ * computes with its own copy on the device, gathered again after the step.
+ */
 function updatesBeside(unit: FlatUnit): boolean {
-  return unit.onHost && !unit.onDisk && !unit.streamed && !unit.gradsOnDevice && !unit.resident && !unit.keptGathered && unit.name !== "" && (unit.groups.replicate?.size ?? 1) === 1;
+  return unit.onHost && !unit.onDisk && !unit.streamed && !unit.gradsOnDevice && !unit.resident && unit.name !== "" && (unit.groups.replicate?.size ?? 1) === 1;
 }
 
 /** Why an optimizer cannot be updated beside backward, or null when it can. */
