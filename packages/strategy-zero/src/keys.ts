@@ -42,7 +42,8 @@ const NO_KERNEL_AIO = "Node has no asynchronous kernel I/O (libaio, io_uring) or
 const SAVE_FULL = "true: checkpoints hold the full state dict, streamed into one file unit by unit (rank 0 holds one gathered unit at a time; in the master dtype)";
 const ALWAYS_FULL = onlyTrue("checkpoints are always full state dicts here (there is no sharded format yet)");
 const PREFETCH = "stage 3: the units gathered ahead of the computing one are those whose parameters fit in it";
-const LIVE = "stage 3: caps the prefetch depth so gathered units stay within it";
+const LIVE = "stage 3: caps the prefetch depth, and the units kept for stage3_max_reuse_distance, so gathered units stay within it";
+const REUSE = "stage 3: from the last unit back, a unit whose backward comes within this many parameters of its forward stays gathered between the two (stage3_max_live_parameters, default 1e9, capping them)";
 const BUCKET = "units are the buckets: each unit is gathered, and its gradients reduce-scattered, in one collective";
 const SCALER = "the 16-mixed precision's loss scaler, which follows DeepSpeed's rule";
 
@@ -88,6 +89,8 @@ export const HONOURED_KEYS: Readonly<Record<string, KeyRule>> = Object.freeze({
   "zero_optimization.prefetch_bucket_size": { does: PREFETCH, idleWhen: stage3Only },
   "zero_optimization.stage3_max_live_parameters": { does: LIVE, idleWhen: stage3Only },
   "zero_optimization.max_live_parameters": { does: LIVE, idleWhen: stage3Only },
+  "zero_optimization.stage3_max_reuse_distance": { does: REUSE, idleWhen: stage3Only },
+  "zero_optimization.max_reuse_distance": { does: REUSE, idleWhen: stage3Only },
   "zero_optimization.overlap_comm": { does: "true: units are gathered ahead of compute and each unit's reduce-scatter starts when its backward ends; false: nothing is gathered ahead" },
   "zero_optimization.reduce_bucket_size": { does: BUCKET },
   "zero_optimization.allgather_bucket_size": { does: BUCKET },

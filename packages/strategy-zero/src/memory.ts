@@ -8,11 +8,11 @@
  * state, and at stage 3 the parameter slices, on disk (@fulgur/sharding's offloadHostMemory.ts).
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
-import { type OffloadKeep, estimateShardedMemory } from "@fulgur/sharding";
+import { type OffloadKeep, estimateShardedMemory, planUnits } from "@fulgur/sharding";
 import { estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import type { WrapPolicy } from "./api";
 import type { ZeroPlan } from "./config";
-import { offloaded } from "./stages";
+import { offloaded, unitsKeptToBackward } from "./stages";
 import type { DType } from "@fulgur/tensor";
 import { unitPaths } from "./wrapPolicy";
 
@@ -30,11 +30,15 @@ export function estimateZeroMemory(
   // Offloaded parameters bring their optimizer state with them (stages.ts, nvmeOffloadOf).
   const parametersOnDisk = plan.stage === 3 && plan.offloadParam === "nvme";
   const nvme = onHost && (plan.offloadOptimizer === "nvme" || parametersOnDisk) ? { optimizerState: true, parameters: parametersOnDisk, subGroupSize: Math.max(1, plan.nvme?.subGroupSize ?? 1e9) } : null;
+  // [Note: units kept from forward to backward] in stages.ts (stage3_max_reuse_distance).
+  const wrapped = planUnits(input.module, units).filter((u) => u.path !== "").map((u) => ({ path: u.path, numel: u.params.reduce((n, p) => n + p.tensor.numel, 0) }));
+  const keptToBackward = unitsKeptToBackward(plan, wrapped, prefetch);
   const estimate = estimateShardedMemory(strategyName, input, {
     shards,
     units,
     prefetch: plan.stage === 3 ? prefetch : 0,
     reshardAfterForward: true,
+    unitReshardAfterForward: new Map(keptToBackward.map((u) => [u, false])),
     keepGathered: plan.stage === 1 || plan.stage === 2,
     offload: onHost,
     keep: layout.keep ?? null,
@@ -48,6 +52,7 @@ export function estimateZeroMemory(
     notes: [
       `ZeRO stage ${plan.stage} over ${shards} shard(s)${onHost ? "; slices, gradient slices and optimizer state in host memory" : ""}`,
       plan.stage === 3 ? `gathered: the computing unit and ${prefetch} prefetched, each with its gradient buffer` : "gathered: every unit, kept from step to step",
+      ...(keptToBackward.length > 0 ? [`kept gathered from forward to backward: ${keptToBackward.length} unit(s) (stage3_max_reuse_distance)`] : []),
     ],
   });
   return estimate.disk > 0 && plan.nvmePath !== null ? { ...estimate, diskPath: plan.nvmePath } : estimate;

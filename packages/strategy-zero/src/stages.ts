@@ -42,6 +42,41 @@ export function prefetchDepth(plan: ZeroPlan, wrappedUnitSizes: readonly number[
   return Math.max(0, Math.min(depth, wrappedUnitSizes.length - 1));
 }
 
+/** DeepSpeed's default stage3_max_live_parameters: the cap on units kept for max_reuse_distance when it is not given. */
+export const DEEPSPEED_MAX_LIVE_PARAMETERS = 1e9;
+
+/**
+ * [Note: units kept from forward to backward] DeepSpeed does not release a stage 3 parameter that
+ * will be used again within stage3_max_reuse_distance parameters, and keeps at most
+ * stage3_max_live_parameters resident. Here a unit is the thing gathered and freed, and its next
+ * use after its forward is its backward; between the two, the units after it compute forward (and
+ * those not kept are gathered again for backward). So from the last unit back, each unit stays
+ * gathered from its forward to its backward (its reshardAfterForward false) while the parameters
+ * of the units after it are within max_reuse_distance, and the kept units with the prefetched ones
+ * stay within max_live_parameters (1e9, DeepSpeed's default, when only the distance is given). The
+ * first unit that does not fit ends the run: the ones before it are further from their backward.
+ * Without max_reuse_distance every unit is freed after its forward, as FSDP's FULL_SHARD does.
+ * `wrapped`: the wrapped units in forward order (registration order before the first step), with
+ * their parameter counts.
+ */
+export function unitsKeptToBackward(plan: ZeroPlan, wrapped: readonly { readonly path: string; readonly numel: number }[], prefetch: number): string[] {
+  if (plan.stage !== 3 || plan.maxReuseDistance === null) return [];
+  const maxLive = plan.maxLiveParameters ?? DEEPSPEED_MAX_LIVE_PARAMETERS;
+  const largest = Math.max(0, ...wrapped.map((u) => u.numel));
+  const kept: string[] = [];
+  let keptNumel = 0;
+  // Parameters gathered between a unit's forward and its backward: every unit after it, once each (they are all kept).
+  let between = 0;
+  for (let k = wrapped.length - 1; k >= 0; k--) {
+    const unit = wrapped[k];
+    if (between > plan.maxReuseDistance || keptNumel + unit.numel + prefetch * largest > maxLive) break;
+    kept.push(unit.path);
+    keptNumel += unit.numel;
+    between += unit.numel;
+  }
+  return kept.reverse();
+}
+
 /**
  * Whether slices, gradients and optimizer state live in host memory (the engine has one switch for
  * all); NVMe offload goes through host memory too.
@@ -137,10 +172,11 @@ export function checkNvmePath(plan: ZeroPlan, strategyName: string): void {
 }
 
 /** One line for the log: the stage, the layout and what is offloaded. */
-export function describeLayout(plan: ZeroPlan, units: number, wrapped: number, world: number, prefetch: number): string {
+export function describeLayout(plan: ZeroPlan, units: number, wrapped: number, world: number, prefetch: number, keptToBackward = 0): string {
   const what = ["replicated (ZeRO off)", "optimizer state sharded", "gradients and optimizer state sharded", "parameters, gradients and optimizer state sharded"][plan.stage];
   const parts = [`ZeRO stage ${plan.stage}: ${what} over ${world} rank(s)`, `${units} unit(s) (${wrapped} wrapped)`];
   if (plan.stage === 3) parts.push(`prefetch ${prefetch}`);
+  if (keptToBackward > 0) parts.push(`${keptToBackward} unit(s) kept gathered from forward to backward (stage3_max_reuse_distance)`);
   const nvme = nvmeOffloadOf(plan);
   if (nvme) parts.push(`${nvme.parameters ? "slices and optimizer state" : "optimizer state"} offloaded to NVMe under ${JSON.stringify(nvme.path)} (through host memory)`);
   else if (offloaded(plan)) parts.push("slices and optimizer state offloaded to host memory");

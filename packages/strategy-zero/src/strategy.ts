@@ -70,6 +70,7 @@ import {
   nvmeOffloadOf,
   offloaded,
   prefetchDepth,
+  unitsKeptToBackward,
   unitGroupsFor,
 } from "./stages";
 import {
@@ -232,6 +233,7 @@ export class DeepSpeedStrategy
     const plans = planUnits(module, paths);
     const wrappedSizes = plans.filter((u) => u.path !== "").map(unitNumel);
     this.prefetch = prefetchDepth(this.plan, wrappedSizes);
+    const keptToBackward = new Set(unitsKeptToBackward(this.plan, plans.filter((u) => u.path !== "").map((u) => ({ path: u.path, numel: unitNumel(u) })), this.prefetch));
     this.keep = await this.keepFor(module, plans, trainer?.accumulateGradBatches ?? 1);
     const engine = new ShardingEngine(
       module,
@@ -246,7 +248,8 @@ export class DeepSpeedStrategy
       if (deferred)
         noGrad(() => scope(() => void materialize(tensors, device)));
       else if (this.worldSize > 1) await this.broadcastTensors(tensors, 0);
-      engine.addUnit(plan);
+      // [Note: units kept from forward to backward] in stages.ts.
+      engine.addUnit(keptToBackward.has(plan.path) ? { ...plan, options: { reshardAfterForward: false } } : plan);
     }
     if (deferred) materializeModule(module, device);
     engine.ready();
@@ -258,7 +261,8 @@ export class DeepSpeedStrategy
         engine.units.length,
         wrappedSizes.length,
         this.worldSize,
-        this.prefetch
+        this.prefetch,
+        keptToBackward.size
       )}`
     );
     if (offloaded(this.plan))

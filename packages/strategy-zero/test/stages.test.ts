@@ -7,7 +7,7 @@ import { Block, GPT, GPT_CONFIGS } from "@fulgur/nn";
 import { MixedFp16Precision, autocastCopyBytes, estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import { withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
-import { DeepSpeedLossScaler, DeepSpeedStrategy, HONOURED_KEYS, engineOptionsFor, keysWithoutEffect, prefetchDepth, unitPaths } from "../src/index";
+import { DeepSpeedLossScaler, DeepSpeedStrategy, HONOURED_KEYS, engineOptionsFor, keysWithoutEffect, prefetchDepth, unitPaths, unitsKeptToBackward } from "../src/index";
 import { idleKeysWarning } from "../src/keys";
 import { installLossScaler } from "../src/lossScaler";
 
@@ -44,6 +44,23 @@ describe("stages on the engine", () => {
     expect(prefetchDepth(zero3({ stage3_prefetch_bucket_size: 1e9, stage3_max_live_parameters: 4000 }), units)).toBe(2);
     expect(prefetchDepth(zero3({ overlap_comm: false }), units)).toBe(0);
     expect(prefetchDepth(plan({ stage: 2 }), units)).toBe(0);
+  });
+
+  // [Note: units kept from forward to backward] in stages.ts.
+  it("stage3_max_reuse_distance keeps the last units gathered from forward to backward, while the units after each are within it and the kept ones within max live parameters", () => {
+    const units = ["b0", "b1", "b2", "b3"].map((path) => ({ path, numel: 1000 }));
+    const zero3 = (zero: object) => plan({ config: { zero_optimization: { stage: 3, ...zero } } });
+    // b3 has nothing after it, b2 has 1,000, b1 2,000 (over 1,500): b1 and b0 are freed after forward.
+    expect(unitsKeptToBackward(zero3({ stage3_max_reuse_distance: 1500 }), units, 1)).toEqual(["b2", "b3"]);
+    expect(unitsKeptToBackward(zero3({ max_reuse_distance: 0 }), units, 1)).toEqual(["b3"]);
+    expect(unitsKeptToBackward(zero3({ stage3_max_reuse_distance: 1e9 }), units, 1)).toEqual(["b0", "b1", "b2", "b3"]);
+    // Kept units and one prefetched within 3,000: two kept; with 2,000 only the last.
+    expect(unitsKeptToBackward(zero3({ stage3_max_reuse_distance: 1e9, stage3_max_live_parameters: 3000 }), units, 1)).toEqual(["b2", "b3"]);
+    expect(unitsKeptToBackward(zero3({ stage3_max_reuse_distance: 1e9, stage3_max_live_parameters: 2000 }), units, 1)).toEqual(["b3"]);
+    expect(unitsKeptToBackward(zero3({ stage3_max_reuse_distance: 1e9, stage3_max_live_parameters: 1500 }), units, 1)).toEqual([]);
+    // Without the key, or below stage 3: every unit is freed after its forward.
+    expect(unitsKeptToBackward(zero3({}), units, 1)).toEqual([]);
+    expect(unitsKeptToBackward(plan({ config: { zero_optimization: { stage: 2, stage3_max_reuse_distance: 1e9 } } }), units, 0)).toEqual([]);
   });
 });
 
