@@ -44,6 +44,8 @@ export interface EngineOptions {
   /**
    * With `offload`: the units that keep state on the device anyway, by module path ("" for the
    * root unit); null or absent: every unit offloaded. See [Note: units kept on the device].
+   * Without offload only `parameters` acts: those units stay gathered from step to step (ZeRO's
+   * persistent units).
    */
   readonly keep?: OffloadKeep | null;
   /**

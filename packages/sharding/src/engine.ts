@@ -184,7 +184,7 @@ export class ShardingEngine {
     unit.onHost = onHost;
     unit.onDisk = this.nvme !== null && onHost && !(keep?.host?.includes(plan.path) ?? false);
     // The root unit is gathered for the whole step anyway (see the header).
-    unit.keptGathered = plan.path === "" || (this.options.keepGathered ?? false) || (this.options.offload && (keep?.parameters.includes(plan.path) ?? false));
+    unit.keptGathered = plan.path === "" || (this.options.keepGathered ?? false) || (keep?.parameters.includes(plan.path) ?? false);
     this.reshardsAfterForward.set(unit, plan.options?.reshardAfterForward ?? this.options.reshardAfterForward);
     for (const p of plan.params) p.tensor.dispose();
     // NVMe parameter offload: the slice lives on disk from here on, read in for each use.

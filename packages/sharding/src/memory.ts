@@ -221,7 +221,8 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const slices = { parameters: all.parameters / shards, gradients: all.trainable / shards, optimizerState: (all.trainableElements * optimizerBytes) / shards };
   // Units kept on the device with offload: their slices stay there, and their gathered copies stay
   // from step to step (a unit alone on its rank with its slice there is resident: no copy at all).
-  const keep = layout.offload ? layout.keep ?? null : null;
+  // Without offload only the units whose gathered copies are kept from step to step count (ZeRO's persistent units).
+  const keep = layout.offload ? layout.keep ?? null : layout.keep && layout.keep.parameters.length > 0 ? { optimizerState: [], parameters: layout.keep.parameters } : null;
   const unitSlices = (paths: readonly string[]) => {
     const b = paths.map((u) => (u === "" ? { ...root, elements: all.trainableElements - wrappedElements(input, units) } : { ...unitBytes.get(u)!, elements: modelBytes(input, [u]).trainableElements }));
     return b.reduce(

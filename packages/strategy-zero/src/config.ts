@@ -39,6 +39,8 @@ export interface ZeroPlan {
   readonly maxLiveParameters: number | null;
   /** stage3_max_reuse_distance (elements), when given as a number. */
   readonly maxReuseDistance: number | null;
+  /** stage3_param_persistence_threshold (elements), when given as a number. */
+  readonly persistenceThreshold: number | null;
   readonly overlapComm: boolean | null;
   /** gradient_clipping as a number (0: none); null when absent or "auto" (the Trainer's). */
   readonly gradientClipping: number | null;
@@ -263,6 +265,7 @@ function readPlan(config: Record<string, unknown>, hadConfig: boolean, source: s
     prefetchBucket: numberOrNull(firstOf(zero, ["stage3_prefetch_bucket_size", "prefetch_bucket_size"])),
     maxLiveParameters: numberOrNull(firstOf(zero, ["stage3_max_live_parameters", "max_live_parameters"])),
     maxReuseDistance: numberOrNull(firstOf(zero, ["stage3_max_reuse_distance", "max_reuse_distance"])),
+    persistenceThreshold: numberOrNull(firstOf(zero, ["stage3_param_persistence_threshold", "param_persistence_threshold"])),
     overlapComm: booleanOrNull(zero.overlap_comm),
     gradientClipping: numberOrNull(config.gradient_clipping),
     fp16Enabled: booleanOrNull(fp16.enabled),

@@ -34,7 +34,7 @@ export {
   type KeepCosts,
   type UnitSize,
 } from "./placement";
-export { NvmePathError, checkNvmePath, engineOptionsFor, nvmeOffloadOf, prefetchDepth, unitsKeptToBackward } from "./stages";
+export { NvmePathError, checkNvmePath, engineOptionsFor, nvmeOffloadOf, persistentUnits, prefetchDepth, unitsKeptToBackward } from "./stages";
 export { DeepSpeedStrategy, type DeepSpeedConstruction } from "./strategy";
 export { PACKAGE_NAME, ZERO_STRATEGIES, registerStrategies, type ZeroStrategyEntry } from "./registration";
 export { unitPaths } from "./wrapPolicy";

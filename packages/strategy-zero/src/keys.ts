@@ -43,6 +43,8 @@ const SAVE_FULL = "true: checkpoints hold the full state dict, streamed into one
 const ALWAYS_FULL = onlyTrue("checkpoints are always full state dicts here (there is no sharded format yet)");
 const PREFETCH = "stage 3: the units gathered ahead of the computing one are those whose parameters fit in it";
 const LIVE = "stage 3: caps the prefetch depth, and the units kept for stage3_max_reuse_distance, so gathered units stay within it";
+const PERSIST = "stage 3: a wrapped unit of fewer parameters than this stays gathered from step to step (its slices and optimizer state sharded)";
+const persistence = (v: unknown, run: RunFacts): string | undefined => stage3Only(v, run) ?? (typeof v === "number" ? undefined : '"auto" is a value the Hugging Face Trainer fills; Fulgur fills none, so no unit persists');
 const REUSE = "stage 3: from the last unit back, a unit whose backward comes within this many parameters of its forward stays gathered between the two (stage3_max_live_parameters, default 1e9, capping them)";
 const BUCKET = "units are the buckets: each unit is gathered, and its gradients reduce-scattered, in one collective";
 const SCALER = "the 16-mixed precision's loss scaler, which follows DeepSpeed's rule";
@@ -89,6 +91,8 @@ export const HONOURED_KEYS: Readonly<Record<string, KeyRule>> = Object.freeze({
   "zero_optimization.prefetch_bucket_size": { does: PREFETCH, idleWhen: stage3Only },
   "zero_optimization.stage3_max_live_parameters": { does: LIVE, idleWhen: stage3Only },
   "zero_optimization.max_live_parameters": { does: LIVE, idleWhen: stage3Only },
+  "zero_optimization.stage3_param_persistence_threshold": { does: PERSIST, idleWhen: persistence },
+  "zero_optimization.param_persistence_threshold": { does: PERSIST, idleWhen: persistence },
   "zero_optimization.stage3_max_reuse_distance": { does: REUSE, idleWhen: stage3Only },
   "zero_optimization.max_reuse_distance": { does: REUSE, idleWhen: stage3Only },
   "zero_optimization.overlap_comm": { does: "true: units are gathered ahead of compute and each unit's reduce-scatter starts when its backward ends; false: nothing is gathered ahead" },
@@ -115,8 +119,6 @@ const REASONS: Readonly<Record<string, string>> = {
   "aio.overlap_events": NO_KERNEL_AIO,
   "aio.use_gds": "no GPUDirect Storage: files are read into host memory",
   "fp16.auto_cast": "casting is the precision's (autocast)",
-  "zero_optimization.stage3_param_persistence_threshold": "every parameter belongs to a unit (the root unit stays gathered)",
-  "zero_optimization.param_persistence_threshold": "every parameter belongs to a unit (the root unit stays gathered)",
 };
 
 /** Every proper prefix of a table key: the blocks the walk goes into. */

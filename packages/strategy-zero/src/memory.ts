@@ -12,7 +12,7 @@ import { type OffloadKeep, estimateShardedMemory, planUnits } from "@fulgur/shar
 import { estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import type { WrapPolicy } from "./api";
 import type { ZeroPlan } from "./config";
-import { offloaded, unitsKeptToBackward } from "./stages";
+import { offloaded, persistentUnits, unitsKeptToBackward, withPersistentUnits } from "./stages";
 import type { DType } from "@fulgur/tensor";
 import { unitPaths } from "./wrapPolicy";
 
@@ -33,6 +33,8 @@ export function estimateZeroMemory(
   // [Note: units kept from forward to backward] in stages.ts (stage3_max_reuse_distance).
   const wrapped = planUnits(input.module, units).filter((u) => u.path !== "").map((u) => ({ path: u.path, numel: u.params.reduce((n, p) => n + p.tensor.numel, 0) }));
   const keptToBackward = unitsKeptToBackward(plan, wrapped, prefetch);
+  // [Note: persistent units] in stages.ts (stage3_param_persistence_threshold).
+  const persistent = persistentUnits(plan, wrapped);
   const estimate = estimateShardedMemory(strategyName, input, {
     shards,
     units,
@@ -41,7 +43,7 @@ export function estimateZeroMemory(
     unitReshardAfterForward: new Map(keptToBackward.map((u) => [u, false])),
     keepGathered: plan.stage === 1 || plan.stage === 2,
     offload: onHost,
-    keep: layout.keep ?? null,
+    keep: withPersistentUnits(layout.keep ?? null, persistent),
     deviceStepShare: layout.deviceStepShare ?? 0,
     // Offloaded units that gather in a narrower dtype keep a host copy in it and upload that, one unit ahead.
     uploadsAhead: onHost && layout.paramDtype != null && layout.paramDtype !== "float32",
@@ -52,6 +54,7 @@ export function estimateZeroMemory(
     notes: [
       `ZeRO stage ${plan.stage} over ${shards} shard(s)${onHost ? "; slices, gradient slices and optimizer state in host memory" : ""}`,
       plan.stage === 3 ? `gathered: the computing unit and ${prefetch} prefetched, each with its gradient buffer` : "gathered: every unit, kept from step to step",
+      ...(persistent.length > 0 ? [`kept gathered from step to step: ${persistent.length} unit(s) (stage3_param_persistence_threshold)`] : []),
       ...(keptToBackward.length > 0 ? [`kept gathered from forward to backward: ${keptToBackward.length} unit(s) (stage3_max_reuse_distance)`] : []),
     ],
   });

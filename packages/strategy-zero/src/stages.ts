@@ -78,6 +78,27 @@ export function unitsKeptToBackward(plan: ZeroPlan, wrapped: readonly { readonly
 }
 
 /**
+ * [Note: persistent units] DeepSpeed does not partition a stage 3 parameter of fewer elements than
+ * stage3_param_persistence_threshold: it stays gathered on every rank, saving the latency of many
+ * small gathers. The engine gathers whole units, so here a wrapped unit of fewer parameters than
+ * the threshold stays gathered from step to step (gathered again after each optimizer step, as at
+ * stages 1 and 2); its slices and optimizer state stay sharded, and offloaded where offload puts
+ * them. Without the key (or "auto", which Fulgur does not fill), no unit persists.
+ */
+export function persistentUnits(plan: ZeroPlan, wrapped: readonly { readonly path: string; readonly numel: number }[]): string[] {
+  const threshold = plan.persistenceThreshold;
+  if (plan.stage !== 3 || threshold === null) return [];
+  return wrapped.filter((u) => u.numel < threshold).map((u) => u.path);
+}
+
+/** The units whose gathered parameters stay from step to step: `keep`'s (offload) and the persistent ones, or null when none. */
+export function withPersistentUnits(keep: OffloadKeep | null, persistent: readonly string[]): OffloadKeep | null {
+  if (persistent.length === 0) return keep;
+  const base = keep ?? { optimizerState: [], parameters: [] };
+  return Object.freeze({ ...base, parameters: Object.freeze([...new Set([...base.parameters, ...persistent])]) });
+}
+
+/**
  * Whether slices, gradients and optimizer state live in host memory (the engine has one switch for
  * all); NVMe offload goes through host memory too.
  */
@@ -124,7 +145,8 @@ export function engineOptionsFor(
     offload: offloaded(plan),
     keepGathered: stage === 1 || stage === 2,
     nvme: nvmeOffloadOf(plan),
-    keep: offloaded(plan) ? keep : null,
+    // Without offload only the persistent units' parameters (withPersistentUnits) are kept.
+    keep: offloaded(plan) ? keep : keep && keep.parameters.length > 0 ? Object.freeze({ optimizerState: [], parameters: keep.parameters }) : null,
     deviceStepShare: offloaded(plan) ? deviceStepShare : 0,
     stepBesideBackward: offloaded(plan) && stepBesideBackward,
   });
@@ -172,10 +194,11 @@ export function checkNvmePath(plan: ZeroPlan, strategyName: string): void {
 }
 
 /** One line for the log: the stage, the layout and what is offloaded. */
-export function describeLayout(plan: ZeroPlan, units: number, wrapped: number, world: number, prefetch: number, keptToBackward = 0): string {
+export function describeLayout(plan: ZeroPlan, units: number, wrapped: number, world: number, prefetch: number, keptToBackward = 0, persistent = 0): string {
   const what = ["replicated (ZeRO off)", "optimizer state sharded", "gradients and optimizer state sharded", "parameters, gradients and optimizer state sharded"][plan.stage];
   const parts = [`ZeRO stage ${plan.stage}: ${what} over ${world} rank(s)`, `${units} unit(s) (${wrapped} wrapped)`];
   if (plan.stage === 3) parts.push(`prefetch ${prefetch}`);
+  if (persistent > 0) parts.push(`${persistent} unit(s) kept gathered from step to step (stage3_param_persistence_threshold)`);
   if (keptToBackward > 0) parts.push(`${keptToBackward} unit(s) kept gathered from forward to backward (stage3_max_reuse_distance)`);
   const nvme = nvmeOffloadOf(plan);
   if (nvme) parts.push(`${nvme.parameters ? "slices and optimizer state" : "optimizer state"} offloaded to NVMe under ${JSON.stringify(nvme.path)} (through host memory)`);

@@ -71,6 +71,8 @@ import {
   offloaded,
   prefetchDepth,
   unitsKeptToBackward,
+  persistentUnits,
+  withPersistentUnits,
   unitGroupsFor,
 } from "./stages";
 import {
@@ -233,12 +235,14 @@ export class DeepSpeedStrategy
     const plans = planUnits(module, paths);
     const wrappedSizes = plans.filter((u) => u.path !== "").map(unitNumel);
     this.prefetch = prefetchDepth(this.plan, wrappedSizes);
-    const keptToBackward = new Set(unitsKeptToBackward(this.plan, plans.filter((u) => u.path !== "").map((u) => ({ path: u.path, numel: unitNumel(u) })), this.prefetch));
+    const wrapped = plans.filter((u) => u.path !== "").map((u) => ({ path: u.path, numel: unitNumel(u) }));
+    const keptToBackward = new Set(unitsKeptToBackward(this.plan, wrapped, this.prefetch));
+    const persistent = persistentUnits(this.plan, wrapped);
     this.keep = await this.keepFor(module, plans, trainer?.accumulateGradBatches ?? 1);
     const engine = new ShardingEngine(
       module,
       unitGroupsFor(this.plan.stage, this.processGroup),
-      engineOptionsFor(this.plan, this.prefetch, this.keep, this.deviceStepShare, this.options.mixedPrecision, this.options.offloadStepInBackward === true),
+      engineOptionsFor(this.plan, this.prefetch, withPersistentUnits(this.keep, persistent), this.deviceStepShare, this.options.mixedPrecision, this.options.offloadStepInBackward === true),
       device
     );
     for (const plan of plans) {
@@ -262,7 +266,8 @@ export class DeepSpeedStrategy
         wrappedSizes.length,
         this.worldSize,
         this.prefetch,
-        keptToBackward.size
+        keptToBackward.size,
+        persistent.length
       )}`
     );
     if (offloaded(this.plan))

@@ -228,6 +228,18 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
     expect(job.unitsAfterForward).toEqual([states, states]);
   });
 
+  // [Note: persistent units] in stages.ts: every block (12,704 parameters) is under the threshold,
+  // so each stays gathered from step to step, gathered again after each optimizer step.
+  it("stage 3 at world 2 with stage3_param_persistence_threshold over the blocks' size: every block kept gathered, the same losses", async () => {
+    const ref = await reference();
+    const config = { zero_optimization: { stage: 3, stage3_param_persistence_threshold: 13_000 } };
+    const job = await train({ strategy: "deepspeed", world: 2, options: { config } });
+    expectLosses(job.losses, ref.losses);
+    expect(job.stdout).toContain("prefetch 1; 3 unit(s) kept gathered from step to step (stage3_param_persistence_threshold)");
+    const states = [["model.blocks.0", "gathered"], ["model.blocks.1", "gathered"], ["model.blocks.2", "gathered"], ["", "gathered"]];
+    expect(job.unitsAfterForward).toEqual([states, states]);
+  });
+
   let unclipped: Promise<Trained> | null = null;
   it.each(["deepspeed_stage_3_offload", "deepspeed_stage_2_offload"])("%s at world 2 with units updated beside backward (offloadStepInBackward), no clipping", async (strategy) => {
     unclipped ??= train({ strategy: "single_device", world: 1, flags: ["--clip", "none"] });

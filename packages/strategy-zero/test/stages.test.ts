@@ -7,7 +7,7 @@ import { Block, GPT, GPT_CONFIGS } from "@fulgur/nn";
 import { MixedFp16Precision, autocastCopyBytes, estimateReplicatedMemory } from "@fulgur/strategy-kit";
 import { withDevice } from "@fulgur/tensor";
 import { describe, expect, it } from "vitest";
-import { DeepSpeedLossScaler, DeepSpeedStrategy, HONOURED_KEYS, engineOptionsFor, keysWithoutEffect, prefetchDepth, unitPaths, unitsKeptToBackward } from "../src/index";
+import { DeepSpeedLossScaler, DeepSpeedStrategy, HONOURED_KEYS, engineOptionsFor, keysWithoutEffect, persistentUnits, prefetchDepth, unitPaths, unitsKeptToBackward } from "../src/index";
 import { idleKeysWarning } from "../src/keys";
 import { installLossScaler } from "../src/lossScaler";
 
@@ -61,6 +61,24 @@ describe("stages on the engine", () => {
     // Without the key, or below stage 3: every unit is freed after its forward.
     expect(unitsKeptToBackward(zero3({}), units, 1)).toEqual([]);
     expect(unitsKeptToBackward(plan({ config: { zero_optimization: { stage: 2, stage3_max_reuse_distance: 1e9 } } }), units, 0)).toEqual([]);
+  });
+
+  // [Note: persistent units] in stages.ts.
+  it("stage3_param_persistence_threshold keeps wrapped units of fewer parameters gathered from step to step; none without it, for \"auto\", or below stage 3", () => {
+    const units = [
+      { path: "small", numel: 900 },
+      { path: "edge", numel: 1000 },
+      { path: "big", numel: 5000 },
+    ];
+    const zero3 = (zero: object) => plan({ config: { zero_optimization: { stage: 3, ...zero } } });
+    expect(persistentUnits(zero3({ stage3_param_persistence_threshold: 1000 }), units)).toEqual(["small"]);
+    expect(persistentUnits(zero3({ param_persistence_threshold: 1e5 }), units)).toEqual(["small", "edge", "big"]);
+    expect(persistentUnits(zero3({}), units)).toEqual([]);
+    expect(persistentUnits(zero3({ stage3_param_persistence_threshold: "auto" }), units)).toEqual([]);
+    expect(persistentUnits(plan({ config: { zero_optimization: { stage: 2, stage3_param_persistence_threshold: 1e9 } } }), units)).toEqual([]);
+    // Offloaded or not, the persistent units reach the engine as units whose parameters are kept.
+    expect(engineOptionsFor(zero3({}), 1, { optimizerState: [], parameters: ["small"] }).keep).toEqual({ optimizerState: [], parameters: ["small"] });
+    expect(engineOptionsFor(zero3({}), 1, null).keep).toBeNull();
   });
 });
 
