@@ -20,6 +20,7 @@ import { DownloadQueue } from "./downloadQueue";
 import { type AdamWRoute, type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import { DeviceStreamedStep } from "./deviceStep";
 import { StepBesideBackward } from "./stepBesideBackward";
+import { HostScratch } from "./hostScratch";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
 import { layoutUnit, owningUnit } from "./layout";
@@ -115,6 +116,8 @@ export class ShardingEngine {
   readonly besideBackward: StepBesideBackward | null;
   /** FULGUR_TRACE_STEP: units updated beside backward before this step. */
   private besideBefore = 0;
+  /** Offloaded to a GPU's host: pinned buffers for later micro-batches' gradients ([Note: later micro-batches added beside backward] in flatUnit.ts). */
+  private readonly scratch: HostScratch | null;
 
   constructor(
     readonly root: Module,
@@ -131,6 +134,7 @@ export class ShardingEngine {
     this.streamedStep = share > 0 ? new DeviceStreamedStep(device, 1, (p) => this.streamedSegments.has(p)) : null;
     if (options.stepBesideBackward && !options.offload) throw new RangeError("sharding engine: stepBesideBackward updates offloaded units on the CPU's threads: set offload too");
     this.besideBackward = options.stepBesideBackward ? new StepBesideBackward((fn) => this.onHost(fn)) : null;
+    this.scratch = options.offload && device !== "cpu" ? new HostScratch(device) : null;
   }
 
   /**
@@ -182,6 +186,7 @@ export class ShardingEngine {
     const groups = plan.options?.groups ?? this.groups;
     const unit = new FlatUnit(plan.path, this.root, layout, groups, computeDtype, reduceDtype, this.device, masterDevice, plan.params.map((p) => p.tensor));
     unit.onHost = onHost;
+    if (onHost) unit.scratch = this.scratch;
     unit.onDisk = this.nvme !== null && onHost && !(keep?.host?.includes(plan.path) ?? false);
     // The root unit is gathered for the whole step anyway (see the header).
     unit.keptGathered = plan.path === "" || (this.options.keepGathered ?? false) || (keep?.parameters.includes(plan.path) ?? false);
@@ -534,7 +539,7 @@ export class ShardingEngine {
       if (u.onHost) host += held.slices + state;
       else device += held.slices + state;
     }
-    return { device, host };
+    return { device, host: host + (this.scratch?.bytes ?? 0) };
   }
 
   remove(): void {
@@ -544,6 +549,7 @@ export class ShardingEngine {
     // The threads only offloaded steps use go with the job (they are started again if needed).
     if (this.options.offload) stopCpuOptimizerThreads();
     this.streamedStep?.unpinAll();
+    this.scratch?.dispose();
     // This rank's swap directory goes with the engine (it was made for it).
     this.nvme?.dispose();
   }

@@ -15,9 +15,10 @@
 import type { ProcessGroup, Work } from "@fulgur/core";
 import { type Module, parameter } from "@fulgur/nn";
 import { COMPLETED_WORK } from "@fulgur/strategy-kit";
-import { type DType, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, dropAutocastCopy, getBackend, isLowPrecisionCopyCurrent, keepLowPrecisionCopy, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
+import { type DType, type HostArray, type PendingRead, type PendingWork, type Tensor, addBeside, annotateOutOfMemory, dropAutocastCopy, getBackend, isLowPrecisionCopyCurrent, keepLowPrecisionCopy, noGrad, releaseAutocastCopy, restoreAutocastCopy, scope, sharedHostMemory, zeros } from "@fulgur/tensor";
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
+import type { HostScratch } from "./hostScratch";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
 /**
@@ -73,7 +74,16 @@ export class FlatUnit {
    * Offloaded gradients on their way down into the pinned gradient slice, each with the device
    * slice it reads (kept allocated until the copy is done: freeing it would make compute wait).
    */
-  private readonly downloads: { read: PendingRead; out: Tensor }[] = [];
+  private readonly downloads: { read: PendingRead; out: Tensor; into: Tensor | null }[] = [];
+  /** Later micro-batches' gradients down in scratch buffers, waiting to be added into the slice, oldest first. */
+  private readonly landedSums: Tensor[] = [];
+  /** The add under way into the gradient slice (one at a time: two would race on its elements), or null. */
+  private adding: { work: PendingWork; from: Tensor } | null = null;
+  /**
+   * Pinned host buffers for later micro-batches' gradients on their way down ([Note: later
+   * micro-batches added beside backward]); set by the engine for offload to a GPU's host, else null.
+   */
+  scratch: HostScratch | null = null;
   /** Host arrays this unit page-locked with the device's backend (unpinned in dispose). */
   private readonly pinned: HostArray[] = [];
   state: UnitState = "sharded";
@@ -538,36 +548,43 @@ export class FlatUnit {
   }
 
   /**
-   * Offloaded to the host of a GPU: starts the first reduced gradient of this step on its way down
-   * into the gradient slice without waiting, so the copy runs beside the rest of backward. The
-   * engine calls it one unit late, when the reduction has had a unit's backward to finish.
-   * Later micro-batches' gradients are added at the step (finishReductions).
+   * Offloaded to the host of a GPU: starts this step's reduced gradients on their way down without
+   * waiting, so the copies run beside the rest of backward. The engine calls it one unit late, when
+   * the reduction has had a unit's backward to finish.
+   *
+   * [Note: later micro-batches added beside backward] A step's first reduction comes down straight
+   * into the gradient slice. The next micro-batches' (an accumulation window) come down into pinned
+   * scratch buffers shared by the engine's units, and once down, the CPU's worker threads add them
+   * into the slice (`addBeside`), one add at a time per unit and only after the copies before have
+   * landed, while the main thread goes on with backward. Done at the step on the main thread, those
+   * adds were a synchronous download and a one-thread pass over every offloaded gradient for each
+   * micro-batch after the first. Without a scratch pool they are still added at the step.
    */
   startDownloads(): void {
-    if (this.gradFresh || this.pendingReductions.length === 0 || this.gradDevice !== "cpu" || this.device === "cpu") return;
+    if (this.pendingReductions.length === 0 || this.gradDevice !== "cpu" || this.device === "cpu") return;
+    if (this.gradFresh && this.scratch === null) return;
     const backend = getBackend(this.device);
     if (!backend.readIntoAsync) return;
-    const { work, out } = this.pendingReductions.shift()!;
-    work.synchronize();
-    noGrad(() => {
-      const src = out.dtype === this.master.dtype ? out : out.to(this.master.dtype).untrack();
-      if (src !== out) out.dispose();
-      this.gradShard ??= this.newGradShard();
-      this.downloads.push({ read: backend.readIntoAsync!(src, this.gradShard.backend.readShared!(this.gradShard)), out: src });
-    });
-    this.gradFresh = true;
+    while (this.pendingReductions.length > 0) {
+      const { work, out } = this.pendingReductions.shift()!;
+      work.synchronize();
+      noGrad(() => {
+        const src = out.dtype === this.master.dtype ? out : out.to(this.master.dtype).untrack();
+        if (src !== out) out.dispose();
+        this.gradShard ??= this.newGradShard();
+        const into = this.gradFresh ? this.scratch!.take(this.layout.shardNumel) : null;
+        const target = into ?? this.gradShard;
+        this.downloads.push({ read: backend.readIntoAsync!(src, target.backend.readShared!(target)), out: src, into });
+      });
+      this.gradFresh = true;
+    }
   }
 
-  /** Frees the device slices whose download has finished (no wait). */
+  /** Frees the device slices whose download has finished, in order, and moves the adds along (no wait). */
   sweepDownloads(): void {
-    for (let i = 0; i < this.downloads.length; ) {
-      const d = this.downloads[i];
-      if (d.read.poll()) {
-        d.read.wait();
-        d.out.dispose();
-        this.downloads.splice(i, 1);
-      } else i++;
-    }
+    // In order: a sum may start only once the copies before it (the slice's own first) are in.
+    while (this.downloads.length > 0 && this.downloads[0].read.poll()) this.land(this.downloads.shift()!);
+    this.advanceSums(false);
   }
 
   /** Whether a gradient of this unit is still on its way down. */
@@ -575,25 +592,47 @@ export class FlatUnit {
     return this.downloads.length > 0;
   }
 
-  /** Waits for this unit's gradients to arrive in its slice and frees their device copies. */
+  /** Waits for this unit's gradients to arrive (in the slice, or in scratch buffers whose adds then start) and frees their device copies. */
   waitDownloads(): void {
-    for (const d of this.downloads.splice(0)) {
-      d.read.wait();
-      d.out.dispose();
+    for (const d of this.downloads.splice(0)) this.land(d);
+    this.advanceSums(false);
+  }
+
+  private land(d: { read: PendingRead; out: Tensor; into: Tensor | null }): void {
+    d.read.wait();
+    d.out.dispose();
+    if (d.into) this.landedSums.push(d.into);
+  }
+
+  /** Finishes the add under way when it is done (or, with `wait`, every add), and starts the next. */
+  private advanceSums(wait: boolean): void {
+    for (;;) {
+      if (this.adding) {
+        if (!wait && !this.adding.work.poll()) return;
+        this.adding.work.wait();
+        this.scratch!.give(this.adding.from);
+        this.adding = null;
+      }
+      const next = this.landedSums.shift();
+      if (!next) return;
+      this.adding = { work: addBeside(this.gradShard!, next), from: next };
     }
   }
 
   /**
-   * Whether this step's gradients are whole in the gradient slice's memory: every reduction done
-   * and in, none on its way down (the step beside backward reads them there). Never blocks.
+   * Moves this unit's copies and adds along without waiting; true once every reduction of this step
+   * is in the gradient slice's memory, none on its way (the step beside backward reads them there).
    */
-  get gradientsLanded(): boolean {
-    return this.gradFresh && this.downloads.length === 0 && this.pendingReductions.every((r) => r.out === this.gradShard && r.work.isCompleted());
+  landGradients(): boolean {
+    if (!this.gradFresh) return false;
+    this.sweepDownloads();
+    return this.downloads.length === 0 && this.adding === null && this.landedSums.length === 0 && this.pendingReductions.every((r) => r.out === this.gradShard && r.work.isCompleted());
   }
 
   /** Waits for the reductions started and adds them into the gradient slice. */
   finishReductions(): void {
     this.waitDownloads();
+    this.advanceSums(true);
     for (const { work, out } of this.pendingReductions.splice(0)) {
       work.synchronize();
       if (out === this.gradShard) continue;
@@ -786,6 +825,7 @@ export class FlatUnit {
 
   dispose(): void {
     this.waitDownloads();
+    this.advanceSums(true);
     this.dropUpload();
     this.reshard();
     for (const p of this.unsharded) p.dispose();

@@ -247,10 +247,14 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   // Every unit, the root last, with where its state lives (offloadHostMemory.ts).
   const placed = layout.offload ? unitsOnDisk(input, units, keep) : [];
   const streamedGradients = layout.offload && input.copiesCrossBus === true ? streamedGradientBytes(input, layout, placed, shards) : 0;
+  // Offloaded to a GPU's host with accumulation: later micro-batches' gradients come down into
+  // pinned scratch buffers the units share and keep for reuse ([Note: later micro-batches added
+  // beside backward] in flatUnit.ts): about the units under way at once, the largest's fp32 slice each.
+  const scratch = layout.offload && input.copiesCrossBus === true && accumulating ? ((DOWNLOADS_IN_FLIGHT + 2) * Math.max(0, ...placed.filter((u) => !(keep?.optimizerState.includes(u.path) ?? false)).map((u) => u.elements)) * 4) / shards : 0;
   const onHost = layout.offload
     ? {
         parameters: (slices.parameters - keptSlices.parameters) * (1 + hostCopies),
-        gradients: slices.gradients - keptSlices.gradients - streamedGradients,
+        gradients: slices.gradients - keptSlices.gradients - streamedGradients + scratch,
         optimizerState: slices.optimizerState - keptSlices.optimizerState,
       }
     : null;

@@ -105,7 +105,7 @@ export class StepBesideBackward {
   /** Hands the units whose gradients have landed to the threads (never blocks). */
   poll(): void {
     if (!this.armed) return;
-    const landed = this.waiting.filter((u) => u.gradientsLanded);
+    const landed = this.waiting.filter((u) => u.landGradients());
     if (landed.length === 0) return;
     this.waiting = this.waiting.filter((u) => !landed.includes(u));
     for (const unit of landed) this.start(unit);

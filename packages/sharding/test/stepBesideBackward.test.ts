@@ -47,12 +47,12 @@ function batch(seed: number): { idx: Tensor; targets: Tensor } {
   return { idx: fromHost(idx, [2, CONFIG.seqLen], "int32").to(DEVICE), targets: fromHost(targets, [2, CONFIG.seqLen], "int32").to(DEVICE) };
 }
 
-function build(beside: boolean, paramDtype: "bfloat16" | null) {
+function build(beside: boolean, paramDtype: "bfloat16" | null, offload = true) {
   const model = new GPT(CONFIG, { seed: 5 });
   const engine = new ShardingEngine(
     model,
     { shard: new SoloGroup(0), replicate: null },
-    { shardingStrategy: "FULL_SHARD", mixedPrecision: { paramDtype, reduceDtype: paramDtype && "float32" }, prefetch: 1, reshardAfterForward: true, offload: true, stepBesideBackward: beside },
+    { shardingStrategy: "FULL_SHARD", mixedPrecision: { paramDtype, reduceDtype: paramDtype && "float32" }, prefetch: 1, reshardAfterForward: true, offload, stepBesideBackward: beside },
     DEVICE,
   );
   const blocks = model.blocks.children().map((_, i) => `blocks.${i}`);
@@ -80,11 +80,13 @@ async function step({ engine, optimizer }: Built, clips = false): Promise<void> 
   engine.finishGradients();
   await engine.step(optimizer, async () => optimizer.step(), clips);
   engine.afterStep();
+  // As the Trainer does: units kept on the device at one rank are resident, their gradients autograd's own.
+  optimizer.zeroGrad();
 }
 
 /** Four steps (two micro-batches each with `accumulate`): the losses, every unit's master slice, units updated beside backward. */
-async function train(beside: boolean, paramDtype: "bfloat16" | null, accumulate = false) {
-  const built = build(beside, paramDtype);
+async function train(beside: boolean, paramDtype: "bfloat16" | null, accumulate = false, offload = true) {
+  const built = build(beside, paramDtype, offload);
   built.engine.attachOptimizer(built.optimizer);
   const losses: number[] = [];
   for (let s = 0; s < 4; s++) {
@@ -147,13 +149,20 @@ describe("offloaded units updated beside backward (stepBesideBackward)", () => {
     }
   });
 
-  it("a backward inside an accumulation window updates nothing beside it; the step after the last one gives the same bits", async () => {
+  // [Note: later micro-batches added beside backward] in flatUnit.ts: the second micro-batch's
+  // gradients come down into scratch buffers and are added into the slices on the worker thread.
+  it("with accumulation: the first micro-batch (inside withoutStep) updates nothing; after the last, units whose sums have landed are updated beside backward; the bits of units kept on the device", async () => {
     const early = await train(true, null, true);
     const after = await train(false, null, true);
+    const onDevice = await train(false, null, true, false);
     expect(early.losses).toEqual(after.losses);
     expect(early.masters).toEqual(after.masters);
-    // The last micro-batch's reductions add into slices already down: they land only at the step.
-    expect(early.stepped).toBe(0);
+    // Resident units accumulate inside the weight-gradient product (another rounding): losses within
+    // fp32 rounding (a sum dropped or added twice moves them by about 1e-2 here).
+    after.losses.forEach((l, i) => expect(Math.abs(l - onDevice.losses[i]), `loss ${i}`).toBeLessThan(1e-5));
+    // At most the two blocks reduced first each step (their sums are added on the worker thread, so how many have landed when backward ends varies).
+    expect(early.stepped).toBeGreaterThan(0);
+    expect(early.stepped).toBeLessThanOrEqual(4 * 2);
   });
 
   it("refuses an optimizer without the fused Adam update, naming why", () => {

@@ -230,6 +230,22 @@ describe("GPU, host and disk together (offloadKeepHost)", () => {
   });
 });
 
+// [Note: later micro-batches added beside backward] in @fulgur/sharding: with accumulation on a
+// GPU's host, later micro-batches' offloaded gradients come down into shared scratch buffers.
+describe("the host's scratch buffers for accumulated offloaded gradients", () => {
+  it("are counted on a GPU's host with accumulation only: the units under way at once (downloads in flight and two more), the largest unit's fp32 gradient slice each", () => {
+    const plan = new DeepSpeedStrategy({ stage: 3, offloadOptimizer: true }).plan;
+    const module = withDevice("meta", () => new GPT({ vocabSize: 64, seqLen: 8, dModel: 32, nLayers: 2, nHeads: 2 }));
+    const layout = { worldSize: 2, prefetch: 1, policy: null };
+    const host = (accumulateGradBatches: number, copiesCrossBus: boolean) =>
+      estimateZeroMemory("z", plan, { module, precision: "32-true", microBatch: 2, worldSize: 2, accumulateGradBatches, copiesCrossBus }, layout).perHost.gradients;
+    // A block (12,704 parameters) is the largest unit; two downloads in flight (the engine's
+    // DOWNLOADS_IN_FLIGHT) and two more, each half a block's fp32 gradients on each of 2 ranks.
+    expect(host(2, true) - host(1, true)).toBe(((2 + 2) * 12_704 * 4) / 2);
+    expect(host(2, false)).toBe(host(1, false));
+  });
+});
+
 // [Note: the step beside backward] in @fulgur/sharding: refused where it cannot act, or where the
 // step's factor over every gradient (clipping, fp16 loss scaling) would come after units were updated.
 describe("units updated beside backward (offloadStepInBackward)", () => {

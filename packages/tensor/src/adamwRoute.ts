@@ -5,7 +5,7 @@
  * part of the host-resident state through the GPU ([Note: the step streamed through the device] in
  * @fulgur/sharding), while the optimizer keeps the formulas, the hyper-parameters and the step count.
  */
-import type { AdamWHyper, PendingWork } from "./backend";
+import type { AdamWHyper } from "./backend";
 import { restoreAfter } from "./restoreAfter";
 import type { Tensor } from "./tensor";
 
@@ -33,7 +33,8 @@ export function routeAdamW<T>(route: AdamWRoute, fn: () => T): T {
   });
 }
 
-function onBackend(call: FusedAdamWCall): void {
+/** Runs the whole call on its parameters' backend, no route asked. */
+export function adamwOnBackend(call: FusedAdamWCall): void {
   if (call.params.length === 0) return;
   call.params[0].backend.adamw([...call.params], [...call.grads], [...call.expAvg], [...call.expAvgSq], call.hyper, call.lowPrecision && [...call.lowPrecision]);
 }
@@ -41,22 +42,6 @@ function onBackend(call: FusedAdamWCall): void {
 /** The fused AdamW update of an optimizer: through the installed route, else on the parameters' backend. */
 export function fusedAdamW(call: FusedAdamWCall): void {
   const route = routes.at(-1);
-  if (route && route(call, onBackend)) return;
-  onBackend(call);
-}
-
-const DONE: PendingWork = { poll: () => true, wait: () => {} };
-
-/**
- * The fused AdamW update of `call` started beside the calling thread where the parameters' backend
- * can (the CPU's worker threads), else run now on that backend. No route applies: the caller chose
- * where it runs. Its tensors are the update's until `wait()` returns.
- */
-export function fusedAdamWBeside(call: FusedAdamWCall): PendingWork {
-  if (call.params.length === 0) return DONE;
-  const backend = call.params[0].backend;
-  const pending = backend.adamwBeside?.([...call.params], [...call.grads], [...call.expAvg], [...call.expAvgSq], call.hyper, call.lowPrecision && [...call.lowPrecision]);
-  if (pending) return pending;
-  onBackend(call);
-  return DONE;
+  if (route && route(call, adamwOnBackend)) return;
+  adamwOnBackend(call);
 }

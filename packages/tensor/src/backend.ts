@@ -289,6 +289,12 @@ export interface Backend {
    * backend cannot (then `adamw` runs it in place).
    */
   adamwBeside?(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): PendingWork | null;
+
+  /**
+   * `dst += src` started beside the calling thread, as `adamwBeside` is: null, having done
+   * nothing, where the backend cannot (contiguous fp32 views of one size on the CPU's threads).
+   */
+  addBeside?(dst: View, src: View): PendingWork | null;
 }
 
 /** Work under way beside the calling thread. */

@@ -73,5 +73,6 @@ export { startReadyWorker, type ReadyWorkerEntries } from "./readyWorker";
 export { tsxWorkerBootstrap } from "./sourceWorker";
 export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads, stopCpuOptimizerThreads } from "./cpu/optimizerThreads";
 export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
-export { fusedAdamW, fusedAdamWBeside, routeAdamW, type AdamWRoute, type FusedAdamWCall } from "./adamwRoute";
+export { fusedAdamW, routeAdamW, type AdamWRoute, type FusedAdamWCall } from "./adamwRoute";
+export { addBeside, fusedAdamWBeside } from "./beside";
 export { MetaBackend, metaBackend } from "./meta";

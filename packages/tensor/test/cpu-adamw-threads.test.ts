@@ -113,6 +113,26 @@ describe("the CPU AdamW step on worker threads", () => {
     });
   }
 
+  // The sharding engine adds later micro-batches' offloaded gradients into the slice this way.
+  it("addBeside adds on the threads (shared memory) or at once (not shared), as add_ does", () => {
+    T.setCpuOptimizerThreads(3, { minElements: 0 });
+    for (const shared of [true, false]) {
+      const gen = new T.Generator(11);
+      const make = () => [T.randn([100_003], { generator: gen }).untrack(), T.randn([100_003], { generator: gen }).untrack()];
+      const [dst, src] = shared ? T.sharedHostMemory(make) : make();
+      const expected = T.noGrad(() => dst.add(src)).toFloat64Array();
+      const pending = T.addBeside(dst, src);
+      if (!shared) expect(pending.poll()).toBe(true);
+      pending.wait();
+      expect(pending.poll()).toBe(true);
+      const got = dst.toFloat64Array();
+      const at = got.findIndex((x, k) => !Object.is(x, expected[k]));
+      expect(at, `${shared ? "shared" : "not shared"}: element ${at}`).toBe(-1);
+      dst.dispose();
+      src.dispose();
+    }
+  });
+
   it("refuses a thread count that is not a positive integer", () => {
     expect(() => T.setCpuOptimizerThreads(0)).toThrow("setCpuOptimizerThreads: got 0; expected a positive integer");
     expect(() => T.setCpuOptimizerThreads(2, { minElements: -1 })).toThrow("setCpuOptimizerThreads: minElements got -1; expected a non-negative integer");

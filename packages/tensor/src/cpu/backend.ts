@@ -23,7 +23,7 @@ import type { DType, HostArray } from "../dtype";
 import { allocHost, encodeElement, isStorageArray, itemsize } from "../dtype";
 import { adamw } from "./adamw";
 import { dataOf } from "./storage";
-import { adamwBeside, adamwThreaded } from "./optimizerThreads";
+import { adamwBeside, adamwThreaded, addBeside } from "./optimizerThreads";
 import { SharedBufferPool } from "./sharedBufferPool";
 import { allocatesShared } from "./sharedMemory";
 import { attention, attentionBackward } from "./attention";
@@ -255,6 +255,10 @@ export class CpuBackend implements Backend {
 
   adamwBeside(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): PendingWork | null {
     return adamwBeside(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
+  }
+
+  addBeside(dst: View, src: View): PendingWork | null {
+    return addBeside(dst, src);
   }
 }
 

@@ -36,6 +36,31 @@ export interface AdamWJob {
   readonly control: SharedArrayBuffer;
 }
 
+/**
+ * A sum a worker adds in place: `dst[start, start + count) += src[start, start + count)`, fp32
+ * ranges of shared buffers (the sharding engine's later micro-batches' offloaded gradients, added
+ * into the gradient slice beside backward).
+ */
+export interface AddJob {
+  readonly kind: "add";
+  readonly buffers: readonly SharedArrayBuffer[];
+  readonly dst: SharedRange;
+  readonly src: SharedRange;
+  readonly start: number;
+  readonly count: number;
+  /** As AdamWJob's. */
+  readonly control: SharedArrayBuffer;
+}
+
+/** Runs an add job's range. */
+export function runAdd(job: Omit<AddJob, "control">): void {
+  const dst = new Float32Array(job.buffers[job.dst.buffer]);
+  const src = new Float32Array(job.buffers[job.src.buffer]);
+  const d = job.dst.offset + job.start;
+  const s = job.src.offset + job.start;
+  for (let i = 0; i < job.count; i++) dst[d + i] += src[s + i];
+}
+
 function arrayOf(buffer: SharedArrayBuffer, dtype: DType): HostArray {
   switch (dtype) {
     case "float32":

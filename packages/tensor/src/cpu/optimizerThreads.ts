@@ -18,7 +18,8 @@ import { availableParallelism } from "node:os";
 import { Worker } from "node:worker_threads";
 import type { AdamWHyper, PendingWork, View } from "../backend";
 import { dataOf } from "./storage";
-import { type AdamWJob, type AdamWTensor, type Piece, type SharedRange, runPieces } from "./optimizerJob";
+import { type AdamWJob, type AdamWTensor, type AddJob, type Piece, type SharedRange, runPieces } from "./optimizerJob";
+import { isContiguous } from "../shape";
 import { numelOf } from "./strided";
 import { adamw } from "./adamw";
 import { startReadyWorker } from "../readyWorker";
@@ -94,29 +95,36 @@ function spawn(): Worker {
   return worker;
 }
 
-/** Each tensor's ranges in SharedArrayBuffers, or null for a tensor whose memory is not shared. */
-function sharedTensors(lists: readonly (readonly (View | null)[])[], count: number): { buffers: SharedArrayBuffer[]; tensors: (AdamWTensor | null)[] } {
-  const buffers: SharedArrayBuffer[] = [];
-  const index = new Map<SharedArrayBuffer, number>();
-  const shared = (v: View): SharedRange | null => {
+/** The shared buffers a job refers to, each listed once, and views as ranges into them. */
+class SharedBuffers {
+  readonly buffers: SharedArrayBuffer[] = [];
+  private readonly index = new Map<SharedArrayBuffer, number>();
+
+  /** The view's range, or null when its memory is not shared. */
+  range(v: View): SharedRange | null {
     const data = dataOf(v);
     if (!(data.buffer instanceof SharedArrayBuffer)) return null;
-    let b = index.get(data.buffer);
+    let b = this.index.get(data.buffer);
     if (b === undefined) {
-      b = buffers.length;
-      buffers.push(data.buffer);
-      index.set(data.buffer, b);
+      b = this.buffers.length;
+      this.buffers.push(data.buffer);
+      this.index.set(data.buffer, b);
     }
     return { buffer: b, dtype: v.storage.dtype, offset: v.offset + data.byteOffset / data.BYTES_PER_ELEMENT };
-  };
+  }
+}
+
+/** Each tensor's ranges in SharedArrayBuffers, or null for a tensor whose memory is not shared. */
+function sharedTensors(lists: readonly (readonly (View | null)[])[], count: number): { buffers: SharedArrayBuffer[]; tensors: (AdamWTensor | null)[] } {
+  const shared = new SharedBuffers();
   const tensors: (AdamWTensor | null)[] = [];
   for (let t = 0; t < count; t++) {
-    const [p, g, m, v] = lists.slice(0, 4).map((l) => shared(l[t]!));
+    const [p, g, m, v] = lists.slice(0, 4).map((l) => shared.range(l[t]!));
     const lpView = lists[4]?.[t] ?? null;
-    const lp = lpView ? shared(lpView) : null;
+    const lp = lpView ? shared.range(lpView) : null;
     tensors.push(!p || !g || !m || !v || (lpView && !lp) ? null : { p, g, m, v, lp });
   }
-  return { buffers, tensors };
+  return { buffers: shared.buffers, tensors };
 }
 
 /** Splits the elements of every tensor into `threads` runs of about equal size (a size of 0: a tensor left out). */
@@ -237,6 +245,11 @@ export function adamwBeside(
   const sizes = params.map((p) => numelOf(p.shape));
   const { dispatched } = dispatch(shared, sizes, hyper, threads - 1, 0);
   threadedSteps++;
+  return pendingOf(dispatched);
+}
+
+/** A dispatched job as work under way: `wait()` blocks until its workers are done and rethrows a failure, each time. */
+function pendingOf(dispatched: Dispatched): PendingWork {
   let settled = false;
   let failure: unknown = null;
   return {
@@ -253,4 +266,29 @@ export function adamwBeside(
       if (failure !== null) throw failure;
     },
   };
+}
+
+/**
+ * `dst += src` handed wholly to the worker threads, the calling thread left free (the sharding
+ * engine adds a later micro-batch's offloaded gradients into the gradient slice this way while
+ * backward goes on). Null, having done nothing, where it does not apply: one thread, memory not
+ * shared, or views that are not contiguous fp32 of one size. Neither tensor may be touched until
+ * `wait()` returns.
+ */
+export function addBeside(dst: View, src: View): PendingWork | null {
+  const threads = cpuOptimizerThreads();
+  const n = numelOf(dst.shape);
+  const plain = (v: View): boolean => v.storage.dtype === "float32" && isContiguous(v.shape, v.strides);
+  if (threads <= 1 || n === 0 || numelOf(src.shape) !== n || !plain(dst) || !plain(src)) return null;
+  const shared = new SharedBuffers();
+  const d = shared.range(dst);
+  const s = shared.range(src);
+  if (!d || !s) return null;
+  const workers = threads - 1;
+  while (pool.length < workers) pool.push(spawn());
+  const per = Math.ceil(n / workers);
+  const helpers = pool.slice(0, Math.ceil(n / per));
+  const control = new SharedArrayBuffer(8 + 2048);
+  helpers.forEach((w, k) => w.postMessage({ kind: "add", buffers: shared.buffers, dst: d, src: s, start: k * per, count: Math.min(per, n - k * per), control } satisfies AddJob));
+  return pendingOf({ control, helpers: helpers.length, total: n });
 }

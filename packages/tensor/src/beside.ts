@@ -1,0 +1,30 @@
+/**
+ * Work started beside the calling thread, where the tensors' backend can run it elsewhere (the CPU
+ * backend's worker threads), else done at the call. The sharding engine updates offloaded units,
+ * and adds later micro-batches' gradients, this way while its thread drives backward on the GPU.
+ * The tensors are the work's until `wait()` returns.
+ */
+import { type FusedAdamWCall, adamwOnBackend } from "./adamwRoute";
+import type { PendingWork } from "./backend";
+import { noGrad } from "./gradMode";
+import type { Tensor } from "./tensor";
+
+const DONE: PendingWork = { poll: () => true, wait: () => {} };
+
+/** The fused AdamW update of `call`, beside the caller where its parameters' backend can. No route applies: the caller chose where it runs. */
+export function fusedAdamWBeside(call: FusedAdamWCall): PendingWork {
+  if (call.params.length === 0) return DONE;
+  const backend = call.params[0].backend;
+  const pending = backend.adamwBeside?.([...call.params], [...call.grads], [...call.expAvg], [...call.expAvgSq], call.hyper, call.lowPrecision && [...call.lowPrecision]);
+  if (pending) return pending;
+  adamwOnBackend(call);
+  return DONE;
+}
+
+/** `dst += src`, beside the caller where the backend can. */
+export function addBeside(dst: Tensor, src: Tensor): PendingWork {
+  const pending = dst.backend.addBeside?.(dst, src);
+  if (pending) return pending;
+  noGrad(() => dst.add_(src));
+  return DONE;
+}
