@@ -210,36 +210,27 @@ describe("every stage equals one process (DESIGN.md decision 8)", () => {
     for (const n of job.threadedSteps) expect(n).toBeGreaterThan(2 * STEPS);
   });
 
+  // Blocks of 12,704 parameters. [Note: units kept from forward to backward] in stages.ts: a reuse
+  // distance of 12,704 keeps the last two gathered from forward to backward (the last has nothing
+  // after it, the second one block). [Note: persistent units]: a threshold of 13,000 keeps every
+  // block gathered from step to step. The memory plan (within 10%, checked for every job) counts them.
+  const sharded = (...gathered: boolean[]) => [...gathered.map((g, i) => [`model.blocks.${i}`, g ? "gathered" : "sharded"]), ["", "gathered"]];
+  it.each([
+    ["stage3_max_reuse_distance", 12_704, "2 unit(s) kept gathered from forward to backward (stage3_max_reuse_distance)", sharded(false, true, true)],
+    ["stage3_param_persistence_threshold", 13_000, "3 unit(s) kept gathered from step to step (stage3_param_persistence_threshold)", sharded(true, true, true)],
+  ])("stage 3 at world 2 with %s %i: blocks kept gathered, the same losses", async (key, value, line, states) => {
+    const ref = await reference();
+    const job = await train({ strategy: "deepspeed", world: 2, options: { config: { zero_optimization: { stage: 3, [key]: value } } } });
+    expectLosses(job.losses, ref.losses);
+    expect(job.stdout).toContain(`[rank 0] deepspeed: ZeRO stage 3: parameters, gradients and optimizer state sharded over 2 rank(s); 4 unit(s) (3 wrapped); prefetch 1; ${line}`);
+    // Between the first forward and its backward.
+    expect(job.unitsAfterForward).toEqual([states, states]);
+  });
+
   // [Note: the step beside backward] in @fulgur/sharding: with no clipping, each offloaded block is
   // updated by the CPU's threads once its gradients are in, while backward goes on; the schedule's
   // learning rate is checked against each early update at the step, and the first micro-batch of
   // each step (inside noBackwardSync) updates nothing.
-  // [Note: units kept from forward to backward] in stages.ts: blocks of 12,704 parameters, so a
-  // reuse distance of 12,704 keeps the last two gathered from forward to backward (the last has
-  // nothing after it, the second one block); the memory plan (within 10%, checked for every job)
-  // counts them held.
-  it("stage 3 at world 2 with stage3_max_reuse_distance: the last two blocks kept gathered from forward to backward, the same losses", async () => {
-    const ref = await reference();
-    const config = { zero_optimization: { stage: 3, stage3_max_reuse_distance: 12_704 } };
-    const job = await train({ strategy: "deepspeed", world: 2, options: { config } });
-    expectLosses(job.losses, ref.losses);
-    expect(job.stdout).toContain("[rank 0] deepspeed: ZeRO stage 3: parameters, gradients and optimizer state sharded over 2 rank(s); 4 unit(s) (3 wrapped); prefetch 1; 2 unit(s) kept gathered from forward to backward (stage3_max_reuse_distance)");
-    const states = [["model.blocks.0", "sharded"], ["model.blocks.1", "gathered"], ["model.blocks.2", "gathered"], ["", "gathered"]];
-    expect(job.unitsAfterForward).toEqual([states, states]);
-  });
-
-  // [Note: persistent units] in stages.ts: every block (12,704 parameters) is under the threshold,
-  // so each stays gathered from step to step, gathered again after each optimizer step.
-  it("stage 3 at world 2 with stage3_param_persistence_threshold over the blocks' size: every block kept gathered, the same losses", async () => {
-    const ref = await reference();
-    const config = { zero_optimization: { stage: 3, stage3_param_persistence_threshold: 13_000 } };
-    const job = await train({ strategy: "deepspeed", world: 2, options: { config } });
-    expectLosses(job.losses, ref.losses);
-    expect(job.stdout).toContain("prefetch 1; 3 unit(s) kept gathered from step to step (stage3_param_persistence_threshold)");
-    const states = [["model.blocks.0", "gathered"], ["model.blocks.1", "gathered"], ["model.blocks.2", "gathered"], ["", "gathered"]];
-    expect(job.unitsAfterForward).toEqual([states, states]);
-  });
-
   let unclipped: Promise<Trained> | null = null;
   it.each(["deepspeed_stage_3_offload", "deepspeed_stage_2_offload"])("%s at world 2 with units updated beside backward (offloadStepInBackward), no clipping", async (strategy) => {
     unclipped ??= train({ strategy: "single_device", world: 1, flags: ["--clip", "none"] });
