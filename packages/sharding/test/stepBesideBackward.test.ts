@@ -47,7 +47,7 @@ function batch(seed: number): { idx: Tensor; targets: Tensor } {
   return { idx: fromHost(idx, [2, CONFIG.seqLen], "int32").to(DEVICE), targets: fromHost(targets, [2, CONFIG.seqLen], "int32").to(DEVICE) };
 }
 
-function build(beside: boolean, paramDtype: "bfloat16" | null, offload = true) {
+function build(beside: boolean, paramDtype: "bfloat16" | null, offload = true, keptToBackward: readonly string[] = []) {
   const model = new GPT(CONFIG, { seed: 5 });
   const engine = new ShardingEngine(
     model,
@@ -56,7 +56,11 @@ function build(beside: boolean, paramDtype: "bfloat16" | null, offload = true) {
     DEVICE,
   );
   const blocks = model.blocks.children().map((_, i) => `blocks.${i}`);
-  for (const plan of planUnits(model, blocks)) engine.addUnit({ path: plan.path, params: plan.params.map((p) => ({ fqn: p.fqn, tensor: model.getParameter(p.fqn) })) });
+  for (const plan of planUnits(model, blocks)) {
+    const params = plan.params.map((p) => ({ fqn: p.fqn, tensor: model.getParameter(p.fqn) }));
+    // Units kept gathered from forward to backward (ZeRO's stage3_max_reuse_distance).
+    engine.addUnit({ path: plan.path, params, options: keptToBackward.includes(plan.path) ? { reshardAfterForward: false } : undefined });
+  }
   engine.ready();
   // Two groups, as a no-decay group for biases and norms makes: each parameter is checked against its own group's step.
   const params = engine.optimizerParams();
@@ -85,8 +89,8 @@ async function step({ engine, optimizer }: Built, clips = false): Promise<void> 
 }
 
 /** Four steps (two micro-batches each with `accumulate`): the losses, every unit's master slice, units updated beside backward. */
-async function train(beside: boolean, paramDtype: "bfloat16" | null, accumulate = false, offload = true) {
-  const built = build(beside, paramDtype, offload);
+async function train(beside: boolean, paramDtype: "bfloat16" | null, accumulate = false, offload = true, keptToBackward: readonly string[] = []) {
+  const built = build(beside, paramDtype, offload, keptToBackward);
   built.engine.attachOptimizer(built.optimizer);
   const losses: number[] = [];
   for (let s = 0; s < 4; s++) {
@@ -163,6 +167,16 @@ describe("offloaded units updated beside backward (stepBesideBackward)", () => {
     // At most the two blocks reduced first each step (their sums are added on the worker thread, so how many have landed when backward ends varies).
     expect(early.stepped).toBeGreaterThan(0);
     expect(early.stepped).toBeLessThanOrEqual(4 * 2);
+  });
+
+  // What the 6.71B bench's "reuse" setting runs: bf16 units kept gathered from forward to backward
+  // (no second upload), updated beside backward.
+  it("bf16 units kept gathered from forward to backward, updated beside backward: the bits of the plain offloaded step", async () => {
+    const kept = await train(true, "bfloat16", false, true, ["blocks.1", "blocks.2"]);
+    const plain = await train(false, "bfloat16");
+    expect(kept.losses).toEqual(plain.losses);
+    expect(kept.masters).toEqual(plain.masters);
+    expect(kept.stepped).toBe(4 * 2);
   });
 
   it("refuses an optimizer without the fused Adam update, naming why", () => {
