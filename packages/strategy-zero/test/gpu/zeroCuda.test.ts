@@ -96,11 +96,12 @@ describe.skipIf(!hasGpu)("ZeRO on CUDA", () => {
 describe.skipIf(!hasGpu)("ZeRO on CUDA: the step beside backward", () => {
   // [Note: the step beside backward] in @fulgur/sharding: with gradients coming down beside
   // backward, each block whose gradients have landed is updated by the CPU's threads before
-  // backward ends. One micro-batch a step (a second one's reduction lands only at the step), no
-  // clipping; the same CPU update as after backward, so the same losses.
-  it("stage 3 offloaded with offloadStepInBackward, bf16 units, at world 1: the losses of the step after backward, blocks updated beside it", async () => {
+  // backward ends; with two micro-batches, once the second one's gradients are down and added
+  // ([Note: later micro-batches added beside backward]). No clipping; the same CPU update as after
+  // backward, so the same losses.
+  it.each([1, 2])("stage 3 offloaded with offloadStepInBackward, bf16 units, at world 1, %i micro-batch(es) a step: the losses of the step after backward, blocks updated beside it", async (accumulate) => {
     const mixedPrecision = { paramDtype: "bfloat16", reduceDtype: "float32" };
-    const run = { accumulate: 1, clip: "none" };
+    const run = { accumulate, clip: "none" };
     const after = await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision }, {}, [], run);
     const beside: number[] = [];
     within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision, offloadStepInBackward: true }, {}, [], { ...run, beside }), after, 1e-5);
