@@ -5,7 +5,7 @@
  * part of the host-resident state through the GPU ([Note: the step streamed through the device] in
  * @fulgur/sharding), while the optimizer keeps the formulas, the hyper-parameters and the step count.
  */
-import type { AdamWHyper } from "./backend";
+import type { AdamWHyper, Backend } from "./backend";
 import { restoreAfter } from "./restoreAfter";
 import type { Tensor } from "./tensor";
 
@@ -33,10 +33,15 @@ export function routeAdamW<T>(route: AdamWRoute, fn: () => T): T {
   });
 }
 
+/** The call as the arguments of `Backend.adamw` (and `adamwBeside`). */
+export function adamwArguments(call: FusedAdamWCall): Parameters<Backend["adamw"]> {
+  return [[...call.params], [...call.grads], [...call.expAvg], [...call.expAvgSq], call.hyper, call.lowPrecision && [...call.lowPrecision]];
+}
+
 /** Runs the whole call on its parameters' backend, no route asked. */
 export function adamwOnBackend(call: FusedAdamWCall): void {
   if (call.params.length === 0) return;
-  call.params[0].backend.adamw([...call.params], [...call.grads], [...call.expAvg], [...call.expAvgSq], call.hyper, call.lowPrecision && [...call.lowPrecision]);
+  call.params[0].backend.adamw(...adamwArguments(call));
 }
 
 /** The fused AdamW update of an optimizer: through the installed route, else on the parameters' backend. */

@@ -4,7 +4,7 @@
  * and adds later micro-batches' gradients, this way while its thread drives backward on the GPU.
  * The tensors are the work's until `wait()` returns.
  */
-import { type FusedAdamWCall, adamwOnBackend } from "./adamwRoute";
+import { type FusedAdamWCall, adamwArguments, adamwOnBackend } from "./adamwRoute";
 import type { PendingWork } from "./backend";
 import { noGrad } from "./gradMode";
 import type { Tensor } from "./tensor";
@@ -14,8 +14,7 @@ const DONE: PendingWork = { poll: () => true, wait: () => {} };
 /** The fused AdamW update of `call`, beside the caller where its parameters' backend can. No route applies: the caller chose where it runs. */
 export function fusedAdamWBeside(call: FusedAdamWCall): PendingWork {
   if (call.params.length === 0) return DONE;
-  const backend = call.params[0].backend;
-  const pending = backend.adamwBeside?.([...call.params], [...call.grads], [...call.expAvg], [...call.expAvgSq], call.hyper, call.lowPrecision && [...call.lowPrecision]);
+  const pending = call.params[0].backend.adamwBeside?.(...adamwArguments(call));
   if (pending) return pending;
   adamwOnBackend(call);
   return DONE;
