@@ -15,11 +15,11 @@
  * - the step: the optimizer holds each parameter's local segment; replicas (HYBRID_SHARD,
  *   NO_SHARD) average their slices first.
  */
-import { Adam, type Module, type Optimizer, type RemovableHandle } from "@fulgur/nn";
+import type { Module, Optimizer, RemovableHandle } from "@fulgur/nn";
 import { DownloadQueue } from "./downloadQueue";
 import { type AdamWRoute, type Tensor, memoryStats, routeAdamW, sharedHostMemory, stopCpuOptimizerThreads } from "@fulgur/tensor";
 import { DeviceStreamedStep } from "./deviceStep";
-import { StepBesideBackward } from "./stepBesideBackward";
+import { StepBesideBackward, fusedAdamWProblem } from "./stepBesideBackward";
 import { HostScratch } from "./hostScratch";
 import type { EngineOptions, UnitOptions } from "./api";
 import { FlatUnit, type UnitGroups } from "./flatUnit";
@@ -404,28 +404,25 @@ export class ShardingEngine {
    * Offloaded to NVMe, that call steps piece by piece, reading each piece's state (and slices) from
    * disk while the piece before it is updated ([Note: the piecewise step] in nvme/piecewiseStep.ts).
    */
-  step<T>(optimizer: Optimizer, run: () => Promise<T>, clips = false): Promise<T> {
+  async step<T>(optimizer: Optimizer, run: () => Promise<T>, clips = false): Promise<T> {
     const nvme = this.nvme;
     const streamed = this.streamedStep;
     const beside = this.besideBackward;
     if (clips) beside?.refuseClipping();
     // Gradients kept on the device are read there only by the fused AdamW the route streams; any
     // other optimizer gets them in host memory, as without the share.
-    if (streamed && !takesFusedAdamW(optimizer)) for (const u of this.units) u.bringGradientsHome();
+    if (streamed && fusedAdamWProblem(optimizer) !== null) for (const u of this.units) u.bringGradientsHome();
     const route = this.stepRoute();
     const routed = route ? () => routeAdamW(route, run) : run;
-    const stepped = async (): Promise<T> => {
-      try {
-        const result = await (nvme ? this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, routed)) : this.onHost(routed));
-        beside?.checkAllTaken();
-        return result;
-      } catch (err) {
-        // Updates still under way write into the state: they end before the error travels.
-        beside?.settle();
-        throw err;
-      }
-    };
-    return stepped();
+    try {
+      const result = await (nvme ? this.onHost(() => stepInPieces(optimizer, this.units, nvme, this.options.nvme!.subGroupSize, routed)) : this.onHost(routed));
+      beside?.checkAllTaken();
+      return result;
+    } catch (err) {
+      // Updates still under way write into the state: they end before the error travels.
+      beside?.settle();
+      throw err;
+    }
   }
 
   /**
@@ -553,9 +550,4 @@ export class ShardingEngine {
     // This rank's swap directory goes with the engine (it was made for it).
     this.nvme?.dispose();
   }
-}
-
-/** Whether every group of the optimizer takes the fused AdamW update, the one call the streamed step routes. */
-function takesFusedAdamW(optimizer: Optimizer): boolean {
-  return optimizer instanceof Adam && optimizer.paramGroups.every((g) => optimizer.fusesGroup(g));
 }

@@ -42,8 +42,11 @@ function updatesBeside(unit: FlatUnit): boolean {
   return unit.onHost && !unit.onDisk && !unit.streamed && !unit.gradsOnDevice && !unit.resident && unit.name !== "" && (unit.groups.replicate?.size ?? 1) === 1;
 }
 
-/** Why an optimizer cannot be updated beside backward, or null when it can. */
-export function besideBackwardProblem(optimizer: Optimizer): string | null {
+/**
+ * Why not every group of an optimizer takes the fused AdamW update (the one call the engine routes:
+ * updated beside backward, or streamed through the device), or null when every group does.
+ */
+export function fusedAdamWProblem(optimizer: Optimizer): string | null {
   if (!(optimizer instanceof Adam)) return `the optimizer is ${optimizer.constructor.name}; it needs Adam or AdamW, whose fused update runs per parameter`;
   const slow = optimizer.paramGroups.findIndex((g) => !optimizer.fusesGroup(g));
   if (slow >= 0) return `group ${slow} of ${optimizer.constructor.name} does not take the fused update (AMSGrad, fused: false, or Adam's L2 weight decay)`;
@@ -73,7 +76,7 @@ export class StepBesideBackward {
 
   /** The optimizer whose updates run beside backward; one that cannot is refused, with why. */
   attach(optimizer: Optimizer): void {
-    const problem = besideBackwardProblem(optimizer);
+    const problem = fusedAdamWProblem(optimizer);
     if (problem) throw new Error(`${OPTION}: ${problem}; use AdamW (or Adam without weight decay), or leave ${OPTION} off`);
     this.optimizer = optimizer as Adam;
   }
