@@ -19,6 +19,7 @@ import { type DType, type HostArray, type PendingRead, type PendingWork, type Te
 import { type Segment, type UnitLayout, segmentsOf } from "./layout";
 import type { NvmeTier } from "./nvme/nvmeTier";
 import type { HostScratch } from "./hostScratch";
+import { pinHostTensor } from "./pinHost";
 import { releaseMemory, restoreMemory } from "./storageMemory";
 
 /**
@@ -174,12 +175,8 @@ export class FlatUnit {
   }
 
   private pin(t: Tensor): void {
-    if (t.device !== "cpu" || this.device === "cpu" || !t.backend.readShared) return;
-    const backend = getBackend(this.device);
-    if (!backend.pinHost) return;
-    const array = t.backend.readShared(t);
-    backend.pinHost(array);
-    this.pinned.push(array);
+    const array = pinHostTensor(this.device, t);
+    if (array) this.pinned.push(array);
   }
 
   /**

@@ -5,6 +5,7 @@
  * at once are only those under way (a few units' slices), not one per unit.
  */
 import { type HostArray, type Tensor, getBackend, sharedHostMemory, zeros } from "@fulgur/tensor";
+import { pinHostTensor } from "./pinHost";
 
 export class HostScratch {
   private readonly free = new Map<number, Tensor[]>();
@@ -18,10 +19,7 @@ export class HostScratch {
     const reused = this.free.get(numel)?.pop();
     if (reused) return reused;
     const tensor = sharedHostMemory(() => zeros([numel], { dtype: "float32", device: "cpu" })).untrack();
-    const backend = getBackend(this.device);
-    const array = backend.pinHost && tensor.backend.readShared ? tensor.backend.readShared(tensor) : null;
-    if (array) backend.pinHost!(array);
-    this.made.push({ tensor, pinned: array });
+    this.made.push({ tensor, pinned: pinHostTensor(this.device, tensor) });
     return tensor;
   }
 
