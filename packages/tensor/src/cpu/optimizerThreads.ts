@@ -165,13 +165,19 @@ function dispatch(
   workers: number,
   keep: number,
 ): { job: Omit<AdamWJob, "control" | "pieces">; pieces: Piece[][]; dispatched: Dispatched } {
-  while (pool.length < workers) pool.push(spawn());
   const pieces = split(sizes, workers + keep);
+  const job = { buffers: shared.buffers, tensors: shared.tensors.map((t) => t ?? EMPTY), hyper };
+  const dispatched = handOut(workers, sizes.reduce((s, n) => s + n, 0), (k, control) => ({ ...job, pieces: pieces[k + keep], control }) satisfies AdamWJob);
+  return { job, pieces, dispatched };
+}
+
+/** Posts `jobFor(k, control)` to each of the first `workers` workers of the pool (started as needed), under one control word. */
+function handOut(workers: number, total: number, jobFor: (k: number, control: SharedArrayBuffer) => AdamWJob | AddJob): Dispatched {
+  while (pool.length < workers) pool.push(spawn());
   const control = new SharedArrayBuffer(8 + 2048);
   const helpers = pool.slice(0, workers);
-  const job = { buffers: shared.buffers, tensors: shared.tensors.map((t) => t ?? EMPTY), hyper };
-  helpers.forEach((w, k) => w.postMessage({ ...job, pieces: pieces[k + keep], control } satisfies AdamWJob));
-  return { job, pieces, dispatched: { control, helpers: helpers.length, total: sizes.reduce((s, n) => s + n, 0) } };
+  helpers.forEach((w, k) => w.postMessage(jobFor(k, control)));
+  return { control, helpers: helpers.length, total };
 }
 
 /** Whether every worker of a dispatched job is done (never blocks). */
@@ -284,11 +290,7 @@ export function addBeside(dst: View, src: View): PendingWork | null {
   const d = shared.range(dst);
   const s = shared.range(src);
   if (!d || !s) return null;
-  const workers = threads - 1;
-  while (pool.length < workers) pool.push(spawn());
-  const per = Math.ceil(n / workers);
-  const helpers = pool.slice(0, Math.ceil(n / per));
-  const control = new SharedArrayBuffer(8 + 2048);
-  helpers.forEach((w, k) => w.postMessage({ kind: "add", buffers: shared.buffers, dst: d, src: s, start: k * per, count: Math.min(per, n - k * per), control } satisfies AddJob));
-  return pendingOf({ control, helpers: helpers.length, total: n });
+  const per = Math.ceil(n / (threads - 1));
+  const jobFor = (k: number, control: SharedArrayBuffer): AddJob => ({ kind: "add", buffers: shared.buffers, dst: d, src: s, start: k * per, count: Math.min(per, n - k * per), control });
+  return pendingOf(handOut(Math.ceil(n / per), n, jobFor));
 }
