@@ -11,5 +11,6 @@ export { layoutUnit, segmentsOf, type ParamSlot, type Segment, type UnitLayout }
 export { canReleaseMemory } from "./storageMemory";
 export { DeviceStreamedStep, STREAMED_MIN_ELEMENTS, STREAMED_PIECE_ELEMENTS, STREAMED_PIECES_IN_FLIGHT, streamedStepBytes, streamedStepSizes } from "./deviceStep";
 export { type StreamingCheckpointIO, saveFullStreamed, streamsTensors } from "./streamedSave";
+export { type BesideSettings, stepBesideBackwardRefusal } from "./stepBesideBackward";
 export { checkpointSegments, estimateShardedMemory, type ShardedMemoryLayout } from "./memory";
 export type { NvmeLayout } from "./offloadHostMemory";

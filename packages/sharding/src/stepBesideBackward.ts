@@ -53,6 +53,29 @@ export function fusedAdamWProblem(optimizer: Optimizer): string | null {
   return null;
 }
 
+/** What a run sets that keeps the step beside backward from acting or from giving the step's numbers. */
+export interface BesideSettings {
+  /** Why nothing is offloaded (so no CPU step to move) and what to do instead, or null. */
+  readonly notOffloaded: { readonly why: string; readonly instead: string } | null;
+  /** Who clips by the global norm ("gradient_clipping is 1 in config.json") and what to do instead, or null. */
+  readonly clip: { readonly by: string; readonly instead: string } | null;
+  /** What scales the loss (fp16), or null. */
+  readonly lossScaling: string | null;
+}
+
+/**
+ * The message refusing offloadStepInBackward, or null where nothing clashes. Clipping and loss
+ * scaling need every gradient before any unit is updated, so they change the numbers.
+ */
+export function stepBesideBackwardRefusal(strategyName: string, settings: BesideSettings): string | null {
+  const refuse = (why: string, instead: string): string => `${strategyName} option ${OPTION}: got true; ${why}. ${instead}, or leave ${OPTION} out`;
+  const { notOffloaded, clip, lossScaling } = settings;
+  if (notOffloaded) return refuse(`it updates offloaded units on the CPU beside backward, but ${notOffloaded.why}`, notOffloaded.instead);
+  if (clip) return refuse(`${clip.by}, and clipping needs every gradient before any unit is updated`, clip.instead);
+  if (lossScaling) return refuse(`${lossScaling} scales the loss, and an overflow anywhere must skip every unit's update`, "Use bf16-mixed");
+  return null;
+}
+
 function sameHyper(a: AdamWHyper, b: AdamWHyper): boolean {
   return a.lr === b.lr && a.beta1 === b.beta1 && a.beta2 === b.beta2 && a.eps === b.eps && a.weightDecay === b.weightDecay && a.step === b.step && a.maximize === b.maximize;
 }

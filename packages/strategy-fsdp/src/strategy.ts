@@ -40,6 +40,7 @@ import {
   estimateShardedMemory,
   saveFullStreamed,
   streamsTensors,
+  stepBesideBackwardRefusal,
 } from "@fulgur/sharding";
 import {
   DeviceMesh,
@@ -209,14 +210,14 @@ export class FSDPStrategy extends ParallelStrategy implements ModuleBuilding, Op
    */
   private stepInBackward(placement: { offload: boolean }, module: Module): boolean {
     if (!this.options.offloadStepInBackward) return false;
-    const fail = (why: string, instead: string): never => {
-      throw new FSDPOptionError("offloadStepInBackward", `${this.name} option offloadStepInBackward: got true; ${why}. ${instead}, or leave offloadStepInBackward out`);
-    };
-    if (!placement.offload) fail("it updates offloaded units on the CPU beside backward, but no unit is offloaded (cpuOffload on the strategy or in a unit's fullyShard)", "Offload");
     const precision = this.precision.name;
-    if (precision.startsWith("16")) fail(`precision ${JSON.stringify(precision)} scales the loss, and an overflow anywhere must skip every unit's update`, "Use bf16-mixed");
     const clip = (module as unknown as { trainer?: { options?: { gradientClipVal?: unknown } } | null }).trainer?.options?.gradientClipVal;
-    if (typeof clip === "number" && clip > 0) fail(`the Trainer clips gradients (gradientClipVal ${clip}), and clipping needs every gradient before any unit is updated`, "Drop gradientClipVal");
+    const message = stepBesideBackwardRefusal(this.name, {
+      notOffloaded: placement.offload ? null : { why: "no unit is offloaded (cpuOffload on the strategy or in a unit's fullyShard)", instead: "Offload" },
+      clip: typeof clip === "number" && clip > 0 ? { by: `the Trainer clips gradients (gradientClipVal ${clip})`, instead: "Drop gradientClipVal" } : null,
+      lossScaling: precision.startsWith("16") ? `precision ${JSON.stringify(precision)}` : null,
+    });
+    if (message !== null) throw new FSDPOptionError("offloadStepInBackward", message);
     return true;
   }
 

@@ -24,7 +24,7 @@
  */
 import { freemem } from "node:os";
 import { type Accelerator, reportsDeviceMemory } from "@fulgur/core";
-import type { OffloadKeep, UnitPlacement } from "@fulgur/sharding";
+import { type OffloadKeep, type UnitPlacement, stepBesideBackwardRefusal } from "@fulgur/sharding";
 import { type DType, itemsize } from "@fulgur/tensor";
 import { DeepSpeedOptionError, type ZeroStage } from "./api";
 import type { ZeroPlan } from "./config";
@@ -165,21 +165,19 @@ export function checkOffloadStepShare(plan: ZeroPlan, share: number | null, stra
  * needs every gradient before any unit is updated. `trainerClip`: the Trainer's gradientClipVal.
  */
 export function offloadStepInBackwardProblem(plan: ZeroPlan, precision: string | null, trainerClip: number | undefined, strategyName: string): DeepSpeedOptionError | null {
-  const fail = (why: string, instead: string): DeepSpeedOptionError =>
-    new DeepSpeedOptionError("offloadStepInBackward", `${strategyName} option offloadStepInBackward: got true; ${why}. ${instead}, or leave offloadStepInBackward out`);
-  if (!offloaded(plan)) {
-    return fail(
-      `it updates offloaded units on the CPU beside backward, but nothing is offloaded in this run (stage ${plan.stage}, offload_optimizer.device "${plan.offloadOptimizer}", offload_param.device "${plan.offloadParam}")`,
-      "Turn offload on (offloadOptimizer: true)",
-    );
-  }
-  const clipping = "clipping needs every gradient before any unit is updated";
-  if ((plan.gradientClipping ?? 0) > 0) return fail(`gradient_clipping is ${plan.gradientClipping} in ${plan.source}, and ${clipping}`, "Set gradient_clipping to 0");
-  if (trainerClip !== undefined && trainerClip > 0) return fail(`the Trainer clips gradients (gradientClipVal ${trainerClip}), and ${clipping}`, "Drop gradientClipVal");
-  if (plan.fp16Enabled === true || (precision !== null && precision.startsWith("16"))) {
-    return fail(`fp16 (precision ${JSON.stringify(precision ?? "16-mixed")}) scales the loss, and an overflow anywhere must skip every unit's update`, "Use bf16-mixed");
-  }
-  return null;
+  const configClip = (plan.gradientClipping ?? 0) > 0;
+  const message = stepBesideBackwardRefusal(strategyName, {
+    notOffloaded: offloaded(plan)
+      ? null
+      : { why: `nothing is offloaded in this run (stage ${plan.stage}, offload_optimizer.device "${plan.offloadOptimizer}", offload_param.device "${plan.offloadParam}")`, instead: "Turn offload on (offloadOptimizer: true)" },
+    clip: configClip
+      ? { by: `gradient_clipping is ${plan.gradientClipping} in ${plan.source}`, instead: "Set gradient_clipping to 0" }
+      : trainerClip !== undefined && trainerClip > 0
+        ? { by: `the Trainer clips gradients (gradientClipVal ${trainerClip})`, instead: "Drop gradientClipVal" }
+        : null,
+    lossScaling: plan.fp16Enabled === true || (precision !== null && precision.startsWith("16")) ? `fp16 (precision ${JSON.stringify(precision ?? "16-mixed")})` : null,
+  });
+  return message === null ? null : new DeepSpeedOptionError("offloadStepInBackward", message);
 }
 
 /** The start-up line: how many units keep their parameters and their optimizer state on the device. */
