@@ -480,9 +480,9 @@ export class ShardingEngine {
     if (this.stepTimes) {
       const { gradientsFrom, gradientsTo } = this.stepTimes;
       const streamed = this.streamedStep;
-      // With a share streamed through the device: how the step split (the device's pieces queued, the CPU's share, the wait for the device after it).
+      // With a share streamed through the device: how the step split (the device's pieces queued while the CPU's threads ran their share, the wait for that share after it, the wait for the device after that).
       const t = streamed?.takeTimings();
-      const split = t ? `; streamed step: queue ${t.queueMs.toFixed(1)} ms, CPU share ${t.cpuMs.toFixed(1)} ms, then waited ${t.waitMs.toFixed(1)} ms for the device's` : "";
+      const split = t ? `; streamed step: queue ${t.queueMs.toFixed(1)} ms (the CPU's share running), then waited ${t.cpuMs.toFixed(1)} ms for the CPU's share and ${t.waitMs.toFixed(1)} ms for the device's` : "";
       const beside = this.besideBackward;
       const early = beside ? `; ${beside.unitsStepped - this.besideBefore} unit(s) updated beside backward` : "";
       if (beside) this.besideBefore = beside.unitsStepped;

@@ -8,7 +8,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { AdamW, parameter } from "@fulgur/nn";
-import { type AdamWHyper, type Backend, type HostArray, type PendingRead, type Tensor, type View, fromHost, fusedAdamW, isOutOfMemory, memoryStats, routeAdamW, setCpuMemoryLimit, sharedHostMemory } from "@fulgur/tensor";
+import { type AdamWHyper, type Backend, type HostArray, type PendingRead, type Tensor, type View, cpuOptimizerThreadedSteps, cpuOptimizerThreads, fromHost, fusedAdamW, getBackend, isOutOfMemory, memoryStats, routeAdamW, setCpuMemoryLimit, setCpuOptimizerThreads, sharedHostMemory } from "@fulgur/tensor";
 import { DeviceStreamedStep, streamedStepBytes } from "../src/deviceStep";
 import { useCpuDevice } from "./fixtures/cpuDevice";
 
@@ -187,6 +187,35 @@ describe("the offloaded step streamed through the device", () => {
     expect(moments(a)).toEqual(moments(b));
     // 60% of the 3,600 elements of 1,000 and more, each step.
     expect(step.streamedElements).toBe(3 * 2160);
+  });
+
+  it("hands the CPU's share to the worker threads before the device's first piece goes up, and returns with both done: the same bits as the CPU alone", () => {
+    const threadsBefore = cpuOptimizerThreads();
+    setCpuOptimizerThreads(2, { minElements: 0 });
+    const cpu = getBackend("cpu");
+    const besideBefore = cpu.adamwBeside!;
+    const order: string[] = [];
+    const uploadsBefore = () => log.uploads;
+    cpu.adamwBeside = function (this: Backend, ...args: Parameters<NonNullable<Backend["adamwBeside"]>>) {
+      order.push(`cpu share handed out after ${uploadsBefore()} upload(s)`);
+      return besideBefore.apply(this, args);
+    };
+    try {
+      const sizes = [3000, 5000, 2000];
+      const streamed = entries(sizes);
+      const plain = entries(sizes);
+      const threaded = cpuOptimizerThreadedSteps();
+      const step = new DeviceStreamedStep(DEVICE, 0.5, () => true);
+      routeAdamW(step.route, () => fusedAdamW(callOf(streamed)));
+      expect(order).toEqual(["cpu share handed out after 0 upload(s)"]);
+      expect(cpuOptimizerThreadedSteps()).toBe(threaded + 1);
+      expect(log.uploads).toBeGreaterThan(0);
+      fusedAdamW(callOf(plain));
+      expect(valuesOf(streamed)).toEqual(valuesOf(plain));
+    } finally {
+      cpu.adamwBeside = besideBefore;
+      setCpuOptimizerThreads(threadsBefore, { minElements: 1 << 18 });
+    }
   });
 
   it("a share outside [0, 1] is refused naming it; the device workspace is four pieces of the four tensors", () => {

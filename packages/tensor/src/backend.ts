@@ -285,8 +285,9 @@ export interface Backend {
 
   /**
    * The same update started beside the calling thread (the CPU's worker threads), which returns at
-   * once: the tensors are the update's until `wait()`. Null, having done nothing, where the
-   * backend cannot (then `adamw` runs it in place).
+   * once: the tensors are the update's until `wait()`. Tensors the threads cannot take (not in
+   * shared memory) are updated at the call. Null, having done nothing, where the backend cannot
+   * hand any of it out (then `adamw` runs it in place).
    */
   adamwBeside?(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]): PendingWork | null;
 

@@ -113,6 +113,35 @@ describe("the CPU AdamW step on worker threads", () => {
     });
   }
 
+  // The streamed step hands its CPU share out this way, small tensors of the root unit among them.
+  it("fusedAdamWBeside with some tensors in shared memory and some not: those on the threads, the others at the call, bit-identical to the step in place", () => {
+    const inPlace = step(1, "float32", true);
+    T.setCpuOptimizerThreads(2, { minElements: 0 });
+    const sharedPart = T.sharedHostMemory(() => world(7, "float32", [5_003, 17, 1, 2_048]).slice(0, 2));
+    const rest = world(7, "float32", [5_003, 17, 1, 2_048]).slice(2);
+    const w = [...sharedPart, ...rest];
+    const before = threadedStepCount();
+    const pending = T.fusedAdamWBeside({
+      params: w.map((e) => e.p),
+      grads: w.map((e) => e.g),
+      expAvg: w.map((e) => e.m),
+      expAvgSq: w.map((e) => e.v),
+      hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 },
+      lowPrecision: w.map((e) => e.lp),
+    });
+    expect(threadedStepCount()).toBe(before + 1);
+    // The tensors the threads do not take are done before the call returns.
+    const restNow = rest.flatMap((e) => [e.p, e.m, e.v, e.lp].map((t) => t.toFloat64Array()));
+    pending.wait();
+    const out = w.flatMap((e) => [e.p, e.m, e.v, e.lp].map((t) => t.toFloat64Array()));
+    for (const e of w) for (const t of Object.values(e)) t.dispose();
+    expect(restNow).toEqual(out.slice(8));
+    inPlace.forEach((a, i) => {
+      const at = a.findIndex((x, k) => !Object.is(x, out[i][k]));
+      expect(at, `array ${i} element ${at}`).toBe(-1);
+    });
+  });
+
   // The sharding engine adds later micro-batches' offloaded gradients into the slice this way.
   it("addBeside adds on the threads (shared memory) or at once (not shared), as add_ does", () => {
     T.setCpuOptimizerThreads(3, { minElements: 0 });

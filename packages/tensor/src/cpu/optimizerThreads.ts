@@ -231,10 +231,12 @@ export function adamwThreaded(
 }
 
 /**
- * The fused AdamW step handed wholly to the worker threads, the calling thread left free (the
- * sharding engine steps a unit this way while its thread drives the rest of backward). Null,
- * having done nothing, when it does not apply: one thread, or a tensor whose memory is not shared.
- * The tensors must not be read or written until `wait()` returns.
+ * The fused AdamW step handed to the worker threads, the calling thread left free (the sharding
+ * engine steps a unit this way while its thread drives the rest of backward, and the CPU's share
+ * of a streamed step while its thread queues the device's). Tensors whose memory is not shared (small
+ * storages) are updated at the call, on the calling thread. Null, having done nothing, when the
+ * threads take nothing: one thread, or no tensor in shared memory. The tensors must not be read or
+ * written until `wait()` returns.
  */
 export function adamwBeside(
   params: View[],
@@ -247,9 +249,24 @@ export function adamwBeside(
   const threads = cpuOptimizerThreads();
   if (threads <= 1 || params.length === 0) return null;
   const shared = sharedTensors([params, grads, expAvg, expAvgSq, lowPrecision ?? []], params.length);
-  if (shared.tensors.some((t) => t === null)) return null;
-  const sizes = params.map((p) => numelOf(p.shape));
+  const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
+  if (sizes.every((n) => n === 0)) return null;
   const { dispatched } = dispatch(shared, sizes, hyper, threads - 1, 0);
+  const here = params.map((_, t) => t).filter((t) => !shared.tensors[t]);
+  if (here.length > 0) {
+    const pick = <T>(list: readonly T[]): T[] => here.map((t) => list[t]);
+    try {
+      adamw(pick(params), pick(grads), pick(expAvg), pick(expAvgSq), hyper, lowPrecision && pick(lowPrecision));
+    } catch (err) {
+      // The threads' part uses the same call's memory: it ends before the error travels.
+      try {
+        waitFor(dispatched);
+      } catch {
+        // This error is not the first.
+      }
+      throw err;
+    }
+  }
   threadedSteps++;
   return pendingOf(dispatched);
 }
