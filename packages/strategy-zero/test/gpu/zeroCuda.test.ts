@@ -98,13 +98,20 @@ describe.skipIf(!hasGpu)("ZeRO on CUDA: the step beside backward", () => {
   // backward, each block whose gradients have landed is updated by the CPU's threads before
   // backward ends; with two micro-batches, once the second one's gradients are down and added
   // ([Note: later micro-batches added beside backward]). No clipping; the same CPU update as after
-  // backward, so the same losses.
-  it.each([1, 2])("stage 3 offloaded with offloadStepInBackward, bf16 units, at world 1, %i micro-batch(es) a step: the losses of the step after backward, blocks updated beside it", async (accumulate) => {
+  // backward, so the same losses up to the GPU's run-to-run differences: the embedding's backward
+  // adds with atomics, in an order that varies (on an H200, two runs of the same setting differed by
+  // up to 4.8e-4 within ten steps, and the two settings by no more). The bits are checked on the
+  // CPU's fake device (@fulgur/sharding's stepBesideBackward test).
+  it.each([1, 2])("stage 3 offloaded with offloadStepInBackward, bf16 units, at world 1, %i micro-batch(es) a step: the losses of the step after backward within the GPU's run-to-run differences, blocks updated beside it", async (accumulate) => {
     const mixedPrecision = { paramDtype: "bfloat16", reduceDtype: "float32" };
     const run = { accumulate, clip: "none" };
     const after = await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision }, {}, [], run);
+    const again = await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision }, {}, [], run);
+    const noise = Math.max(...after.map((l, i) => Math.abs(l - again[i])));
     const beside: number[] = [];
-    within(await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision, offloadStepInBackward: true }, {}, [], { ...run, beside }), after, 1e-5);
+    const losses = await cudaLosses("deepspeed_stage_3_offload", 1, "bf16-mixed", { mixedPrecision, offloadStepInBackward: true }, {}, [], { ...run, beside });
+    console.log(`after vs after: max ${noise}; beside vs after: ${losses.map((l, i) => Math.abs(l - after[i]).toExponential(1)).join(" ")}`);
+    within(losses, after, Math.max(2e-4, 2 * noise));
     expect(beside[0]).toBeGreaterThan(0);
   });
 });
