@@ -40,6 +40,18 @@ function step(threads: number, dtype: T.DType, small = false, weightDecay = 0.1)
   return out;
 }
 
+/** The fused call over `world`'s tensors, with the hyper-parameters `step` uses. */
+function callOf(w: ReturnType<typeof world>): T.FusedAdamWCall {
+  return {
+    params: w.map((e) => e.p),
+    grads: w.map((e) => e.g),
+    expAvg: w.map((e) => e.m),
+    expAvgSq: w.map((e) => e.v),
+    hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 },
+    lowPrecision: w.map((e) => e.lp),
+  };
+}
+
 describe("the CPU AdamW step on worker threads", () => {
   for (const dtype of ["float32", "bfloat16"] as const) {
     it(`is bit-identical to one thread's (${dtype} state)`, () => {
@@ -91,14 +103,7 @@ describe("the CPU AdamW step on worker threads", () => {
       const make = () => world(7, "float32", [5_003, 17, 1, 2_048]);
       const w = shared ? T.sharedHostMemory(make) : make();
       const before = threadedStepCount();
-      const pending = T.fusedAdamWBeside({
-        params: w.map((e) => e.p),
-        grads: w.map((e) => e.g),
-        expAvg: w.map((e) => e.m),
-        expAvgSq: w.map((e) => e.v),
-        hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 },
-        lowPrecision: w.map((e) => e.lp),
-      });
+      const pending = T.fusedAdamWBeside(callOf(w));
       expect(threadedStepCount()).toBe(before + (shared ? 1 : 0));
       if (!shared) expect(pending.poll()).toBe(true);
       pending.wait();
@@ -121,14 +126,7 @@ describe("the CPU AdamW step on worker threads", () => {
     const rest = world(7, "float32", [5_003, 17, 1, 2_048]).slice(2);
     const w = [...sharedPart, ...rest];
     const before = threadedStepCount();
-    const pending = T.fusedAdamWBeside({
-      params: w.map((e) => e.p),
-      grads: w.map((e) => e.g),
-      expAvg: w.map((e) => e.m),
-      expAvgSq: w.map((e) => e.v),
-      hyper: { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 3 },
-      lowPrecision: w.map((e) => e.lp),
-    });
+    const pending = T.fusedAdamWBeside(callOf(w));
     expect(threadedStepCount()).toBe(before + 1);
     // The tensors the threads do not take are done before the call returns.
     const restNow = rest.flatMap((e) => [e.p, e.m, e.v, e.lp].map((t) => t.toFloat64Array()));
