@@ -86,6 +86,15 @@ export interface OffloadKeep {
 }
 
 /**
+ * What of `keep` acts in a run: all of it with offload; without, only the units whose gathered
+ * parameters stay from step to step (ZeRO's persistent units), or null when none do.
+ */
+export function keepThatActs(offload: boolean, keep: OffloadKeep | null): OffloadKeep | null {
+  if (offload) return keep;
+  return keep && keep.parameters.length > 0 ? Object.freeze({ optimizerState: [], parameters: keep.parameters }) : null;
+}
+
+/**
  * [Note: three tiers] A model too big for the GPU and the host together is placed over GPU, host
  * and disk by whole units: the units kept on the device (`optimizerState`) hold everything there;
  * of the offloaded ones, those in `host` keep their slices and optimizer state in (pinned) host

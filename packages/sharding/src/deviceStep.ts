@@ -19,29 +19,7 @@
  * element alone, so which side updates it changes nothing but rounding (the CPU backend gives the
  * same bits, which the tests check through a copy to a second tensor).
  */
-import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type PendingWork, type Tensor, annotateOutOfMemory, empty, fusedAdamWBeside, getBackend, noGrad } from "@fulgur/tensor";
-
-const DONE: PendingWork = { poll: () => true, wait: () => {} };
-
-/**
- * Starts `call` on the CPU's worker threads and returns at once where its backend can; else runs it
- * with `onBackend` (the route's, which may route it further) before returning.
- */
-function besideOr(call: FusedAdamWCall, onBackend: (call: FusedAdamWCall) => void): PendingWork {
-  if (call.params.length === 0) return DONE;
-  if (call.params[0].backend.adamwBeside) return fusedAdamWBeside(call);
-  onBackend(call);
-  return DONE;
-}
-
-/** Waits for work whose result no longer matters (an error is already on its way). */
-function settle(work: PendingWork): void {
-  try {
-    work.wait();
-  } catch {
-    // The step failed already; this error is not the first.
-  }
-}
+import { type AdamWRoute, type FusedAdamWCall, type HostArray, type PendingRead, type Tensor, annotateOutOfMemory, empty, fusedAdamWBeside, getBackend, noGrad, settleWork } from "@fulgur/tensor";
 
 /** Elements of one piece (each of the four tensors): 64 MiB a tensor in fp32, long enough for full-speed copies. */
 export const STREAMED_PIECE_ELEMENTS = 1 << 24;
@@ -190,7 +168,7 @@ export class DeviceStreamedStep {
         hyper: call.hyper,
         lowPrecision: call.lowPrecision && rest.map(({ i, start, length }) => copyRange(call, i, start, length)),
       };
-      const cpuWork = besideOr(cpuCall, onBackend);
+      const cpuWork = fusedAdamWBeside(cpuCall, onBackend);
       let cpuWaited = false;
       try {
         for (const { i, length } of toDevice) {
@@ -212,7 +190,7 @@ export class DeviceStreamedStep {
         lap("cpuMs");
       } finally {
         // The threads' share uses the host tensors until it ends, also when queueing failed.
-        if (!cpuWaited) settle(cpuWork);
+        if (!cpuWaited) settleWork(cpuWork);
         // The host's values are complete only once every download is in.
         for (const piece of pieces) {
           for (const read of piece.reads) read.wait();

@@ -3,7 +3,7 @@
  * and scattered with prefetch, each rank holding a contiguous slice; the optimizer steps over
  * per-parameter segments of the slice.
  */
-export { FULL_PRECISION, type EngineOptions, type MixedPrecisionPolicy, type NvmeOffload, type OffloadKeep, type ShardingStrategy, type UnitOptions } from "./api";
+export { FULL_PRECISION, keepThatActs, type EngineOptions, type MixedPrecisionPolicy, type NvmeOffload, type OffloadKeep, type ShardingStrategy, type UnitOptions } from "./api";
 export { NvmeTier, type NvmeSettings } from "./nvme/nvmeTier";
 export { ShardingEngine, planUnits, type UnitPlacement, type UnitPlan } from "./engine";
 export { FlatUnit, type UnitGroups, type UnitState } from "./flatUnit";

@@ -8,7 +8,7 @@
  */
 import type { MemoryEstimate, MemoryEstimateInput } from "@fulgur/core";
 import type { ActivationProfile, ActivationSegment } from "@fulgur/nn";
-import { DOWNLOADS_IN_FLIGHT, type OffloadKeep } from "./api";
+import { DOWNLOADS_IN_FLIGHT, type OffloadKeep, keepThatActs } from "./api";
 import { type NvmeLayout, type UnitBytes, hostOverStep, unitsOnDisk } from "./offloadHostMemory";
 import { streamedStepBytes } from "./deviceStep";
 import { owningUnit } from "./layout";
@@ -221,8 +221,7 @@ export function estimateShardedMemory(strategy: string, input: MemoryEstimateInp
   const slices = { parameters: all.parameters / shards, gradients: all.trainable / shards, optimizerState: (all.trainableElements * optimizerBytes) / shards };
   // Units kept on the device with offload: their slices stay there, and their gathered copies stay
   // from step to step (a unit alone on its rank with its slice there is resident: no copy at all).
-  // Without offload only the units whose gathered copies are kept from step to step count (ZeRO's persistent units).
-  const keep = layout.offload ? layout.keep ?? null : layout.keep && layout.keep.parameters.length > 0 ? { optimizerState: [], parameters: layout.keep.parameters } : null;
+  const keep = keepThatActs(layout.offload, layout.keep ?? null);
   const unitSlices = (paths: readonly string[]) => {
     const b = paths.map((u) => (u === "" ? { ...root, elements: all.trainableElements - wrappedElements(input, units) } : { ...unitBytes.get(u)!, elements: modelBytes(input, [u]).trainableElements }));
     return b.reduce(

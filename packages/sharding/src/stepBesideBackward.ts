@@ -21,7 +21,7 @@
  * (the route waits for their threads) and it moves their step counts as any step does.
  */
 import { Adam, type Optimizer } from "@fulgur/nn";
-import { type AdamWHyper, type FusedAdamWCall, type PendingWork, type Tensor, fusedAdamWBeside } from "@fulgur/tensor";
+import { type AdamWHyper, type FusedAdamWCall, type PendingWork, type Tensor, fusedAdamWBeside, settleWork } from "@fulgur/tensor";
 import type { FlatUnit } from "./flatUnit";
 
 const OPTION = "offloadStepInBackward";
@@ -219,12 +219,7 @@ export class StepBesideBackward {
     const all = new Set([...this.started.values()].map((s) => s.pending).concat(this.taken));
     this.started.clear();
     this.taken = [];
-    for (const w of all) {
-      try {
-        w.wait();
-      } catch {
-        // The step failed already, or training is being torn down: this error is not the first.
-      }
-    }
+    // The step failed already, or training is being torn down: their errors are not the first.
+    for (const w of all) settleWork(w);
   }
 }

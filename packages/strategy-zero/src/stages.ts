@@ -24,7 +24,7 @@
  */
 import { accessSync, constants, statSync } from "node:fs";
 import type { ProcessGroup } from "@fulgur/core";
-import { type EngineOptions, FULL_PRECISION, type NvmeOffload, type OffloadKeep, type UnitGroups } from "@fulgur/sharding";
+import { type EngineOptions, FULL_PRECISION, type NvmeOffload, type OffloadKeep, type UnitGroups, keepThatActs } from "@fulgur/sharding";
 import { SoloGroup } from "@fulgur/strategy-kit";
 import type { DType } from "@fulgur/tensor";
 import type { ZeroStage } from "./api";
@@ -146,7 +146,7 @@ export function engineOptionsFor(
     keepGathered: stage === 1 || stage === 2,
     nvme: nvmeOffloadOf(plan),
     // Without offload only the persistent units' parameters (withPersistentUnits) are kept.
-    keep: offloaded(plan) ? keep : keep && keep.parameters.length > 0 ? Object.freeze({ optimizerState: [], parameters: keep.parameters }) : null,
+    keep: keepThatActs(offloaded(plan), keep),
     deviceStepShare: offloaded(plan) ? deviceStepShare : 0,
     stepBesideBackward: offloaded(plan) && stepBesideBackward,
   });

@@ -233,9 +233,9 @@ export class DeepSpeedStrategy
     if (!deferred) module.to(device);
     const paths = unitPaths(module, this.options.autoWrapPolicy);
     const plans = planUnits(module, paths);
-    const wrappedSizes = plans.filter((u) => u.path !== "").map(unitNumel);
-    this.prefetch = prefetchDepth(this.plan, wrappedSizes);
     const wrapped = plans.filter((u) => u.path !== "").map((u) => ({ path: u.path, numel: unitNumel(u) }));
+    const wrappedSizes = wrapped.map((u) => u.numel);
+    this.prefetch = prefetchDepth(this.plan, wrappedSizes);
     const keptToBackward = new Set(unitsKeptToBackward(this.plan, wrapped, this.prefetch));
     const persistent = persistentUnits(this.plan, wrapped);
     this.keep = await this.keepFor(module, plans, trainer?.accumulateGradBatches ?? 1);

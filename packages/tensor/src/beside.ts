@@ -7,17 +7,20 @@
 import { type FusedAdamWCall, adamwArguments, adamwOnBackend } from "./adamwRoute";
 import type { PendingWork } from "./backend";
 import { noGrad } from "./gradMode";
+import { DONE_WORK } from "./pendingWork";
 import type { Tensor } from "./tensor";
 
-const DONE: PendingWork = { poll: () => true, wait: () => {} };
-
-/** The fused AdamW update of `call`, beside the caller where its parameters' backend can. No route applies: the caller chose where it runs. */
-export function fusedAdamWBeside(call: FusedAdamWCall): PendingWork {
-  if (call.params.length === 0) return DONE;
+/**
+ * The fused AdamW update of `call`, beside the caller where its parameters' backend can; else run
+ * at the call by `inPlace` (by default on the backend: no route applies, the caller chose where it
+ * runs; a route passes its own `onBackend`).
+ */
+export function fusedAdamWBeside(call: FusedAdamWCall, inPlace: (call: FusedAdamWCall) => void = adamwOnBackend): PendingWork {
+  if (call.params.length === 0) return DONE_WORK;
   const pending = call.params[0].backend.adamwBeside?.(...adamwArguments(call));
   if (pending) return pending;
-  adamwOnBackend(call);
-  return DONE;
+  inPlace(call);
+  return DONE_WORK;
 }
 
 /** `dst += src`, beside the caller where the backend can. */
@@ -25,5 +28,5 @@ export function addBeside(dst: Tensor, src: Tensor): PendingWork {
   const pending = dst.backend.addBeside?.(dst, src);
   if (pending) return pending;
   noGrad(() => dst.add_(src));
-  return DONE;
+  return DONE_WORK;
 }

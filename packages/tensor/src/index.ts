@@ -75,4 +75,5 @@ export { cpuOptimizerThreads, cpuOptimizerThreadedSteps, setCpuOptimizerThreads,
 export { hostBytesOf, sharedHostMemory } from "./cpu/sharedMemory";
 export { fusedAdamW, routeAdamW, type AdamWRoute, type FusedAdamWCall } from "./adamwRoute";
 export { addBeside, fusedAdamWBeside } from "./beside";
+export { settleWork } from "./pendingWork";
 export { MetaBackend, metaBackend } from "./meta";

@@ -23,6 +23,7 @@ import { isContiguous } from "../shape";
 import { numelOf } from "./strided";
 import { adamw } from "./adamw";
 import { startReadyWorker } from "../readyWorker";
+import { settleWork } from "../pendingWork";
 
 // Stands in for a tensor the threads do not take (no piece refers to it).
 const NONE: SharedRange = { buffer: -1, dtype: "float32", offset: 0 };
@@ -127,6 +128,22 @@ function sharedTensors(lists: readonly (readonly (View | null)[])[], count: numb
   return { buffers: shared.buffers, tensors };
 }
 
+/**
+ * The call's tensors as the threads see them: ranges in shared buffers, each tensor's elements for
+ * the threads (0 for one whose memory is not shared), and `here`, which runs those at the call.
+ */
+function threadShares(params: View[], grads: View[], expAvg: View[], expAvgSq: View[], hyper: AdamWHyper, lowPrecision?: readonly (View | null)[]) {
+  const shared = sharedTensors([params, grads, expAvg, expAvgSq, lowPrecision ?? []], params.length);
+  const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
+  const left = params.map((_, t) => t).filter((t) => !shared.tensors[t]);
+  const pick = <T>(list: readonly T[]): T[] => left.map((t) => list[t]);
+  // The tensors the threads do not take, as the serial step does them.
+  const here = (): void => {
+    if (left.length > 0) adamw(pick(params), pick(grads), pick(expAvg), pick(expAvgSq), hyper, lowPrecision && pick(lowPrecision));
+  };
+  return { shared, sizes, here };
+}
+
 /** Splits the elements of every tensor into `threads` runs of about equal size (a size of 0: a tensor left out). */
 function split(sizes: readonly number[], threads: number): Piece[][] {
   const total = sizes.reduce((s, n) => s + n, 0);
@@ -214,17 +231,13 @@ export function adamwThreaded(
 ): boolean {
   const threads = cpuOptimizerThreads();
   if (threads <= 1) return false;
-  const shared = sharedTensors([params, grads, expAvg, expAvgSq, lowPrecision ?? []], params.length);
   // Tensors in shared memory (storages of 1 MiB and more) go to the threads; the rest stay here.
-  const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
+  const { shared, sizes, here } = threadShares(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
   const total = sizes.reduce((s, n) => s + n, 0);
   if (total === 0 || total < minElements()) return false;
   const { job, pieces, dispatched } = dispatch(shared, sizes, hyper, threads - 1, 1);
   runPieces({ ...job, pieces: pieces[0] });
-  // The tensors the threads do not take, here, as the serial step does them.
-  const here = params.map((_, t) => t).filter((t) => !shared.tensors[t]);
-  const pick = <T>(list: readonly T[]): T[] => here.map((t) => list[t]);
-  adamw(pick(params), pick(grads), pick(expAvg), pick(expAvgSq), hyper, lowPrecision && pick(lowPrecision));
+  here();
   waitFor(dispatched);
   threadedSteps++;
   return true;
@@ -248,27 +261,18 @@ export function adamwBeside(
 ): PendingWork | null {
   const threads = cpuOptimizerThreads();
   if (threads <= 1 || params.length === 0) return null;
-  const shared = sharedTensors([params, grads, expAvg, expAvgSq, lowPrecision ?? []], params.length);
-  const sizes = params.map((p, t) => (shared.tensors[t] ? numelOf(p.shape) : 0));
+  const { shared, sizes, here } = threadShares(params, grads, expAvg, expAvgSq, hyper, lowPrecision);
   if (sizes.every((n) => n === 0)) return null;
-  const { dispatched } = dispatch(shared, sizes, hyper, threads - 1, 0);
-  const here = params.map((_, t) => t).filter((t) => !shared.tensors[t]);
-  if (here.length > 0) {
-    const pick = <T>(list: readonly T[]): T[] => here.map((t) => list[t]);
-    try {
-      adamw(pick(params), pick(grads), pick(expAvg), pick(expAvgSq), hyper, lowPrecision && pick(lowPrecision));
-    } catch (err) {
-      // The threads' part uses the same call's memory: it ends before the error travels.
-      try {
-        waitFor(dispatched);
-      } catch {
-        // This error is not the first.
-      }
-      throw err;
-    }
+  const pending = pendingOf(dispatch(shared, sizes, hyper, threads - 1, 0).dispatched);
+  try {
+    here();
+  } catch (err) {
+    // The threads' part uses the same call's memory: it ends before the error travels.
+    settleWork(pending);
+    throw err;
   }
   threadedSteps++;
-  return pendingOf(dispatched);
+  return pending;
 }
 
 /** A dispatched job as work under way: `wait()` blocks until its workers are done and rethrows a failure, each time. */
